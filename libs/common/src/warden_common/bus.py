@@ -1,0 +1,316 @@
+"""NATS plumbing: typed request/reply, queue-group responders, and the events stream.
+
+- `request(subject, msg)` sends a frozen contract model and returns the typed result,
+  or raises the typed error the responder answered with.
+- `serve(subject, handler)` answers requests in a queue group (replicas share load);
+  a handler raising `WardenError` answers its code; bad input answers `invalid`;
+  anything else is logged with its traceback and answers `internal`.
+- `emit(event)` queues an event; a background publisher sends it to JetStream with
+  `Nats-Msg-Id` = event id (de-duplicated in the stream's window), retrying until the
+  stream acknowledges it. `close()` flushes what is queued before draining.
+- Trace context travels as a W3C `traceparent` header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import StreamConfig
+from nats.js.errors import NotFoundError
+from pydantic import BaseModel, ValidationError
+
+from warden_common.contracts.base import ErrorCode, Message, ReplyError, Subject
+from warden_common.contracts.events import (
+    Event,
+    Service,
+    events_stream_name,
+    events_subject,
+    events_wildcard,
+)
+from warden_common.errors import (
+    BadInput,
+    Timeout,
+    Unavailable,
+    WardenError,
+    from_reply_error,
+)
+from warden_common.settings import NatsSettings
+from warden_common.tracing import (
+    current_trace_id,
+    from_traceparent,
+    set_trace_id,
+    traceparent,
+)
+
+__all__ = ["Bus", "validation_message"]
+
+log = logging.getLogger(__name__)
+Req = TypeVar("Req", bound=Message)
+Rep = TypeVar("Rep", bound=BaseModel)
+_OUTBOX_MAX = 100_000
+
+
+def validation_message(e: ValidationError) -> str:
+    """Say which fields are wrong without echoing their values (they may be secrets)."""
+    parts = []
+    for err in e.errors()[:5]:
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "(body)"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+class Bus:
+    def __init__(self, settings: NatsSettings, service: Service) -> None:
+        self.settings = settings
+        self.service = service
+        self.root = settings.root
+        self.nc: NatsClient | None = None
+        self._outbox: asyncio.Queue[Event] = asyncio.Queue(maxsize=_OUTBOX_MAX)
+        self._publisher: asyncio.Task[None] | None = None
+        self._subs: list[Subscription] = []
+        self.events_stream = events_stream_name(self.root)
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def connect(self) -> None:
+        opts: dict[str, Any] = {
+            "servers": [self.settings.url],
+            "name": f"warden-{self.service}",
+            "connect_timeout": self.settings.connect_timeout_s,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "allow_reconnect": True,
+        }
+        if self.settings.user:
+            opts["user"] = self.settings.user
+            opts["password"] = self.settings.password.get_secret_value() if self.settings.password else ""
+
+        async def _err(e: Exception) -> None:
+            log.warning("nats: %s", e)
+
+        opts["error_cb"] = _err
+        try:
+            self.nc = await nats.connect(**opts)
+        except (OSError, nats.errors.NoServersError, NatsTimeout) as e:
+            raise Unavailable(f"cannot reach NATS at {self.settings.url}: {type(e).__name__}") from None
+        self._publisher = asyncio.create_task(self._publish_loop(), name=f"{self.service}-event-publisher")
+
+    @property
+    def connected(self) -> bool:
+        return self.nc is not None and self.nc.is_connected
+
+    async def ensure_events_stream(self) -> None:
+        """Create (or update) the events stream. Idempotent; any service may call it."""
+        js = self._nc.jetstream()
+        cfg = StreamConfig(
+            name=self.events_stream,
+            subjects=[events_wildcard(self.root)],
+            duplicate_window=self.settings.dedup_window_s,
+            max_age=7 * 24 * 3600,
+        )
+        try:
+            await js.stream_info(self.events_stream)
+            await js.update_stream(cfg)
+        except NotFoundError:
+            await js.add_stream(cfg)
+
+    async def close(self) -> None:
+        for sub in self._subs:
+            try:
+                await sub.drain()
+            except Exception:  # noqa: BLE001 - shutdown boundary
+                log.debug("drain failed", exc_info=True)
+        self._subs.clear()
+        if self._publisher is not None:
+            try:
+                await asyncio.wait_for(self._outbox.join(), timeout=5)
+            except TimeoutError:
+                log.error(
+                    "shutdown: %d events not yet acknowledged by the stream",
+                    self._outbox.qsize(),
+                )
+            self._publisher.cancel()
+            try:
+                await self._publisher
+            except asyncio.CancelledError:
+                pass
+            self._publisher = None
+        if self.nc is not None:
+            nc, self.nc = self.nc, None
+            try:
+                await asyncio.wait_for(nc.drain(), timeout=5)
+            except Exception:  # noqa: BLE001 - shutdown boundary
+                await nc.close()
+
+    @property
+    def _nc(self) -> NatsClient:
+        if self.nc is None:
+            raise Unavailable("not connected to NATS")
+        return self.nc
+
+    # -- request / reply ---------------------------------------------------------------
+    def _headers(self) -> dict[str, str] | None:
+        tid = current_trace_id()
+        return {"traceparent": traceparent(tid)} if tid else None
+
+    async def request(self, subject: Subject[Req, Rep], msg: Req, *, timeout: float | None = None) -> Rep:
+        return await self.request_to(subject.on(self.root), msg, subject.result, timeout=timeout)
+
+    async def request_to(
+        self,
+        subject: str,
+        msg: Message,
+        result: type[Rep],
+        *,
+        timeout: float | None = None,
+    ) -> Rep:
+        try:
+            reply = await self._nc.request(
+                subject,
+                msg.model_dump_json().encode(),
+                timeout=timeout or self.settings.request_timeout_s,
+                headers=self._headers(),
+            )
+        except NoRespondersError:
+            raise Unavailable(f"no service is answering on {subject}") from None
+        except NatsTimeout:
+            raise Timeout(f"no answer on {subject} within {timeout or self.settings.request_timeout_s}s") from None
+        return decode_reply(reply.data, result)
+
+    async def serve(
+        self,
+        subject: Subject[Req, Rep],
+        handler: Callable[[Req], Awaitable[Rep]],
+        *,
+        queue: str | None = None,
+    ) -> Subscription:
+        return await self.serve_on(subject.on(self.root), subject.request, handler, queue=queue)
+
+    async def serve_on(
+        self,
+        subject: str,
+        request: type[Req],
+        handler: Callable[[Req], Awaitable[Rep]],
+        *,
+        queue: str | None = None,
+        with_msg: bool = False,
+    ) -> Subscription:
+        async def _cb(m: Msg) -> None:
+            set_trace_id(from_traceparent((m.headers or {}).get("traceparent")))
+            try:
+                req = request.model_validate_json(m.data)
+                result = await (handler(req, m) if with_msg else handler(req))  # type: ignore[call-arg]
+                body = b'{"result":' + result.model_dump_json().encode() + b"}"
+            except ValidationError as e:
+                body = _error_body(BadInput(f"bad request on {m.subject}: {validation_message(e)}").to_reply())
+            except WardenError as e:
+                body = _error_body(e.to_reply())
+            except Exception:  # noqa: BLE001 - top of a NATS handler
+                log.exception("handler for %s failed", m.subject)
+                body = _error_body(
+                    ReplyError(
+                        code=ErrorCode.internal,
+                        message=f"internal error in {self.service}; trace id {current_trace_id() or '-'}",
+                    )
+                )
+            if m.reply:
+                try:
+                    await m.respond(body)
+                except Exception:  # noqa: BLE001 - the requester may be gone
+                    log.debug("respond failed", exc_info=True)
+
+        sub = await self._nc.subscribe(
+            subject,
+            queue=queue or f"warden-{self.service}",
+            cb=_cb,
+            pending_msgs_limit=65536,
+        )
+        self._subs.append(sub)
+        return sub
+
+    async def listen(self, subject: str, cb: Callable[[Msg], Awaitable[None]]) -> Subscription:
+        """A plain (non-queue) subscription: every replica sees every message (cache invalidation)."""
+        sub = await self._nc.subscribe(subject, cb=cb)
+        self._subs.append(sub)
+        return sub
+
+    # -- events -----------------------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        """Queue an event for the stream. Never blocks the caller; never drops silently."""
+        if event.trace_id is None and (tid := current_trace_id()):
+            event = event.model_copy(update={"trace_id": tid})
+        try:
+            self._outbox.put_nowait(event)
+        except asyncio.QueueFull:
+            log.error(
+                "event outbox full (%d); event %s of type %s not queued",
+                _OUTBOX_MAX,
+                event.id,
+                event.type,
+            )
+
+    def new_event(self, type: str, **kw: Any) -> Event:
+        return Event(type=type, source=self.service, **kw)
+
+    async def publish_event_now(self, event: Event) -> None:
+        js = self._nc.jetstream()
+        headers = {"Nats-Msg-Id": event.id}
+        if event.trace_id:
+            headers["traceparent"] = traceparent(event.trace_id)
+        await js.publish(
+            events_subject(self.root, event),
+            event.model_dump_json().encode(),
+            headers=headers,
+            timeout=5,
+        )
+
+    async def _publish_loop(self) -> None:
+        delay = 0.05
+        while True:
+            event = await self._outbox.get()
+            while True:
+                try:
+                    await self.publish_event_now(event)
+                    delay = 0.05
+                    break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - keep retrying; the stream dedups by id
+                    log.warning(
+                        "event %s not yet stored (%s); retrying in %.2fs",
+                        event.id,
+                        type(e).__name__,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+            self._outbox.task_done()
+
+    @property
+    def outbox_size(self) -> int:
+        return self._outbox.qsize()
+
+
+def _error_body(err: ReplyError) -> bytes:
+    return b'{"error":' + err.model_dump_json().encode() + b"}"
+
+
+def decode_reply(data: bytes, result: type[Rep]) -> Rep:
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise Unavailable("malformed reply from a Warden service") from None
+    if isinstance(doc, dict) and doc.get("error") is not None:
+        raise from_reply_error(ReplyError.model_validate(doc["error"]))
+    if not isinstance(doc, dict) or "result" not in doc:
+        raise Unavailable("malformed reply from a Warden service")
+    return result.model_validate(doc["result"])

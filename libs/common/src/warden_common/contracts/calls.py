@@ -1,0 +1,65 @@
+"""Callers -> proxy: tool calls from internal services, and upstream discovery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from warden_common.contracts.base import VERSION, Message, Subject
+from warden_common.contracts.credentials import NAME_PATTERN
+
+__all__ = [
+    "UPSTREAM_LIST_TOOLS",
+    "ListUpstreamTools",
+    "ToolCall",
+    "ToolCallResult",
+    "UpstreamTool",
+    "UpstreamTools",
+    "calls_subject",
+    "calls_wildcard",
+]
+
+
+class ToolCall(Message):
+    tool: str = Field(min_length=1, max_length=128)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    user: str | None = Field(default=None, max_length=200)
+    idempotency_key: str | None = Field(default=None, max_length=200)
+
+
+class ToolCallResult(Message):
+    """An MCP CallToolResult, passed through: content blocks, structured content, isError."""
+
+    content: list[dict[str, Any]] = Field(default_factory=list)
+    structured_content: dict[str, Any] | None = None
+    is_error: bool = False
+    call_id: str | None = None
+
+
+def calls_subject(root: str, profile: str) -> str:
+    """Per-profile subject: NATS permissions decide who may publish for which profile."""
+    return f"{root}.{VERSION}.calls.{profile}"
+
+
+def calls_wildcard(root: str) -> str:
+    return f"{root}.{VERSION}.calls.*"
+
+
+class ListUpstreamTools(Message):
+    connector: str = Field(pattern=NAME_PATTERN)
+    user: str | None = None
+
+
+class UpstreamTool(Message):
+    name: str
+    description: str | None = None
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+    annotations: dict[str, Any] | None = None
+
+
+class UpstreamTools(Message):
+    tools: list[UpstreamTool]
+
+
+UPSTREAM_LIST_TOOLS = Subject("upstream.list_tools", ListUpstreamTools, UpstreamTools)

@@ -1,0 +1,41 @@
+"""connectors <-> proxy: runtime credentials. Only the proxy may publish here."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from warden_common.contracts.base import Message, Subject
+
+__all__ = ["CREDENTIALS_GET", "Credential", "CredentialRequest", "Transport"]
+
+Transport = Literal["streamable_http", "sse"]
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,47}$"
+
+
+class CredentialRequest(Message):
+    connector: str = Field(pattern=NAME_PATTERN)
+    user: str | None = Field(default=None, max_length=200)
+    # after an upstream 401: skip caches and refresh if the connector can
+    force_refresh: bool = False
+
+
+class Credential(Message):
+    """What the proxy needs to reach one upstream: where, how, and the headers to inject.
+
+    The header values are secrets: they exist only in this reply and the proxy's memory.
+    """
+
+    connector: str
+    url: str
+    transport: Transport = "streamable_http"
+    headers: dict[str, str] = Field(default_factory=dict)
+    expires_at: datetime | None = None
+    # bumps on every URL or auth change, so the proxy can close pooled sessions
+    config_version: int = 0
+    timeout_s: float = 60.0
+
+
+CREDENTIALS_GET = Subject("credentials.get", CredentialRequest, Credential)

@@ -1,0 +1,136 @@
+"""The event envelope: every step of every service, on `<root>.v1.events.>`."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from warden_common.contracts.base import VERSION, Message
+
+__all__ = [
+    "Actor",
+    "Event",
+    "EventRefs",
+    "EventType",
+    "Service",
+    "events_stream_name",
+    "events_subject",
+    "events_wildcard",
+    "scrub",
+]
+
+
+class Service(StrEnum):
+    connectors = "connectors"
+    registry = "registry"
+    proxy = "proxy"
+    audit = "audit"
+
+
+class EventType(StrEnum):
+    """Known event types. Audit stores unknown ones too; this list is for producers."""
+
+    connector_created = "connector.created"
+    connector_updated = "connector.updated"
+    connector_connected = "connector.connected"
+    connector_refreshed = "connector.refreshed"
+    connector_refresh_failed = "connector.refresh_failed"
+    connector_disconnected = "connector.disconnected"
+    connector_removed = "connector.removed"
+    connector_status_changed = "connector.status_changed"
+    credential_issued = "credential.issued"
+    credential_refused = "credential.refused"
+    tools_discovered = "tools.discovered"
+    tool_registered = "tool.registered"
+    tool_updated = "tool.updated"
+    tool_unregistered = "tool.unregistered"
+    tool_drifted = "tool.drifted"
+    tool_reapproved = "tool.reapproved"
+    profile_created = "profile.created"
+    profile_deleted = "profile.deleted"
+    grant_added = "grant.added"
+    grant_revoked = "grant.revoked"
+    agent_key_created = "agent_key.created"
+    agent_key_revoked = "agent_key.revoked"
+    call_requested = "call.requested"
+    call_denied = "call.denied"
+    call_approval_requested = "call.approval_requested"
+    call_approved = "call.approved"
+    call_rejected = "call.rejected"
+    call_credential = "call.credential"
+    call_completed = "call.completed"
+    call_failed = "call.failed"
+
+
+class Actor(Message):
+    kind: Literal["agent", "user", "admin", "service", "system"]
+    id: str = Field(max_length=200)
+
+
+class EventRefs(Message):
+    connector: str | None = None
+    tool: str | None = None
+    profile: str | None = None
+    call_id: str | None = None
+    user: str | None = None
+
+
+# Keys whose values are never allowed into an event, at any depth.
+_SECRET_KEY = re.compile(
+    r"(token|secret|password|passwd|authorization|api[_-]?key|cookie|credential|private[_-]?key|code_verifier|^code$|assertion|jwt)",
+    re.IGNORECASE,
+)
+REDACTED = "[redacted]"
+
+
+def scrub(value: Any, _depth: int = 0) -> Any:
+    """Return `value` with every secret-looking key's value replaced by a marker."""
+    if _depth > 20:
+        return REDACTED
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else scrub(v, _depth + 1))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [scrub(v, _depth + 1) for v in value]
+    return value
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Event(Message):
+    id: str = Field(default_factory=_new_id, min_length=8, max_length=64)
+    type: str = Field(min_length=1, max_length=100, pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
+    source: Service
+    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    trace_id: str | None = Field(default=None, max_length=64)
+    actor: Actor | None = None
+    refs: EventRefs = Field(default_factory=EventRefs)
+    status: str | None = Field(default=None, max_length=40)
+    latency_ms: float | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("data", mode="after")
+    @classmethod
+    def _no_secrets(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return scrub(v)  # type: ignore[no-any-return]
+
+
+def events_wildcard(root: str) -> str:
+    return f"{root}.{VERSION}.events.>"
+
+
+def events_subject(root: str, event: Event) -> str:
+    return f"{root}.{VERSION}.events.{event.source}.{event.type}"
+
+
+def events_stream_name(root: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", root).upper() + "_EVENTS"

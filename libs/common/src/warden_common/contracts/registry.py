@@ -1,0 +1,77 @@
+"""proxy -> tool-registry: what a profile may see, resolve one tool, search."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from warden_common.contracts.base import Message, Subject
+
+__all__ = [
+    "REGISTRY_RESOLVE",
+    "REGISTRY_SEARCH",
+    "REGISTRY_VISIBLE",
+    "Operation",
+    "ResolveRequest",
+    "ResolvedTool",
+    "SearchRequest",
+    "SearchResult",
+    "ToolView",
+    "VisibleRequest",
+    "VisibleTools",
+]
+
+Operation = Literal["read", "write"]
+PROFILE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+class ToolView(Message):
+    """A tool as an agent sees it."""
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    annotations: dict[str, Any] | None = None
+
+
+class VisibleRequest(Message):
+    profile: str = Field(pattern=PROFILE_PATTERN)
+
+
+class VisibleTools(Message):
+    tools: list[ToolView]
+    has_deferred: bool = False
+
+
+class ResolveRequest(Message):
+    profile: str = Field(pattern=PROFILE_PATTERN)
+    tool: str = Field(min_length=1, max_length=128)
+
+
+class ResolvedTool(Message):
+    name: str
+    connector: str
+    upstream_name: str
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    operation: Operation = "write"
+    auto_approve: bool = True
+    deferred: bool = False
+    schema_valid: bool = True
+
+
+class SearchRequest(Message):
+    profile: str = Field(pattern=PROFILE_PATTERN)
+    query: str = Field(min_length=1, max_length=1000)
+    k: int = Field(default=5, ge=1, le=50)
+
+
+class SearchResult(Message):
+    tools: list[ToolView]
+    mode: Literal["hybrid", "lexical"] = "hybrid"
+
+
+REGISTRY_VISIBLE = Subject("registry.visible", VisibleRequest, VisibleTools)
+REGISTRY_RESOLVE = Subject("registry.resolve", ResolveRequest, ResolvedTool)
+REGISTRY_SEARCH = Subject("registry.search", SearchRequest, SearchResult)

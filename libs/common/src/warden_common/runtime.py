@@ -1,0 +1,80 @@
+"""What every service's lifespan owns: the Postgres pool and the NATS bus.
+
+Start: open the pool (migrating the service's schema), connect NATS, make sure the
+events stream exists. Stop, in order: not ready, drain NATS (flushing queued events),
+close the pool. A failed start unwinds what it opened.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from warden_common.bus import Bus
+from warden_common.contracts.events import Service
+from warden_common.db import Database
+from warden_common.settings import HttpSettings, NatsSettings, PostgresSettings
+from warden_common.web import ReadinessCheck
+
+__all__ = ["Runtime", "ServiceSettings", "settings_config"]
+
+
+def settings_config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, env_nested_delimiter="__", extra="ignore")
+
+
+class ServiceSettings(BaseSettings):
+    """Fields every service has. Subclasses set `model_config = settings_config("WARDEN_X_")`."""
+
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    postgres: PostgresSettings
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    # bearer token for the admin HTTP API; no default: a service without one does not start
+    admin_token: SecretStr = Field(min_length=16)
+    log_level: str = "info"
+
+
+@dataclass
+class Runtime:
+    service: Service
+    db: Database
+    bus: Bus
+    ready: bool = False
+    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+    @classmethod
+    def build(cls, service: Service, settings: ServiceSettings, schema: str) -> Runtime:
+        return cls(
+            service=service,
+            db=Database(settings.postgres, schema),
+            bus=Bus(settings.nats, service),
+        )
+
+    async def start(self, migrations_package: str) -> None:
+        async with AsyncExitStack() as stack:
+            await self.db.connect(migrations_package)
+            stack.push_async_callback(self.db.close)
+            await self.bus.connect()
+            stack.push_async_callback(self.bus.close)
+            await self.bus.ensure_events_stream()
+            self._stack = stack.pop_all()
+
+    async def stop(self) -> None:
+        self.ready = False
+        await self._stack.aclose()
+
+    def checks(self) -> dict[str, ReadinessCheck]:
+        async def nats() -> str | None:
+            return None if self.bus.connected else "not connected"
+
+        async def postgres() -> str | None:
+            await self.db.ping()
+            return None
+
+        async def started() -> str | None:
+            return None if self.ready else "starting"
+
+        return {"started": started, "nats": nats, "postgres": postgres}

@@ -1,0 +1,77 @@
+"""Setting groups shared by every service. Each service nests these in its own
+`Settings(BaseSettings)` with its own env prefix; this package reads no environment."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+
+__all__ = ["CryptoSettings", "HttpSettings", "NatsSettings", "PostgresSettings"]
+
+
+class NatsSettings(BaseModel):
+    url: str = "nats://127.0.0.1:4222"
+    user: str | None = None
+    password: SecretStr | None = None
+    # subject root: `warden` in production; a unique prefix per test run
+    root: str = Field(default="warden", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,40}$")
+    request_timeout_s: float = Field(default=5.0, gt=0, le=300)
+    dedup_window_s: float = Field(default=120.0, gt=0)
+    connect_timeout_s: float = Field(default=5.0, gt=0)
+
+
+class PostgresSettings(BaseModel):
+    dsn: SecretStr
+    pool_min: int = Field(default=1, ge=0, le=100)
+    pool_max: int = Field(default=10, ge=1, le=200)
+    command_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class HttpSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # the URL people and other tools use to reach this service (printed, put in links)
+    public_url: str | None = None
+
+
+class CryptoSettings(BaseModel):
+    """Key-encryption keys: `kid:base64key` pairs separated by commas, from env or a file.
+
+    The first key is the active one (new records are sealed under it); the others only
+    open older records until they are re-wrapped. There is no default key.
+    """
+
+    keys: SecretStr | None = None
+    keys_file: Path | None = None
+
+    @field_validator("keys_file")
+    @classmethod
+    def _exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"key file {v} does not exist")
+        return v
+
+    def load(self) -> list[tuple[str, bytes]]:
+        raw = self.keys.get_secret_value() if self.keys else ""
+        if self.keys_file is not None:
+            raw = self.keys_file.read_text().strip()
+        if not raw:
+            raise ValueError("no key-encryption key configured: set the service's CRYPTO__KEYS or CRYPTO__KEYS_FILE")
+        out: list[tuple[str, bytes]] = []
+        for part in raw.replace("\n", ",").split(","):
+            part = part.strip()
+            if not part:
+                continue
+            kid, sep, b64 = part.partition(":")
+            if not sep or not kid:
+                raise ValueError("each key must be written kid:base64key")
+            try:
+                key = base64.b64decode(b64, validate=True)
+            except ValueError:
+                raise ValueError(f"key {kid!r} is not valid base64") from None
+            if len(key) != 32:
+                raise ValueError(f"key {kid!r} must be 32 bytes (AES-256), got {len(key)}")
+            out.append((kid, key))
+        return out

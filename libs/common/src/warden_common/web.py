@@ -1,0 +1,143 @@
+"""The HTTP edge every service shares: health, readiness, metrics, error mapping, serving."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+import uvicorn
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import SecretStr
+
+from warden_common.errors import Unauthorized, WardenError
+from warden_common.settings import HttpSettings
+from warden_common.tracing import current_trace_id
+
+__all__ = [
+    "ReadinessCheck",
+    "admin_guard",
+    "install_error_handlers",
+    "ops_router",
+    "serve_http",
+]
+
+log = logging.getLogger(__name__)
+ReadinessCheck = Callable[[], Awaitable[str | None]]
+"""Returns None when fine, or a short reason when not ready; may raise (= not ready)."""
+
+
+def ops_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
+    router = APIRouter(tags=["ops"])
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        results: dict[str, str] = {}
+        ok = True
+        for name, check in checks.items():
+            try:
+                reason = await asyncio.wait_for(check(), timeout=3)
+            except Exception as e:  # noqa: BLE001 - a failing check is a result, not a crash
+                reason = f"failed: {type(e).__name__}"
+            if reason is None:
+                results[name] = "ok"
+            else:
+                results[name] = reason
+                if not reason.startswith("degraded"):
+                    ok = False
+        return JSONResponse({"ready": ok, "checks": results}, status_code=200 if ok else 503)
+
+    @router.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def admin_guard(token: SecretStr) -> Callable[[Request], Awaitable[str]]:
+    """A FastAPI dependency: the admin API wants `Authorization: Bearer <admin token>`.
+
+    Returns the actor id for events (`admin`, or the `X-Warden-Actor` header when given).
+    """
+    expected = token.get_secret_value().encode()
+
+    async def _guard(request: Request) -> str:
+        auth = request.headers.get("authorization", "")
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected):
+            raise Unauthorized("admin API: send Authorization: Bearer <admin token>")
+        actor = request.headers.get("x-warden-actor", "admin")
+        return actor[:200]
+
+    return _guard
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(WardenError)
+    async def _warden(_: Request, e: WardenError) -> JSONResponse:
+        body = {"error": {"code": str(e.code), "message": e.message, "details": e.details}}
+        return JSONResponse(body, status_code=e.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        # Never echo input values back: they may be secrets.
+        fields = []
+        for err in e.errors()[:10]:
+            loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "(body)"
+            fields.append({"field": loc, "message": err.get("msg", "invalid")})
+        msg = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "invalid",
+                    "message": msg,
+                    "details": {"fields": fields},
+                }
+            },
+            status_code=400,
+        )
+
+    @app.exception_handler(Exception)
+    async def _internal(_: Request, e: Exception) -> JSONResponse:
+        log.error("unhandled error", exc_info=e)
+        msg = f"internal error; trace id {current_trace_id() or '-'}"
+        return JSONResponse({"error": {"code": "internal", "message": msg}}, status_code=500)
+
+
+def serve_http(app: FastAPI, http: HttpSettings, service: str) -> None:
+    """Run the app until SIGINT/SIGTERM. A start-up failure prints one clear line, exit 1."""
+    config = uvicorn.Config(
+        app,
+        host=http.host,
+        port=http.port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    try:
+        asyncio.run(server.serve())
+    except KeyboardInterrupt:
+        pass
+    if not server.started:
+        print(
+            f"warden-{service}: failed to start (see the log line above)",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+
+
+def _ignore_sigpipe() -> None:
+    if hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
