@@ -31,7 +31,7 @@ class Credential(Message):
     connector: str
     url: str
     transport: Transport = "streamable_http"
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
     expires_at: datetime | None = None
     # bumps on every URL or auth change, so the proxy can close pooled sessions
     config_version: int = 0

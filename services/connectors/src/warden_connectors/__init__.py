@@ -1,0 +1,1 @@
+"""Warden connectors service: OAuth and token custody."""

@@ -1,0 +1,150 @@
+"""API models of the connectors service. Secrets are SecretStr in, never out."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from warden_common.contracts.credentials import NAME_PATTERN, Transport
+
+__all__ = [
+    "ApiKeyAuth",
+    "AuthSpec",
+    "BearerAuth",
+    "ConnectorCreate",
+    "ConnectorUpdate",
+    "ConnectorView",
+    "CustomHeadersAuth",
+    "NoAuth",
+    "OAuth2Auth",
+    "Scope",
+    "Status",
+]
+
+Scope = Literal["organization", "per_user"]
+Status = Literal["pending", "active", "reauth_required", "expired", "error", "disconnected"]
+_HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
+_FORBIDDEN_HEADERS = {"host", "content-length", "content-type", "transfer-encoding", "connection", "mcp-session-id"}
+
+
+def _check_header_name(name: str) -> str:
+    if not _HEADER.match(name) or name.lower() in _FORBIDDEN_HEADERS:
+        raise ValueError(f"{name!r} is not a header name Warden may set")
+    return name
+
+
+def _check_header_value(value: str) -> None:
+    if any(c in value for c in "\r\n\x00") or len(value) > 8192:
+        raise ValueError("header values must be single-line and at most 8 KiB")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoAuth(_Strict):
+    type: Literal["none"] = "none"
+
+
+class BearerAuth(_Strict):
+    type: Literal["bearer"]
+    token: SecretStr = Field(min_length=1)
+
+    @field_validator("token")
+    @classmethod
+    def _v(cls, v: SecretStr) -> SecretStr:
+        _check_header_value(v.get_secret_value())
+        return v
+
+
+class ApiKeyAuth(_Strict):
+    type: Literal["api_key"]
+    header: str = "X-API-Key"
+    key: SecretStr = Field(min_length=1)
+
+    _h = field_validator("header")(classmethod(lambda cls, v: _check_header_name(v)))
+
+    @field_validator("key")
+    @classmethod
+    def _v(cls, v: SecretStr) -> SecretStr:
+        _check_header_value(v.get_secret_value())
+        return v
+
+
+class CustomHeadersAuth(_Strict):
+    type: Literal["custom_headers"]
+    headers: dict[str, SecretStr] = Field(min_length=1, max_length=32)
+
+    @field_validator("headers")
+    @classmethod
+    def _v(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for k, val in v.items():
+            _check_header_name(k)
+            _check_header_value(val.get_secret_value())
+        return v
+
+
+class OAuth2Auth(_Strict):
+    """OAuth 2.1 authorization code + PKCE. Every discovered value may be overridden."""
+
+    type: Literal["oauth2"]
+    client_id: str | None = Field(default=None, max_length=500)
+    client_secret: SecretStr | None = None
+    token_endpoint_auth_method: Literal["client_secret_post", "client_secret_basic", "none"] | None = None
+    use_dcr: bool = True
+    scopes: list[str] | None = None
+    resource: str | None = None
+    omit_resource: bool = False
+    audience: str | None = None
+    issuer: str | None = None
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    registration_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    extra_headers: dict[str, SecretStr] = Field(default_factory=dict, max_length=32)
+
+
+AuthSpec = Annotated[NoAuth | BearerAuth | ApiKeyAuth | CustomHeadersAuth | OAuth2Auth, Field(discriminator="type")]
+
+
+class ConnectorCreate(_Strict):
+    name: str = Field(pattern=NAME_PATTERN, description="a slug; it becomes the tool prefix")
+    url: str = Field(min_length=8, max_length=2000, description="the MCP server URL")
+    transport: Transport = "streamable_http"
+    description: str = Field(default="", max_length=2000)
+    scope: Scope = "organization"
+    auth: AuthSpec = Field(default_factory=NoAuth)
+    expires_at: datetime | None = Field(default=None, description="when a static credential stops working")
+    timeout_s: float = Field(default=60.0, gt=0, le=600)
+
+
+class ConnectorUpdate(_Strict):
+    url: str | None = Field(default=None, min_length=8, max_length=2000)
+    transport: Transport | None = None
+    description: str | None = Field(default=None, max_length=2000)
+    auth: AuthSpec | None = None
+    expires_at: datetime | None = None
+    timeout_s: float | None = Field(default=None, gt=0, le=600)
+
+
+class ConnectorView(BaseModel):
+    id: UUID
+    name: str
+    url: str
+    transport: str
+    description: str
+    scope: str
+    auth_type: str
+    auth_config: dict[str, object]
+    secret_stored: bool
+    status: str
+    status_reason: str | None
+    warnings: list[str]
+    config_version: int
+    expires_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None
