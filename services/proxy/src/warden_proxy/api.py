@@ -1,0 +1,64 @@
+"""HTTP API of the proxy: agent keys (admin), tool calls (agents), RFC 9728 metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Request
+
+from warden_proxy.agents import AgentKeyCreate, AgentKeys, AgentKeyView, Principal
+from warden_proxy.mcp_endpoint import protected_resource_metadata
+from warden_proxy.service import CallPipeline
+
+__all__ = ["build_router"]
+
+
+def _keys(request: Request) -> AgentKeys:
+    keys: AgentKeys = request.state.keys
+    return keys
+
+
+def _pipeline(request: Request) -> CallPipeline:
+    p: CallPipeline = request.state.pipeline
+    return p
+
+
+async def _agent(request: Request) -> Principal:
+    keys: AgentKeys = request.state.keys
+    return await keys.authenticate(request.headers.get("authorization"))
+
+
+def build_router(admin: object, resource_url: str) -> APIRouter:
+    router = APIRouter()
+    Admin = Depends(admin)  # noqa: N806
+
+    @router.get("/.well-known/oauth-protected-resource/mcp", tags=["mcp"])
+    @router.get("/.well-known/oauth-protected-resource", tags=["mcp"])
+    async def prm() -> dict[str, Any]:
+        return protected_resource_metadata(resource_url)
+
+    @router.post("/v1/agent-keys", status_code=201, tags=["agent keys"])
+    async def create_key(body: AgentKeyCreate, actor: str = Admin, keys: AgentKeys = Depends(_keys)) -> dict[str, Any]:
+        """Create an agent API key bound to a profile. The key is in this answer only."""
+        return await keys.create(body, actor)
+
+    @router.get("/v1/agent-keys", response_model=list[AgentKeyView], tags=["agent keys"])
+    async def list_keys(_: str = Admin, keys: AgentKeys = Depends(_keys)) -> list[AgentKeyView]:
+        return await keys.list()
+
+    @router.delete("/v1/agent-keys/{prefix}", response_model=AgentKeyView, tags=["agent keys"])
+    async def revoke_key(prefix: str, actor: str = Admin, keys: AgentKeys = Depends(_keys)) -> AgentKeyView:
+        return await keys.revoke(prefix, actor)
+
+    @router.post("/v1/tools/{name}/call", tags=["calls"])
+    async def call_tool(
+        name: str,
+        arguments: dict[str, Any] = Body(default_factory=dict, embed=True),
+        principal: Principal = Depends(_agent),
+        pipeline: CallPipeline = Depends(_pipeline),
+    ) -> dict[str, Any]:
+        """Call a tool as the agent whose key is in Authorization; same pipeline as MCP."""
+        r = await pipeline.call(principal, name, arguments)
+        return r.model_dump(mode="json")
+
+    return router

@@ -1,0 +1,62 @@
+"""Wiring of the proxy: one lifespan owns the pool, the bus, the upstream sessions and
+the MCP session manager; shutdown is not-ready, stop MCP, drain NATS, close upstreams, pool."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from warden_common.contracts import Service
+from warden_common.runtime import Runtime
+from warden_common.web import admin_guard, install_error_handlers, ops_router
+
+from warden_proxy.agents import AgentKeys
+from warden_proxy.api import build_router
+from warden_proxy.handlers import register_handlers
+from warden_proxy.mcp_endpoint import McpEndpoint
+from warden_proxy.service import CallPipeline
+from warden_proxy.settings import Settings
+from warden_proxy.store import Store
+from warden_proxy.upstream import UpstreamPool
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings) -> FastAPI:
+    runtime = Runtime.build(Service.proxy, settings, schema="proxy")
+    public = settings.http.public_url or f"http://{settings.http.host}:{settings.http.port}"
+    resource_url = public.rstrip("/") + "/mcp"
+    pool = UpstreamPool(allow_insecure=settings.allow_insecure_upstreams)
+    pipeline = CallPipeline(
+        runtime.bus, pool, cache_ttl_s=settings.cache_ttl_s, credential_skew_s=settings.credential_skew_s
+    )
+    holder: dict[str, Any] = {}
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        await runtime.start("warden_proxy.migrations")
+        try:
+            keys = AgentKeys(Store(runtime.db.pool), runtime.bus, ttl_s=settings.cache_ttl_s)
+            endpoint = McpEndpoint(pipeline, keys, resource_url=resource_url, allowed_hosts=settings.allowed_hosts)
+            holder["endpoint"] = endpoint
+            await register_handlers(runtime.bus, pipeline, keys)
+            async with endpoint.manager.run():
+                runtime.ready = True
+                yield {"keys": keys, "pipeline": pipeline}
+                runtime.ready = False
+        finally:
+            await pool.close()
+            await runtime.stop()
+
+    app = FastAPI(title="Warden proxy", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(ops_router(runtime.checks()))
+    app.include_router(build_router(admin_guard(settings.admin_token), resource_url))
+
+    async def mcp_asgi(scope: Any, receive: Any, send: Any) -> None:
+        await holder["endpoint"](scope, receive, send)
+
+    app.mount("/mcp", mcp_asgi)
+    return app

@@ -1,0 +1,18 @@
+"""Proxy errors, mapped once per edge: MCP (JSON-RPC error or isError result), HTTP, NATS."""
+
+from __future__ import annotations
+
+from warden_common.contracts import ErrorCode
+from warden_common.errors import BadInput, Forbidden, NotFound, Unauthorized, Unavailable, WardenError
+
+__all__ = ["BadInput", "Forbidden", "InvalidArguments", "NotFound", "Unauthorized", "Unavailable", "UpstreamError"]
+
+
+class InvalidArguments(BadInput):
+    """Arguments do not match the tool's input schema; says which field."""
+
+
+class UpstreamError(WardenError):
+    code = ErrorCode.upstream_error
+    http_status = 502
+    retryable = True

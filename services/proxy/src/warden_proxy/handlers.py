@@ -1,0 +1,56 @@
+"""NATS side of the proxy: tool calls from internal services, discovery for the registry,
+and cache invalidation from registry and connector events."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from nats.aio.msg import Msg
+from warden_common.bus import Bus
+from warden_common.contracts import UPSTREAM_LIST_TOOLS, VERSION, ToolCall, ToolCallResult, calls_wildcard
+
+from warden_proxy.agents import AgentKeys, Principal
+from warden_proxy.service import CallPipeline
+
+__all__ = ["register_handlers"]
+
+log = logging.getLogger(__name__)
+
+
+async def register_handlers(bus: Bus, pipeline: CallPipeline, keys: AgentKeys) -> None:
+    await bus.serve(UPSTREAM_LIST_TOOLS, pipeline.list_upstream)
+
+    async def on_call(req: ToolCall, msg: Msg) -> ToolCallResult:
+        profile = msg.subject.rsplit(".", 1)[-1]
+        caller = (msg.headers or {}).get("Warden-Caller", "internal")[:100]
+        principal = Principal(kind="service", id=caller, profile=profile, user=req.user)
+        return await pipeline.call(principal, req.tool, req.arguments)
+
+    await bus.serve_on(calls_wildcard(bus.root), ToolCall, on_call, with_msg=True)  # type: ignore[arg-type]
+
+    async def on_registry_event(_: Msg) -> None:
+        pipeline.on_registry_event()
+
+    async def on_connector_event(msg: Msg) -> None:
+        try:
+            doc = json.loads(msg.data)
+        except ValueError:
+            doc = {}
+        refs = doc.get("refs") or {}
+        data = doc.get("data") or {}
+        changed = doc.get("type") != "connector.refreshed" or bool(data.get("config_changed"))
+        await pipeline.on_connector_event(refs.get("connector"), changed)
+
+    async def on_proxy_event(msg: Msg) -> None:
+        try:
+            doc = json.loads(msg.data)
+        except ValueError:
+            return
+        if doc.get("type") == "agent_key.revoked":
+            keys.forget((doc.get("data") or {}).get("prefix"))
+
+    events = f"{bus.root}.{VERSION}.events"
+    await bus.listen(f"{events}.registry.>", on_registry_event)
+    await bus.listen(f"{events}.connectors.>", on_connector_event)
+    await bus.listen(f"{events}.proxy.agent_key.>", on_proxy_event)

@@ -1,0 +1,232 @@
+"""The call pipeline: resolve and check the grant, validate arguments, get the credential,
+call upstream, publish an event for each step. Also upstream discovery for the registry.
+
+Imports neither FastAPI nor the MCP server machinery; both edges call into this.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import jsonschema
+import mcp_types as types
+from jsonschema.exceptions import SchemaError, ValidationError
+from warden_common.bus import Bus
+from warden_common.contracts import (
+    CREDENTIALS_GET,
+    REGISTRY_RESOLVE,
+    REGISTRY_VISIBLE,
+    Credential,
+    CredentialRequest,
+    EventRefs,
+    EventType,
+    ListUpstreamTools,
+    ResolvedTool,
+    ResolveRequest,
+    ToolCallResult,
+    ToolView,
+    UpstreamTool,
+    UpstreamTools,
+    VisibleRequest,
+)
+from warden_common.errors import WardenError
+
+from warden_proxy.agents import Principal
+from warden_proxy.errors import BadInput, InvalidArguments
+from warden_proxy.upstream import UpstreamPool, UpstreamUnauthorized
+
+__all__ = ["CallPipeline"]
+
+log = logging.getLogger(__name__)
+
+
+class _TTLCache:
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._d: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any) -> Any | None:
+        hit = self._d.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, key: Any, value: Any, ttl_s: float | None = None) -> None:
+        self._d[key] = (time.monotonic() + (self.ttl_s if ttl_s is None else ttl_s), value)
+
+    def drop(self, pred: Any = None) -> None:
+        if pred is None:
+            self._d.clear()
+            return
+        for k in [k for k in self._d if pred(k)]:
+            del self._d[k]
+
+
+def _result_to_contract(r: types.CallToolResult, call_id: str) -> ToolCallResult:
+    return ToolCallResult(
+        content=[c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in r.content],
+        structured_content=r.structuredContent if isinstance(r.structuredContent, dict) else None,
+        is_error=bool(r.isError),
+        call_id=call_id,
+    )
+
+
+class CallPipeline:
+    def __init__(self, bus: Bus, pool: UpstreamPool, *, cache_ttl_s: float, credential_skew_s: float) -> None:
+        self.bus = bus
+        self.pool = pool
+        self.skew = timedelta(seconds=credential_skew_s)
+        self._resolved = _TTLCache(cache_ttl_s)
+        self._visible = _TTLCache(cache_ttl_s)
+        self._creds = _TTLCache(3600)
+        self._validators: dict[str, Any] = {}
+
+    # -- cache invalidation (events from every replica of every service) -----------------
+    def on_registry_event(self) -> None:
+        self._resolved.drop()
+        self._visible.drop()
+
+    async def on_connector_event(self, connector: str | None, config_changed: bool) -> None:
+        if connector is None:
+            self._creds.drop()
+            return
+        self._creds.drop(lambda k: k[0] == connector)
+        if config_changed:
+            await self.pool.close_connector(connector)
+
+    # -- registry ------------------------------------------------------------------------
+    async def visible_tools(self, profile: str) -> list[ToolView]:
+        hit = self._visible.get(profile)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        vis = await self.bus.request(REGISTRY_VISIBLE, VisibleRequest(profile=profile))
+        self._visible.put(profile, vis.tools)
+        return vis.tools
+
+    async def resolve(self, profile: str, tool: str) -> ResolvedTool:
+        key = (profile, tool)
+        hit = self._resolved.get(key)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        resolved = await self.bus.request(REGISTRY_RESOLVE, ResolveRequest(profile=profile, tool=tool))
+        self._resolved.put(key, resolved)
+        return resolved
+
+    # -- credentials ---------------------------------------------------------------------
+    async def credential(self, connector: str, user: str | None, *, force: bool = False) -> Credential:
+        key = (connector, user or "")
+        if not force and (hit := self._creds.get(key)) is not None:
+            return hit  # type: ignore[no-any-return]
+        cred = await self.bus.request(
+            CREDENTIALS_GET, CredentialRequest(connector=connector, user=user, force_refresh=force)
+        )
+        ttl = 3600.0
+        if cred.expires_at is not None:
+            ttl = max(0.0, (cred.expires_at - self.skew - datetime.now(UTC)).total_seconds())
+        self._creds.put(key, cred, ttl)
+        return cred
+
+    # -- validation ----------------------------------------------------------------------
+    def validate(self, tool: ResolvedTool, arguments: dict[str, Any]) -> None:
+        if not tool.schema_valid:
+            raise BadInput(f"tool {tool.name} has an invalid input schema; an admin must fix or refresh it")
+        v = self._validators.get(tool.name)
+        if v is None or v[0] is not tool.input_schema:
+            try:
+                cls = jsonschema.validators.validator_for(tool.input_schema)
+                cls.check_schema(tool.input_schema)
+            except SchemaError:
+                raise BadInput(f"tool {tool.name} has an invalid input schema; an admin must fix it") from None
+            v = (tool.input_schema, cls(tool.input_schema))
+            self._validators[tool.name] = v
+        err = jsonschema.exceptions.best_match(v[1].iter_errors(arguments))
+        if err is not None:
+            where = "/".join(str(p) for p in err.absolute_path) or "(arguments)"
+            raise InvalidArguments(f"invalid argument {where}: {_short(err)}", details={"field": where})
+
+    # -- the pipeline --------------------------------------------------------------------
+    def _event(self, type: EventType, principal: Principal, refs: EventRefs, **kw: Any) -> None:
+        self.bus.emit(self.bus.new_event(type, actor=principal.actor(), refs=refs, **kw))
+
+    async def call(self, principal: Principal, tool: str, arguments: dict[str, Any]) -> ToolCallResult:
+        call_id = uuid.uuid4().hex
+        started = time.perf_counter()
+        refs = EventRefs(tool=tool, profile=principal.profile, call_id=call_id, user=principal.user)
+        self._event(EventType.call_requested, principal, refs, status="requested", data={"arguments": arguments})
+        try:
+            resolved = await self.resolve(principal.profile, tool)
+            refs = refs.model_copy(update={"connector": resolved.connector})
+            self.validate(resolved, arguments)
+        except WardenError as e:
+            self._event(
+                EventType.call_denied, principal, refs, status="denied", data={"code": str(e.code), "reason": e.message}
+            )
+            raise
+        try:
+            result = await self._call_upstream(resolved, principal.user, arguments)
+        except WardenError as e:
+            latency = (time.perf_counter() - started) * 1000
+            self._event(
+                EventType.call_failed,
+                principal,
+                refs,
+                status="error",
+                latency_ms=latency,
+                data={"code": str(e.code), "reason": e.message},
+            )
+            raise
+        out = _result_to_contract(result, call_id)
+        latency = (time.perf_counter() - started) * 1000
+        self._event(
+            EventType.call_completed,
+            principal,
+            refs,
+            status="error" if out.is_error else "ok",
+            latency_ms=latency,
+            data={
+                "result": {
+                    "content": out.content,
+                    "structured_content": out.structured_content,
+                    "is_error": out.is_error,
+                }
+            },
+        )
+        return out
+
+    async def _call_upstream(
+        self, tool: ResolvedTool, user: str | None, arguments: dict[str, Any]
+    ) -> types.CallToolResult:
+        cred = await self.credential(tool.connector, user)
+        try:
+            return await self.pool.call_tool(cred, user, tool.upstream_name, arguments)
+        except UpstreamUnauthorized:
+            # the credential may have been rotated or revoked: one fresh credential, one retry
+            cred = await self.credential(tool.connector, user, force=True)
+            await self.pool.close_connector(tool.connector)
+            return await self.pool.call_tool(cred, user, tool.upstream_name, arguments)
+
+    # -- discovery for the registry ------------------------------------------------------
+    async def list_upstream(self, req: ListUpstreamTools) -> UpstreamTools:
+        cred = await self.credential(req.connector, req.user)
+        tools = await self.pool.list_tools(cred, req.user)
+        return UpstreamTools(
+            tools=[
+                UpstreamTool(
+                    name=t.name,
+                    description=t.description,
+                    input_schema=t.inputSchema,
+                    annotations=t.annotations.model_dump(exclude_none=True) if t.annotations else None,
+                )
+                for t in tools
+            ]
+        )
+
+
+def _short(err: ValidationError) -> str:
+    msg = err.message
+    # never echo long argument values back
+    return msg if len(msg) <= 200 else msg[:200] + "…"

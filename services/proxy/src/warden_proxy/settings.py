@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+from pydantic import Field
+from warden_common.runtime import ServiceSettings, settings_config
+from warden_common.settings import HttpSettings
+
+
+class Settings(ServiceSettings):
+    model_config = settings_config("WARDEN_PROXY_")
+
+    http: HttpSettings = Field(default_factory=lambda: HttpSettings(port=8083))
+    # dev/test only: allow upstream MCP servers on loopback/private addresses over http
+    allow_insecure_upstreams: bool = False
+    # how long a resolved tool / visible list / agent key stays cached (events invalidate sooner)
+    cache_ttl_s: float = Field(default=30.0, ge=0, le=3600)
+    # drop a cached credential this long before it expires
+    credential_skew_s: float = Field(default=30.0, ge=0, le=600)
+    max_argument_bytes: int = Field(default=1_000_000, ge=1024)
+    # Host header values the MCP endpoint accepts (DNS-rebinding guard); empty = any
+    allowed_hosts: list[str] = Field(default_factory=list)
