@@ -71,7 +71,7 @@ async def test_one_call_flows_agent_proxy_connectors_upstream_audit(stack: Stack
             listed = await client.list_tools()
             assert [t.name for t in listed.tools] == ["skel__echo"]
             result = await client.call_tool("skel__echo", {"text": "hello through warden"})
-            assert not result.isError
+            assert not result.is_error
             assert result.content[0].text == "hello through warden"
             seen_text.append(listed.model_dump_json())
             seen_text.append(result.model_dump_json())

@@ -48,6 +48,7 @@ from warden_common.settings import NatsSettings
 from warden_common.tracing import (
     current_trace_id,
     from_traceparent,
+    new_trace_id,
     set_trace_id,
     traceparent,
 )
@@ -205,7 +206,7 @@ class Bus:
         with_msg: bool = False,
     ) -> Subscription:
         async def _cb(m: Msg) -> None:
-            set_trace_id(from_traceparent((m.headers or {}).get("traceparent")))
+            set_trace_id(from_traceparent((m.headers or {}).get("traceparent")) or new_trace_id())
             try:
                 req = request.model_validate_json(m.data)
                 result = await (handler(req, m) if with_msg else handler(req))  # type: ignore[call-arg]

@@ -69,8 +69,8 @@ class _TTLCache:
 def _result_to_contract(r: types.CallToolResult, call_id: str) -> ToolCallResult:
     return ToolCallResult(
         content=[c.model_dump(mode="json", by_alias=True, exclude_none=True) for c in r.content],
-        structured_content=r.structuredContent if isinstance(r.structuredContent, dict) else None,
-        is_error=bool(r.isError),
+        structured_content=r.structured_content if isinstance(r.structured_content, dict) else None,
+        is_error=bool(r.is_error),
         call_id=call_id,
     )
 
@@ -218,7 +218,7 @@ class CallPipeline:
                 UpstreamTool(
                     name=t.name,
                     description=t.description,
-                    input_schema=t.inputSchema,
+                    input_schema=t.input_schema,
                     annotations=t.annotations.model_dump(exclude_none=True) if t.annotations else None,
                 )
                 for t in tools

@@ -204,7 +204,7 @@ class UpstreamPool:
             for _ in range(max_pages):
                 page = await c.list_tools(cursor=cursor)
                 tools.extend(page.tools)
-                cursor = page.nextCursor
+                cursor = page.next_cursor
                 if not cursor:
                     break
             return tools

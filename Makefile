@@ -1,0 +1,39 @@
+# Warden — the targets a newcomer needs.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PKGS    := -e libs/common -e libs/cli -e services/connectors -e services/tool-registry[search] -e services/proxy -e services/audit
+
+.PHONY: install run test test-e2e lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python  ## install every package (editable) and the dev tools into .venv
+	$(BIN)/pip install -q $(PKGS) -r requirements-dev.txt
+	$(MAKE) -s peers
+
+peers:  ## npm peers used by tests (OAuth authorization server)
+	@if [ -f tests/peers/oidc-provider/package.json ] && [ ! -d tests/peers/oidc-provider/node_modules ]; then \
+		cd tests/peers/oidc-provider && npm ci --no-audit --no-fund --silent; fi
+
+run: install  ## run Warden on this machine (NATS, Postgres, four services, demo MCP server)
+	$(BIN)/warden run
+
+test: install  ## unit, integration and end-to-end tests (NATS_URL / DATABASE_URL used when set)
+	$(BIN)/pytest
+
+test-e2e: install
+	$(BIN)/pytest tests/e2e
+
+lint:  ## ruff (format + check) and mypy
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy libs/common/src
+
+bench: install  ## every benchmark, printing ratios against a baseline measured in the same run
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf .warden .pytest_cache

@@ -1,0 +1,54 @@
+"""The `warden` command: `warden run`, plus the admin commands of each service."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="Warden: an MCP connector gateway.")
+
+
+@app.callback()
+def _root() -> None:
+    """Warden: an MCP connector gateway."""
+
+
+@app.command()
+def run(
+    data_dir: Path = typer.Option(Path(".warden"), help="where the embedded run keeps its data and logs"),
+    base_port: int = typer.Option(8080, help="services listen on base+1..base+4"),
+    nats_port: int = typer.Option(4250, help="port of the embedded NATS server"),
+    demo_port: int = typer.Option(8090, help="port of the demo MCP server"),
+    log_level: str = typer.Option("info"),
+) -> None:
+    """Run Warden on this machine: NATS, Postgres, the four services and a demo MCP server."""
+    from warden_cli.run import run as _run
+
+    raise typer.Exit(
+        _run(data_dir=data_dir, base_port=base_port, nats_port=nats_port, demo_port=demo_port, log_level=log_level)
+    )
+
+
+# Each service ships its own admin commands; mount the ones that are installed.
+for module, attr, name in (
+    ("warden_connectors.cli", "app", "connectors"),
+    ("warden_registry.cli", "tools_app", "tools"),
+    ("warden_registry.cli", "profiles_app", "profiles"),
+    ("warden_audit.cli", "app", "audit"),
+    ("warden_proxy.cli", "app", "calls"),
+):
+    try:
+        sub = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError):
+        continue
+    app.add_typer(sub, name=name)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
