@@ -236,12 +236,14 @@ class Bus:
             pending_msgs_limit=65536,
         )
         self._subs.append(sub)
+        await self._nc.flush(timeout=5)  # the server knows our interest before we say we serve
         return sub
 
     async def listen(self, subject: str, cb: Callable[[Msg], Awaitable[None]]) -> Subscription:
         """A plain (non-queue) subscription: every replica sees every message (cache invalidation)."""
         sub = await self._nc.subscribe(subject, cb=cb)
         self._subs.append(sub)
+        await self._nc.flush(timeout=5)  # the server knows our interest before we say we serve
         return sub
 
     # -- events -----------------------------------------------------------------------

@@ -219,7 +219,7 @@ class CallPipeline:
                     name=t.name,
                     description=t.description,
                     input_schema=t.input_schema,
-                    annotations=t.annotations.model_dump(exclude_none=True) if t.annotations else None,
+                    annotations=t.annotations.model_dump(by_alias=True, exclude_none=True) if t.annotations else None,
                 )
                 for t in tools
             ]

@@ -1,0 +1,96 @@
+import asyncio
+import uuid
+
+import nats
+import pytest
+
+from warden_common.bus import Bus
+from warden_common.contracts import (
+    CREDENTIALS_GET,
+    Credential,
+    CredentialRequest,
+    ErrorCode,
+    Event,
+    Service,
+    events_stream_name,
+)
+from warden_common.errors import BadInput, NotFound, RemoteError, Unavailable
+from warden_common.settings import NatsSettings
+from warden_common.tracing import current_trace_id, set_trace_id
+
+
+@pytest.fixture
+async def buses(nats_url):
+    root = "t" + uuid.uuid4().hex[:10]
+    a = Bus(NatsSettings(url=nats_url, root=root), Service.connectors)
+    b = Bus(NatsSettings(url=nats_url, root=root, request_timeout_s=2), Service.proxy)
+    await a.connect()
+    await b.connect()
+    await a.ensure_events_stream()
+    yield a, b
+    await a.close()
+    await b.close()
+    nc = await nats.connect(nats_url)
+    await nc.jetstream().delete_stream(events_stream_name(root))
+    await nc.close()
+
+
+async def test_typed_request_gets_typed_result_and_trace_travels(buses):
+    a, b = buses
+    seen = {}
+
+    async def handler(req: CredentialRequest) -> Credential:
+        seen["trace"] = current_trace_id()
+        if req.connector == "missing":
+            raise NotFound("no connector named 'missing'")
+        if req.connector == "refused":
+            from warden_common.errors import WardenError
+
+            raise WardenError("consent needed", code=ErrorCode.consent_required, details={"consent_url": "https://x"})
+        return Credential(connector=req.connector, url="https://example.test/mcp", headers={"X": "y"})
+
+    await a.serve(CREDENTIALS_GET, handler)
+    set_trace_id("ab" * 16)
+    cred = await b.request(CREDENTIALS_GET, CredentialRequest(connector="ok"))
+    assert cred.headers == {"X": "y"} and seen["trace"] == "ab" * 16
+    with pytest.raises(NotFound):
+        await b.request(CREDENTIALS_GET, CredentialRequest(connector="missing"))
+    with pytest.raises(RemoteError) as e:
+        await b.request(CREDENTIALS_GET, CredentialRequest(connector="refused"))
+    assert e.value.code == ErrorCode.consent_required and e.value.details["consent_url"] == "https://x"
+
+
+async def test_malformed_request_gets_an_invalid_error_without_echoing_values(buses):
+    a, b = buses
+
+    async def handler(req: CredentialRequest) -> Credential:
+        raise AssertionError("not reached")
+
+    await a.serve(CREDENTIALS_GET, handler)
+    reply = await b.nc.request(CREDENTIALS_GET.on(b.root), b'{"connector": "BAD NAME s3cr3t"}', timeout=2)
+    assert b'"invalid"' in reply.data and b"s3cr3t" not in reply.data
+    from warden_common.bus import decode_reply
+
+    with pytest.raises(BadInput):
+        decode_reply(reply.data, Credential)
+
+
+async def test_no_responder_is_a_clear_unavailable_error(buses):
+    _, b = buses
+    with pytest.raises(Unavailable, match="no service is answering"):
+        await b.request(CREDENTIALS_GET, CredentialRequest(connector="x"))
+
+
+async def test_events_are_deduplicated_by_id_in_the_stream(buses):
+    a, _ = buses
+    ev = Event(type="connector.created", source=Service.connectors, data={"token": "sekrit", "n": 1})
+    assert ev.data == {"token": "[redacted]", "n": 1}
+    a.emit(ev)
+    a.emit(ev)
+    await a.publish_event_now(ev)
+    async with asyncio.timeout(5):
+        while a.outbox_size:
+            await asyncio.sleep(0.01)
+        await a._outbox.join()
+    info = await a.nc.jetstream().stream_info(a.events_stream)
+    assert info.state.messages == 1
