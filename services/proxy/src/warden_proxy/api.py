@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Request
 
 from warden_proxy.agents import AgentKeyCreate, AgentKeys, AgentKeyView, Principal
+from warden_proxy.approvals import ApprovalDecision, Approvals, ApprovalView
 from warden_proxy.mcp_endpoint import protected_resource_metadata
 from warden_proxy.service import CallPipeline
 
@@ -21,6 +22,11 @@ def _keys(request: Request) -> AgentKeys:
 def _pipeline(request: Request) -> CallPipeline:
     p: CallPipeline = request.state.pipeline
     return p
+
+
+def _approvals(request: Request) -> Approvals:
+    a: Approvals = request.state.approvals
+    return a
 
 
 async def _agent(request: Request) -> Principal:
@@ -49,6 +55,30 @@ def build_router(admin: object, resource_url: str) -> APIRouter:
     @router.delete("/v1/agent-keys/{prefix}", response_model=AgentKeyView, tags=["agent keys"])
     async def revoke_key(prefix: str, actor: str = Admin, keys: AgentKeys = Depends(_keys)) -> AgentKeyView:
         return await keys.revoke(prefix, actor)
+
+    @router.get("/v1/approvals", response_model=list[ApprovalView], tags=["approvals"])
+    async def list_approvals(
+        status: str | None = "pending", _: str = Admin, approvals: Approvals = Depends(_approvals)
+    ) -> list[ApprovalView]:
+        return await approvals.list(status)
+
+    @router.post("/v1/approvals/{approval_id}/approve", response_model=ApprovalView, tags=["approvals"])
+    async def approve(
+        approval_id: str,
+        body: ApprovalDecision = Body(default_factory=ApprovalDecision),
+        actor: str = Admin,
+        approvals: Approvals = Depends(_approvals),
+    ) -> ApprovalView:
+        return await approvals.decide(approval_id, True, body, actor)
+
+    @router.post("/v1/approvals/{approval_id}/reject", response_model=ApprovalView, tags=["approvals"])
+    async def reject(
+        approval_id: str,
+        body: ApprovalDecision = Body(default_factory=ApprovalDecision),
+        actor: str = Admin,
+        approvals: Approvals = Depends(_approvals),
+    ) -> ApprovalView:
+        return await approvals.decide(approval_id, False, body, actor)
 
     @router.post("/v1/tools/{name}/call", tags=["calls"])
     async def call_tool(

@@ -14,6 +14,8 @@ from warden_common.web import admin_guard, install_error_handlers, ops_router
 
 from warden_proxy.agents import AgentKeys
 from warden_proxy.api import build_router
+from warden_proxy.approvals import Approvals
+from warden_proxy.breaker import Breakers
 from warden_proxy.handlers import register_handlers
 from warden_proxy.mcp_endpoint import McpEndpoint
 from warden_proxy.service import CallPipeline
@@ -29,9 +31,6 @@ def create_app(settings: Settings) -> FastAPI:
     public = settings.http.public_url or f"http://{settings.http.host}:{settings.http.port}"
     resource_url = public.rstrip("/") + "/mcp"
     pool = UpstreamPool(allow_insecure=settings.allow_insecure_upstreams)
-    pipeline = CallPipeline(
-        runtime.bus, pool, cache_ttl_s=settings.cache_ttl_s, credential_skew_s=settings.credential_skew_s
-    )
     holder: dict[str, Any] = {}
 
     @asynccontextmanager
@@ -39,12 +38,21 @@ def create_app(settings: Settings) -> FastAPI:
         await runtime.start("warden_proxy.migrations")
         try:
             keys = AgentKeys(Store(runtime.db.pool), runtime.bus, ttl_s=settings.cache_ttl_s)
+            approvals = Approvals(runtime.db.pool, runtime.bus, settings.approval_timeout_s)
+            pipeline = CallPipeline(
+                runtime.bus,
+                pool,
+                approvals,
+                cache_ttl_s=settings.cache_ttl_s,
+                credential_skew_s=settings.credential_skew_s,
+                breakers=Breakers(settings.breaker_threshold, settings.breaker_cooldown_s),
+            )
             endpoint = McpEndpoint(pipeline, keys, resource_url=resource_url, allowed_hosts=settings.allowed_hosts)
             holder["endpoint"] = endpoint
-            await register_handlers(runtime.bus, pipeline, keys)
+            await register_handlers(runtime.bus, pipeline, keys, approvals)
             async with endpoint.manager.run():
                 runtime.ready = True
-                yield {"keys": keys, "pipeline": pipeline}
+                yield {"keys": keys, "pipeline": pipeline, "approvals": approvals}
                 runtime.ready = False
         finally:
             await pool.close()

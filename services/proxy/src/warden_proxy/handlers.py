@@ -11,6 +11,7 @@ from warden_common.bus import Bus
 from warden_common.contracts import UPSTREAM_LIST_TOOLS, VERSION, ToolCall, ToolCallResult, calls_wildcard
 
 from warden_proxy.agents import AgentKeys, Principal
+from warden_proxy.approvals import Approvals
 from warden_proxy.service import CallPipeline
 
 __all__ = ["register_handlers"]
@@ -18,14 +19,14 @@ __all__ = ["register_handlers"]
 log = logging.getLogger(__name__)
 
 
-async def register_handlers(bus: Bus, pipeline: CallPipeline, keys: AgentKeys) -> None:
+async def register_handlers(bus: Bus, pipeline: CallPipeline, keys: AgentKeys, approvals: Approvals) -> None:
     await bus.serve(UPSTREAM_LIST_TOOLS, pipeline.list_upstream)
 
     async def on_call(req: ToolCall, msg: Msg) -> ToolCallResult:
         profile = msg.subject.rsplit(".", 1)[-1]
         caller = (msg.headers or {}).get("Warden-Caller", "internal")[:100]
         principal = Principal(kind="service", id=caller, profile=profile, user=req.user)
-        return await pipeline.call(principal, req.tool, req.arguments)
+        return await pipeline.call(principal, req.tool, req.arguments, idempotency_key=req.idempotency_key)
 
     await bus.serve_on(calls_wildcard(bus.root), ToolCall, on_call, with_msg=True)  # type: ignore[arg-type]
 
@@ -47,10 +48,15 @@ async def register_handlers(bus: Bus, pipeline: CallPipeline, keys: AgentKeys) -
             doc = json.loads(msg.data)
         except ValueError:
             return
+        data = doc.get("data") or {}
         if doc.get("type") == "agent_key.revoked":
-            keys.forget((doc.get("data") or {}).get("prefix"))
+            keys.forget(data.get("prefix"))
+        elif doc.get("type") in ("call.approved", "call.rejected"):
+            approvals.wake(data.get("approval_id"))
 
     events = f"{bus.root}.{VERSION}.events"
     await bus.listen(f"{events}.registry.>", on_registry_event)
     await bus.listen(f"{events}.connectors.>", on_connector_event)
     await bus.listen(f"{events}.proxy.agent_key.>", on_proxy_event)
+    await bus.listen(f"{events}.proxy.call.approved", on_proxy_event)
+    await bus.listen(f"{events}.proxy.call.rejected", on_proxy_event)

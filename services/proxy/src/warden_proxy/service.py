@@ -36,7 +36,9 @@ from warden_common.contracts import (
 from warden_common.errors import WardenError
 
 from warden_proxy.agents import Principal
-from warden_proxy.errors import BadInput, InvalidArguments
+from warden_proxy.approvals import Approvals
+from warden_proxy.breaker import Breakers
+from warden_proxy.errors import BadInput, InvalidArguments, UpstreamError
 from warden_proxy.upstream import UpstreamPool, UpstreamUnauthorized
 
 __all__ = ["CallPipeline"]
@@ -76,9 +78,20 @@ def _result_to_contract(r: types.CallToolResult, call_id: str) -> ToolCallResult
 
 
 class CallPipeline:
-    def __init__(self, bus: Bus, pool: UpstreamPool, *, cache_ttl_s: float, credential_skew_s: float) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        pool: UpstreamPool,
+        approvals: Approvals,
+        *,
+        cache_ttl_s: float,
+        credential_skew_s: float,
+        breakers: Breakers | None = None,
+    ) -> None:
         self.bus = bus
         self.pool = pool
+        self.approvals = approvals
+        self.breakers = breakers or Breakers()
         self.skew = timedelta(seconds=credential_skew_s)
         self._resolved = _TTLCache(cache_ttl_s)
         self._visible = _TTLCache(cache_ttl_s)
@@ -96,6 +109,7 @@ class CallPipeline:
             return
         self._creds.drop(lambda k: k[0] == connector)
         if config_changed:
+            self.breakers.reset(connector)
             await self.pool.close_connector(connector)
 
     # -- registry ------------------------------------------------------------------------
@@ -152,7 +166,9 @@ class CallPipeline:
     def _event(self, type: EventType, principal: Principal, refs: EventRefs, **kw: Any) -> None:
         self.bus.emit(self.bus.new_event(type, actor=principal.actor(), refs=refs, **kw))
 
-    async def call(self, principal: Principal, tool: str, arguments: dict[str, Any]) -> ToolCallResult:
+    async def call(
+        self, principal: Principal, tool: str, arguments: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> ToolCallResult:
         call_id = uuid.uuid4().hex
         started = time.perf_counter()
         refs = EventRefs(tool=tool, profile=principal.profile, call_id=call_id, user=principal.user)
@@ -167,6 +183,16 @@ class CallPipeline:
             )
             raise
         try:
+            if not resolved.auto_approve:
+                await self.approvals.hold(
+                    call_key=f"{principal.profile}:{idempotency_key}" if idempotency_key else call_id,
+                    call_id=call_id,
+                    tool=tool,
+                    profile=principal.profile,
+                    actor=principal.actor(),
+                    arguments=arguments,
+                    refs=refs,
+                )
             result = await self._call_upstream(resolved, principal.user, arguments)
         except WardenError as e:
             latency = (time.perf_counter() - started) * 1000
@@ -200,14 +226,23 @@ class CallPipeline:
     async def _call_upstream(
         self, tool: ResolvedTool, user: str | None, arguments: dict[str, Any]
     ) -> types.CallToolResult:
+        self.breakers.check(tool.connector)
         cred = await self.credential(tool.connector, user)
         try:
-            return await self.pool.call_tool(cred, user, tool.upstream_name, arguments)
+            try:
+                result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments)
+            except UpstreamUnauthorized:
+                # the credential may have been rotated or revoked: one fresh credential, one retry
+                cred = await self.credential(tool.connector, user, force=True)
+                await self.pool.close_connector(tool.connector)
+                result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments)
         except UpstreamUnauthorized:
-            # the credential may have been rotated or revoked: one fresh credential, one retry
-            cred = await self.credential(tool.connector, user, force=True)
-            await self.pool.close_connector(tool.connector)
-            return await self.pool.call_tool(cred, user, tool.upstream_name, arguments)
+            raise
+        except UpstreamError:
+            self.breakers.failure(tool.connector)
+            raise
+        self.breakers.success(tool.connector)
+        return result
 
     # -- discovery for the registry ------------------------------------------------------
     async def list_upstream(self, req: ListUpstreamTools) -> UpstreamTools:

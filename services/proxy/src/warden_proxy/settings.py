@@ -15,6 +15,11 @@ class Settings(ServiceSettings):
     cache_ttl_s: float = Field(default=30.0, ge=0, le=3600)
     # drop a cached credential this long before it expires
     credential_skew_s: float = Field(default=30.0, ge=0, le=600)
+    # a call held for approval fails with a timeout after this long
+    approval_timeout_s: float = Field(default=300.0, gt=0, le=86400)
+    # circuit breaker: this many consecutive upstream failures open it for cooldown seconds
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
     max_argument_bytes: int = Field(default=1_000_000, ge=1024)
     # Host header values the MCP endpoint accepts (DNS-rebinding guard); empty = any
     allowed_hosts: list[str] = Field(default_factory=list)

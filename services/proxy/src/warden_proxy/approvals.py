@@ -1,0 +1,189 @@
+"""Held calls: a tool that is not auto-approved waits here for an admin's decision.
+
+The approval is a row (so a restart loses nothing); the decision is published as an
+event, and every proxy replica wakes the caller it holds, whichever replica took the
+decision. No decision before `expires_at` expires the approval and fails the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from pydantic import BaseModel, Field
+from warden_common.bus import Bus
+from warden_common.contracts import Actor, ErrorCode, EventRefs, EventType
+from warden_common.errors import Conflict, NotFound, WardenError
+
+__all__ = ["ApprovalDecision", "ApprovalRejected", "ApprovalTimeout", "Approvals", "ApprovalView"]
+
+log = logging.getLogger(__name__)
+
+
+class ApprovalRejected(WardenError):
+    code = ErrorCode.approval_rejected
+    http_status = 403
+
+
+class ApprovalTimeout(WardenError):
+    code = ErrorCode.approval_timeout
+    http_status = 504
+
+
+class ApprovalDecision(BaseModel):
+    reason: str = Field(default="", max_length=1000)
+
+
+class ApprovalView(BaseModel):
+    id: str
+    call_id: str
+    tool: str
+    profile: str
+    actor: str
+    arguments: dict[str, Any]
+    status: str
+    reason: str | None
+    decided_by: str | None
+    created_at: datetime
+    expires_at: datetime
+    decided_at: datetime | None
+
+
+def _view(r: asyncpg.Record) -> ApprovalView:
+    return ApprovalView(
+        id=str(r["id"]),
+        call_id=r["call_id"],
+        tool=r["tool"],
+        profile=r["profile"],
+        actor=r["actor"],
+        arguments=dict(r["arguments"]),
+        status=r["status"],
+        reason=r["reason"],
+        decided_by=r["decided_by"],
+        created_at=r["created_at"],
+        expires_at=r["expires_at"],
+        decided_at=r["decided_at"],
+    )
+
+
+_COLS = "id, call_id, tool, profile, actor, arguments, status, reason, decided_by, created_at, expires_at, decided_at"
+
+
+class Approvals:
+    def __init__(self, pool: asyncpg.Pool, bus: Bus, timeout_s: float) -> None:
+        self.pool = pool
+        self.bus = bus
+        self.timeout_s = timeout_s
+        self._waiters: dict[str, asyncio.Event] = {}
+
+    async def hold(
+        self,
+        *,
+        call_key: str,
+        call_id: str,
+        tool: str,
+        profile: str,
+        actor: Actor,
+        arguments: dict[str, Any],
+        refs: EventRefs,
+    ) -> None:
+        """Wait for a decision on this call; return when approved, raise otherwise."""
+        row = await self.pool.fetchrow(
+            f"INSERT INTO approvals (id, call_key, call_id, tool, profile, actor, arguments, expires_at)"
+            f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (call_key) DO NOTHING RETURNING {_COLS}",
+            uuid.uuid4(),
+            call_key,
+            call_id,
+            tool,
+            profile,
+            f"{actor.kind}:{actor.id}",
+            arguments,
+            datetime.now(UTC) + timedelta(seconds=self.timeout_s),
+        )
+        if row is None:  # a redelivered call: its approval exists already
+            row = await self.pool.fetchrow(f"SELECT {_COLS} FROM approvals WHERE call_key = $1", call_key)
+        else:
+            self.bus.emit(
+                self.bus.new_event(
+                    EventType.call_approval_requested,
+                    actor=actor,
+                    refs=refs,
+                    status="pending",
+                    data={"approval_id": str(row["id"]), "expires_at": row["expires_at"].isoformat()},
+                )
+            )
+        approval_id = str(row["id"])
+        event = self._waiters.setdefault(approval_id, asyncio.Event())
+        try:
+            while True:
+                row = await self.pool.fetchrow(f"SELECT {_COLS} FROM approvals WHERE id = $1", row["id"])
+                status = row["status"]
+                if status == "approved":
+                    return
+                if status == "rejected":
+                    raise ApprovalRejected(f"the call was rejected: {row['reason'] or 'no reason given'}")
+                remaining = (row["expires_at"] - datetime.now(UTC)).total_seconds()
+                if status == "expired" or remaining <= 0:
+                    await self._expire(row["id"])
+                    raise ApprovalTimeout(
+                        f"no approval decision within {self.timeout_s:g}s; ask an admin to approve, then call again"
+                    )
+                event.clear()
+                try:
+                    await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0))
+                except TimeoutError:
+                    pass
+        finally:
+            self._waiters.pop(approval_id, None)
+
+    async def _expire(self, approval_id: uuid.UUID) -> None:
+        await self.pool.execute(
+            "UPDATE approvals SET status = 'expired', decided_at = now() WHERE id = $1 AND status = 'pending'",
+            approval_id,
+        )
+
+    def wake(self, approval_id: str | None) -> None:
+        """A decision event arrived (from any replica)."""
+        if approval_id and (ev := self._waiters.get(approval_id)) is not None:
+            ev.set()
+
+    async def decide(self, approval_id: str, approve: bool, body: ApprovalDecision, admin: str) -> ApprovalView:
+        try:
+            aid = uuid.UUID(approval_id)
+        except ValueError:
+            raise NotFound(f"no approval {approval_id!r}") from None
+        row = await self.pool.fetchrow(
+            f"UPDATE approvals SET status = $2, reason = $3, decided_by = $4, decided_at = now()"
+            f" WHERE id = $1 AND status = 'pending' AND expires_at > now() RETURNING {_COLS}",
+            aid,
+            "approved" if approve else "rejected",
+            body.reason or None,
+            admin,
+        )
+        if row is None:
+            existing = await self.pool.fetchrow(f"SELECT {_COLS} FROM approvals WHERE id = $1", aid)
+            if existing is None:
+                raise NotFound(f"no approval {approval_id!r}")
+            raise Conflict(f"approval {approval_id} is already {existing['status']}")
+        self.bus.emit(
+            self.bus.new_event(
+                EventType.call_approved if approve else EventType.call_rejected,
+                actor=Actor(kind="admin", id=admin),
+                refs=EventRefs(tool=row["tool"], profile=row["profile"], call_id=row["call_id"]),
+                status="approved" if approve else "rejected",
+                data={"approval_id": approval_id, "reason": body.reason},
+            )
+        )
+        self.wake(approval_id)
+        return _view(row)
+
+    async def list(self, status: str | None) -> list[ApprovalView]:
+        if status:
+            rows = await self.pool.fetch(f"SELECT {_COLS} FROM approvals WHERE status = $1 ORDER BY created_at", status)
+        else:
+            rows = await self.pool.fetch(f"SELECT {_COLS} FROM approvals ORDER BY created_at DESC LIMIT 500")
+        return [_view(r) for r in rows]
