@@ -39,6 +39,13 @@ async def stack(nats_url: str, admin_dsn: str, tmp_path_factory: pytest.TempPath
             database_url=dsn,
             ports={name: free_port() for name, _, _ in SERVICES},
             admin_token="adm-" + secrets.token_urlsafe(24),
+            extra_env={
+                "proxy": {
+                    "WARDEN_PROXY_APPROVAL_TIMEOUT_S": "10",
+                    "WARDEN_PROXY_DURABLE_ACK_WAIT_S": "3",
+                    "WARDEN_PROXY_BREAKER_THRESHOLD": "3",
+                }
+            },
         )
         st = Stack(cfg)
         try:

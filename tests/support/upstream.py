@@ -46,3 +46,83 @@ async def bearer_upstream(token: str | None = None) -> AsyncIterator[Upstream]:
     app = build_app(token)
     async with serve_asgi(app) as port:
         yield Upstream(url=f"http://127.0.0.1:{port}/mcp", token=token, gate=app)
+
+
+class Trouble:
+    """Knobs a test turns on a running upstream."""
+
+    def __init__(self) -> None:
+        self.status: int | None = None  # answer every HTTP request with this status
+        self.executions: dict[str, int] = {}
+        self.release = asyncio.Event()  # `wait_for_release` blocks until set
+
+
+class TroubleGate:
+    def __init__(self, app: Any, token: str, trouble: Trouble) -> None:
+        self.app = app
+        self.token = token
+        self.trouble = trouble
+        self.seen: list[bytes] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            auth = dict(scope.get("headers", [])).get(b"authorization", b"")
+            self.seen.append(auth)
+            status = self.trouble.status
+            if status is None and auth != f"Bearer {self.token}".encode():
+                status = 401
+            if status is not None:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": [(b"content-length", b"0"), (b"www-authenticate", b"Bearer")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b""})
+                return
+        await self.app(scope, receive, send)
+
+
+@dataclass
+class TroubleUpstream:
+    url: str
+    token: str
+    trouble: Trouble
+    gate: TroubleGate
+
+
+@asynccontextmanager
+async def trouble_upstream() -> AsyncIterator[TroubleUpstream]:
+    from mcp.server.mcpserver import MCPServer
+
+    trouble = Trouble()
+    srv = MCPServer("trouble")
+
+    @srv.tool()
+    def record(key: str) -> str:
+        """Record one execution for `key` and return how many there were."""
+        trouble.executions[key] = trouble.executions.get(key, 0) + 1
+        return f"{key}:{trouble.executions[key]}"
+
+    @srv.tool()
+    async def wait_for_release(key: str) -> str:
+        """Block until the test releases it, then record an execution."""
+        await trouble.release.wait()
+        trouble.executions[key] = trouble.executions.get(key, 0) + 1
+        return f"released {key}"
+
+    @srv.tool()
+    def fail(reason: str) -> str:
+        """Always fails with the reason."""
+        raise ValueError(reason)
+
+    @srv.tool()
+    def typed(count: int, label: str) -> str:
+        """Takes typed arguments."""
+        return f"{label}x{count}"
+
+    token = "trouble-" + secrets.token_urlsafe(24)
+    gate = TroubleGate(srv.streamable_http_app(), token, trouble)
+    async with serve_asgi(gate) as port:
+        yield TroubleUpstream(url=f"http://127.0.0.1:{port}/mcp", token=token, trouble=trouble, gate=gate)

@@ -3,7 +3,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-
 from support.infra import fresh_database, nats_server, postgres_server
 
 

@@ -3,7 +3,6 @@ import uuid
 
 import nats
 import pytest
-
 from warden_common.bus import Bus
 from warden_common.contracts import (
     CREDENTIALS_GET,
@@ -89,8 +88,6 @@ async def test_events_are_deduplicated_by_id_in_the_stream(buses):
     a.emit(ev)
     await a.publish_event_now(ev)
     async with asyncio.timeout(5):
-        while a.outbox_size:
-            await asyncio.sleep(0.01)
         await a._outbox.join()
     info = await a.nc.jetstream().stream_info(a.events_stream)
     assert info.state.messages == 1

@@ -1,7 +1,6 @@
 import os
 
 import pytest
-
 from warden_common.crypto import Sealer
 from warden_common.errors import SealError
 from warden_common.settings import CryptoSettings

@@ -3,7 +3,6 @@ import asyncio
 import asyncpg
 import pytest
 from pydantic import SecretStr
-
 from warden_common.db import Database, MigrationError
 from warden_common.settings import PostgresSettings
 

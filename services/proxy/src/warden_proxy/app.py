@@ -16,6 +16,7 @@ from warden_proxy.agents import AgentKeys
 from warden_proxy.api import build_router
 from warden_proxy.approvals import Approvals
 from warden_proxy.breaker import Breakers
+from warden_proxy.durable import DurableCalls
 from warden_proxy.handlers import register_handlers
 from warden_proxy.mcp_endpoint import McpEndpoint
 from warden_proxy.service import CallPipeline
@@ -50,10 +51,13 @@ def create_app(settings: Settings) -> FastAPI:
             endpoint = McpEndpoint(pipeline, keys, resource_url=resource_url, allowed_hosts=settings.allowed_hosts)
             holder["endpoint"] = endpoint
             await register_handlers(runtime.bus, pipeline, keys, approvals)
+            durable = DurableCalls(runtime.bus, runtime.db.pool, pipeline, ack_wait_s=settings.durable_ack_wait_s)
+            await durable.start()
             async with endpoint.manager.run():
                 runtime.ready = True
                 yield {"keys": keys, "pipeline": pipeline, "approvals": approvals}
                 runtime.ready = False
+                await durable.stop()
         finally:
             await pool.close()
             await runtime.stop()

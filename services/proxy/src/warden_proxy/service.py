@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -167,7 +168,13 @@ class CallPipeline:
         self.bus.emit(self.bus.new_event(type, actor=principal.actor(), refs=refs, **kw))
 
     async def call(
-        self, principal: Principal, tool: str, arguments: dict[str, Any], *, idempotency_key: str | None = None
+        self,
+        principal: Principal,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        before_upstream: Callable[[], Awaitable[None]] | None = None,
     ) -> ToolCallResult:
         call_id = uuid.uuid4().hex
         started = time.perf_counter()
@@ -193,6 +200,8 @@ class CallPipeline:
                     arguments=arguments,
                     refs=refs,
                 )
+            if before_upstream is not None:
+                await before_upstream()
             result = await self._call_upstream(resolved, principal.user, arguments)
         except WardenError as e:
             latency = (time.perf_counter() - started) * 1000

@@ -10,6 +10,8 @@ from warden_common.contracts.base import (
 )
 from warden_common.contracts.calls import (
     UPSTREAM_LIST_TOOLS,
+    DurableCall,
+    DurableResult,
     ListUpstreamTools,
     ToolCall,
     ToolCallResult,
@@ -17,6 +19,9 @@ from warden_common.contracts.calls import (
     UpstreamTools,
     calls_subject,
     calls_wildcard,
+    durable_calls_stream_name,
+    durable_calls_subject,
+    durable_results_subject,
 )
 from warden_common.contracts.credentials import (
     CREDENTIALS_GET,
@@ -56,6 +61,11 @@ __all__ = [
     "VERSION",
     "Actor",
     "Credential",
+    "DurableCall",
+    "DurableResult",
+    "durable_calls_stream_name",
+    "durable_calls_subject",
+    "durable_results_subject",
     "CredentialRequest",
     "ErrorCode",
     "Event",

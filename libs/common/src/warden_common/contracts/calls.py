@@ -11,6 +11,11 @@ from warden_common.contracts.credentials import NAME_PATTERN
 
 __all__ = [
     "UPSTREAM_LIST_TOOLS",
+    "DurableCall",
+    "DurableResult",
+    "durable_calls_stream_name",
+    "durable_calls_subject",
+    "durable_results_subject",
     "ListUpstreamTools",
     "ToolCall",
     "ToolCallResult",
@@ -63,3 +68,32 @@ class UpstreamTools(Message):
 
 
 UPSTREAM_LIST_TOOLS = Subject("upstream.list_tools", ListUpstreamTools, UpstreamTools)
+
+
+class DurableCall(Message):
+    """A call submitted through JetStream: redelivered if a proxy dies, never run twice per key."""
+
+    tool: str = Field(min_length=1, max_length=128)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    user: str | None = Field(default=None, max_length=200)
+    idempotency_key: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
+
+
+class DurableResult(Message):
+    idempotency_key: str
+    result: ToolCallResult | None = None
+    error: dict[str, Any] | None = None  # a ReplyError as JSON
+
+
+def durable_calls_subject(root: str, profile: str) -> str:
+    return f"{root}.{VERSION}.durable.calls.{profile}"
+
+
+def durable_results_subject(root: str, profile: str, key: str) -> str:
+    return f"{root}.{VERSION}.durable.results.{profile}.{key.replace('.', '_')}"
+
+
+def durable_calls_stream_name(root: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_-]", "_", root).upper() + "_CALLS"

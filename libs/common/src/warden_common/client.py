@@ -1,0 +1,143 @@
+"""A small typed client for internal services that call tools through Warden over NATS.
+
+    async with WardenClient(nats_url="nats://…", profile="billing", user="svc", password="…") as warden:
+        result = await warden.call("notion__search", {"query": "roadmap"})
+        result = await warden.call_durable("github__create_issue", {...}, idempotency_key="ticket-4711")
+
+`call` is request/reply on `warden.v1.calls.<profile>`; `call_durable` goes through
+JetStream: if a proxy dies mid-call the call is redelivered, and it never runs twice for
+the same key. Refusals raise the typed errors of `warden_common.errors` (e.g.
+`Forbidden` for an ungranted tool, `RemoteError` with code `consent_required`); a tool
+that ran and failed returns a result with `is_error=True`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+
+from warden_common.bus import decode_reply
+from warden_common.contracts import (
+    DurableCall,
+    DurableResult,
+    ReplyError,
+    ToolCall,
+    ToolCallResult,
+    calls_subject,
+    durable_calls_subject,
+    durable_results_subject,
+)
+from warden_common.errors import Timeout, Unavailable, from_reply_error
+
+__all__ = ["WardenClient"]
+
+
+class WardenClient:
+    def __init__(
+        self,
+        *,
+        nats_url: str,
+        profile: str,
+        root: str = "warden",
+        user: str | None = None,
+        password: str | None = None,
+        timeout_s: float = 120.0,
+        caller: str = "internal",
+    ) -> None:
+        self.nats_url = nats_url
+        self.profile = profile
+        self.root = root
+        self.user = user
+        self.password = password
+        self.timeout_s = timeout_s
+        self.caller = caller
+        self._nc: NatsClient | None = None
+
+    async def __aenter__(self) -> WardenClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        kw: dict[str, Any] = {"servers": [self.nats_url], "name": f"warden-client-{self.caller}"}
+        if self.user:
+            kw.update(user=self.user, password=self.password or "")
+        try:
+            self._nc = await nats.connect(**kw)
+        except (OSError, nats.errors.NoServersError) as e:
+            raise Unavailable(f"cannot reach NATS at {self.nats_url}: {type(e).__name__}") from None
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            nc, self._nc = self._nc, None
+            await nc.drain()
+
+    @property
+    def nc(self) -> NatsClient:
+        if self._nc is None:
+            raise Unavailable("WardenClient is not connected; use `async with WardenClient(...)`")
+        return self._nc
+
+    async def call(
+        self,
+        tool: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        user: str | None = None,
+        timeout_s: float | None = None,
+    ) -> ToolCallResult:
+        req = ToolCall(tool=tool, arguments=arguments or {}, user=user)
+        subject = calls_subject(self.root, self.profile)
+        try:
+            msg = await self.nc.request(
+                subject,
+                req.model_dump_json().encode(),
+                timeout=timeout_s or self.timeout_s,
+                headers={"Warden-Caller": self.caller},
+            )
+        except NoRespondersError:
+            raise Unavailable("no Warden proxy is answering; is it running?") from None
+        except NatsTimeout:
+            raise Timeout(f"no answer from Warden within {timeout_s or self.timeout_s:g}s") from None
+        return decode_reply(msg.data, ToolCallResult)
+
+    async def call_durable(
+        self,
+        tool: str,
+        arguments: dict[str, Any] | None = None,
+        *,
+        idempotency_key: str,
+        user: str | None = None,
+        timeout_s: float | None = None,
+    ) -> ToolCallResult:
+        req = DurableCall(tool=tool, arguments=arguments or {}, user=user, idempotency_key=idempotency_key)
+        inbox = durable_results_subject(self.root, self.profile, idempotency_key)
+        sub = await self.nc.subscribe(inbox, max_msgs=1)
+        try:
+            js = self.nc.jetstream()
+            await js.publish(
+                durable_calls_subject(self.root, self.profile),
+                req.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": f"{self.profile}:{idempotency_key}", "Warden-Caller": self.caller},
+                timeout=10,
+            )
+            try:
+                msg = await sub.next_msg(timeout=timeout_s or self.timeout_s)
+            except (TimeoutError, NatsTimeout):
+                raise Timeout(
+                    f"no result for durable call {idempotency_key!r} within {timeout_s or self.timeout_s:g}s; "
+                    "it is still queued or running — call again with the same key to get its result"
+                ) from None
+        finally:
+            await sub.unsubscribe()
+        res = DurableResult.model_validate_json(msg.data)
+        if res.error is not None:
+            raise from_reply_error(ReplyError.model_validate(res.error))
+        assert res.result is not None
+        return res.result
