@@ -24,12 +24,14 @@ from warden_common.bus import decode_reply
 from warden_common.contracts import (
     DurableCall,
     DurableResult,
+    DurableStatus,
     ReplyError,
     ToolCall,
     ToolCallResult,
     calls_subject,
     durable_calls_subject,
     durable_results_subject,
+    durable_status_subject,
 )
 from warden_common.errors import Timeout, Unavailable, from_reply_error
 
@@ -136,8 +138,23 @@ class WardenClient:
                 ) from None
         finally:
             await sub.unsubscribe()
-        res = DurableResult.model_validate_json(msg.data)
-        if res.error is not None:
-            raise from_reply_error(ReplyError.model_validate(res.error))
-        assert res.result is not None
-        return res.result
+        return _outcome(DurableResult.model_validate_json(msg.data))
+
+    async def _durable_status(self, key: str) -> ToolCallResult | None:
+        msg = await self.nc.request(
+            durable_status_subject(self.root, self.profile),
+            DurableStatus(idempotency_key=key).model_dump_json().encode(),
+            timeout=10,
+        )
+        res = decode_reply(msg.data, DurableResult)
+        if res.result is None and res.error is None:
+            return None  # still queued or running
+        return _outcome(res)
+
+
+def _outcome(res: DurableResult) -> ToolCallResult:
+    if res.error is not None:
+        raise from_reply_error(ReplyError.model_validate(res.error))
+    if res.result is None:
+        raise Unavailable("the durable call has no stored outcome")
+    return res.result

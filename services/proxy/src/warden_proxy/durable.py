@@ -25,13 +25,14 @@ from warden_common.bus import Bus, validation_message
 from warden_common.contracts import (
     DurableCall,
     DurableResult,
+    DurableStatus,
     ErrorCode,
     ReplyError,
     ToolCallResult,
     durable_calls_stream_name,
     durable_results_subject,
 )
-from warden_common.errors import WardenError
+from warden_common.errors import NotFound, WardenError
 
 from warden_proxy.agents import Principal
 from warden_proxy.service import CallPipeline
@@ -76,6 +77,24 @@ class DurableCalls:
             ),
         )
         self._task = asyncio.create_task(self._loop(), name="durable-calls")
+        await self.bus.serve_on(
+            f"{self.bus.root}.{_VERSION}.durable.status.*", DurableStatus, self._status, with_msg=True
+        )  # type: ignore[arg-type]
+
+    async def _status(self, req: DurableStatus, m: Msg) -> DurableResult:
+        profile = m.subject.rsplit(".", 1)[-1]
+        row = await self.pool.fetchrow(
+            "SELECT state, result, error FROM durable_calls WHERE call_key = $1", f"{profile}:{req.idempotency_key}"
+        )
+        if row is None:
+            raise NotFound(f"no durable call with key {req.idempotency_key!r} for profile {profile}")
+        if row["state"] != "done":
+            return DurableResult(idempotency_key=req.idempotency_key)
+        return DurableResult(
+            idempotency_key=req.idempotency_key,
+            result=ToolCallResult.model_validate(row["result"]) if row["result"] is not None else None,
+            error=row["error"],
+        )
 
     async def stop(self) -> None:
         self._stop.set()

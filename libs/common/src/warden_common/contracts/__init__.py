@@ -12,6 +12,7 @@ from warden_common.contracts.calls import (
     UPSTREAM_LIST_TOOLS,
     DurableCall,
     DurableResult,
+    DurableStatus,
     ListUpstreamTools,
     ToolCall,
     ToolCallResult,
@@ -22,6 +23,7 @@ from warden_common.contracts.calls import (
     durable_calls_stream_name,
     durable_calls_subject,
     durable_results_subject,
+    durable_status_subject,
 )
 from warden_common.contracts.credentials import (
     CREDENTIALS_GET,
@@ -63,6 +65,8 @@ __all__ = [
     "Credential",
     "DurableCall",
     "DurableResult",
+    "DurableStatus",
+    "durable_status_subject",
     "durable_calls_stream_name",
     "durable_calls_subject",
     "durable_results_subject",

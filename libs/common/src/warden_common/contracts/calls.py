@@ -13,6 +13,8 @@ __all__ = [
     "UPSTREAM_LIST_TOOLS",
     "DurableCall",
     "DurableResult",
+    "DurableStatus",
+    "durable_status_subject",
     "durable_calls_stream_name",
     "durable_calls_subject",
     "durable_results_subject",
@@ -91,6 +93,15 @@ def durable_calls_subject(root: str, profile: str) -> str:
 
 def durable_results_subject(root: str, profile: str, key: str) -> str:
     return f"{root}.{VERSION}.durable.results.{profile}.{key.replace('.', '_')}"
+
+
+class DurableStatus(Message):
+    idempotency_key: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
+
+
+def durable_status_subject(root: str, profile: str) -> str:
+    """Ask for a durable call's stored outcome (e.g. after a de-duplicated resubmission)."""
+    return f"{root}.{VERSION}.durable.status.{profile}"
 
 
 def durable_calls_stream_name(root: str) -> str:
