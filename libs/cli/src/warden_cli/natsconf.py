@@ -19,6 +19,7 @@ def new_passwords() -> dict[str, str]:
 
 def _perms(root: str, stream: str, user: str, demo_profile: str) -> dict[str, object]:
     v = f"{root}.v1"
+    calls = stream.removesuffix("_EVENTS") + "_CALLS"
     js_stream = [
         "$JS.API.INFO",
         f"$JS.API.STREAM.INFO.{stream}",
@@ -53,8 +54,8 @@ def _perms(root: str, stream: str, user: str, demo_profile: str) -> dict[str, ob
         ]
         sub = [*inbox]
     else:  # an internal service that may call the tools of one profile
-        pub = [f"{v}.calls.{demo_profile}"]
-        sub = [*inbox]
+        pub = [f"{v}.calls.{demo_profile}", f"{v}.durable.calls.{demo_profile}", f"{v}.durable.status.{demo_profile}"]
+        sub = [f"{v}.durable.results.{demo_profile}.>", *inbox]
     return {"publish": {"allow": pub}, "subscribe": {"allow": sub}, "allow_responses": True}
 
 
