@@ -70,5 +70,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def mcp_asgi(scope: Any, receive: Any, send: Any) -> None:
         await holder["endpoint"](scope, receive, send)
 
+    async def sse_asgi(scope: Any, receive: Any, send: Any) -> None:
+        await holder["endpoint"].sse_app(scope, receive, send)
+
     app.mount("/mcp", mcp_asgi)
+    app.mount("/sse", sse_asgi)
     return app

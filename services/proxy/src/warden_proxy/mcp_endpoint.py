@@ -7,18 +7,22 @@ principal in the request scope; the tool handlers read it from there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import weakref
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
+from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from starlette.types import Receive, Scope, Send
-from warden_common.contracts import ErrorCode
+from warden_common.contracts import ErrorCode, ToolView
 from warden_common.errors import WardenError
 
 from warden_proxy.agents import AgentKeys, Principal
@@ -29,6 +33,7 @@ __all__ = ["McpEndpoint"]
 
 log = logging.getLogger(__name__)
 _SCOPE_KEY = "warden.principal"
+TOOL_SEARCH = "tool_search"
 
 # Codes that mean "this tool does not exist for you": a JSON-RPC error, like an unknown tool.
 _REFUSED = {ErrorCode.forbidden, ErrorCode.not_found}
@@ -62,25 +67,64 @@ class McpEndpoint:
         )
         self.manager = StreamableHTTPSessionManager(app=self.server, security_settings=security)
         self._mcp_app = StreamableHTTPASGIApp(self.manager)
+        # legacy HTTP+SSE transport (2024-11-05 clients): GET /sse, POST /sse/messages/
+        self.sse = SseServerTransport("/messages/", security_settings=security)
+        # tools a session unlocked through tool_search (deferred tools become callable there)
+        self._unlocked: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
     async def _list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         p = _principal(ctx)
         try:
-            tools = await self.pipeline.visible_tools(p.profile)
+            tools = list(await self.pipeline.visible_tools(p.profile))
+            unlocked = self._unlocked.get(ctx.session, set())
+            if unlocked:
+                have = {t.name for t in tools}
+                for name in sorted(unlocked - have):
+                    try:
+                        r = await self.pipeline.resolve(p.profile, name)
+                    except WardenError:
+                        continue  # revoked since it was found: stays invisible
+                    tools.append(ToolView(name=r.name, description=r.description, input_schema=r.input_schema))
         except WardenError as e:
             raise MCPError(types.INTERNAL_ERROR, f"could not list tools: {e.message}") from None
         return types.ListToolsResult(
             tools=[types.Tool(name=t.name, description=t.description, inputSchema=t.input_schema) for t in tools]
         )
 
+    async def _tool_search(
+        self, ctx: ServerRequestContext[Any, Any], p: Principal, args: dict[str, Any]
+    ) -> types.CallToolResult:
+        query = args.get("query")
+        k = args.get("k", 5)
+        if not isinstance(query, str) or not query.strip():
+            raise MCPError(types.INVALID_PARAMS, "invalid argument query: a non-empty string is required")
+        if not isinstance(k, int) or not 1 <= k <= 20:
+            raise MCPError(types.INVALID_PARAMS, "invalid argument k: an integer from 1 to 20")
+        found = await self.pipeline.search(p, query, k)
+        names = {t.name for t in found}
+        if names:
+            unlocked = self._unlocked.setdefault(ctx.session, set())
+            if not names <= unlocked:
+                unlocked |= names
+                with contextlib.suppress(Exception):
+                    await ctx.session.send_tool_list_changed()
+        payload = [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in found]
+        return types.CallToolResult(
+            content=[types.TextContent(type="text", text=json.dumps({"tools": payload}))],
+            structuredContent={"tools": payload},
+        )
+
     async def _call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         p = _principal(ctx)
+        if params.name == TOOL_SEARCH:
+            return await self._tool_search(ctx, p, dict(params.arguments or {}))
+        progress = _progress_forwarder(ctx)
         try:
-            r = await self.pipeline.call(p, params.name, dict(params.arguments or {}))
+            r = await self.pipeline.call(p, params.name, dict(params.arguments or {}), progress=progress)
         except InvalidArguments as e:
             raise MCPError(types.INVALID_PARAMS, e.message, data=e.details) from None
         except WardenError as e:
@@ -92,18 +136,33 @@ class McpEndpoint:
         )
 
     # -- ASGI --------------------------------------------------------------------------
+    async def _authenticate(self, scope: Scope, send: Send) -> bool:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        try:
+            scope[_SCOPE_KEY] = await self.keys.authenticate(headers.get("authorization"))
+        except WardenError as e:
+            await self._unauthorized(send, e.message)
+            return False
+        return True
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Streamable HTTP at /mcp."""
         if scope["type"] != "http":
             await self._mcp_app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        try:
-            principal = await self.keys.authenticate(headers.get("authorization"))
-        except WardenError as e:
-            await self._unauthorized(send, e.message)
+        if await self._authenticate(scope, send):
+            await self._mcp_app(scope, receive, send)
+
+    async def sse_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Legacy HTTP+SSE at /sse (GET opens the stream, POST /sse/messages/ sends)."""
+        if scope["type"] != "http" or not await self._authenticate(scope, send):
             return
-        scope[_SCOPE_KEY] = principal
-        await self._mcp_app(scope, receive, send)
+        path = scope.get("path", "")
+        if path.rstrip("/").endswith("/messages"):
+            await self.sse.handle_post_message(scope, receive, send)
+            return
+        async with self.sse.connect_sse(scope, receive, send) as (read, write):
+            await self.server.run(read, write, self.server.create_initialization_options())
 
     async def _unauthorized(self, send: Send, message: str) -> None:
         meta = self.resource_url.rstrip("/").replace("/mcp", "") + "/.well-known/oauth-protected-resource/mcp"
@@ -120,6 +179,21 @@ class McpEndpoint:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _progress_forwarder(
+    ctx: ServerRequestContext[Any, Any],
+) -> Callable[[float, float | None, str | None], Awaitable[None]] | None:
+    """Stream the upstream's progress notifications to the caller, if it asked for progress."""
+    token = getattr(ctx.meta, "progress_token", None) if ctx.meta is not None else None
+    if token is None:
+        return None
+
+    async def forward(progress: float, total: float | None, message: str | None) -> None:
+        with contextlib.suppress(Exception):
+            await ctx.session.send_progress_notification(token, progress, total, message)
+
+    return forward
 
 
 def protected_resource_metadata(resource_url: str) -> dict[str, Any]:

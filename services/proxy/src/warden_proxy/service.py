@@ -20,6 +20,7 @@ from warden_common.bus import Bus
 from warden_common.contracts import (
     CREDENTIALS_GET,
     REGISTRY_RESOLVE,
+    REGISTRY_SEARCH,
     REGISTRY_VISIBLE,
     Credential,
     CredentialRequest,
@@ -28,6 +29,7 @@ from warden_common.contracts import (
     ListUpstreamTools,
     ResolvedTool,
     ResolveRequest,
+    SearchRequest,
     ToolCallResult,
     ToolView,
     UpstreamTool,
@@ -167,6 +169,17 @@ class CallPipeline:
     def _event(self, type: EventType, principal: Principal, refs: EventRefs, **kw: Any) -> None:
         self.bus.emit(self.bus.new_event(type, actor=principal.actor(), refs=refs, **kw))
 
+    async def search(self, principal: Principal, query: str, k: int) -> list[ToolView]:
+        res = await self.bus.request(REGISTRY_SEARCH, SearchRequest(profile=principal.profile, query=query, k=k))
+        self._event(
+            EventType.call_completed,
+            principal,
+            EventRefs(tool="tool_search", profile=principal.profile, call_id=uuid.uuid4().hex),
+            status="ok",
+            data={"query": query, "found": [t.name for t in res.tools], "mode": res.mode},
+        )
+        return res.tools
+
     async def call(
         self,
         principal: Principal,
@@ -175,6 +188,7 @@ class CallPipeline:
         *,
         idempotency_key: str | None = None,
         before_upstream: Callable[[], Awaitable[None]] | None = None,
+        progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None,
     ) -> ToolCallResult:
         call_id = uuid.uuid4().hex
         started = time.perf_counter()
@@ -202,7 +216,7 @@ class CallPipeline:
                 )
             if before_upstream is not None:
                 await before_upstream()
-            result = await self._call_upstream(resolved, principal.user, arguments)
+            result = await self._call_upstream(resolved, principal.user, arguments, progress)
         except WardenError as e:
             latency = (time.perf_counter() - started) * 1000
             self._event(
@@ -233,18 +247,18 @@ class CallPipeline:
         return out
 
     async def _call_upstream(
-        self, tool: ResolvedTool, user: str | None, arguments: dict[str, Any]
+        self, tool: ResolvedTool, user: str | None, arguments: dict[str, Any], progress: Any = None
     ) -> types.CallToolResult:
         self.breakers.check(tool.connector)
         cred = await self.credential(tool.connector, user)
         try:
             try:
-                result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments)
+                result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments, progress)
             except UpstreamUnauthorized:
                 # the credential may have been rotated or revoked: one fresh credential, one retry
                 cred = await self.credential(tool.connector, user, force=True)
                 await self.pool.close_connector(tool.connector)
-                result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments)
+                result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments, progress)
         except UpstreamUnauthorized:
             raise
         except UpstreamError:

@@ -190,10 +190,10 @@ class UpstreamPool:
             raise _translate(cred.connector, e) from None
 
     async def call_tool(
-        self, cred: Credential, user: str | None, name: str, arguments: dict[str, Any]
+        self, cred: Credential, user: str | None, name: str, arguments: dict[str, Any], progress: Any = None
     ) -> types.CallToolResult:
         async def fn(c: Client) -> types.CallToolResult:
-            return await c.call_tool(name, arguments)
+            return await c.call_tool(name, arguments, progress_callback=progress)
 
         return await self._with_session(cred, user, fn)
 
