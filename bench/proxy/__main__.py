@@ -1,0 +1,202 @@
+"""Proxy overhead: direct MCP calls vs the same calls through Warden, in one run.
+
+    python -m bench.proxy [--calls 2000] [--concurrency 1,8,32]
+
+Starts the embedded stack (NATS_URL / DATABASE_URL when set, else its own), an upstream
+echo server (stateless, `mcp` package) in its own process, and measures for each
+concurrency: direct (mcp client -> upstream), through the MCP endpoint (mcp client ->
+proxy -> upstream) and through the NATS API (WardenClient -> proxy -> upstream):
+p50/p99 latency, added latency vs direct, calls/s, and CPU ms per call spent by all
+Warden processes (from /proc via psutil).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import psutil
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from warden_cli.embedded import SERVICES, Stack, StackConfig, free_port
+from warden_common.client import WardenClient
+
+
+def _pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(len(xs) * p))]
+
+
+async def _wait_port(port: int) -> None:
+    async with asyncio.timeout(15):
+        while True:
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                return
+            except OSError:
+                await asyncio.sleep(0.05)
+
+
+def _cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                t = p.cpu_times()
+                total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+async def _measure(workers: list[Callable[[], Awaitable[Any]]], calls: int) -> tuple[list[float], float]:
+    lat: list[float] = []
+    per = max(1, calls // len(workers))
+
+    async def run(fn: Callable[[], Awaitable[Any]]) -> None:
+        for _ in range(per):
+            t = time.perf_counter()
+            await fn()
+            lat.append((time.perf_counter() - t) * 1000)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(run(w) for w in workers))
+    return lat, time.perf_counter() - t0
+
+
+async def main(calls: int, levels: list[int]) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="warden-bench-"))
+    cfg = StackConfig(
+        data_dir=tmp,
+        root="bench" + secrets.token_hex(3),
+        nats_url=os.environ.get("NATS_URL"),
+        database_url=None,
+        ports={n: free_port() for n, _, _ in SERVICES},
+        log_level="warning",
+    )
+    if dsn := os.environ.get("DATABASE_URL"):
+        import asyncpg
+
+        db = "warden_bench_" + secrets.token_hex(4)
+        conn = await asyncpg.connect(dsn)
+        await conn.execute(f'CREATE DATABASE "{db}"')
+        await conn.close()
+        cfg.database_url = dsn.rsplit("/", 1)[0] + "/" + db
+    stack = Stack(cfg, progress=lambda m: print(f"  · {m}", flush=True))
+    up_port = free_port()
+    upstream = subprocess.Popen([sys.executable, "-m", "bench.proxy.echo_server", str(up_port)])
+    try:
+        await stack.start()
+        await _wait_port(up_port)
+        up_url = f"http://127.0.0.1:{up_port}/mcp"
+        admin = {"Authorization": f"Bearer {stack.admin_token}"}
+        async with httpx.AsyncClient(headers=admin, timeout=30) as h:
+            r = await h.post(
+                f"{stack.urls['connectors']}/v1/connectors",
+                json={"name": "bench", "url": up_url, "auth": {"type": "none"}},
+            )
+            r.raise_for_status()
+            (await h.post(f"{stack.urls['registry']}/v1/connectors/bench/tools", json={})).raise_for_status()
+            (await h.post(f"{stack.urls['registry']}/v1/profiles", json={"name": "demo"})).raise_for_status()
+            (
+                await h.post(
+                    f"{stack.urls['registry']}/v1/profiles/demo/grants", json={"tool": "bench__*", "reason": "bench"}
+                )
+            ).raise_for_status()
+            key = (
+                await h.post(f"{stack.urls['proxy']}/v1/agent-keys", json={"name": "bench", "profile": "demo"})
+            ).json()["key"]
+        warden_pids = [p.popen.pid for p in stack.procs]
+        nats_kw: dict[str, Any] = {}
+        if stack.passwords:
+            nats_kw = {"user": "demo-service", "password": stack.passwords["demo-service"]}
+
+        rows = []
+        for n in levels:
+
+            async def mcp_clients(url: str, headers: dict[str, str]) -> list[Client]:
+                out = []
+                for _ in range(n):
+                    http = httpx2.AsyncClient(headers=headers, timeout=60)
+                    c = Client(streamable_http_client(url, http_client=http))
+                    await c.__aenter__()
+                    out.append(c)
+                return out
+
+            direct = await mcp_clients(up_url, {})
+            proxied = await mcp_clients(f"{stack.urls['proxy']}/mcp", {"Authorization": f"Bearer {key}"})
+            warden = WardenClient(nats_url=stack.nats_url, profile="demo", root=cfg.root, **nats_kw)
+            await warden.connect()
+            # warm up every path (sessions, caches, credential)
+            for c in direct:
+                await c.call_tool("echo", {"text": "hi"})
+            for c in proxied:
+                await c.call_tool("bench__echo", {"text": "hi"})
+            await warden.call("bench__echo", {"text": "hi"})
+
+            res: dict[str, tuple[list[float], float, float]] = {}
+            for label, workers in (
+                ("direct", [lambda c=c: c.call_tool("echo", {"text": "hi"}) for c in direct]),
+                ("mcp", [lambda c=c: c.call_tool("bench__echo", {"text": "hi"}) for c in proxied]),
+                ("nats", [lambda: warden.call("bench__echo", {"text": "hi"}) for _ in range(n)]),
+            ):
+                cpu0 = _cpu(warden_pids)
+                lat, wall = await _measure(workers, calls)
+                cpu = (_cpu(warden_pids) - cpu0) * 1000 / len(lat)
+                res[label] = (lat, wall, cpu)
+            for c in direct + proxied:
+                await c.__aexit__(None, None, None)
+            await warden.close()
+            d50, d99 = _pct(res["direct"][0], 0.5), _pct(res["direct"][0], 0.99)
+            for label in ("direct", "mcp", "nats"):
+                lat, wall, cpu = res[label]
+                p50, p99 = _pct(lat, 0.5), _pct(lat, 0.99)
+                rows.append(
+                    (
+                        n,
+                        label,
+                        p50,
+                        p99,
+                        p50 - d50 if label != "direct" else 0.0,
+                        p99 - d99 if label != "direct" else 0.0,
+                        len(lat) / wall,
+                        cpu,
+                        (len(lat) / wall) / (len(res["direct"][0]) / res["direct"][1]),
+                    )
+                )
+        print()
+        print(f"proxy overhead, {calls} calls per cell, echo tool, everything on this machine ({os.cpu_count()} cores)")
+        print(
+            f"{'conc':>4} {'path':<7} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} "
+            f"{'calls/s':>9} {'warden cpu ms/call':>19} {'thrpt vs direct':>16}"
+        )
+        for n, label, p50, p99, a50, a99, cps, cpu, ratio in rows:
+            print(
+                f"{n:>4} {label:<7} {p50:>8.2f} {p99:>8.2f} {a50:>8.2f} {a99:>8.2f} {cps:>9.0f} "
+                f"{cpu if label != 'direct' else 0:>19.2f} {ratio:>15.2f}x"
+            )
+    finally:
+        stack.stop()
+        upstream.terminate()
+        upstream.wait(10)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--concurrency", default="1,8,32")
+    a = ap.parse_args()
+    asyncio.run(main(a.calls, [int(x) for x in a.concurrency.split(",")]))
