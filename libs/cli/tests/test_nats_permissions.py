@@ -12,7 +12,6 @@ from pathlib import Path
 import nats
 import pytest
 from nats.errors import NoRespondersError
-
 from warden_cli.embedded import free_port
 from warden_cli.natsconf import nats_config, new_passwords
 from warden_common.contracts import CREDENTIALS_GET, calls_subject, events_stream_name
@@ -50,6 +49,7 @@ async def test_only_the_proxy_may_request_credentials(server) -> None:  # type: 
     url, pw = server
     errors: list[str] = []
     connectors = await _connect(url, "connectors", pw, errors)
+
     async def ok(m):  # type: ignore[no-untyped-def]
         await m.respond(b"ok")
 
@@ -71,6 +71,7 @@ async def test_an_internal_service_may_call_only_its_profile(server) -> None:  #
     url, pw = server
     errors: list[str] = []
     proxy = await _connect(url, "proxy", pw, errors)
+
     async def echo(m):  # type: ignore[no-untyped-def]
         await m.respond(m.subject.encode())
 

@@ -34,10 +34,24 @@ def _perms(root: str, stream: str, user: str, demo_profile: str) -> dict[str, ob
         pub = [f"{v}.upstream.list_tools", f"{v}.events.registry.>", *js_stream]
         sub = [f"{v}.registry.>", f"{v}.events.registry.>", f"{v}.events.proxy.>", f"{v}.events.connectors.>", *inbox]
     elif user == "proxy":
-        pub = [f"{v}.credentials.get", f"{v}.registry.>", f"{v}.events.proxy.>", *js_stream]
+        pub = [
+            f"{v}.credentials.get",
+            f"{v}.registry.>",
+            f"{v}.events.proxy.>",
+            f"{v}.durable.results.>",
+            *js_stream,
+            f"$JS.API.STREAM.INFO.{calls}",
+            f"$JS.API.STREAM.CREATE.{calls}",
+            f"$JS.API.CONSUMER.*.{calls}",
+            f"$JS.API.CONSUMER.*.{calls}.>",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{calls}.>",
+            f"$JS.API.CONSUMER.MSG.NEXT.{calls}.>",
+            f"$JS.ACK.{calls}.>",
+        ]
         sub = [
             f"{v}.calls.*",
             f"{v}.upstream.list_tools",
+            f"{v}.durable.status.*",
             f"{v}.events.registry.>",
             f"{v}.events.connectors.>",
             f"{v}.events.proxy.>",

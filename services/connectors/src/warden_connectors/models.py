@@ -18,6 +18,7 @@ __all__ = [
     "ConnectorUpdate",
     "ConnectorView",
     "CustomHeadersAuth",
+    "JwtPassthroughAuth",
     "NoAuth",
     "OAuth2Auth",
     "Scope",
@@ -87,6 +88,37 @@ class CustomHeadersAuth(_Strict):
         return v
 
 
+class JwtPassthroughAuth(_Strict):
+    """The embedding website sends a JWE wrapping its RS256-signed JWT; Warden decrypts it
+    with this connector's own private key (generated at creation; its public JWK is shown),
+    verifies signature, `exp` and `aud`, and puts the JWT where `%{jwt_token}` appears."""
+
+    type: Literal["jwt_passthrough"]
+    headers: dict[str, str] = Field(
+        default_factory=lambda: {"Authorization": "Bearer %{jwt_token}"}, min_length=1, max_length=16
+    )
+    site_public_jwk: dict[str, object] = Field(description="the site's RSA public key (JWK) that signs its JWTs")
+    audience: str = Field(min_length=1, max_length=500)
+    issuer: str | None = Field(default=None, max_length=500)
+
+    @field_validator("headers")
+    @classmethod
+    def _v(cls, v: dict[str, str]) -> dict[str, str]:
+        if not any("%{jwt_token}" in val for val in v.values()):
+            raise ValueError("at least one header value must contain %{jwt_token}")
+        for k, val in v.items():
+            _check_header_name(k)
+            _check_header_value(val)
+        return v
+
+    @field_validator("site_public_jwk")
+    @classmethod
+    def _jwk(cls, v: dict[str, object]) -> dict[str, object]:
+        if v.get("kty") != "RSA" or "n" not in v or "e" not in v or "d" in v:
+            raise ValueError("site_public_jwk must be an RSA public key (kty RSA, n, e; no private part)")
+        return v
+
+
 class OAuth2Auth(_Strict):
     """OAuth 2.1 authorization code + PKCE. Every discovered value may be overridden."""
 
@@ -107,7 +139,9 @@ class OAuth2Auth(_Strict):
     extra_headers: dict[str, SecretStr] = Field(default_factory=dict, max_length=32)
 
 
-AuthSpec = Annotated[NoAuth | BearerAuth | ApiKeyAuth | CustomHeadersAuth | OAuth2Auth, Field(discriminator="type")]
+AuthSpec = Annotated[
+    NoAuth | BearerAuth | ApiKeyAuth | CustomHeadersAuth | JwtPassthroughAuth | OAuth2Auth, Field(discriminator="type")
+]
 
 
 class ConnectorCreate(_Strict):

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from warden_common.bus import Bus
 from warden_common.contracts import Actor, Credential, CredentialRequest, EventRefs, EventType
 from warden_common.crypto import Sealer
+from warden_common.errors import Unauthorized
 from warden_common.logging import register_secret
 
 from warden_connectors.errors import (
@@ -34,9 +35,11 @@ from warden_connectors.models import (
     ConnectorUpdate,
     ConnectorView,
     CustomHeadersAuth,
+    JwtPassthroughAuth,
     NoAuth,
     OAuth2Auth,
 )
+from warden_connectors.passthrough import new_keypair, open_passthrough, render_headers
 from warden_connectors.store import ConnectorRow, Store
 
 __all__ = ["STATUS_GROUPS", "ConnectorService", "check_url"]
@@ -91,6 +94,16 @@ def _split_auth(auth: AuthSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
             return {"header": h}, {"key": k.get_secret_value()}
         case CustomHeadersAuth(headers=hs):
             return {"header_names": sorted(hs)}, {"headers": {k: v.get_secret_value() for k, v in hs.items()}}
+        case JwtPassthroughAuth():
+            pem, public = new_keypair()
+            cfg = {
+                "header_names": sorted(auth.headers),
+                "site_public_jwk": auth.site_public_jwk,
+                "audience": auth.audience,
+                "issuer": auth.issuer,
+                "warden_public_jwk": public,
+            }
+            return cfg, {"jwe_private_key": pem, "header_templates": auth.headers}
         case OAuth2Auth():
             cfg = auth.model_dump(exclude={"type", "client_secret", "extra_headers"}, exclude_none=True)
             cfg["extra_header_names"] = sorted(auth.extra_headers)
@@ -271,7 +284,7 @@ class ConnectorService:
     # -- the proxy's credential request ---------------------------------------------------
     async def credential(self, req: CredentialRequest) -> Credential:
         key = (req.connector, req.user or "")
-        if not req.force_refresh and (hit := self._cache.get(key)) is not None:
+        if req.jwe is None and not req.force_refresh and (hit := self._cache.get(key)) is not None:
             if hit.expires_at is None or hit.expires_at > datetime.now(UTC) + timedelta(seconds=30):
                 return hit
         row = await self._row(req.connector)
@@ -283,7 +296,10 @@ class ConnectorService:
         exp = row["secret_expires_at"]
         if exp is not None and exp <= datetime.now(UTC):
             raise CredentialExpired(f"the credential of connector {req.connector!r} expired; an admin must replace it")
-        headers = self._static_headers(row)
+        if row["auth_type"] == "jwt_passthrough":
+            headers, exp = self._passthrough_headers(row, req.jwe)
+        else:
+            headers = self._static_headers(row)
         for v in headers.values():
             register_secret(v.split(" ", 1)[-1])
         cred = Credential(
@@ -295,8 +311,27 @@ class ConnectorService:
             config_version=row["config_version"],
             timeout_s=row["timeout_s"],
         )
-        self._cache[key] = cred
+        if row["auth_type"] != "jwt_passthrough":
+            self._cache[key] = cred
         return cred
+
+    def _passthrough_headers(self, row: ConnectorRow, token: str | None) -> tuple[dict[str, str], datetime | None]:
+        if not token:
+            raise Unauthorized(
+                f"connector {row['name']!r} needs the embedding site's token: send it in the X-Warden-JWE header"
+            )
+        cfg = row["auth_config"]
+        secret = self._open_secret(row)
+        jwt_token, claims = open_passthrough(
+            token,
+            private_pem=secret["jwe_private_key"],
+            site_jwk=cfg["site_public_jwk"],
+            audience=cfg["audience"],
+            issuer=cfg.get("issuer"),
+        )
+        register_secret(jwt_token)
+        exp = datetime.fromtimestamp(int(claims["exp"]), UTC)
+        return render_headers(secret["header_templates"], jwt_token), exp
 
     def _static_headers(self, row: ConnectorRow) -> dict[str, str]:
         secret = self._open_secret(row)

@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,11 @@ class Principal:
     id: str  # key prefix or service name
     profile: str
     user: str | None = None
+    # the embedding site's JWE for jwt_passthrough connectors (a secret; never printed)
+    jwe: str | None = field(default=None, repr=False)
+
+    def with_jwe(self, jwe: str | None) -> Principal:
+        return replace(self, jwe=jwe) if jwe else self
 
     def actor(self) -> Actor:
         return Actor(kind="agent" if self.kind == "agent" else "service", id=self.id)
@@ -40,6 +45,8 @@ class Principal:
 class AgentKeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     profile: str = Field(pattern=PROFILE_PATTERN)
+    # the end user this key acts for (per-user connectors use that user's own tokens)
+    user: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class AgentKeyView(BaseModel):
@@ -48,6 +55,7 @@ class AgentKeyView(BaseModel):
     name: str
     profile: str
     created_by: str
+    user: str | None = None
     created_at: datetime
     revoked_at: datetime | None = None
 
@@ -67,7 +75,7 @@ class AgentKeys:
         prefix = secrets.token_hex(4)
         key = f"wk_{prefix}_{secrets.token_urlsafe(32)}"
         row = await self.store.insert_key(
-            prefix=prefix, key_hash=_hash(key), name=body.name, profile=body.profile, created_by=actor
+            prefix=prefix, key_hash=_hash(key), name=body.name, profile=body.profile, created_by=actor, user=body.user
         )
         self.bus.emit(
             self.bus.new_event(
@@ -124,7 +132,7 @@ class AgentKeys:
         row = await self.store.key_by_prefix(parts[1])
         if row is None or row["revoked_at"] is not None or not hmac.compare_digest(row["key_hash"], h):
             raise Unauthorized("unknown or revoked agent API key")
-        principal = Principal(kind="agent", id=row["prefix"], profile=row["profile"])
+        principal = Principal(kind="agent", id=row["prefix"], profile=row["profile"], user=row["user_id"])
         self._cache[h] = (now + self.ttl_s, principal)
         return principal
 
@@ -136,6 +144,7 @@ def _view(row: Any) -> AgentKeyView:
         name=row["name"],
         profile=row["profile"],
         created_by=row["created_by"],
+        user=row["user_id"],
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
     )

@@ -31,7 +31,8 @@ def _approvals(request: Request) -> Approvals:
 
 async def _agent(request: Request) -> Principal:
     keys: AgentKeys = request.state.keys
-    return await keys.authenticate(request.headers.get("authorization"))
+    principal = await keys.authenticate(request.headers.get("authorization"))
+    return principal.with_jwe(request.headers.get("x-warden-jwe"))
 
 
 def build_router(admin: object, resource_url: str) -> APIRouter:

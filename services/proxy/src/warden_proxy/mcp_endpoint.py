@@ -139,7 +139,8 @@ class McpEndpoint:
     async def _authenticate(self, scope: Scope, send: Send) -> bool:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         try:
-            scope[_SCOPE_KEY] = await self.keys.authenticate(headers.get("authorization"))
+            principal = await self.keys.authenticate(headers.get("authorization"))
+            scope[_SCOPE_KEY] = principal.with_jwe(headers.get("x-warden-jwe"))
         except WardenError as e:
             await self._unauthorized(send, e.message)
             return False

@@ -6,6 +6,7 @@ Imports neither FastAPI nor the MCP server machinery; both edges call into this.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -134,12 +135,14 @@ class CallPipeline:
         return resolved
 
     # -- credentials ---------------------------------------------------------------------
-    async def credential(self, connector: str, user: str | None, *, force: bool = False) -> Credential:
-        key = (connector, user or "")
+    async def credential(
+        self, connector: str, user: str | None, *, force: bool = False, jwe: str | None = None
+    ) -> Credential:
+        key = (connector, user or "", hashlib.sha256(jwe.encode()).hexdigest() if jwe else "")
         if not force and (hit := self._creds.get(key)) is not None:
             return hit  # type: ignore[no-any-return]
         cred = await self.bus.request(
-            CREDENTIALS_GET, CredentialRequest(connector=connector, user=user, force_refresh=force)
+            CREDENTIALS_GET, CredentialRequest(connector=connector, user=user, force_refresh=force, jwe=jwe)
         )
         ttl = 3600.0
         if cred.expires_at is not None:
@@ -216,7 +219,7 @@ class CallPipeline:
                 )
             if before_upstream is not None:
                 await before_upstream()
-            result = await self._call_upstream(resolved, principal.user, arguments, progress)
+            result = await self._call_upstream(resolved, principal, arguments, progress)
         except WardenError as e:
             latency = (time.perf_counter() - started) * 1000
             self._event(
@@ -247,16 +250,17 @@ class CallPipeline:
         return out
 
     async def _call_upstream(
-        self, tool: ResolvedTool, user: str | None, arguments: dict[str, Any], progress: Any = None
+        self, tool: ResolvedTool, principal: Principal, arguments: dict[str, Any], progress: Any = None
     ) -> types.CallToolResult:
+        user = principal.user
         self.breakers.check(tool.connector)
-        cred = await self.credential(tool.connector, user)
+        cred = await self.credential(tool.connector, user, jwe=principal.jwe)
         try:
             try:
                 result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments, progress)
             except UpstreamUnauthorized:
                 # the credential may have been rotated or revoked: one fresh credential, one retry
-                cred = await self.credential(tool.connector, user, force=True)
+                cred = await self.credential(tool.connector, user, force=True, jwe=principal.jwe)
                 await self.pool.close_connector(tool.connector)
                 result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments, progress)
         except UpstreamUnauthorized:

@@ -20,6 +20,9 @@ class CredentialRequest(Message):
     user: str | None = Field(default=None, max_length=200)
     # after an upstream 401: skip caches and refresh if the connector can
     force_refresh: bool = False
+    # jwt_passthrough connectors: the embedding site's JWE (RSA-OAEP-256 + A256GCM wrapping
+    # an RS256 JWT), as the caller sent it; a secret, never logged
+    jwe: str | None = Field(default=None, max_length=16384, repr=False)
 
 
 class Credential(Message):
