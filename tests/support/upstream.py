@@ -126,3 +126,31 @@ async def trouble_upstream() -> AsyncIterator[TroubleUpstream]:
     gate = TroubleGate(srv.streamable_http_app(), token, trouble)
     async with serve_asgi(gate) as port:
         yield TroubleUpstream(url=f"http://127.0.0.1:{port}/mcp", token=token, trouble=trouble, gate=gate)
+
+
+class HeaderGate:
+    """Let a request through only when `check(headers)` is true; remember every request's headers."""
+
+    def __init__(self, app: Any, check: Any) -> None:
+        self.app = app
+        self.check = check
+        self.seen: list[dict[bytes, bytes]] = []
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers", []))
+            self.seen.append(headers)
+            if not self.check(headers):
+                await send({"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"0")]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+        await self.app(scope, receive, send)
+
+
+@asynccontextmanager
+async def header_upstream(check: Any) -> AsyncIterator[tuple[str, HeaderGate]]:
+    from warden_cli.demo_server import build_server
+
+    gate = HeaderGate(build_server().streamable_http_app(), check)
+    async with serve_asgi(gate) as port:
+        yield f"http://127.0.0.1:{port}/mcp", gate
