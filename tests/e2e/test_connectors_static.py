@@ -107,14 +107,16 @@ def _site_token(site: RSAKey, warden_jwk: dict, aud: str, exp_in: int) -> str:
 
 async def test_jwt_passthrough_decrypts_verifies_and_substitutes_the_site_token(stack: Stack) -> None:
     site = RSAKey.generate_key(2048)
-    seen_tokens: list[bytes] = []
+    strict = {"on": False}
 
     def check(h: dict[bytes, bytes]) -> bool:
-        seen_tokens.append(h.get(b"authorization", b""))
-        return h.get(b"authorization", b"").startswith(b"Bearer ey")
+        return not strict["on"] or h.get(b"authorization", b"").startswith(b"Bearer ey")
 
-    async with header_upstream(check) as (url, _), admin_client(stack) as admin:
+    async with header_upstream(check) as (url, gate), admin_client(stack) as admin:
+        # register the tools while the upstream is open, then switch the connector to passthrough
         c = await admin.connector(url, None)
+        await admin.register(c, [{"name": "echo"}])
+        key = await admin.key(await admin.profile([f"{c}__*"]))
         view = await admin.req(
             "PATCH",
             "connectors",
@@ -128,31 +130,24 @@ async def test_jwt_passthrough_decrypts_verifies_and_substitutes_the_site_token(
                 }
             },
         )
+        strict["on"] = True
         warden_jwk = view["auth_config"]["warden_public_jwk"]
         assert "d" not in warden_jwk and view["secret_stored"] is True
-        # discovery needs a site token too: register through the registry with none fails closed
-        key = None
+
         good = _site_token(site, warden_jwk, "warden-test", 120)
-        async with httpx.AsyncClient(timeout=30) as h:
-            p = await admin.profile([f"{c}__*"])
-            key = await admin.key(p)
-            # without a registered tool the call is refused; register via a direct listing is not
-            # possible without a token, so register by name
-        r = await admin.http.post(
-            f"{stack.urls['registry']}/v1/connectors/{c}/tools", json={"tools": [{"name": "echo"}]}
-        )
-        if r.status_code >= 400:
-            pytest.skip("registry cannot discover a jwt_passthrough connector without a site token")
         ok = await _call(stack, key, f"{c}__echo", {"text": "as alice"}, {"X-Warden-JWE": good})
-        assert ok.status_code == 200 and ok.json()["content"][0]["text"] == "as alice"
-        expired = _site_token(site, warden_jwk, "warden-test", -120)
-        r = await _call(stack, key, f"{c}__echo", {"text": "x"}, {"X-Warden-JWE": expired})
-        assert r.status_code >= 400 or r.json().get("is_error")
-        wrong_aud = _site_token(site, warden_jwk, "someone-else", 120)
-        r2 = await _call(stack, key, f"{c}__echo", {"text": "x"}, {"X-Warden-JWE": wrong_aud})
-        assert r2.status_code >= 400 or r2.json().get("is_error")
-        other_site = RSAKey.generate_key(2048)
-        forged = _site_token(other_site, warden_jwk, "warden-test", 120)
-        r3 = await _call(stack, key, f"{c}__echo", {"text": "x"}, {"X-Warden-JWE": forged})
-        assert r3.status_code >= 400 or r3.json().get("is_error")
-        assert good not in r.text + r2.text + r3.text
+        assert ok.status_code == 200 and ok.json()["content"][0]["text"] == "as alice", ok.text
+        sent = gate.seen[-1][b"authorization"].decode()
+        assert sent.startswith("Bearer ey") and sent.count(".") == 2  # the inner JWT, not the JWE
+
+        refused = []
+        for bad in (
+            _site_token(site, warden_jwk, "warden-test", -120),  # expired
+            _site_token(site, warden_jwk, "someone-else", 120),  # wrong audience
+            _site_token(RSAKey.generate_key(2048), warden_jwk, "warden-test", 120),  # not the site's signature
+            None,  # no token at all
+        ):
+            r = await _call(stack, key, f"{c}__echo", {"text": "x"}, {"X-Warden-JWE": bad} if bad else {})
+            assert r.status_code >= 400 or r.json().get("is_error"), r.text
+            refused.append(r.text)
+        assert good not in "".join(refused) and sent[7:] not in "".join(refused)
