@@ -14,9 +14,10 @@ install: $(BIN)/python  ## install every package (editable) and the dev tools in
 	$(BIN)/pip install -q $(PKGS) -r requirements-dev.txt
 	$(MAKE) -s peers
 
-peers:  ## npm peers used by tests (OAuth authorization server)
-	@if [ -f tests/peers/oidc-provider/package.json ] && [ ! -d tests/peers/oidc-provider/node_modules ]; then \
-		cd tests/peers/oidc-provider && npm ci --no-audit --no-fund --silent; fi
+peers:  ## npm peers used by tests (OAuth authorization server, MCP conformance suite and reference server)
+	@for d in tests/peers/oidc-provider tests/peers/mcp; do \
+		if [ -f $$d/package-lock.json ] && [ ! -d $$d/node_modules ]; then \
+			(cd $$d && npm ci --no-audit --no-fund --silent) || exit 1; fi; done
 
 run: install  ## run Warden on this machine (NATS, Postgres, four services, demo MCP server)
 	$(BIN)/warden run
