@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import weakref
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,6 +34,7 @@ __all__ = ["McpEndpoint"]
 log = logging.getLogger(__name__)
 _SCOPE_KEY = "warden.principal"
 TOOL_SEARCH = "tool_search"
+_MAX_CONTEXTS = 10_000
 
 # Codes that mean "this tool does not exist for you": a JSON-RPC error, like an unknown tool.
 _REFUSED = {ErrorCode.forbidden, ErrorCode.not_found}
@@ -69,8 +70,9 @@ class McpEndpoint:
         self._mcp_app = StreamableHTTPASGIApp(self.manager)
         # legacy HTTP+SSE transport (2024-11-05 clients): GET /sse, POST /sse/messages/
         self.sse = SseServerTransport("/messages/", security_settings=security)
-        # tools a session unlocked through tool_search (deferred tools become callable there)
-        self._unlocked: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+        # tools a client unlocked through tool_search: keyed by its MCP session when it has
+        # one (2025-x clients), else by its agent key (stateless 2026-07-28 clients)
+        self._unlocked: OrderedDict[str, set[str]] = OrderedDict()
 
     async def _list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
@@ -78,7 +80,7 @@ class McpEndpoint:
         p = _principal(ctx)
         try:
             tools = list(await self.pipeline.visible_tools(p.profile))
-            unlocked = self._unlocked.get(ctx.session, set())
+            unlocked = self._unlocked.get(_client_context(ctx, p), set())
             if unlocked:
                 have = {t.name for t in tools}
                 for name in sorted(unlocked - have):
@@ -105,7 +107,11 @@ class McpEndpoint:
         found = await self.pipeline.search(p, query, k)
         names = {t.name for t in found}
         if names:
-            unlocked = self._unlocked.setdefault(ctx.session, set())
+            ckey = _client_context(ctx, p)
+            unlocked = self._unlocked.setdefault(ckey, set())
+            self._unlocked.move_to_end(ckey)
+            while len(self._unlocked) > _MAX_CONTEXTS:
+                self._unlocked.popitem(last=False)
             if not names <= unlocked:
                 unlocked |= names
                 with contextlib.suppress(Exception):
@@ -180,6 +186,12 @@ class McpEndpoint:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _client_context(ctx: ServerRequestContext[Any, Any], p: Principal) -> str:
+    headers = getattr(ctx.request, "headers", None)
+    sid = headers.get("mcp-session-id") if headers is not None else None
+    return f"session:{sid}" if sid else f"key:{p.kind}:{p.id}"
 
 
 def _progress_forwarder(
