@@ -47,6 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
                 cache_ttl_s=settings.cache_ttl_s,
                 credential_skew_s=settings.credential_skew_s,
                 breakers=Breakers(settings.breaker_threshold, settings.breaker_cooldown_s),
+                consent_wait_s=settings.consent_wait_s,
             )
             endpoint = McpEndpoint(pipeline, keys, resource_url=resource_url, allowed_hosts=settings.allowed_hosts)
             holder["endpoint"] = endpoint

@@ -40,8 +40,12 @@ async def register_handlers(bus: Bus, pipeline: CallPipeline, keys: AgentKeys, a
             doc = {}
         refs = doc.get("refs") or {}
         data = doc.get("data") or {}
-        changed = doc.get("type") != "connector.refreshed" or bool(data.get("config_changed"))
-        await pipeline.on_connector_event(refs.get("connector"), changed)
+        changed = doc.get("type") not in ("connector.refreshed", "connector.connected") or bool(
+            data.get("config_changed")
+        )
+        await pipeline.on_connector_event(
+            refs.get("connector"), changed, type=doc.get("type", ""), user=refs.get("user")
+        )
 
     async def on_proxy_event(msg: Msg) -> None:
         try:

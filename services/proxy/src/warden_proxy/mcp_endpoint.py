@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -130,13 +131,22 @@ class McpEndpoint:
             return await self._tool_search(ctx, p, dict(params.arguments or {}))
         progress = _progress_forwarder(ctx)
         try:
-            r = await self.pipeline.call(p, params.name, dict(params.arguments or {}), progress=progress)
+            r = await self.pipeline.call(
+                p,
+                params.name,
+                dict(params.arguments or {}),
+                progress=progress,
+                on_consent=_consent_prompt(ctx, progress),
+            )
         except InvalidArguments as e:
             raise MCPError(types.INVALID_PARAMS, e.message, data=e.details) from None
         except WardenError as e:
             if e.code in _REFUSED:
                 raise MCPError(types.INVALID_PARAMS, f"unknown tool: {params.name}") from None
-            return types.CallToolResult(content=[types.TextContent(type="text", text=e.message)], isError=True)
+            text = e.message
+            if e.code == ErrorCode.consent_required and (url := e.details.get("consent_url")):
+                text = f"A connection is required before this tool can run. Open {url} to connect, then call again."
+            return types.CallToolResult(content=[types.TextContent(type="text", text=text)], isError=True)
         return types.CallToolResult.model_validate(
             {"content": r.content, "structuredContent": r.structured_content, "isError": r.is_error}
         )
@@ -192,6 +202,32 @@ def _client_context(ctx: ServerRequestContext[Any, Any], p: Principal) -> str:
     headers = getattr(ctx.request, "headers", None)
     sid = headers.get("mcp-session-id") if headers is not None else None
     return f"session:{sid}" if sid else f"key:{p.kind}:{p.id}"
+
+
+def _consent_prompt(
+    ctx: ServerRequestContext[Any, Any], progress: Callable[[float, float | None, str | None], Awaitable[None]] | None
+) -> Callable[[str, str], Awaitable[bool]]:
+    """Show a consent URL: URL-mode elicitation when the client supports it, else a progress
+    message when the caller asked for progress; then the call waits for the connection.
+    A client with neither gets the URL in the tool result at once (returns False)."""
+
+    async def prompt(url: str, connector: str) -> bool:
+        message = f"Connect your {connector} account to continue: {url}"
+        caps = ctx.session.client_capabilities
+        elicitation = getattr(caps, "elicitation", None) if caps is not None else None
+        if elicitation is not None and getattr(elicitation, "url", None) is not None:
+            try:
+                result = await ctx.session.elicit_url(message, url, elicitation_id=uuid.uuid4().hex)
+            except Exception:  # noqa: BLE001 - no back-channel: fall back to the tool result
+                log.debug("URL elicitation failed", exc_info=True)
+            else:
+                return result.action == "accept"
+        if progress is not None:
+            await progress(0, None, message)
+            return True
+        return False
+
+    return prompt
 
 
 def _progress_forwarder(

@@ -6,6 +6,7 @@ Imports neither FastAPI nor the MCP server machinery; both edges call into this.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -25,6 +26,7 @@ from warden_common.contracts import (
     REGISTRY_VISIBLE,
     Credential,
     CredentialRequest,
+    ErrorCode,
     EventRefs,
     EventType,
     ListUpstreamTools,
@@ -42,7 +44,7 @@ from warden_common.errors import WardenError
 from warden_proxy.agents import Principal
 from warden_proxy.approvals import Approvals
 from warden_proxy.breaker import Breakers
-from warden_proxy.errors import BadInput, InvalidArguments, UpstreamError
+from warden_proxy.errors import BadInput, InvalidArguments, Unavailable, UpstreamError
 from warden_proxy.upstream import UpstreamPool, UpstreamUnauthorized
 
 __all__ = ["CallPipeline"]
@@ -91,6 +93,7 @@ class CallPipeline:
         cache_ttl_s: float,
         credential_skew_s: float,
         breakers: Breakers | None = None,
+        consent_wait_s: float = 120.0,
     ) -> None:
         self.bus = bus
         self.pool = pool
@@ -101,16 +104,24 @@ class CallPipeline:
         self._visible = _TTLCache(cache_ttl_s)
         self._creds = _TTLCache(3600)
         self._validators: dict[str, Any] = {}
+        self._consent_waiters: dict[tuple[str, str], asyncio.Event] = {}
+        self.consent_wait_s = consent_wait_s
+        self.max_consents = 10
 
     # -- cache invalidation (events from every replica of every service) -----------------
     def on_registry_event(self) -> None:
         self._resolved.drop()
         self._visible.drop()
 
-    async def on_connector_event(self, connector: str | None, config_changed: bool) -> None:
+    async def on_connector_event(
+        self, connector: str | None, config_changed: bool, *, type: str = "", user: str | None = None
+    ) -> None:
         if connector is None:
             self._creds.drop()
             return
+        if type == "connector.connected":
+            for key in [k for k in self._consent_waiters if k[0] == connector and (user is None or k[1] == user)]:
+                self._consent_waiters[key].set()
         self._creds.drop(lambda k: k[0] == connector)
         if config_changed:
             self.breakers.reset(connector)
@@ -192,6 +203,7 @@ class CallPipeline:
         idempotency_key: str | None = None,
         before_upstream: Callable[[], Awaitable[None]] | None = None,
         progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None,
+        on_consent: Callable[[str, str], Awaitable[bool]] | None = None,
     ) -> ToolCallResult:
         call_id = uuid.uuid4().hex
         started = time.perf_counter()
@@ -219,7 +231,7 @@ class CallPipeline:
                 )
             if before_upstream is not None:
                 await before_upstream()
-            result = await self._call_upstream(resolved, principal, arguments, progress)
+            result = await self._call_with_consent(resolved, principal, arguments, progress, on_consent)
         except WardenError as e:
             latency = (time.perf_counter() - started) * 1000
             self._event(
@@ -248,6 +260,51 @@ class CallPipeline:
             },
         )
         return out
+
+    async def _call_with_consent(
+        self,
+        tool: ResolvedTool,
+        principal: Principal,
+        arguments: dict[str, Any],
+        progress: Any,
+        on_consent: Callable[[str, str], Awaitable[bool]] | None,
+    ) -> types.CallToolResult:
+        """Call upstream; when a per-user connection is missing, show the consent URL, wait
+        for that user's connection to become active, and finish the call (up to 10 times)."""
+        for _ in range(self.max_consents):
+            try:
+                return await self._call_upstream(tool, principal, arguments, progress)
+            except WardenError as e:
+                url = e.details.get("consent_url") if e.code == ErrorCode.consent_required else None
+                if not url or on_consent is None:
+                    raise
+                key = (tool.connector, principal.user or "")
+                waiter = self._consent_waiters.setdefault(key, asyncio.Event())
+                if not await on_consent(str(url), tool.connector):
+                    self._consent_waiters.pop(key, None)
+                    raise
+                if not await self._wait_connected(tool.connector, principal, waiter):
+                    raise
+        raise Unavailable(f"gave up after {self.max_consents} consents in one call")
+
+    async def _wait_connected(self, connector: str, principal: Principal, waiter: asyncio.Event) -> bool:
+        key = (connector, principal.user or "")
+        deadline = time.monotonic() + self.consent_wait_s
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    await asyncio.wait_for(waiter.wait(), timeout=min(left, 5.0))
+                    return True
+                except TimeoutError:
+                    # events can be missed across reconnects: ask connectors directly too
+                    try:
+                        await self.credential(connector, principal.user, force=True, jwe=principal.jwe)
+                        return True
+                    except WardenError:
+                        continue
+            return False
+        finally:
+            self._consent_waiters.pop(key, None)
 
     async def _call_upstream(
         self, tool: ResolvedTool, principal: Principal, arguments: dict[str, Any], progress: Any = None

@@ -20,6 +20,8 @@ class Settings(ServiceSettings):
     # circuit breaker: this many consecutive upstream failures open it for cooldown seconds
     breaker_threshold: int = Field(default=5, ge=1)
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
+    # after showing a consent URL, wait this long for the user's connection, then finish the call
+    consent_wait_s: float = Field(default=120.0, gt=0, le=3600)
     # a durable call not acked within this long is redelivered (kept alive while running)
     durable_ack_wait_s: float = Field(default=30.0, ge=1, le=3600)
     max_argument_bytes: int = Field(default=1_000_000, ge=1024)
