@@ -1,0 +1,1 @@
+"""Warden tool registry: catalog, grants, tool search."""
