@@ -3,11 +3,12 @@ the MCP session manager; shutdown is not-ready, stop MCP, drain NATS, close upst
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.routing import Route
 from warden_common.contracts import Service
 from warden_common.runtime import Runtime
 from warden_common.web import admin_guard, install_error_handlers, ops_router
@@ -25,6 +26,16 @@ from warden_proxy.store import Store
 from warden_proxy.upstream import UpstreamPool
 
 __all__ = ["create_app"]
+
+
+class _Asgi:
+    """An ASGI endpoint resolved at request time (it is built in the lifespan)."""
+
+    def __init__(self, target: Callable[[], Any]) -> None:
+        self.target = target
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.target()(scope, receive, send)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -68,12 +79,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ops_router(runtime.checks()))
     app.include_router(build_router(admin_guard(settings.admin_token), resource_url))
 
-    async def mcp_asgi(scope: Any, receive: Any, send: Any) -> None:
-        await holder["endpoint"](scope, receive, send)
-
-    async def sse_asgi(scope: Any, receive: Any, send: Any) -> None:
-        await holder["endpoint"].sse_app(scope, receive, send)
-
-    app.mount("/mcp", mcp_asgi)
-    app.mount("/sse", sse_asgi)
+    # exact routes (no /mcp -> /mcp/ redirect); the SSE message path is a mount below /sse
+    app.router.routes.append(Route("/mcp", _Asgi(lambda: holder["endpoint"]), methods=["GET", "POST", "DELETE"]))
+    app.router.routes.append(Route("/sse", _Asgi(lambda: holder["endpoint"].sse_app), methods=["GET"]))
+    app.mount("/sse", _Asgi(lambda: holder["endpoint"].sse_app))
     return app
