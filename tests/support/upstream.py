@@ -115,7 +115,9 @@ async def trouble_upstream() -> AsyncIterator[TroubleUpstream]:
     @srv.tool()
     def fail(reason: str) -> str:
         """Always fails with the reason."""
-        raise ValueError(reason)
+        from mcp.server.mcpserver.exceptions import ToolError
+
+        raise ToolError(reason)
 
     @srv.tool()
     def typed(count: int, label: str) -> str:

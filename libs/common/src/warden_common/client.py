@@ -123,12 +123,17 @@ class WardenClient:
         sub = await self.nc.subscribe(inbox, max_msgs=1)
         try:
             js = self.nc.jetstream()
-            await js.publish(
+            ack = await js.publish(
                 durable_calls_subject(self.root, self.profile),
                 req.model_dump_json().encode(),
                 headers={"Nats-Msg-Id": f"{self.profile}:{idempotency_key}", "Warden-Caller": self.caller},
                 timeout=10,
             )
+            if ack.duplicate:
+                # submitted before (the stream de-duplicated it): its outcome may be stored already
+                done = await self._durable_status(idempotency_key)
+                if done is not None:
+                    return done
             try:
                 msg = await sub.next_msg(timeout=timeout_s or self.timeout_s)
             except (TimeoutError, NatsTimeout):
