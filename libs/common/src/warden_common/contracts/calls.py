@@ -54,8 +54,15 @@ def calls_wildcard(root: str) -> str:
 
 
 class ListUpstreamTools(Message):
+    """One page of the upstream's tools (NATS messages are size-capped: callers page)."""
+
     connector: str = Field(pattern=NAME_PATTERN)
     user: str | None = None
+    cursor: str | None = Field(default=None, max_length=2000)
+    # paging, so a 10,000-tool server fits NATS' max payload: with `page_size` set, answer at
+    # most that many tools and a `next_cursor` when more remain; without it, answer them all
+    page_size: int | None = Field(default=None, ge=1, le=10_000)
+    cursor: str | None = Field(default=None, max_length=1000)
 
 
 class UpstreamTool(Message):
@@ -67,6 +74,8 @@ class UpstreamTool(Message):
 
 class UpstreamTools(Message):
     tools: list[UpstreamTool]
+    next_cursor: str | None = None
+    next_cursor: str | None = None
 
 
 UPSTREAM_LIST_TOOLS = Subject("upstream.list_tools", ListUpstreamTools, UpstreamTools)

@@ -55,6 +55,8 @@ class EventType(StrEnum):
     profile_deleted = "profile.deleted"
     grant_added = "grant.added"
     grant_revoked = "grant.revoked"
+    # the proxy saw an upstream's notifications/tools/list_changed (refs.connector)
+    upstream_tools_changed = "upstream.tools_changed"
     agent_key_created = "agent_key.created"
     agent_key_revoked = "agent_key.revoked"
     call_requested = "call.requested"
