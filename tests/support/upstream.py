@@ -156,3 +156,54 @@ async def header_upstream(check: Any) -> AsyncIterator[tuple[str, HeaderGate]]:
     gate = HeaderGate(build_server().streamable_http_app(), check)
     async with serve_asgi(gate) as port:
         yield f"http://127.0.0.1:{port}/mcp", gate
+
+
+@dataclass
+class Catalog:
+    """A mutable tool catalog served by a real MCP server (lowlevel `mcp` Server)."""
+
+    tools: dict[str, dict[str, Any]]
+    url: str = ""
+    page_size: int = 100
+    sessions: list[Any] = None  # type: ignore[assignment]
+
+
+@asynccontextmanager
+async def catalog_upstream(tools: dict[str, dict[str, Any]], page_size: int = 100) -> AsyncIterator[Catalog]:
+    """Each tool: {"description", "input_schema", "annotations"?}. Calls echo their arguments."""
+    import json as _json
+
+    import mcp_types as types
+    from mcp.server.lowlevel import Server
+
+    cat = Catalog(tools=tools, page_size=page_size, sessions=[])
+
+    async def list_tools(ctx: Any, params: Any) -> Any:
+        if ctx.session not in cat.sessions:
+            cat.sessions.append(ctx.session)
+        names = sorted(cat.tools)
+        start = int(params.cursor) if params is not None and getattr(params, "cursor", None) else 0
+        page = names[start : start + cat.page_size]
+        nxt = str(start + cat.page_size) if start + cat.page_size < len(names) else None
+        out = []
+        for n in page:
+            t = cat.tools[n]
+            out.append(
+                types.Tool.model_validate(
+                    {
+                        "name": n,
+                        "description": t.get("description"),
+                        "inputSchema": t["input_schema"],
+                        "annotations": t.get("annotations"),
+                    }
+                )
+            )
+        return types.ListToolsResult(tools=out, nextCursor=nxt)
+
+    async def call_tool(ctx: Any, params: Any) -> Any:
+        return types.CallToolResult(content=[types.TextContent(type="text", text=_json.dumps(params.arguments or {}))])
+
+    server = Server("catalog", on_list_tools=list_tools, on_call_tool=call_tool)
+    async with serve_asgi(server.streamable_http_app()) as port:
+        cat.url = f"http://127.0.0.1:{port}/mcp"
+        yield cat

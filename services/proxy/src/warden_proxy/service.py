@@ -331,8 +331,9 @@ class CallPipeline:
     # -- discovery for the registry ------------------------------------------------------
     async def list_upstream(self, req: ListUpstreamTools) -> UpstreamTools:
         cred = await self.credential(req.connector, req.user)
-        tools = await self.pool.list_tools(cred, req.user)
+        tools, next_cursor = await self.pool.list_tools_page(cred, req.user, req.cursor)
         return UpstreamTools(
+            next_cursor=next_cursor,
             tools=[
                 UpstreamTool(
                     name=t.name,
@@ -341,7 +342,7 @@ class CallPipeline:
                     annotations=t.annotations.model_dump(by_alias=True, exclude_none=True) if t.annotations else None,
                 )
                 for t in tools
-            ]
+            ],
         )
 
 

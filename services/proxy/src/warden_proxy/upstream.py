@@ -116,6 +116,8 @@ class _Session:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     error: BaseException | None = None
     task: asyncio.Task[None] | None = None
+    last_status: int | None = None
+    last_www: str | None = None
 
 
 class UpstreamPool:
@@ -133,8 +135,17 @@ class UpstreamPool:
             if cred.transport == "sse":
                 transport: Any = sse_client(cred.url, headers=headers, timeout=cred.timeout_s)
             else:
+
+                async def remember_status(response: httpx2.Response) -> None:
+                    # the SDK turns an HTTP error into a generic JSON-RPC error; keep the status
+                    if response.status_code >= 400:
+                        s.last_status = response.status_code
+                        s.last_www = response.headers.get("www-authenticate")
+
                 http = httpx2.AsyncClient(
-                    headers=headers, timeout=httpx2.Timeout(cred.timeout_s, read=max(cred.timeout_s, 300.0))
+                    headers=headers,
+                    timeout=httpx2.Timeout(cred.timeout_s, read=max(cred.timeout_s, 300.0)),
+                    event_hooks={"response": [remember_status]},
                 )
                 transport = streamable_http_client(cred.url, http_client=http)
 
@@ -172,6 +183,16 @@ class UpstreamPool:
                 s.task.cancel()
                 raise UpstreamError(f"upstream {cred.connector} did not complete the MCP handshake in time") from None
             if s.client is None:
+                if s.last_status in (401, 403):
+                    raise UpstreamUnauthorized(
+                        f"upstream {cred.connector} refused Warden's credential (HTTP {s.last_status})",
+                        www_authenticate=s.last_www,
+                        status=s.last_status,
+                    )
+                if s.last_status is not None:
+                    raise UpstreamError(
+                        f"upstream {cred.connector} answered HTTP {s.last_status}; try again later or check the server"
+                    )
                 raise _translate(cred.connector, s.error or RuntimeError("session closed"))
             self._sessions[key] = s
             return s
@@ -179,11 +200,24 @@ class UpstreamPool:
     async def _with_session(self, cred: Credential, user: str | None, fn: Callable[[Client], Awaitable[T]]) -> T:
         s = await self._session(cred, user)
         assert s.client is not None
+        s.last_status = None
         try:
             return await asyncio.wait_for(fn(s.client), timeout=cred.timeout_s)
         except TimeoutError:
             raise UpstreamError(f"upstream {cred.connector} did not answer within {cred.timeout_s:g}s") from None
         except MCPError as e:
+            status = s.last_status
+            if status is not None:
+                await self._close((cred.connector, user or ""))
+                if status in (401, 403):
+                    raise UpstreamUnauthorized(
+                        f"upstream {cred.connector} refused Warden's credential (HTTP {status})",
+                        www_authenticate=s.last_www,
+                        status=status,
+                    ) from None
+                raise UpstreamError(
+                    f"upstream {cred.connector} answered HTTP {status}; try again later or check the server"
+                ) from None
             raise _translate(cred.connector, e) from None
         except (httpx2.HTTPError, OSError, ExceptionGroup) as e:
             await self._close((cred.connector, user or ""))
@@ -197,17 +231,12 @@ class UpstreamPool:
 
         return await self._with_session(cred, user, fn)
 
-    async def list_tools(self, cred: Credential, user: str | None, max_pages: int = 200) -> list[types.Tool]:
-        async def fn(c: Client) -> list[types.Tool]:
-            tools: list[types.Tool] = []
-            cursor: str | None = None
-            for _ in range(max_pages):
-                page = await c.list_tools(cursor=cursor)
-                tools.extend(page.tools)
-                cursor = page.next_cursor
-                if not cursor:
-                    break
-            return tools
+    async def list_tools_page(
+        self, cred: Credential, user: str | None, cursor: str | None
+    ) -> tuple[list[types.Tool], str | None]:
+        async def fn(c: Client) -> tuple[list[types.Tool], str | None]:
+            page = await c.list_tools(cursor=cursor)
+            return list(page.tools), page.next_cursor
 
         return await self._with_session(cred, user, fn)
 
