@@ -331,7 +331,14 @@ class CallPipeline:
     # -- discovery for the registry ------------------------------------------------------
     async def list_upstream(self, req: ListUpstreamTools) -> UpstreamTools:
         cred = await self.credential(req.connector, req.user)
-        tools, next_cursor = await self.pool.list_tools_page(cred, req.user, req.cursor)
+        # page through the upstream until `page_size` tools (all of them when it is not set)
+        tools: list[Any] = []
+        next_cursor = req.cursor
+        while True:
+            page, next_cursor = await self.pool.list_tools_page(cred, req.user, next_cursor)
+            tools.extend(page)
+            if not next_cursor or (req.page_size is not None and len(tools) >= req.page_size):
+                break
         return UpstreamTools(
             next_cursor=next_cursor,
             tools=[

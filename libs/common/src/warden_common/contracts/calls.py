@@ -58,7 +58,6 @@ class ListUpstreamTools(Message):
 
     connector: str = Field(pattern=NAME_PATTERN)
     user: str | None = None
-    cursor: str | None = Field(default=None, max_length=2000)
     # paging, so a 10,000-tool server fits NATS' max payload: with `page_size` set, answer at
     # most that many tools and a `next_cursor` when more remain; without it, answer them all
     page_size: int | None = Field(default=None, ge=1, le=10_000)
@@ -74,7 +73,6 @@ class UpstreamTool(Message):
 
 class UpstreamTools(Message):
     tools: list[UpstreamTool]
-    next_cursor: str | None = None
     next_cursor: str | None = None
 
 
