@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from starlette.routing import Route
-from warden_common.contracts import Service
+from warden_common.contracts import Actor, EventRefs, EventType, Service
 from warden_common.runtime import Runtime
 from warden_common.web import admin_guard, install_error_handlers, ops_router
 
@@ -42,7 +42,18 @@ def create_app(settings: Settings) -> FastAPI:
     runtime = Runtime.build(Service.proxy, settings, schema="proxy")
     public = settings.http.public_url or f"http://{settings.http.host}:{settings.http.port}"
     resource_url = public.rstrip("/") + "/mcp"
-    pool = UpstreamPool(allow_insecure=settings.allow_insecure_upstreams)
+
+    async def tools_changed(connector: str) -> None:
+        # the registry re-lists (and drift-checks) the connector's tools when it sees this
+        runtime.bus.emit(
+            runtime.bus.new_event(
+                EventType.upstream_tools_changed,
+                actor=Actor(kind="system", id="proxy"),
+                refs=EventRefs(connector=connector),
+            )
+        )
+
+    pool = UpstreamPool(allow_insecure=settings.allow_insecure_upstreams, on_tools_changed=tools_changed)
     holder: dict[str, Any] = {}
 
     @asynccontextmanager

@@ -149,7 +149,11 @@ class UpstreamPool:
                 )
                 transport = streamable_http_client(cred.url, http_client=http)
 
-            async with Client(transport, cache=None, message_handler=None) as client:
+            async def on_message(message: Any) -> None:
+                if isinstance(message, types.ToolListChangedNotification) and self._on_tools_changed is not None:
+                    await self._on_tools_changed(s.connector)
+
+            async with Client(transport, cache=None, message_handler=on_message) as client:
                 s.client = client
                 s.ready.set()
                 await s.stop.wait()
