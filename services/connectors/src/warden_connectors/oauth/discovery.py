@@ -1,0 +1,254 @@
+"""From an MCP server URL to everything needed to ask for consent.
+
+1. Probe the MCP URL without a token; a 401's `WWW-Authenticate: Bearer resource_metadata=...`
+   (and `scope=...`) is the first hint.
+2. Protected resource metadata (RFC 9728): the hinted URL, else the path-aware well-known URI,
+   then the root one. Its `resource` must be this server.
+3. Authorization server metadata for `authorization_servers[0]` (or the issuer override):
+   RFC 8414 with path insertion, then OpenID Connect discovery (both path variants).
+   S256 must be advertised.
+4. Overrides (`OAuthOverrides`) replace any discovered value; with enough overrides a missing
+   document is not an error.
+
+`DiscoveryCache` keeps results per (MCP URL, overrides) for a TTL; the service owns one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import BadResponse, DiscoveryFailed, MetadataInvalid, PkceUnsupported, ProviderUnavailable
+from .rfc6750 import BearerChallenge, parse_bearer_challenge
+from .rfc8414 import AuthorizationServerMetadata, metadata_urls, parse_as_metadata
+from .rfc9728 import ProtectedResourceMetadata, check_resource, parse_prm, prm_urls
+from .urlguard import GuardedHttp, check_url
+
+__all__ = ["DiscoveryCache", "OAuthOverrides", "OAuthServer", "discover"]
+
+log = logging.getLogger("warden.connectors.oauth")
+
+_MCP_PROBE = {
+    "jsonrpc": "2.0",
+    "id": 0,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "warden-discovery", "version": "0.1"},
+    },
+}
+
+
+class OAuthOverrides(BaseModel):
+    """Admin-supplied values that win over discovery. `scopes` replaces the discovered scopes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    issuer: str | None = None
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    registration_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    audience: str | None = None
+    resource: str | None = None
+    omit_resource: bool = False  # for providers that reject RFC 8707 `resource`
+    scopes: tuple[str, ...] | None = None
+
+
+class OAuthServer(BaseModel):
+    """The resolved picture of one connector's authorization server. Cacheable, no secrets."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mcp_url: str
+    issuer: str
+    authorization_endpoint: str
+    token_endpoint: str
+    registration_endpoint: str | None = None
+    revocation_endpoint: str | None = None
+    resource: str | None = Field(default=None, description="RFC 8707 resource; None = not sent")
+    audience: str | None = None
+    scopes: tuple[str, ...] = ()
+    is_oidc: bool = False
+    iss_parameter_supported: bool = False
+    cimd_supported: bool = False
+    token_endpoint_auth_methods: tuple[str, ...] | None = None
+    scopes_supported: tuple[str, ...] | None = None
+    prm: ProtectedResourceMetadata | None = None
+    metadata: AuthorizationServerMetadata | None = None
+
+    def scopes_to_request(self, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+        """The scopes for an authorization request: ours, plus `offline_access` on OIDC servers
+        that list it (without it OIDC servers may issue no refresh token)."""
+        scopes = list(dict.fromkeys([*self.scopes, *extra]))
+        if self.is_oidc and "offline_access" in (self.scopes_supported or ()) and "offline_access" not in scopes:
+            scopes.append("offline_access")
+        return tuple(scopes)
+
+
+async def _probe(http: GuardedHttp, mcp_url: str) -> BearerChallenge | None:
+    """POST an unauthenticated initialize; return the Bearer challenge of a 401, if any."""
+    try:
+        r = await http.request(
+            "POST",
+            mcp_url,
+            headers={"Accept": "application/json, text/event-stream", "Content-Type": "application/json"},
+            json_body=_MCP_PROBE,
+            follow_redirects=False,
+        )
+    except BadResponse:
+        return None
+    if r.status_code != 401:
+        log.info("oauth discovery: %s answered %s without a token; trying well-known URIs", mcp_url, r.status_code)
+        return None
+    return parse_bearer_challenge(r.headers.get_list("www-authenticate"))
+
+
+async def _fetch_prm(http: GuardedHttp, mcp_url: str, hint: str | None) -> ProtectedResourceMetadata | None:
+    candidates = ([hint] if hint else []) + prm_urls(mcp_url)
+    for url in dict.fromkeys(candidates):
+        r = await http.request("GET", url, headers={"Accept": "application/json"})
+        if r.status_code == 200:
+            prm = parse_prm(r)
+            check_resource(prm, mcp_url)
+            return prm
+        if r.status_code >= 500 or r.status_code == 429:
+            raise ProviderUnavailable(f"{url} answered HTTP {r.status_code}", details={"url": url})
+        log.debug("oauth discovery: no protected resource metadata at %s (%s)", url, r.status_code)
+    return None
+
+
+async def _fetch_asm(http: GuardedHttp, issuer: str) -> AuthorizationServerMetadata | None:
+    check_url(issuer, http.policy)
+    for url, openid in metadata_urls(issuer):
+        r = await http.request("GET", url, headers={"Accept": "application/json"})
+        if r.status_code == 200:
+            return parse_as_metadata(r, issuer, openid=openid)
+        if r.status_code >= 500 or r.status_code == 429:
+            raise ProviderUnavailable(f"{url} answered HTTP {r.status_code}", details={"url": url})
+        log.debug("oauth discovery: no authorization server metadata at %s (%s)", url, r.status_code)
+    return None
+
+
+async def discover(
+    http: GuardedHttp,
+    mcp_url: str,
+    overrides: OAuthOverrides | None = None,
+    *,
+    challenge: BearerChallenge | None = None,
+    probe: bool = True,
+) -> OAuthServer:
+    """Discover the authorization server of `mcp_url` and apply `overrides`.
+
+    `challenge` is a Bearer challenge already in hand (e.g. from a 401 the proxy saw); with
+    `probe=False` and no challenge, discovery starts from the well-known URIs.
+    """
+    ov = overrides or OAuthOverrides()
+    check_url(mcp_url, http.policy)
+    if challenge is None and probe:
+        challenge = await _probe(http, mcp_url)
+
+    prm = await _fetch_prm(http, mcp_url, challenge.resource_metadata if challenge else None)
+    issuer = ov.issuer or (prm.authorization_servers[0] if prm and prm.authorization_servers else None)
+    if issuer is None:
+        where = "has no protected resource metadata" if prm is None else "names no authorization server"
+        raise DiscoveryFailed(
+            f"{mcp_url} {where}; set the connector's issuer (and endpoints) explicitly",
+            details={"mcp_url": mcp_url},
+        )
+
+    md = await _fetch_asm(http, issuer)
+    authz = ov.authorization_endpoint or (md.authorization_endpoint if md else None)
+    token = ov.token_endpoint or (md.token_endpoint if md else None)
+    if md is None and not (authz and token):
+        raise DiscoveryFailed(
+            f"no authorization server metadata for {issuer}; set the authorization and token endpoints explicitly",
+            details={"issuer": issuer},
+        )
+    if not authz or not token:
+        raise MetadataInvalid(
+            f"authorization server {issuer} advertises no {'authorization' if not authz else 'token'} endpoint",
+            details={"issuer": issuer},
+        )
+    if md is not None and "S256" not in (md.code_challenge_methods_supported or ()):
+        # MCP authorization spec: refuse to proceed without advertised PKCE S256
+        raise PkceUnsupported(
+            f"authorization server {issuer} does not advertise PKCE S256 (code_challenge_methods_supported)",
+            details={"issuer": issuer},
+        )
+    registration = ov.registration_endpoint or (md.registration_endpoint if md else None)
+    revocation = ov.revocation_endpoint or (md.revocation_endpoint if md else None)
+    for url in (authz, token, registration, revocation):
+        if url:
+            check_url(url, http.policy)  # early, readable refusal; every fetch is checked again anyway
+
+    if ov.omit_resource:
+        resource = None
+    else:
+        resource = ov.resource or (prm.resource if prm else mcp_url)
+    if ov.scopes is not None:
+        scopes = tuple(ov.scopes)
+    elif challenge is not None and challenge.scope:
+        scopes = challenge.scope  # MCP spec: the 401's scope first, then the PRM's scopes_supported
+    elif prm is not None and prm.scopes_supported:
+        scopes = tuple(prm.scopes_supported)
+    else:
+        scopes = ()
+    return OAuthServer(
+        mcp_url=mcp_url,
+        issuer=md.issuer if md else issuer,
+        resource=resource,
+        audience=ov.audience,
+        scopes=scopes,
+        is_oidc=md.is_oidc if md else False,
+        iss_parameter_supported=md.authorization_response_iss_parameter_supported if md else False,
+        cimd_supported=md.client_id_metadata_document_supported if md else False,
+        token_endpoint_auth_methods=md.token_endpoint_auth_methods_supported if md else None,
+        scopes_supported=md.scopes_supported if md else None,
+        prm=prm,
+        metadata=md,
+        authorization_endpoint=authz,
+        token_endpoint=token,
+        registration_endpoint=registration,
+        revocation_endpoint=revocation,
+    )
+
+
+class DiscoveryCache:
+    """Discovery results per (MCP URL, overrides) for `ttl_s`. One in-flight discovery per key."""
+
+    def __init__(self, ttl_s: float = 3600.0, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self._entries: dict[tuple[str, str], tuple[float, OAuthServer]] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    @staticmethod
+    def _key(mcp_url: str, overrides: OAuthOverrides | None) -> tuple[str, str]:
+        return mcp_url, (overrides or OAuthOverrides()).model_dump_json()
+
+    async def get(
+        self, http: GuardedHttp, mcp_url: str, overrides: OAuthOverrides | None = None, **kw: Any
+    ) -> OAuthServer:
+        key = self._key(mcp_url, overrides)
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > self._clock():
+            return hit[1]
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            hit = self._entries.get(key)
+            if hit is not None and hit[0] > self._clock():
+                return hit[1]
+            server = await discover(http, mcp_url, overrides, **kw)
+            self._entries[key] = (self._clock() + self.ttl_s, server)
+            return server
+
+    def invalidate(self, mcp_url: str | None = None) -> None:
+        """Forget one MCP URL (all overrides), or everything."""
+        for key in [k for k in self._entries if mcp_url is None or k[0] == mcp_url]:
+            del self._entries[key]

@@ -1,0 +1,382 @@
+"""The one door every OAuth-related request goes through (MCP URL, metadata, endpoints, CIMD, JWKS).
+
+- Scheme: https, unless the host is in `UrlPolicy.allow_http_hosts`. No userinfo in URLs.
+- Addresses: the host is resolved, *every* address is checked, and the connection is made to an
+  address that was checked (pinned): a custom httpcore network backend does resolve-then-connect,
+  so a name that re-resolves to 127.0.0.1 between check and connect cannot slip through. TLS still
+  verifies the certificate against the host name (SNI comes from the URL, not the address).
+  Refused by default: loopback, private, link-local (169.254.169.254), shared, multicast, reserved,
+  unspecified, and IPv6 forms embedding such an IPv4 (mapped, 6to4, Teredo, NAT64). Loopback is
+  allowed only with `allow_loopback` (dev/test); other ranges only via `allowed_networks`.
+- Redirects: followed for GET only, at most `max_redirects`, each hop checked again.
+- Size and time: bodies are capped at `max_response_bytes`, each call at `timeout_s` overall.
+- No proxies from the environment (`trust_env=False`): the guard decides where bytes go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpcore
+import httpx
+
+from .errors import (
+    BadResponse,
+    ForbiddenAddress,
+    InsecureUrl,
+    ProviderTimeout,
+    ProviderUnavailable,
+    ResponseTooLarge,
+    TooManyRedirects,
+    UrlRefused,
+)
+
+__all__ = [
+    "FetchResult",
+    "GuardedHttp",
+    "IPAddress",
+    "Resolver",
+    "UrlPolicy",
+    "check_address",
+    "check_url",
+    "system_resolver",
+]
+
+log = logging.getLogger("warden.connectors.oauth")
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_REDIRECTS = {301, 302, 303, 307, 308}
+
+
+@dataclass(frozen=True)
+class UrlPolicy:
+    """What the guard lets through. The defaults are the production ones."""
+
+    allow_http_hosts: frozenset[str] = frozenset()
+    allow_loopback: bool = False
+    allowed_networks: tuple[IPNetwork, ...] = ()
+    max_redirects: int = 3
+    max_response_bytes: int = 1_000_000
+    timeout_s: float = 10.0
+
+    @classmethod
+    def development(cls, **kw: Any) -> UrlPolicy:
+        """Loopback over plain http allowed: for tests and `warden run` on one machine only."""
+        kw.setdefault("allow_loopback", True)
+        kw.setdefault("allow_http_hosts", frozenset({"127.0.0.1", "localhost", "::1"}))
+        return cls(**kw)
+
+
+def _embedded_v4(ip: IPAddress) -> ipaddress.IPv4Address | None:
+    if isinstance(ip, ipaddress.IPv4Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in _NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _why_refused(ip: IPAddress) -> str | None:
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_private:
+        return "private"
+    if ip.is_reserved:
+        return "reserved"
+    if not ip.is_global:
+        return "not globally routable"
+    return None
+
+
+def check_address(ip: IPAddress, policy: UrlPolicy, *, host: str | None = None) -> None:
+    """Raise ForbiddenAddress unless `ip` may be connected to under `policy`."""
+    if any(ip in net for net in policy.allowed_networks if net.version == ip.version):
+        return
+    inner = _embedded_v4(ip)
+    for candidate in (ip, inner) if inner is not None else (ip,):
+        why = _why_refused(candidate)
+        if why is None:
+            continue
+        if why == "loopback" and policy.allow_loopback:
+            continue
+        if any(candidate in net for net in policy.allowed_networks if net.version == candidate.version):
+            continue
+        name = f"{host} resolves to {ip}" if host and host != str(ip) else f"{ip}"
+        raise ForbiddenAddress(
+            f"refused: {name}, a {why} address; Warden only connects to public addresses",
+            details={"host": host or str(ip), "reason": why},
+        )
+
+
+def _literal_ip(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def check_url(url: str | httpx.URL, policy: UrlPolicy) -> httpx.URL:
+    """Static checks on a URL (no DNS): scheme, host, userinfo, literal addresses."""
+    try:
+        u = httpx.URL(str(url))
+    except (httpx.InvalidURL, ValueError, TypeError) as e:
+        raise UrlRefused("refused: not a valid URL", details={"url": str(url)[:200]}) from e
+    host = u.host.lower()
+    shown = str(u.copy_with(query=None, fragment=None))[:300]
+    if not host:
+        raise UrlRefused(f"refused: {shown} has no host", details={"url": shown})
+    if u.userinfo:
+        raise UrlRefused("refused: URLs with user:password@ are not allowed", details={"host": host})
+    if u.scheme == "http":
+        if host not in policy.allow_http_hosts:
+            raise InsecureUrl(
+                f"refused: {shown} is http://; use https:// (http is allowed only for hosts the admin lists)",
+                details={"url": shown},
+            )
+    elif u.scheme != "https":
+        raise InsecureUrl(f"refused: scheme {u.scheme!r} is not https", details={"url": shown})
+    ip = _literal_ip(host)
+    if ip is not None:
+        check_address(ip, policy, host=host)
+    return u
+
+
+async def system_resolver(host: str, port: int) -> list[IPAddress]:
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    out: list[IPAddress] = []
+    for _family, _type, _proto, _canon, sockaddr in infos:
+        ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+        if ip not in out:
+            out.append(ip)
+    return out
+
+
+class _PinnedBackend(httpcore.AsyncNetworkBackend):
+    """Resolve, check every address, connect to a checked address. Never lets the OS re-resolve."""
+
+    def __init__(self, policy: UrlPolicy, resolver: Resolver) -> None:
+        self._policy = policy
+        self._resolver = resolver
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        literal = _literal_ip(host)
+        if literal is not None:
+            addresses = [literal]
+        else:
+            try:
+                async with asyncio.timeout(timeout or self._policy.timeout_s):
+                    addresses = await self._resolver(host, port)
+            except (OSError, UnicodeError) as e:
+                raise ProviderUnavailable(f"cannot resolve {host}", details={"host": host}) from e
+            if not addresses:
+                raise ProviderUnavailable(f"cannot resolve {host}", details={"host": host})
+        for ip in addresses:  # every address, so round-robin DNS cannot smuggle one in
+            check_address(ip, self._policy, host=host)
+        last: Exception | None = None
+        for ip in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    str(ip), port, timeout=timeout, local_address=local_address, socket_options=socket_options
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
+                last = e
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(self, *a: Any, **kw: Any) -> httpcore.AsyncNetworkStream:
+        raise UrlRefused("refused: unix sockets are not reachable through the URL guard")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _PinnedTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, policy: UrlPolicy, resolver: Resolver, verify: Any = True) -> None:
+        super().__init__(verify=verify, trust_env=False)
+        ssl_context = self._pool._ssl_context  # the context httpx built from `verify`
+        # httpx exposes no network_backend knob: rebuild its pool with ours (same settings otherwise).
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
+            network_backend=_PinnedBackend(policy, resolver),
+        )
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """A fully read, size-capped response."""
+
+    status_code: int
+    headers: httpx.Headers
+    content: bytes
+    url: str
+    redirects: tuple[str, ...] = field(default=())
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.content)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise BadResponse(
+                f"{_shown(self.url)} answered HTTP {self.status_code} with a body that is not JSON",
+                details={"url": _shown(self.url), "status": self.status_code},
+            ) from e
+
+    def json_object(self) -> dict[str, Any]:
+        body = self.json()
+        if not isinstance(body, dict):
+            raise BadResponse(
+                f"{_shown(self.url)} answered JSON that is not an object", details={"url": _shown(self.url)}
+            )
+        return body
+
+
+def _shown(url: str | httpx.URL) -> str:
+    """A URL fit for a message: no query (it may carry codes), no fragment."""
+    try:
+        return str(httpx.URL(str(url)).copy_with(query=None, fragment=None))[:300]
+    except (httpx.InvalidURL, ValueError):
+        return "<invalid url>"
+
+
+class GuardedHttp:
+    """An HTTP client that only reaches what `UrlPolicy` allows. Owns its httpx client.
+
+    `resolver` replaces DNS (tests use it to simulate rebinding); `verify` is httpx's TLS
+    verification setting (a CA bundle path or SSLContext for private CAs).
+    """
+
+    def __init__(
+        self,
+        policy: UrlPolicy | None = None,
+        *,
+        resolver: Resolver | None = None,
+        verify: Any = True,
+        user_agent: str = "Warden-Connectors/0.1",
+    ) -> None:
+        self.policy = policy or UrlPolicy()
+        self._client = httpx.AsyncClient(
+            transport=_PinnedTransport(self.policy, resolver or system_resolver, verify=verify),
+            follow_redirects=False,
+            trust_env=False,
+            timeout=httpx.Timeout(self.policy.timeout_s),
+            headers={"User-Agent": user_agent},
+        )
+
+    async def __aenter__(self) -> GuardedHttp:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        auth: tuple[str, str] | None = None,
+        follow_redirects: bool | None = None,
+    ) -> FetchResult:
+        """One guarded request. Redirects are followed for GET (default) and re-checked each hop."""
+        follow = (method.upper() == "GET") if follow_redirects is None else follow_redirects
+        current = check_url(url, self.policy)
+        hops: list[str] = []
+        try:
+            async with asyncio.timeout(self.policy.timeout_s):
+                while True:
+                    result = await self._one(method, current, headers, data, json_body, auth, tuple(hops))
+                    if not follow or result.status_code not in _REDIRECTS:
+                        return result
+                    location = result.headers.get("location")
+                    if not location:
+                        return result
+                    if len(hops) >= self.policy.max_redirects:
+                        raise TooManyRedirects(
+                            f"refused: {_shown(url)} redirected more than {self.policy.max_redirects} times",
+                            details={"url": _shown(url)},
+                        )
+                    nxt = check_url(current.join(location), self.policy)
+                    hops.append(_shown(nxt))
+                    log.debug("oauth fetch redirected to %s", _shown(nxt))
+                    current = nxt
+        except TimeoutError as e:
+            raise ProviderTimeout(
+                f"{_shown(url)} did not answer within {self.policy.timeout_s:g}s",
+                details={"url": _shown(url)},
+            ) from e
+
+    async def _one(
+        self,
+        method: str,
+        url: httpx.URL,
+        headers: Mapping[str, str] | None,
+        data: Mapping[str, str] | None,
+        json_body: Any,
+        auth: tuple[str, str] | None,
+        hops: tuple[str, ...],
+    ) -> FetchResult:
+        shown = _shown(url)
+        cap = self.policy.max_response_bytes
+        try:
+            async with self._client.stream(
+                method,
+                url,
+                headers=dict(headers or {}),
+                data=dict(data) if data is not None else None,
+                json=json_body,
+                auth=httpx.BasicAuth(*auth) if auth else None,
+            ) as resp:
+                declared = resp.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > cap:
+                    raise ResponseTooLarge(
+                        f"{shown} answered {declared} bytes; the limit is {cap}", details={"url": shown}
+                    )
+                buf = bytearray()
+                async for chunk in resp.aiter_bytes():
+                    buf += chunk
+                    if len(buf) > cap:
+                        raise ResponseTooLarge(f"{shown} answered more than {cap} bytes", details={"url": shown})
+                return FetchResult(resp.status_code, resp.headers, bytes(buf), str(url), hops)
+        except httpx.TimeoutException as e:
+            raise ProviderTimeout(f"{shown} did not answer in time", details={"url": shown}) from e
+        except httpx.TransportError as e:
+            raise ProviderUnavailable(
+                f"cannot reach {shown}: {type(e).__name__}", details={"url": shown, "error": type(e).__name__}
+            ) from e
