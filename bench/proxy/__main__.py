@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import AsyncExitStack
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -157,8 +158,7 @@ async def main(calls: int, levels: list[int]) -> None:
                 lat, wall = await _measure(workers, calls)
                 cpu = (_cpu(warden_pids) - cpu0) * 1000 / len(lat)
                 res[label] = (lat, wall, cpu)
-            for c in direct + proxied:
-                await c.__aexit__(None, None, None)
+            await exits.aclose()
             await warden.close()
             d50, d99 = _pct(res["direct"][0], 0.5), _pct(res["direct"][0], 0.99)
             for label in ("direct", "mcp", "nats"):
