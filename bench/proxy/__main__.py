@@ -20,8 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import AsyncExitStack
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -127,14 +127,13 @@ async def main(calls: int, levels: list[int]) -> None:
 
         rows = []
         for n in levels:
+            exits = AsyncExitStack()
 
             async def mcp_clients(url: str, headers: dict[str, str]) -> list[Client]:
                 out = []
                 for _ in range(n):
                     http = httpx2.AsyncClient(headers=headers, timeout=60)
-                    c = Client(streamable_http_client(url, http_client=http))
-                    await c.__aenter__()
-                    out.append(c)
+                    out.append(await exits.enter_async_context(Client(streamable_http_client(url, http_client=http))))
                 return out
 
             direct = await mcp_clients(up_url, {})
