@@ -60,6 +60,7 @@ server.listen(PORT, '127.0.0.1', () => {
     pkce: { required: () => true },                 // PKCE (S256 only is the v9 default) for every client
     // refresh token for any client allowed the refresh_token grant, even without offline_access/openid
     issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+    rotateRefreshToken: true,                       // every refresh answers a new refresh token (RFC 9700 §4.14.2)
     ttl: { AccessToken: AT_TTL, RefreshToken: RT_TTL, Interaction: 600, Session: 86400, Grant: 86400 },
     interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     features: {
