@@ -1,20 +1,31 @@
-"""HTTP API of the registry: tools, discovery, profiles, grants, visible/resolve/search."""
+"""HTTP API of the registry (admin bearer token on every /v1 route): discovery and
+registration, tools, connector settings, profiles and grants, and the proxy's three
+questions (visible, resolve, search) for people and tests.
 
-from __future__ import annotations
+No `from __future__ import annotations` here: FastAPI reads the route signatures, whose
+dependency aliases are local to `build_router`."""
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Request, Response
+from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
 from warden_common.contracts import ResolvedTool, SearchResult, VisibleTools
+from warden_common.contracts.registry import PROFILE_PATTERN
 
 from warden_registry.models import (
+    ALIAS_PATTERN,
+    CONNECTOR_PATTERN,
+    ConnectorSettingsOut,
+    ConnectorSettingsPatch,
     DiscoveredTool,
     GrantCreate,
     GrantOut,
     Operation,
     ProfileCreate,
     ProfileOut,
+    RefreshOut,
     RegisterBody,
+    RegisterOut,
     SearchBody,
     ToolOut,
     ToolPatch,
@@ -23,49 +34,76 @@ from warden_registry.service import Registry
 
 __all__ = ["build_router"]
 
+Connector = Annotated[str, Path(pattern=CONNECTOR_PATTERN, description="the connector's name")]
+Profile = Annotated[str, Path(pattern=PROFILE_PATTERN)]
+ToolName = Annotated[str, Path(min_length=1, max_length=128, description="a registered tool name")]
 
-def _reg(request: Request) -> Registry:
-    r: Registry = request.state.registry
-    return r
+
+def _registry(request: Request) -> Registry:
+    reg: Registry = request.state.registry
+    return reg
 
 
-def build_router(admin: object) -> APIRouter:
+def build_router(admin: Callable[..., Awaitable[str]]) -> APIRouter:
     router = APIRouter(prefix="/v1")
-    Admin = Depends(admin)  # noqa: N806
-    Reg = Depends(_reg)  # noqa: N806
+    Actor = Annotated[str, Depends(admin)]  # noqa: N806 - a dependency alias
+    Reg = Annotated[Registry, Depends(_registry)]  # noqa: N806
 
+    # -- discovery and registration -----------------------------------------------------
     @router.post("/connectors/{connector}/discover", tags=["discovery"])
-    async def discover(connector: str, alias: str | None = None, _: str = Admin, reg: Registry = Reg) -> dict[str, Any]:
-        """List the connector's tools through the proxy, pre-classified read/write."""
-        tools: list[DiscoveredTool] = await reg.discover(connector, alias)
-        return {"tools": [t.model_dump() for t in tools]}
+    async def discover(
+        connector: Connector,
+        actor: Actor,
+        reg: Reg,
+        alias: Annotated[str | None, Query(pattern=ALIAS_PATTERN)] = None,
+    ) -> dict[str, list[DiscoveredTool]]:
+        """List the connector's tools through the proxy, each with a pre-classified read/write fact."""
+        return {"tools": await reg.discover(connector, actor, alias)}
 
     @router.post("/connectors/{connector}/tools", status_code=201, tags=["discovery"])
     async def register(
-        connector: str, body: RegisterBody = Body(default_factory=RegisterBody), actor: str = Admin, reg: Registry = Reg
-    ) -> dict[str, Any]:
-        return {"registered": await reg.register(connector, body, actor)}
+        connector: Connector,
+        actor: Actor,
+        reg: Reg,
+        body: Annotated[RegisterBody, Body(default_factory=RegisterBody)],
+    ) -> RegisterOut:
+        """Register the selected tools (all when `tools` is omitted) as `<alias>__<tool>`."""
+        return await reg.register(connector, body, actor)
 
     @router.post("/connectors/{connector}/refresh", tags=["discovery"])
-    async def refresh(connector: str, actor: str = Admin, reg: Registry = Reg) -> dict[str, Any]:
+    async def refresh(connector: Connector, actor: Actor, reg: Reg) -> RefreshOut:
+        """List the connector again: flag (and hold) drifted tools, hide tools gone upstream."""
         return await reg.refresh(connector, actor)
 
-    @router.delete("/connectors/{connector}/tools/{name}", status_code=204, tags=["tools"])
-    async def unregister(connector: str, name: str, actor: str = Admin, reg: Registry = Reg) -> Response:
+    @router.delete("/connectors/{connector}/tools/{name}", status_code=204, tags=["discovery"])
+    async def unregister(connector: Connector, name: ToolName, actor: Actor, reg: Reg) -> Response:
         await reg.unregister(connector, name, actor)
         return Response(status_code=204)
 
-    @router.get("/tools", response_model=list[ToolOut], tags=["tools"])
+    @router.get("/connectors/{connector}", tags=["discovery"])
+    async def connector_settings(connector: Connector, _: Actor, reg: Reg) -> ConnectorSettingsOut:
+        return await reg.connector_settings(connector)
+
+    @router.patch("/connectors/{connector}", tags=["discovery"])
+    async def update_connector_settings(
+        connector: Connector, body: ConnectorSettingsPatch, actor: Actor, reg: Reg
+    ) -> ConnectorSettingsOut:
+        """The connector-level auto-approve default, and whether its listings are cached."""
+        return await reg.update_connector_settings(connector, body, actor)
+
+    # -- tools -------------------------------------------------------------------------
+    @router.get("/tools", tags=["tools"])
     async def list_tools(
-        connector: str | None = None,
-        q: str | None = None,
+        _: Actor,
+        reg: Reg,
+        connector: Annotated[str | None, Query(pattern=CONNECTOR_PATTERN)] = None,
+        q: Annotated[str | None, Query(max_length=200)] = None,
         operation: Operation | None = None,
         deferred: bool | None = None,
         favorite: bool | None = None,
         enabled: bool | None = None,
         held: bool | None = None,
-        _: str = Admin,
-        reg: Registry = Reg,
+        missing: bool | None = None,
     ) -> list[ToolOut]:
         return await reg.list_tools(
             connector=connector,
@@ -75,56 +113,61 @@ def build_router(admin: object) -> APIRouter:
             favorite=favorite,
             enabled=enabled,
             held=held,
+            missing=missing,
         )
 
-    @router.get("/tools/{name}", response_model=ToolOut, tags=["tools"])
-    async def show(name: str, _: str = Admin, reg: Registry = Reg) -> ToolOut:
+    @router.get("/tools/{name}", tags=["tools"])
+    async def show_tool(name: ToolName, _: Actor, reg: Reg) -> ToolOut:
         return await reg.get_tool(name)
 
-    @router.patch("/tools/{name}", response_model=ToolOut, tags=["tools"])
-    async def update(name: str, body: ToolPatch, actor: str = Admin, reg: Registry = Reg) -> ToolOut:
+    @router.patch("/tools/{name}", tags=["tools"])
+    async def update_tool(name: ToolName, body: ToolPatch, actor: Actor, reg: Reg) -> ToolOut:
         return await reg.update_tool(name, body, actor)
 
-    @router.post("/tools/{name}/reapprove", response_model=ToolOut, tags=["tools"])
-    async def reapprove(name: str, actor: str = Admin, reg: Registry = Reg) -> ToolOut:
+    @router.post("/tools/{name}/reapprove", tags=["tools"])
+    async def reapprove(name: ToolName, actor: Actor, reg: Reg) -> ToolOut:
+        """Accept the upstream's changed description and schema: pin them, release the hold."""
         return await reg.reapprove(name, actor)
 
-    @router.post("/profiles", status_code=201, response_model=ProfileOut, tags=["profiles"])
-    async def create_profile(body: ProfileCreate, actor: str = Admin, reg: Registry = Reg) -> ProfileOut:
+    # -- profiles and grants -------------------------------------------------------------
+    @router.post("/profiles", status_code=201, tags=["profiles"])
+    async def create_profile(body: ProfileCreate, actor: Actor, reg: Reg) -> ProfileOut:
         return await reg.create_profile(body, actor)
 
-    @router.get("/profiles", response_model=list[ProfileOut], tags=["profiles"])
-    async def list_profiles(_: str = Admin, reg: Registry = Reg) -> list[ProfileOut]:
+    @router.get("/profiles", tags=["profiles"])
+    async def list_profiles(_: Actor, reg: Reg) -> list[ProfileOut]:
         return await reg.list_profiles()
 
-    @router.get("/profiles/{name}", response_model=ProfileOut, tags=["profiles"])
-    async def get_profile(name: str, _: str = Admin, reg: Registry = Reg) -> ProfileOut:
+    @router.get("/profiles/{name}", tags=["profiles"])
+    async def show_profile(name: Profile, _: Actor, reg: Reg) -> ProfileOut:
         return await reg.get_profile(name)
 
     @router.delete("/profiles/{name}", status_code=204, tags=["profiles"])
-    async def delete_profile(name: str, actor: str = Admin, reg: Registry = Reg) -> Response:
+    async def delete_profile(name: Profile, actor: Actor, reg: Reg) -> Response:
         await reg.delete_profile(name, actor)
         return Response(status_code=204)
 
-    @router.post("/profiles/{name}/grants", status_code=201, response_model=GrantOut, tags=["profiles"])
-    async def grant(name: str, body: GrantCreate, actor: str = Admin, reg: Registry = Reg) -> GrantOut:
+    @router.post("/profiles/{name}/grants", status_code=201, tags=["profiles"])
+    async def grant(name: Profile, body: GrantCreate, actor: Actor, reg: Reg) -> GrantOut:
+        """Grant a tool or a pattern (`notion__*`), optionally read-only, with a reason."""
         return await reg.grant(name, body, actor)
 
     @router.delete("/profiles/{name}/grants/{grant_id}", status_code=204, tags=["profiles"])
-    async def revoke(name: str, grant_id: str, actor: str = Admin, reg: Registry = Reg) -> Response:
+    async def revoke(name: Profile, grant_id: str, actor: Actor, reg: Reg) -> Response:
         await reg.revoke(name, grant_id, actor)
         return Response(status_code=204)
 
-    @router.get("/profiles/{name}/visible", response_model=VisibleTools, tags=["profiles"])
-    async def visible(name: str, _: str = Admin, reg: Registry = Reg) -> VisibleTools:
+    @router.get("/profiles/{name}/visible", tags=["profiles"])
+    async def visible(name: Profile, _: Actor, reg: Reg) -> VisibleTools:
+        """What an agent with this profile lists (deferred tools behind `tool_search`)."""
         return await reg.visible(name)
 
-    @router.get("/profiles/{name}/resolve/{tool}", response_model=ResolvedTool, tags=["profiles"])
-    async def resolve(name: str, tool: str, _: str = Admin, reg: Registry = Reg) -> ResolvedTool:
+    @router.get("/profiles/{name}/resolve/{tool}", tags=["profiles"])
+    async def resolve(name: Profile, tool: ToolName, _: Actor, reg: Reg) -> ResolvedTool:
         return await reg.resolve(name, tool)
 
-    @router.post("/profiles/{name}/search", response_model=SearchResult, tags=["profiles"])
-    async def search(name: str, body: SearchBody, _: str = Admin, reg: Registry = Reg) -> SearchResult:
+    @router.post("/profiles/{name}/search", tags=["profiles"])
+    async def search(name: Profile, body: SearchBody, _: Actor, reg: Reg) -> SearchResult:
         return await reg.search(name, body.query, body.k)
 
     return router

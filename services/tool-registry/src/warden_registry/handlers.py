@@ -1,8 +1,9 @@
-"""NATS side of the registry: answer the proxy, follow peers' changes and upstream list changes."""
+"""NATS side of the registry: answer the proxy (visible, resolve, search), drop the snapshot
+on any registry event from any replica, and refresh a connector when the proxy reports that
+its upstream's tool list changed."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
@@ -13,15 +14,18 @@ from warden_common.contracts import (
     REGISTRY_SEARCH,
     REGISTRY_VISIBLE,
     VERSION,
+    EventType,
     ResolvedTool,
     ResolveRequest,
     SearchRequest,
     SearchResult,
+    Service,
     VisibleRequest,
     VisibleTools,
 )
-from warden_common.errors import WardenError
 
+from warden_registry.errors import Unavailable
+from warden_registry.refresher import Refresher
 from warden_registry.service import Registry
 
 __all__ = ["register_handlers"]
@@ -29,7 +33,7 @@ __all__ = ["register_handlers"]
 log = logging.getLogger(__name__)
 
 
-async def register_handlers(bus: Bus, reg: Registry, background: set[asyncio.Task[None]]) -> None:
+async def register_handlers(bus: Bus, reg: Registry, refresher: Refresher) -> None:
     async def visible(req: VisibleRequest) -> VisibleTools:
         return await reg.visible(req.profile)
 
@@ -43,26 +47,32 @@ async def register_handlers(bus: Bus, reg: Registry, background: set[asyncio.Tas
     await bus.serve(REGISTRY_RESOLVE, resolve)
     await bus.serve(REGISTRY_SEARCH, search)
 
-    async def on_registry_event(_: Msg) -> None:
-        reg.invalidate()
-
-    async def refresh_later(connector: str) -> None:
-        try:
-            await reg.refresh(connector, None)
-        except WardenError as e:
-            log.warning("refresh of %s after list_changed failed: %s", connector, e.message)
-
-    async def on_proxy_event(msg: Msg) -> None:
-        try:
-            doc = json.loads(msg.data)
-        except ValueError:
-            return
-        connector = (doc.get("refs") or {}).get("connector")
-        if doc.get("type") == "upstream.tools_changed" and connector:
-            t = asyncio.create_task(refresh_later(connector))
-            background.add(t)
-            t.add_done_callback(background.discard)
-
     events = f"{bus.root}.{VERSION}.events"
-    await bus.listen(f"{events}.registry.>", on_registry_event)
-    await bus.listen(f"{events}.proxy.upstream.>", on_proxy_event)
+
+    async def on_registry_event(msg: Msg) -> None:
+        try:
+            event_id = json.loads(msg.data).get("id")
+        except (ValueError, AttributeError):
+            event_id = None
+        reg.on_event(event_id if isinstance(event_id, str) else None)
+
+    async def on_tools_changed(msg: Msg) -> None:
+        try:
+            connector = (json.loads(msg.data).get("refs") or {}).get("connector")
+        except (ValueError, AttributeError):
+            log.warning("ignoring a malformed %s event", EventType.upstream_tools_changed)
+            return
+        if isinstance(connector, str):
+            refresher.request(connector)
+
+    # every replica drops its snapshot on every registry change made by another
+    await bus.listen(f"{events}.{Service.registry}.>", on_registry_event)
+    # one replica (a queue group) refreshes per list_changed report
+    if bus.nc is None:
+        raise Unavailable("not connected to NATS")
+    await bus.nc.subscribe(
+        f"{events}.{Service.proxy}.{EventType.upstream_tools_changed}",
+        queue=f"warden-{Service.registry}-refresh",
+        cb=on_tools_changed,
+    )
+    await bus.nc.flush(timeout=5)

@@ -1,4 +1,4 @@
-"""API models of the registry."""
+"""The registry's HTTP bodies and answers (the NATS contracts live in warden_common)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,34 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from warden_common.contracts.credentials import NAME_PATTERN
 from warden_common.contracts.registry import PROFILE_PATTERN
 
+__all__ = [
+    "ALIAS_PATTERN",
+    "CONNECTOR_PATTERN",
+    "ConnectorSettingsOut",
+    "ConnectorSettingsPatch",
+    "DiscoveredTool",
+    "GrantCreate",
+    "GrantOut",
+    "Operation",
+    "ProfileCreate",
+    "ProfileOut",
+    "RefreshOut",
+    "RegisterBody",
+    "RegisterOut",
+    "SearchBody",
+    "Skipped",
+    "ToolOut",
+    "ToolPatch",
+    "ToolSelection",
+]
+
 Operation = Literal["read", "write"]
-ALIAS_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,47}$"
+CONNECTOR_PATTERN = NAME_PATTERN
+# an alias has no underscore, so `<alias>__<tool>` splits one way only
+ALIAS_PATTERN = NAME_PATTERN
 
 
 class _Strict(BaseModel):
@@ -17,29 +41,61 @@ class _Strict(BaseModel):
 
 
 class DiscoveredTool(BaseModel):
-    name: str
-    description: str
+    name: str = Field(description="the upstream tool name")
+    description: str = Field(description="cleaned and capped, as an agent would see it")
     input_schema: dict[str, Any]
     annotations: dict[str, Any] | None
-    operation: Operation
-    suggested_name: str
+    operation: Operation = Field(description="pre-classified fact: annotations first, then the name")
+    suggested_name: str = Field(description="the name it would be registered under")
+    name_valid: bool = Field(description="whether suggested_name is within MCP's tool-name rules")
     registered: bool
     schema_valid: bool
 
 
 class ToolSelection(_Strict):
     name: str = Field(min_length=1, max_length=128, description="the upstream tool name")
-    operation: Operation | None = None
-    auto_approve: bool | None = None
+    operation: Operation | None = Field(default=None, description="override the pre-classified fact")
+    auto_approve: bool | None = Field(default=None, description="default: the connector's default (on)")
     deferred: bool = False
     favorite: bool = False
 
 
 class RegisterBody(_Strict):
-    alias: str | None = Field(default=None, pattern=ALIAS_PATTERN)
-    tools: list[ToolSelection] | None = Field(default=None, description="omit to register every tool")
+    alias: str | None = Field(default=None, pattern=ALIAS_PATTERN, description="default: the connector name")
+    tools: list[ToolSelection] | None = Field(default=None, max_length=20_000, description="omit to register all")
+    auto_approve_default: bool | None = Field(default=None, description="the connector-level default")
+    cache_enabled: bool | None = Field(default=None, description="false: list from the upstream every time")
+
+
+class Skipped(BaseModel):
+    name: str
+    reason: str
+
+
+class RegisterOut(BaseModel):
+    registered: list[str]
+    skipped: list[Skipped] = Field(default_factory=list, description="register-all only: tools left out, and why")
+
+
+class RefreshOut(BaseModel):
+    drifted: list[str] = Field(description="changed upstream: flagged (and held, if the setting says so)")
+    restored: list[str] = Field(description="back to what was approved: flag cleared")
+    missing: list[str] = Field(description="no longer listed upstream: hidden until it returns")
+    unregistered_upstream: list[str] = Field(description="upstream tools not registered")
+
+
+class ConnectorSettingsPatch(_Strict):
     auto_approve_default: bool | None = None
     cache_enabled: bool | None = None
+
+
+class ConnectorSettingsOut(BaseModel):
+    connector: str
+    alias: str
+    auto_approve_default: bool
+    cache_enabled: bool
+    refreshed_at: datetime | None
+    tools: int
 
 
 class ToolPatch(_Strict):
@@ -53,6 +109,7 @@ class ToolPatch(_Strict):
 class ToolOut(BaseModel):
     name: str
     connector: str
+    alias: str
     upstream_name: str
     description: str
     input_schema: dict[str, Any]
@@ -63,8 +120,9 @@ class ToolOut(BaseModel):
     favorite: bool
     enabled: bool
     schema_valid: bool
-    held: bool
-    drift: dict[str, Any] | None
+    held: bool = Field(description="changed upstream; hidden from agents until re-approved")
+    missing: bool = Field(description="no longer listed by the upstream")
+    drift: dict[str, Any] | None = Field(description="the changed listing awaiting re-approval")
     registered_by: str
     created_at: datetime
     updated_at: datetime
@@ -79,11 +137,11 @@ class GrantCreate(_Strict):
     tool: str = Field(
         min_length=1,
         max_length=128,
-        pattern=r"^[A-Za-z0-9_.*?\[\]-]+$",
-        description="a tool name or a pattern such as notion__*",
+        pattern=r"^[A-Za-z0-9_.*?\[\]!-]+$",
+        description="a tool name, or an fnmatch-style pattern such as notion__*",
     )
-    read_only: bool = False
-    reason: str = Field(default="", max_length=1000)
+    read_only: bool = Field(default=False, description="only tools whose operation is read")
+    reason: str = Field(default="", max_length=1000, description="why; goes into the grant.added event")
 
 
 class GrantOut(BaseModel):
@@ -100,7 +158,7 @@ class ProfileOut(BaseModel):
     description: str
     created_by: str
     created_at: datetime
-    grants: list[GrantOut] = []
+    grants: list[GrantOut] = Field(default_factory=list)
 
 
 class SearchBody(_Strict):

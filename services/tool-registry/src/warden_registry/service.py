@@ -1,17 +1,17 @@
-"""The catalog: discovery through the proxy, registration, drift, profiles and grants, and
-the answers the proxy asks for (visible, resolve, search). No FastAPI, no NATS handlers.
+"""The registry's logic: discovery through the proxy, registration, refresh and drift, tools,
+profiles and grants, and the answers the proxy asks for. No FastAPI, no NATS handlers.
 
-Queries run on an in-memory snapshot of tools and grants, rebuilt after any change in any
-replica (registry events), so `resolve` on the proxy's hot path does no SQL.
+Every change publishes an event (refs.tool / refs.profile / refs.connector) and drops the
+access snapshot; other replicas and the proxy drop theirs when the event reaches them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 import uuid
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,209 +24,256 @@ from warden_common.contracts import (
     ListUpstreamTools,
     ResolvedTool,
     SearchResult,
-    ToolView,
     UpstreamTool,
     VisibleTools,
 )
 
+from warden_registry.access import Access, Snapshot
 from warden_registry.catalog import check_schema, classify, clean_description, pin_hash, tool_name, valid_mcp_name
-from warden_registry.errors import BadInput, Conflict, Forbidden, NotFound
+from warden_registry.errors import BadInput, Conflict, NotFound, Timeout, Unavailable
 from warden_registry.models import (
+    ConnectorSettingsOut,
+    ConnectorSettingsPatch,
     DiscoveredTool,
     GrantCreate,
     GrantOut,
     ProfileCreate,
     ProfileOut,
+    RefreshOut,
     RegisterBody,
+    RegisterOut,
+    Skipped,
     ToolOut,
     ToolPatch,
+    ToolSelection,
 )
-from warden_registry.searching import Searcher
+from warden_registry.searching import Engine, Index, SearchDoc
 from warden_registry.store import Store
 
-__all__ = ["Registry", "TOOL_SEARCH"]
+__all__ = ["Registry"]
 
 log = logging.getLogger(__name__)
-
-TOOL_SEARCH = ToolView(
-    name="tool_search",
-    description="Search the tools available to you that are not listed by default. Returns the best matches "
-    "with their input schemas; after a search they can be called by name.",
-    input_schema={
-        "type": "object",
-        "properties": {
-            "query": {"type": "string", "description": "what you want to do, in a few words"},
-            "k": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5},
-        },
-        "required": ["query"],
-    },
-)
+_MAX_PAGES = 1000
+_OWN_EVENTS = 100_000
 
 
-@dataclass
-class _Snapshot:
-    tools: dict[str, dict[str, Any]] = field(default_factory=dict)
-    grants: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    visible: dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]] = field(default_factory=dict)
-
-
-def _out(r: Any) -> ToolOut:
+def _tool_out(r: Any) -> ToolOut:
     return ToolOut(**{k: r[k] for k in ToolOut.model_fields})
 
 
+def _grant_out(g: Any) -> GrantOut:
+    return GrantOut(
+        id=str(g["id"]),
+        tool=g["tool"],
+        read_only=g["read_only"],
+        reason=g["reason"],
+        granted_by=g["granted_by"],
+        created_at=g["created_at"],
+    )
+
+
+def _by_name(listing: Sequence[UpstreamTool]) -> tuple[dict[str, UpstreamTool], list[str]]:
+    """The listing by name, first occurrence kept; and the names listed more than once."""
+    out: dict[str, UpstreamTool] = {}
+    dupes: list[str] = []
+    for u in listing:
+        if u.name in out:
+            dupes.append(u.name)
+        else:
+            out[u.name] = u
+    return out, dupes
+
+
 class Registry:
-    def __init__(self, store: Store, bus: Bus, *, hold_on_drift: bool, description_cap: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: Bus,
+        engine: Engine,
+        *,
+        hold_on_drift: bool = True,
+        description_cap: int = 2000,
+        discovery_timeout_s: float = 60.0,
+        discovery_page_size: int = 500,
+    ) -> None:
         self.store = store
         self.bus = bus
+        self.engine = engine
         self.hold_on_drift = hold_on_drift
         self.description_cap = description_cap
-        self.timeout_s = timeout_s
-        self.searcher = Searcher()
-        self._snap: _Snapshot | None = None
-        self._lock = asyncio.Lock()
+        self.discovery_timeout_s = discovery_timeout_s
+        self.discovery_page_size = discovery_page_size
+        self.access = Access(self._load)
+        self._refresh_locks: dict[str, asyncio.Lock] = {}
+        self._live: dict[str, asyncio.Event] = {}
+        self._index: tuple[int, Index] | None = None
+        self._index_lock = asyncio.Lock()
+        self._own: OrderedDict[str, None] = OrderedDict()
 
     # -- events and the snapshot ----------------------------------------------------------
-    def _emit(self, type: EventType, actor: str | None, refs: EventRefs, **data: Any) -> None:
-        self.invalidate()
-        self.bus.emit(
-            self.bus.new_event(
-                type,
-                actor=Actor(kind="admin", id=actor) if actor else Actor(kind="system", id="registry"),
-                refs=refs,
-                data=data,
-            )
-        )
+    async def _load(self) -> Snapshot:
+        tools, grants, cache_off = await self.store.snapshot_rows()
+        return Snapshot.build(tools, grants, cache_off)
 
     def invalidate(self) -> None:
-        self._snap = None
+        self.access.invalidate()
 
-    async def _snapshot(self) -> _Snapshot:
-        snap = self._snap
-        if snap is not None:
-            return snap
-        async with self._lock:
-            if self._snap is None:
-                tools = {r["name"]: dict(r) for r in await self.store.all_tools()}
-                grants: dict[str, list[dict[str, Any]]] = {}
-                for g in await self.store.grants():
-                    grants.setdefault(g["profile"], []).append(dict(g))
-                self._snap = _Snapshot(tools=tools, grants=grants)
-            return self._snap
+    def on_event(self, event_id: str | None) -> None:
+        """A registry event reached this replica: drop the snapshot, unless this replica sent
+        it (it dropped the snapshot when it made the change)."""
+        if event_id is not None and event_id in self._own:
+            del self._own[event_id]
+            return
+        self.invalidate()
 
-    @staticmethod
-    def _granted(tool: dict[str, Any], grants: list[dict[str, Any]]) -> bool:
-        for g in grants:
-            if fnmatch.fnmatchcase(tool["name"], g["tool"]) and (not g["read_only"] or tool["operation"] == "read"):
-                return True
-        return False
-
-    async def _cut(self, profile: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """(listed tools, deferred tools) the profile may use: granted, enabled, not held."""
-        snap = await self._snapshot()
-        hit = snap.visible.get(profile)
-        if hit is not None:
-            return hit
-        grants = snap.grants.get(profile, [])
-        listed, deferred = [], []
-        for t in snap.tools.values():
-            if t["enabled"] and not t["held"] and self._granted(t, grants):
-                (deferred if t["deferred"] else listed).append(t)
-        snap.visible[profile] = (listed, deferred)
-        return listed, deferred
+    def _emit(self, type: EventType, actor: str | None, refs: EventRefs, **data: Any) -> None:
+        who = Actor(kind="admin", id=actor) if actor else Actor(kind="system", id="registry")
+        event = self.bus.new_event(type, actor=who, refs=refs, data=data)
+        self._own[event.id] = None
+        while len(self._own) > _OWN_EVENTS:
+            self._own.popitem(last=False)
+        self.bus.emit(event)
 
     # -- answers for the proxy ----------------------------------------------------------
-    @staticmethod
-    def _view(t: dict[str, Any]) -> ToolView:
-        return ToolView(
-            name=t["name"], description=t["description"], input_schema=t["input_schema"], annotations=t["annotations"]
-        )
+    async def _snapshot_for(self, profile: str) -> Snapshot:
+        """The snapshot, after listing cache-off connectors the profile uses from the upstream."""
+        snap = await self.access.snapshot()
+        live = snap.live_connectors(profile)
+        if not live:
+            return snap
+        await asyncio.gather(*(self._sync_live(c) for c in sorted(live)))
+        return await self.access.snapshot()
+
+    async def _sync_live(self, connector: str) -> None:
+        """Refresh one cache-off connector; concurrent askers share one listing."""
+        running = self._live.get(connector)
+        if running is not None:
+            await running.wait()
+            return
+        done = self._live[connector] = asyncio.Event()
+        try:
+            await self.refresh(connector, None, live=True)
+        except (Unavailable, Timeout, NotFound, BadInput) as e:
+            log.warning("live listing of %s failed (%s); answering from the stored listing", connector, e.message)
+        finally:
+            del self._live[connector]
+            done.set()
 
     async def visible(self, profile: str) -> VisibleTools:
-        listed, deferred = await self._cut(profile)
-        tools = [self._view(t) for t in listed]
-        if deferred:
-            tools.append(TOOL_SEARCH)
-        return VisibleTools(tools=tools, has_deferred=bool(deferred))
+        return (await self._snapshot_for(profile)).cut(profile).answer
 
     async def resolve(self, profile: str, name: str) -> ResolvedTool:
-        snap = await self._snapshot()
-        t = snap.tools.get(name)
-        if t is None or not self._granted(t, snap.grants.get(profile, [])):
-            # the same answer for "does not exist" and "not yours": nothing leaks
-            raise Forbidden(f"tool {name} is not available to profile {profile}")
-        if not t["enabled"]:
-            raise Forbidden(f"tool {name} is disabled")
-        if t["held"]:
-            raise Forbidden(f"tool {name} changed upstream and is held until an admin re-approves it")
-        return ResolvedTool(
-            name=t["name"],
-            connector=t["connector"],
-            upstream_name=t["upstream_name"],
-            description=t["description"],
-            input_schema=t["input_schema"],
-            operation=t["operation"],
-            auto_approve=t["auto_approve"],
-            deferred=t["deferred"],
-            schema_valid=t["schema_valid"],
-        )
+        return (await self.access.snapshot()).resolve(profile, name)
 
     async def search(self, profile: str, query: str, k: int) -> SearchResult:
-        _, deferred = await self._cut(profile)
-        found = self.searcher.search(query, deferred, k)
-        return SearchResult(tools=[self._view(t) for t in found], mode=self.searcher.mode)  # type: ignore[arg-type]
+        snap = await self._snapshot_for(profile)
+        usable = {e.name: e for e in snap.cut(profile).usable}
+        if not usable:
+            return SearchResult(tools=[], mode=self.engine.mode)
+        index = await self._index_for(snap)
+        names = index.search(query, k, usable.keys())
+        found = [usable[n].view() for n in names if n in usable][:k]  # never a tool the profile may not see
+        return SearchResult(tools=found, mode=self.engine.mode)
+
+    async def _index_for(self, snap: Snapshot) -> Index:
+        """One search index per catalog content (grant changes do not rebuild it)."""
+        key = hash(tuple((e.name, e.description) for e in snap.tools.values()))
+        async with self._index_lock:
+            if self._index is not None and self._index[0] == key:
+                return self._index[1]
+            docs = [SearchDoc(e.name, e.description, e.input_schema) for e in snap.tools.values()]
+            index = await asyncio.to_thread(self.engine.index, docs)
+            self._index = (key, index)
+            return index
 
     # -- discovery and registration -------------------------------------------------------
-    async def _list_upstream(self, connector: str) -> list[UpstreamTool]:
-        res = await self.bus.request(
-            UPSTREAM_LIST_TOOLS, ListUpstreamTools(connector=connector), timeout=self.timeout_s
-        )
-        return res.tools
-
-    async def discover(self, connector: str, alias: str | None = None) -> list[DiscoveredTool]:
-        upstream = await self._list_upstream(connector)
-        mine = {r["upstream_name"] for r in await self.store.tools_of(connector)}
-        self._emit(EventType.tools_discovered, None, EventRefs(connector=connector), count=len(upstream))
-        return [
-            DiscoveredTool(
-                name=u.name,
-                description=clean_description(u.description, self.description_cap),
-                input_schema=u.input_schema,
-                annotations=u.annotations,
-                operation=classify(u.name, u.description, u.annotations),  # type: ignore[arg-type]
-                suggested_name=tool_name(alias or connector, u.name),
-                registered=u.name in mine,
-                schema_valid=check_schema(u.input_schema),
+    async def list_upstream(self, connector: str) -> list[UpstreamTool]:
+        """Every tool of the connector, page by page through the proxy (NATS messages are capped)."""
+        tools: list[UpstreamTool] = []
+        cursor: str | None = None
+        for _ in range(_MAX_PAGES):
+            page = await self.bus.request(
+                UPSTREAM_LIST_TOOLS,
+                ListUpstreamTools(connector=connector, page_size=self.discovery_page_size, cursor=cursor),
+                timeout=self.discovery_timeout_s,
             )
-            for u in upstream
-        ]
+            tools.extend(page.tools)
+            cursor = page.next_cursor
+            if not cursor:
+                return tools
+        raise BadInput(f"{connector} lists more than {_MAX_PAGES} pages of tools; refusing to continue")
 
-    async def register(self, connector: str, body: RegisterBody, actor: str) -> list[str]:
-        alias = body.alias or connector
+    async def _alias(self, connector: str, alias: str | None = None) -> str:
+        if alias:
+            return alias
+        s = await self.store.connector_settings(connector)
+        return str(s["alias"]) if s is not None and s["alias"] else connector
+
+    async def discover(self, connector: str, actor: str | None, alias: str | None = None) -> list[DiscoveredTool]:
+        listing, dupes = _by_name(await self.list_upstream(connector))
+        alias = await self._alias(connector, alias)
+        mine = {r["upstream_name"] for r in await self.store.tools_of(connector)}
+        if dupes:
+            log.warning("%s lists %d tool names more than once; the first of each is used", connector, len(dupes))
+        self._emit(EventType.tools_discovered, actor, EventRefs(connector=connector), count=len(listing))
+        out = []
+        for u in listing.values():
+            suggested = tool_name(alias, u.name)
+            out.append(
+                DiscoveredTool(
+                    name=u.name,
+                    description=clean_description(u.description, self.description_cap),
+                    input_schema=u.input_schema,
+                    annotations=u.annotations,
+                    operation=classify(u.name, u.description, u.annotations),
+                    suggested_name=suggested,
+                    name_valid=valid_mcp_name(suggested),
+                    registered=u.name in mine,
+                    schema_valid=check_schema(u.input_schema),
+                )
+            )
+        return out
+
+    async def register(self, connector: str, body: RegisterBody, actor: str) -> RegisterOut:
         settings = await self.store.connector_settings(connector)
+        alias = await self._alias(connector, body.alias)
         auto_default = body.auto_approve_default
         if auto_default is None:
-            auto_default = settings["auto_approve_default"] if settings else True
-        if body.auto_approve_default is not None or body.cache_enabled is not None or settings is None:
-            fields: dict[str, Any] = {"auto_approve_default": auto_default}
-            if body.cache_enabled is not None:
-                fields["cache_enabled"] = body.cache_enabled
-            await self.store.set_connector_settings(connector, **fields)
-        upstream = {u.name: u for u in await self._list_upstream(connector)}
+            auto_default = bool(settings["auto_approve_default"]) if settings is not None else True
+        listing, dupes = _by_name(await self.list_upstream(connector))
+        existing = {r["upstream_name"]: r["name"] for r in await self.store.tools_of(connector)}
+        skipped = [Skipped(name=n, reason="listed more than once by the upstream; the first is used") for n in dupes]
+        chosen: list[tuple[UpstreamTool, ToolSelection | None]]
         if body.tools is None:
-            chosen = [(u, None) for u in upstream.values()]
+            chosen = [(u, None) for u in listing.values() if u.name not in existing]
         else:
-            missing = [s.name for s in body.tools if s.name not in upstream]
-            if missing:
-                raise BadInput(f"not offered by {connector}: {', '.join(missing[:10])}")
-            chosen = [(upstream[s.name], s) for s in body.tools]
-        rows, names = [], []
+            asked = [s.name for s in body.tools]
+            twice = sorted({n for n in asked if asked.count(n) > 1}) if len(set(asked)) != len(asked) else []
+            if twice:
+                raise BadInput(f"listed more than once: {', '.join(twice[:10])}")
+            absent = [n for n in asked if n not in listing]
+            if absent:
+                raise BadInput(f"{connector} does not offer: {', '.join(absent[:10])}", details={"names": absent[:100]})
+            again = [existing[n] for n in asked if n in existing]
+            if again:
+                raise Conflict(
+                    f"already registered: {', '.join(again[:10])} (unregister it first)",
+                    details={"names": again[:100]},
+                )
+            chosen = [(listing[s.name], s) for s in body.tools]
+
+        rows: list[tuple[Any, ...]] = []
         for u, sel in chosen:
             name = tool_name(alias, u.name)
             if not valid_mcp_name(name):
-                raise BadInput(f"{name!r} is not a valid MCP tool name (1-128 of A-Z a-z 0-9 _ . -)")
+                why = f"{name!r} is not a valid MCP tool name (1-128 characters of A-Z a-z 0-9 _ . -)"
+                if sel is None:
+                    skipped.append(Skipped(name=u.name, reason=why))
+                    continue
+                raise BadInput(why)
             desc = clean_description(u.description, self.description_cap)
-            op = (sel.operation if sel and sel.operation else None) or classify(u.name, u.description, u.annotations)
-            auto = sel.auto_approve if sel and sel.auto_approve is not None else auto_default
+            op = sel.operation if sel is not None and sel.operation else classify(u.name, u.description, u.annotations)
+            auto = sel.auto_approve if sel is not None and sel.auto_approve is not None else auto_default
             rows.append(
                 (
                     name,
@@ -245,65 +292,115 @@ class Registry:
                     actor,
                 )
             )
-            names.append(name)
-        if len(set(names)) != len(names):
-            raise Conflict("two tools would get the same name; choose another alias")
-        taken = await self.store.names_taken(names)
-        if taken:
-            raise Conflict(
-                f"already registered: {', '.join(sorted(taken)[:10])} (unregister first, or use another alias)"
-            )
-        await self.store.insert_tools(rows)
-        for name, row in zip(names, rows, strict=True):
-            self.bus.emit(
-                self.bus.new_event(
-                    EventType.tool_registered,
-                    actor=Actor(kind="admin", id=actor),
-                    refs=EventRefs(connector=connector, tool=name),
-                    data={"operation": row[7], "auto_approve": row[8], "schema_valid": row[11]},
+        names = [r[0] for r in rows]
+        if names:
+            taken = await self.store.names_taken(names)
+            if taken:
+                shown = ", ".join(sorted(taken)[:10])
+                raise Conflict(
+                    f"already registered: {shown} (the name is taken; register under another alias)",
+                    details={"names": sorted(taken)[:100]},
                 )
-            )
+            await self.store.insert_tools(rows)
+        changed: dict[str, Any] = {}
+        if settings is None or not settings["alias"]:
+            changed["alias"] = alias
+        if body.auto_approve_default is not None:
+            changed["auto_approve_default"] = body.auto_approve_default
+        if body.cache_enabled is not None:
+            changed["cache_enabled"] = body.cache_enabled
+        if changed:
+            await self.store.set_connector_settings(connector, **changed)
         self.invalidate()
-        return names
+        for r in rows:
+            self._emit(
+                EventType.tool_registered,
+                actor,
+                EventRefs(connector=connector, tool=r[0]),
+                upstream_name=r[3],
+                operation=r[7],
+                auto_approve=r[8],
+                deferred=r[9],
+                schema_valid=r[11],
+            )
+        return RegisterOut(registered=names, skipped=skipped)
 
-    async def refresh(self, connector: str, actor: str | None) -> dict[str, list[str]]:
-        """Re-list the connector's tools; changed descriptions or schemas are flagged (and held)."""
-        upstream = {u.name: u for u in await self._list_upstream(connector)}
-        drifted, updated, gone = [], [], []
-        for r in await self.store.tools_of(connector):
-            u = upstream.get(r["upstream_name"])
-            if u is None:
-                gone.append(r["name"])
-                continue
-            desc = clean_description(u.description, self.description_cap)
-            h = pin_hash(u.name, desc, u.input_schema)
-            if h == r["pin_hash"]:
-                if r["drift"] is not None:  # the server went back to what was approved
-                    await self.store.update_tool(r["name"], {"drift": None, "held": False})
-                    updated.append(r["name"])
-                continue
-            drift = {"description": desc, "input_schema": u.input_schema, "annotations": u.annotations, "pin_hash": h}
-            await self.store.update_tool(r["name"], {"drift": drift, "held": self.hold_on_drift})
-            drifted.append(r["name"])
+    # -- refresh and drift ------------------------------------------------------------------
+    async def refresh(self, connector: str, actor: str | None, *, live: bool = False) -> RefreshOut:
+        """List the connector again and compare each registered tool with its pin.
+
+        A changed description or schema flags the tool (`tool.drifted`) and, by setting, holds
+        it from agents until re-approved; a listing back to the pin clears the flag; a tool no
+        longer listed is hidden until it returns. Replicas refresh a connector one at a time.
+        """
+        listing, _ = _by_name(await self.list_upstream(connector))
+        out = RefreshOut(drifted=[], restored=[], missing=[], unregistered_upstream=[])
+        lock = self._refresh_locks.setdefault(connector, asyncio.Lock())
+        async with lock, self.store.connector_lock(connector) as conn:
+            rows = await self.store.tools_of(connector, conn)
+            changed = False
+            for r in rows:
+                fields = self._compare(r, listing.get(r["upstream_name"]), out)
+                if fields:
+                    changed = True
+                    await self.store.update_tool(r["name"], fields, conn)
+        registered = {r["upstream_name"] for r in rows}
+        out.unregistered_upstream = [n for n in listing if n not in registered]
+        if not live:
+            await self.store.set_connector_settings(connector, refreshed_at=datetime.now(UTC))
+        if changed:
+            self.invalidate()
+        by_name = {r["name"]: r for r in rows}
+        for name in out.drifted:
             self._emit(
                 EventType.tool_drifted,
                 actor,
-                EventRefs(connector=connector, tool=r["name"]),
-                held=self.hold_on_drift,
-                description_changed=desc != r["description"],
-                schema_changed=u.input_schema != r["input_schema"],
+                EventRefs(connector=connector, tool=name),
+                held=self.hold_on_drift or by_name[name]["held"],
             )
-        await self.store.set_connector_settings(connector, refreshed_at=datetime.now(UTC))
-        self.invalidate()
-        return {"drifted": drifted, "updated": updated, "missing_upstream": gone}
+        for name in out.restored:
+            self._emit(EventType.tool_updated, actor, EventRefs(connector=connector, tool=name), drift="cleared")
+        for name in out.missing:
+            self._emit(EventType.tool_updated, actor, EventRefs(connector=connector, tool=name), missing_upstream=True)
+        return out
+
+    def _compare(self, r: Any, u: UpstreamTool | None, out: RefreshOut) -> dict[str, Any]:
+        """The fields to change on one registered tool given its current listing."""
+        if u is None:
+            if not r["missing"]:
+                out.missing.append(r["name"])
+                return {"missing": True}
+            return {}
+        fields: dict[str, Any] = {"missing": False} if r["missing"] else {}
+        desc = clean_description(u.description, self.description_cap)
+        h = pin_hash(u.name, desc, u.input_schema)
+        if h == r["pin_hash"]:
+            if r["drift"] is not None:
+                out.restored.append(r["name"])
+                fields |= {"drift": None, "held": False}
+        elif r["drift"] is None or r["drift"].get("pin_hash") != h:
+            out.drifted.append(r["name"])
+            fields |= {
+                "drift": {
+                    "description": desc,
+                    "input_schema": u.input_schema,
+                    "annotations": u.annotations,
+                    "pin_hash": h,
+                    "description_changed": desc != r["description"],
+                    "schema_changed": u.input_schema != r["input_schema"],
+                    "detected_at": datetime.now(UTC).isoformat(),
+                },
+                "held": self.hold_on_drift or r["held"],
+            }
+        return fields
 
     async def reapprove(self, name: str, actor: str) -> ToolOut:
         r = await self.store.tool(name)
         if r is None:
-            raise NotFound(f"no tool {name}")
-        if r["drift"] is None:
-            raise Conflict(f"tool {name} has no pending change to approve")
+            raise NotFound(f"no tool named {name}")
         d = r["drift"]
+        if d is None:
+            raise Conflict(f"tool {name} has no upstream change waiting for approval")
         new = await self.store.update_tool(
             name,
             {
@@ -316,35 +413,36 @@ class Registry:
                 "held": False,
             },
         )
+        self.invalidate()
         self._emit(EventType.tool_reapproved, actor, EventRefs(connector=r["connector"], tool=name))
-        return _out(new)
+        return _tool_out(new)
 
+    # -- tools ---------------------------------------------------------------------------
     async def unregister(self, connector: str, name: str, actor: str) -> None:
-        r = await self.store.tool(name)
-        if r is None or r["connector"] != connector:
+        if not await self.store.delete_tool(connector, name):
             raise NotFound(f"no tool {name} on connector {connector}")
-        await self.store.delete_tool(name)
+        self.invalidate()
         self._emit(EventType.tool_unregistered, actor, EventRefs(connector=connector, tool=name))
 
-    async def list_tools(self, **f: Any) -> list[ToolOut]:
+    async def list_tools(
+        self, *, connector: str | None = None, q: str | None = None, **flags: str | bool | None
+    ) -> list[ToolOut]:
+        rows = await (self.store.tools_of(connector) if connector else self.store.all_tools())
+        needle = q.lower() if q else None
         out = []
-        for r in await self.store.all_tools():
-            if f.get("connector") and r["connector"] != f["connector"]:
+        for r in rows:
+            if needle and needle not in f"{r['name']} {r['description']}".lower():
                 continue
-            if f.get("q") and f["q"].lower() not in (r["name"] + " " + r["description"]).lower():
+            if any(v is not None and r[k] != v for k, v in flags.items()):
                 continue
-            if any(
-                f.get(k) is not None and r[k] != f[k] for k in ("operation", "deferred", "favorite", "enabled", "held")
-            ):
-                continue
-            out.append(_out(r))
+            out.append(_tool_out(r))
         return out
 
     async def get_tool(self, name: str) -> ToolOut:
         r = await self.store.tool(name)
         if r is None:
-            raise NotFound(f"no tool {name}")
-        return _out(r)
+            raise NotFound(f"no tool named {name}")
+        return _tool_out(r)
 
     async def update_tool(self, name: str, patch: ToolPatch, actor: str) -> ToolOut:
         fields = patch.model_dump(exclude_none=True)
@@ -352,36 +450,66 @@ class Registry:
             return await self.get_tool(name)
         r = await self.store.update_tool(name, fields)
         if r is None:
-            raise NotFound(f"no tool {name}")
+            raise NotFound(f"no tool named {name}")
+        self.invalidate()
         self._emit(EventType.tool_updated, actor, EventRefs(connector=r["connector"], tool=name), **fields)
-        return _out(r)
+        return _tool_out(r)
+
+    # -- connector settings ---------------------------------------------------------------
+    async def connector_settings(self, connector: str) -> ConnectorSettingsOut:
+        s = await self.store.connector_settings(connector)
+        if s is None:
+            return ConnectorSettingsOut(
+                connector=connector,
+                alias=connector,
+                auto_approve_default=True,
+                cache_enabled=True,
+                refreshed_at=None,
+                tools=0,
+            )
+        return ConnectorSettingsOut(**{**dict(s), "alias": s["alias"] or connector})
+
+    async def update_connector_settings(
+        self, connector: str, patch: ConnectorSettingsPatch, actor: str
+    ) -> ConnectorSettingsOut:
+        fields = patch.model_dump(exclude_none=True)
+        if fields:
+            await self.store.set_connector_settings(connector, **fields)
+            self.invalidate()
+            # `tool.updated` with no tool: every registry replica and proxy drops its cache
+            self._emit(EventType.tool_updated, actor, EventRefs(connector=connector), connector_settings=fields)
+        return await self.connector_settings(connector)
 
     # -- profiles and grants --------------------------------------------------------------
     async def create_profile(self, body: ProfileCreate, actor: str) -> ProfileOut:
         if not await self.store.insert_profile(body.name, body.description, actor):
-            raise Conflict(f"profile {body.name!r} exists")
-        self._emit(EventType.profile_created, actor, EventRefs(profile=body.name))
+            raise Conflict(f"profile {body.name} exists")
+        self._emit(EventType.profile_created, actor, EventRefs(profile=body.name), description=body.description)
         return await self.get_profile(body.name)
 
     async def get_profile(self, name: str) -> ProfileOut:
         p = await self.store.profile(name)
         if p is None:
-            raise NotFound(f"no profile {name!r}")
-        grants = [_grant(g) for g in await self.store.grants(name)]
-        return ProfileOut(**dict(p), grants=grants)
+            raise NotFound(f"no profile named {name}")
+        return ProfileOut(**dict(p), grants=[_grant_out(g) for g in await self.store.grants(name)])
 
     async def list_profiles(self) -> list[ProfileOut]:
-        return [ProfileOut(**dict(p)) for p in await self.store.profiles()]
+        grants: dict[str, list[GrantOut]] = {}
+        for g in await self.store.grants():
+            grants.setdefault(g["profile"], []).append(_grant_out(g))
+        return [ProfileOut(**dict(p), grants=grants.get(p["name"], [])) for p in await self.store.profiles()]
 
     async def delete_profile(self, name: str, actor: str) -> None:
         if not await self.store.delete_profile(name):
-            raise NotFound(f"no profile {name!r}")
+            raise NotFound(f"no profile named {name}")
+        self.invalidate()
         self._emit(EventType.profile_deleted, actor, EventRefs(profile=name))
 
     async def grant(self, profile: str, body: GrantCreate, actor: str) -> GrantOut:
-        if await self.store.profile(profile) is None:
-            raise NotFound(f"no profile {profile!r}")
         g = await self.store.insert_grant(profile, body.tool, body.read_only, body.reason, actor)
+        if g is None:
+            raise NotFound(f"no profile named {profile}")
+        self.invalidate()
         self._emit(
             EventType.grant_added,
             actor,
@@ -390,25 +518,21 @@ class Registry:
             read_only=body.read_only,
             reason=body.reason,
         )
-        return _grant(g)
+        return _grant_out(g)
 
     async def revoke(self, profile: str, grant_id: str, actor: str) -> None:
         try:
             gid = uuid.UUID(grant_id)
         except ValueError:
-            raise NotFound(f"no grant {grant_id!r}") from None
+            raise NotFound(f"no grant {grant_id} in profile {profile}") from None
         g = await self.store.delete_grant(profile, gid)
         if g is None:
-            raise NotFound(f"no grant {grant_id!r} in profile {profile!r}")
-        self._emit(EventType.grant_revoked, actor, EventRefs(profile=profile, tool=g["tool"]), grant_id=grant_id)
-
-
-def _grant(g: Any) -> GrantOut:
-    return GrantOut(
-        id=str(g["id"]),
-        tool=g["tool"],
-        read_only=g["read_only"],
-        reason=g["reason"],
-        granted_by=g["granted_by"],
-        created_at=g["created_at"],
-    )
+            raise NotFound(f"no grant {grant_id} in profile {profile}")
+        self.invalidate()
+        self._emit(
+            EventType.grant_revoked,
+            actor,
+            EventRefs(profile=profile, tool=g["tool"]),
+            grant_id=grant_id,
+            read_only=g["read_only"],
+        )

@@ -1,87 +1,161 @@
-"""SQL of the registry schema."""
+"""SQL of the registry's schema (`registry`): tools, connector settings, profiles, grants."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
 
-__all__ = ["Store", "TOOL_COLUMNS"]
+from warden_registry.errors import Conflict
 
-TOOL_COLUMNS = (
+__all__ = ["INSERT_COLUMNS", "Store"]
+
+_TOOL_COLUMNS = (
     "name, connector, alias, upstream_name, description, input_schema, annotations, operation, auto_approve,"
-    " deferred, favorite, enabled, schema_valid, pin_hash, held, drift, registered_by, created_at, updated_at"
+    " deferred, favorite, enabled, schema_valid, pin_hash, held, missing, drift, registered_by, created_at,"
+    " updated_at"
 )
-_TOOL_FIELDS = {"operation", "auto_approve", "deferred", "favorite", "enabled"}
+INSERT_COLUMNS = (
+    "name",
+    "connector",
+    "alias",
+    "upstream_name",
+    "description",
+    "input_schema",
+    "annotations",
+    "operation",
+    "auto_approve",
+    "deferred",
+    "favorite",
+    "schema_valid",
+    "pin_hash",
+    "registered_by",
+)
+_UPDATABLE = {
+    "operation",
+    "auto_approve",
+    "deferred",
+    "favorite",
+    "enabled",
+    "description",
+    "input_schema",
+    "annotations",
+    "schema_valid",
+    "pin_hash",
+    "held",
+    "missing",
+    "drift",
+}
+_CONNECTOR_FIELDS = {"alias", "auto_approve_default", "cache_enabled", "refreshed_at"}
+_INSERT_BATCH = 1000
 
 
 class Store:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
+    # -- the snapshot agents' answers are built on ------------------------------------------
+    async def snapshot_rows(self) -> tuple[list[asyncpg.Record], list[asyncpg.Record], set[str]]:
+        """Tools, grants and cache-off connectors, read at one instant."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            tools = await conn.fetch(f"SELECT {_TOOL_COLUMNS} FROM tools")
+            grants = await conn.fetch("SELECT profile, tool, read_only FROM grants")
+            off = await conn.fetch("SELECT connector FROM connector_settings WHERE NOT cache_enabled")
+        return tools, grants, {r["connector"] for r in off}
+
     # -- tools ---------------------------------------------------------------------------
     async def all_tools(self) -> list[asyncpg.Record]:
-        return await self.pool.fetch(f"SELECT {TOOL_COLUMNS} FROM tools ORDER BY name")
+        return await self.pool.fetch(f"SELECT {_TOOL_COLUMNS} FROM tools ORDER BY name")
 
-    async def tools_of(self, connector: str) -> list[asyncpg.Record]:
-        return await self.pool.fetch(f"SELECT {TOOL_COLUMNS} FROM tools WHERE connector = $1 ORDER BY name", connector)
+    async def tools_of(self, connector: str, conn: asyncpg.Connection | None = None) -> list[asyncpg.Record]:
+        return await (conn or self.pool).fetch(
+            f"SELECT {_TOOL_COLUMNS} FROM tools WHERE connector = $1 ORDER BY name", connector
+        )
+
+    @asynccontextmanager
+    async def connector_lock(self, connector: str) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction holding the connector's refresh lock: replicas refresh it one at a time."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"registry.refresh.{connector}")
+            yield conn
 
     async def tool(self, name: str) -> asyncpg.Record | None:
-        return await self.pool.fetchrow(f"SELECT {TOOL_COLUMNS} FROM tools WHERE name = $1", name)
+        return await self.pool.fetchrow(f"SELECT {_TOOL_COLUMNS} FROM tools WHERE name = $1", name)
+
+    async def insert_tools(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert new tools in one transaction, in batches; a name taken meanwhile is a Conflict."""
+        cols = ", ".join(INSERT_COLUMNS)
+        params = ", ".join(f"${i}" for i in range(1, len(INSERT_COLUMNS) + 1))
+        sql = f"INSERT INTO tools ({cols}) VALUES ({params})"
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                for i in range(0, len(rows), _INSERT_BATCH):
+                    await conn.executemany(sql, rows[i : i + _INSERT_BATCH])
+        except asyncpg.UniqueViolationError:
+            raise Conflict("a tool with one of these names was registered meanwhile; discover and retry") from None
 
     async def names_taken(self, names: list[str]) -> set[str]:
         rows = await self.pool.fetch("SELECT name FROM tools WHERE name = ANY($1::text[])", names)
         return {r["name"] for r in rows}
 
-    async def insert_tools(self, rows: list[tuple[Any, ...]]) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.executemany(
-                "INSERT INTO tools (name, connector, alias, upstream_name, description, input_schema, annotations,"
-                " operation, auto_approve, deferred, favorite, schema_valid, pin_hash, registered_by)"
-                " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
-                rows,
-            )
-
-    async def update_tool(self, name: str, fields: dict[str, Any]) -> asyncpg.Record | None:
-        sets, args = [], []
-        for i, (k, v) in enumerate(fields.items(), start=2):
-            sets.append(f"{k} = ${i}")
-            args.append(v)
+    async def update_tool(
+        self, name: str, fields: dict[str, Any], conn: asyncpg.Connection | None = None
+    ) -> asyncpg.Record | None:
+        bad = set(fields) - _UPDATABLE
+        if bad:
+            raise ValueError(f"not updatable: {sorted(bad)}")
+        sets = [f"{k} = ${i}" for i, k in enumerate(fields, start=2)]
         sets.append("updated_at = now()")
-        return await self.pool.fetchrow(
-            f"UPDATE tools SET {', '.join(sets)} WHERE name = $1 RETURNING {TOOL_COLUMNS}", name, *args
+        sql = f"UPDATE tools SET {', '.join(sets)} WHERE name = $1 RETURNING {_TOOL_COLUMNS}"
+        return await (conn or self.pool).fetchrow(sql, name, *fields.values())
+
+    async def delete_tool(self, connector: str, name: str) -> bool:
+        res = await self.pool.execute("DELETE FROM tools WHERE name = $1 AND connector = $2", name, connector)
+        return bool(res.endswith(" 1"))
+
+    async def connectors(self) -> list[asyncpg.Record]:
+        """Every connector with registered tools, with its settings (defaults where none)."""
+        return await self.pool.fetch(
+            "SELECT t.connector, coalesce(s.cache_enabled, true) AS cache_enabled, s.refreshed_at"
+            " FROM (SELECT DISTINCT connector FROM tools) t"
+            " LEFT JOIN connector_settings s USING (connector) ORDER BY 1"
         )
 
-    async def delete_tool(self, name: str) -> bool:
-        return (await self.pool.execute("DELETE FROM tools WHERE name = $1", name)).endswith(" 1")
-
+    # -- connector settings ---------------------------------------------------------------
     async def connector_settings(self, connector: str) -> asyncpg.Record | None:
-        return await self.pool.fetchrow("SELECT * FROM connector_settings WHERE connector = $1", connector)
+        return await self.pool.fetchrow(
+            "SELECT connector, alias, auto_approve_default, cache_enabled, refreshed_at,"
+            " (SELECT count(*) FROM tools t WHERE t.connector = s.connector) AS tools"
+            " FROM connector_settings s WHERE connector = $1",
+            connector,
+        )
 
     async def set_connector_settings(self, connector: str, **fields: Any) -> None:
-        cols = ", ".join(fields)
-        vals = ", ".join(f"${i}" for i in range(2, len(fields) + 2))
+        bad = set(fields) - _CONNECTOR_FIELDS
+        if bad:
+            raise ValueError(f"not a connector setting: {sorted(bad)}")
+        cols = "".join(f", {k}" for k in fields)
+        vals = "".join(f", ${i}" for i in range(2, len(fields) + 2))
         upd = ", ".join(f"{k} = EXCLUDED.{k}" for k in fields) or "connector = EXCLUDED.connector"
-        head = f"INSERT INTO connector_settings (connector{', ' + cols if cols else ''})"
         await self.pool.execute(
-            f"{head} VALUES ($1{', ' + vals if vals else ''}) ON CONFLICT (connector) DO UPDATE SET {upd}",
+            f"INSERT INTO connector_settings (connector{cols}) VALUES ($1{vals})"
+            f" ON CONFLICT (connector) DO UPDATE SET {upd}",
             connector,
             *fields.values(),
         )
 
-    async def connectors(self) -> list[str]:
-        return [r["connector"] for r in await self.pool.fetch("SELECT DISTINCT connector FROM tools ORDER BY 1")]
-
     # -- profiles and grants ---------------------------------------------------------------
     async def insert_profile(self, name: str, description: str, actor: str) -> bool:
         res = await self.pool.execute(
-            "INSERT INTO profiles (name, description, created_by) VALUES ($1,$2,$3) ON CONFLICT DO NOTHING",
+            "INSERT INTO profiles (name, description, created_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
             name,
             description,
             actor,
         )
-        return res.endswith(" 1")
+        return bool(res.endswith(" 1"))
 
     async def profiles(self) -> list[asyncpg.Record]:
         return await self.pool.fetch("SELECT name, description, created_by, created_at FROM profiles ORDER BY name")
@@ -92,24 +166,30 @@ class Store:
         )
 
     async def delete_profile(self, name: str) -> bool:
-        return (await self.pool.execute("DELETE FROM profiles WHERE name = $1", name)).endswith(" 1")
+        return bool((await self.pool.execute("DELETE FROM profiles WHERE name = $1", name)).endswith(" 1"))
 
     async def grants(self, profile: str | None = None) -> list[asyncpg.Record]:
         if profile is None:
-            return await self.pool.fetch("SELECT * FROM grants ORDER BY created_at")
-        return await self.pool.fetch("SELECT * FROM grants WHERE profile = $1 ORDER BY created_at", profile)
+            return await self.pool.fetch("SELECT * FROM grants ORDER BY created_at, id")
+        return await self.pool.fetch("SELECT * FROM grants WHERE profile = $1 ORDER BY created_at, id", profile)
 
-    async def insert_grant(self, profile: str, tool: str, read_only: bool, reason: str, actor: str) -> asyncpg.Record:
-        return await self.pool.fetchrow(
-            "INSERT INTO grants (id, profile, tool, read_only, reason, granted_by) VALUES ($1,$2,$3,$4,$5,$6)"
-            " RETURNING *",
-            uuid.uuid4(),
-            profile,
-            tool,
-            read_only,
-            reason,
-            actor,
-        )
+    async def insert_grant(
+        self, profile: str, tool: str, read_only: bool, reason: str, actor: str
+    ) -> asyncpg.Record | None:
+        """The new grant, or None when the profile does not exist."""
+        try:
+            return await self.pool.fetchrow(
+                "INSERT INTO grants (id, profile, tool, read_only, reason, granted_by)"
+                " VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+                uuid.uuid4(),
+                profile,
+                tool,
+                read_only,
+                reason,
+                actor,
+            )
+        except asyncpg.ForeignKeyViolationError:
+            return None
 
     async def delete_grant(self, profile: str, grant_id: uuid.UUID) -> asyncpg.Record | None:
         return await self.pool.fetchrow(

@@ -1,0 +1,247 @@
+"""Who may see what: an in-memory snapshot of tools and grants, and the answers built on it.
+
+The proxy asks `visible` on every MCP tools/list and `resolve` on every call, so both run on
+this snapshot and do no SQL. Any change, in this replica or another (registry events), drops
+it; the next question rebuilds it once. A rebuild that raced a change is not kept.
+
+Fail closed: a tool is visible only when some grant of the profile matches its name (and, for
+a read-only grant, its operation is `read`), it is enabled, not held after drift and still
+listed upstream. Deferred tools are left out of the listing; a built-in `tool_search` entry
+takes their place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import re
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from warden_common.contracts import ResolvedTool, ToolView, VisibleTools
+
+from warden_registry.catalog import check_schema, is_pattern
+from warden_registry.errors import Forbidden, NotFound
+
+__all__ = ["TOOL_SEARCH", "Access", "Cut", "Entry", "Grant", "Snapshot"]
+
+TOOL_SEARCH = ToolView(
+    name="tool_search",
+    description=(
+        "Search the tools available to you that are not listed by default. Returns the best matches "
+        "with their input schemas; after a search they can be called by name."
+    ),
+    input_schema={
+        "type": "object",
+        "properties": {
+            "query": {"type": "string", "description": "what you want to do, in a few words"},
+            "k": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5, "description": "how many tools"},
+        },
+        "required": ["query"],
+    },
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One registered tool as agents get it: after a drift that is not held, the upstream's
+    current listing; otherwise the approved (pinned) one."""
+
+    name: str
+    connector: str
+    upstream_name: str
+    description: str
+    input_schema: dict[str, Any]
+    annotations: dict[str, Any] | None
+    operation: str
+    auto_approve: bool
+    deferred: bool
+    favorite: bool
+    enabled: bool
+    schema_valid: bool
+    held: bool
+    missing: bool
+
+    @classmethod
+    def from_row(cls, r: Mapping[str, Any]) -> Entry:
+        desc, schema, ann, valid = r["description"], r["input_schema"], r["annotations"], r["schema_valid"]
+        drift = r["drift"]
+        if drift and not r["held"]:
+            desc, schema, ann = drift["description"], drift["input_schema"], drift.get("annotations")
+            valid = check_schema(schema)
+        return cls(
+            name=r["name"],
+            connector=r["connector"],
+            upstream_name=r["upstream_name"],
+            description=desc,
+            input_schema=schema,
+            annotations=ann,
+            operation=r["operation"],
+            auto_approve=r["auto_approve"],
+            deferred=r["deferred"],
+            favorite=r["favorite"],
+            enabled=r["enabled"],
+            schema_valid=valid,
+            held=r["held"],
+            missing=r["missing"],
+        )
+
+    @property
+    def usable(self) -> bool:
+        return self.enabled and not self.held and not self.missing
+
+    def view(self) -> ToolView:
+        return ToolView(
+            name=self.name, description=self.description, input_schema=self.input_schema, annotations=self.annotations
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    pattern: str
+    read_only: bool
+    regex: re.Pattern[str] | None = None
+
+    @classmethod
+    def of(cls, pattern: str, read_only: bool) -> Grant:
+        rx = re.compile(fnmatch.translate(pattern)) if is_pattern(pattern) else None
+        return cls(pattern, read_only, rx)
+
+    def matches(self, name: str) -> bool:
+        return bool(self.regex.match(name)) if self.regex is not None else name == self.pattern
+
+    def allows(self, entry: Entry) -> bool:
+        return self.matches(entry.name) and (not self.read_only or entry.operation == "read")
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """What one profile may use: listed tools, deferred tools, and the listing answer."""
+
+    listed: list[Entry]
+    deferred: list[Entry]
+    answer: VisibleTools
+
+    @property
+    def usable(self) -> list[Entry]:
+        return self.listed + self.deferred
+
+
+@dataclass
+class Snapshot:
+    tools: dict[str, Entry]
+    grants: dict[str, list[Grant]]
+    # connectors whose listings go to the upstream every time (cache off)
+    cache_off: frozenset[str] = frozenset()
+    _cuts: dict[str, Cut] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        tools: Iterable[Mapping[str, Any]],
+        grants: Iterable[Mapping[str, Any]],
+        cache_off: Iterable[str] = (),
+    ) -> Snapshot:
+        by_profile: dict[str, list[Grant]] = {}
+        for g in grants:
+            by_profile.setdefault(g["profile"], []).append(Grant.of(g["tool"], g["read_only"]))
+        return cls({r["name"]: Entry.from_row(r) for r in tools}, by_profile, frozenset(cache_off))
+
+    def live_connectors(self, profile: str) -> set[str]:
+        """Cache-off connectors with a tool some grant of the profile names (usable or not)."""
+        if not self.cache_off:
+            return set()
+        grants = self.grants.get(profile, ())
+        return {
+            e.connector
+            for e in self.tools.values()
+            if e.connector in self.cache_off and any(g.matches(e.name) for g in grants)
+        }
+
+    def _allowed(self, profile: str) -> list[Entry]:
+        allowed: dict[str, Entry] = {}
+        for g in self.grants.get(profile, ()):
+            if g.regex is None:
+                candidates: Iterable[Entry] = [e] if (e := self.tools.get(g.pattern)) is not None else []
+            else:
+                candidates = (e for name, e in self.tools.items() if g.regex.match(name))
+            for e in candidates:
+                if e.usable and (not g.read_only or e.operation == "read"):
+                    allowed[e.name] = e
+        return sorted(allowed.values(), key=lambda e: (not e.favorite, e.name))
+
+    def cut(self, profile: str) -> Cut:
+        hit = self._cuts.get(profile)
+        if hit is not None:
+            return hit
+        allowed = self._allowed(profile)
+        listed = [e for e in allowed if not e.deferred]
+        deferred = [e for e in allowed if e.deferred]
+        views = [e.view() for e in listed]
+        if deferred:
+            views.append(TOOL_SEARCH)
+        cut = Cut(listed, deferred, VisibleTools(tools=views, has_deferred=bool(deferred)))
+        self._cuts[profile] = cut
+        return cut
+
+    def resolve(self, profile: str, name: str) -> ResolvedTool:
+        e = self.tools.get(name)
+        matching = [g for g in self.grants.get(profile, ()) if g.matches(name)]
+        if e is None or not matching:
+            # unknown and ungranted read the same: a refusal says nothing about other tools
+            raise Forbidden(f"tool {name} is not available to profile {profile}")
+        if not any(not g.read_only or e.operation == "read" for g in matching):
+            raise Forbidden(f"profile {profile} has read-only access to {name}, which writes")
+        if not e.enabled:
+            raise Forbidden(f"tool {name} is disabled")
+        if e.held:
+            raise Forbidden(f"tool {name} changed upstream and is held until an admin re-approves it")
+        if e.missing:
+            raise NotFound(f"tool {name} is no longer offered by its upstream")
+        return ResolvedTool(
+            name=e.name,
+            connector=e.connector,
+            upstream_name=e.upstream_name,
+            description=e.description,
+            input_schema=e.input_schema,
+            operation=e.operation,  # type: ignore[arg-type]
+            auto_approve=e.auto_approve,
+            deferred=e.deferred,
+            schema_valid=e.schema_valid,
+        )
+
+
+class Access:
+    """Holds the current snapshot; `invalidate()` on any change, here or in another replica."""
+
+    _RETRIES = 3
+
+    def __init__(self, load: Callable[[], Awaitable[Snapshot]]) -> None:
+        self._load = load
+        self._snap: Snapshot | None = None
+        self._gen = 0
+        self._lock = asyncio.Lock()
+
+    @property
+    def generation(self) -> int:
+        return self._gen
+
+    def invalidate(self) -> None:
+        self._gen += 1
+        self._snap = None
+
+    async def snapshot(self) -> Snapshot:
+        snap = self._snap
+        if snap is not None:
+            return snap
+        async with self._lock:
+            for _ in range(self._RETRIES):
+                if self._snap is not None:
+                    return self._snap
+                gen = self._gen
+                snap = await self._load()
+                if gen == self._gen:  # nothing changed while loading: keep it
+                    self._snap = snap
+                    return snap
+            return await self._load()  # still churning: answer from a newest load, keep none
