@@ -1,7 +1,11 @@
-"""Wiring of the audit service: one lifespan owns the pool, the bus and the ingest consumer."""
+"""Wiring of the audit service: one lifespan owns the pool, the bus, the ingest writer
+connection, the consumer and the retention loop, and stops them in order."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,46 +15,96 @@ from warden_common.contracts import Service
 from warden_common.runtime import Runtime
 from warden_common.web import admin_guard, install_error_handlers, ops_router
 
-from warden_audit.api import build_router
-from warden_audit.handlers import Ingest
-from warden_audit.service import Tail
+from warden_audit.api import AuditState, build_router
+from warden_audit.handlers import Consumer
+from warden_audit.query import Tail
+from warden_audit.redaction import Redactor
+from warden_audit.service import Ingestor, Maintenance
 from warden_audit.settings import Settings
-from warden_audit.store import Store
+from warden_audit.store import Store, Writer
 
 __all__ = ["create_app"]
 
+log = logging.getLogger(__name__)
+SCHEMA = "audit"
+
 
 def create_app(settings: Settings) -> FastAPI:
-    runtime = Runtime.build(Service.audit, settings, schema="audit")
-    holder: dict[str, Ingest] = {}
+    runtime = Runtime.build(Service.audit, settings, schema=SCHEMA)
+    parts: dict[str, Any] = {}
 
     async def ingest_check() -> str | None:
-        ing = holder.get("ingest")
-        if ing is None:
+        consumer: Consumer | None = parts.get("consumer")
+        if consumer is None:
             return "starting"
-        if not ing.db_ok:
-            return "paused: Postgres unavailable, JetStream is holding the events"
-        return f"degraded: {ing.lag} events behind" if ing.lag > 10_000 else None
+        if not consumer.running:
+            return "stopped"
+        if not consumer.db_ok:
+            return f"paused: Postgres unavailable ({consumer.db_error}); JetStream holds the events"
+        if consumer.lag > settings.lag_degraded:
+            return f"degraded: {consumer.lag} events behind"
+        return None
+
+    async def retention_loop(maintenance: Maintenance) -> None:
+        while True:
+            try:
+                await maintenance.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - top of the retention task: log, try next round
+                log.exception("audit: retention round failed")
+            await asyncio.sleep(settings.maintenance_interval_s)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await runtime.start("warden_audit.migrations")
+        writer = Writer(settings.postgres.dsn.get_secret_value(), SCHEMA, timeout_s=settings.postgres.command_timeout_s)
+        retention: asyncio.Task[None] | None = None
+        consumer: Consumer | None = None
         try:
             store = Store(runtime.db.pool)
-            tail = Tail()
-            ingest = Ingest(
-                runtime.bus, store, tail, batch=settings.batch_size, dead_cap=settings.dead_letter_cap_bytes
+            tail = Tail(settings.tail_buffer)
+            maintenance = Maintenance(store, settings.retention_days, settings.retention_batch)
+            await maintenance.ensure_partitions()
+            key = settings.redaction_hash_key.get_secret_value().encode() if settings.redaction_hash_key else None
+            ingestor = Ingestor(
+                writer,
+                tail,
+                Redactor(settings.redaction, key),
+                data_cap=settings.event_data_cap_bytes,
+                execution_cap=settings.execution_field_cap_bytes,
+                dead_cap=settings.dead_letter_cap_bytes,
             )
-            await ingest.start()
-            holder["ingest"] = ingest
+            consumer = Consumer(
+                runtime.bus,
+                ingestor,
+                batch=settings.batch_size,
+                fetch_timeout_s=settings.fetch_timeout_s,
+                ack_wait_s=settings.ack_wait_s,
+                max_ack_pending=settings.max_ack_pending,
+            )
+            await consumer.start()
+            parts["consumer"] = consumer
+            retention = asyncio.create_task(retention_loop(maintenance), name="audit-retention")
             runtime.ready = True
-            yield {"store": store, "tail": tail}
-            runtime.ready = False
-            await ingest.stop()
+            yield {"audit": AuditState(store=store, tail=tail)}
         finally:
+            runtime.ready = False
+            if retention is not None:
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
+            if consumer is not None:
+                await consumer.stop()
+            await writer.close()
             await runtime.stop()
 
-    app = FastAPI(title="Warden audit", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Warden audit",
+        version="0.1.0",
+        description="Every event Warden published, stored once, chained by hash; query, export, tail, verify.",
+        lifespan=lifespan,
+    )
     install_error_handlers(app)
     app.include_router(ops_router(runtime.checks() | {"ingest": ingest_check}))
     app.include_router(build_router(admin_guard(settings.admin_token)))

@@ -1,149 +1,251 @@
-"""Ingest: a durable JetStream pull consumer on every event, written in batches with COPY,
-idempotent on the event id, acked only after the transaction commits. Unparseable
-messages go to the dead-letter table (acked). Postgres down: nothing is acked, the
-consumer backs off and JetStream keeps the events until it returns."""
+"""The JetStream side of audit: a durable pull consumer on the whole events stream.
+
+    fetch (batch) -> parse -> [queue of 2 batches] -> write (one transaction) -> ack each
+
+Fetching and parsing the next batch overlaps with Postgres writing the current one.
+Acks only after commit. Postgres unreachable: the batch is held and retried with backoff
+(its messages kept in progress), nothing is acked, JetStream keeps the rest. A message
+that cannot be parsed or stored becomes a dead letter (acked), never a blocked stream.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import dataclasses
 import logging
+import time
+from typing import Any
 
 import asyncpg
+import nats.errors
+import nats.js.errors
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from prometheus_client import Counter, Gauge
-from pydantic import ValidationError
+from prometheus_client import Counter, Gauge, Histogram
 from warden_common.bus import Bus
-from warden_common.contracts import Event, events_wildcard
+from warden_common.contracts import events_wildcard
 
-from warden_audit.service import Tail, to_event
-from warden_audit.store import Store, event_row
+from warden_audit.service import DeadLetter, Incoming, Ingestor, Parsed
 
-__all__ = ["Ingest"]
+__all__ = ["DURABLE", "Consumer"]
 
 log = logging.getLogger(__name__)
-STORED = Counter("warden_audit_events_stored_total", "events stored")
-DEAD = Counter("warden_audit_dead_letters_total", "messages sent to the dead-letter table")
-LAG = Gauge("warden_audit_consumer_lag", "events in the stream not yet stored")
+
+# The stream's name carries the run's root, so the durable name needs nothing more.
+DURABLE = "audit"
+
+STORED = Counter("warden_audit_events_stored_total", "events stored (first delivery of an id)")
+SEEN = Counter("warden_audit_messages_total", "messages taken off the stream (incl. redeliveries)")
+DEAD = Counter("warden_audit_dead_letters_total", "messages stored as dead letters")
+LAG = Gauge("warden_audit_consumer_lag", "events in the stream not yet delivered to audit (num_pending)")
+ACK_PENDING = Gauge("warden_audit_consumer_ack_pending", "events delivered to audit, not yet acked")
+DB_UP = Gauge("warden_audit_store_up", "1 while ingest can write to Postgres")
+DELAY = Gauge("warden_audit_ingest_delay_seconds", "commit time minus event time, newest event of the last batch")
+WRITE = Histogram(
+    "warden_audit_batch_write_seconds", "one batch's transaction", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
+)
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
-class Ingest:
-    def __init__(self, bus: Bus, store: Store, tail: Tail, *, batch: int, dead_cap: int) -> None:
+class Consumer:
+    def __init__(
+        self,
+        bus: Bus,
+        ingestor: Ingestor,
+        *,
+        batch: int,
+        fetch_timeout_s: float,
+        ack_wait_s: float,
+        max_ack_pending: int,
+    ) -> None:
         self.bus = bus
-        self.store = store
-        self.tail = tail
+        self.ingestor = ingestor
         self.batch = batch
-        self.dead_cap = dead_cap
+        self.fetch_timeout_s = fetch_timeout_s
+        self.ack_wait_s = ack_wait_s
+        self.max_ack_pending = max_ack_pending
         self.lag = 0
+        self.ack_pending = 0
         self.db_ok = True
-        self._task: asyncio.Task[None] | None = None
+        self.db_error: str | None = None
+        self._sub: Any = None
+        self._queue: asyncio.Queue[tuple[list[Parsed], list[DeadLetter]]] = asyncio.Queue(maxsize=2)
+        self._tasks: list[asyncio.Task[None]] = []
 
+    # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        js = self.bus.nc.jetstream()  # type: ignore[union-attr]
+        await self._subscribe()
+        self._tasks = [
+            asyncio.create_task(self._fetch_loop(), name="audit-fetch"),
+            asyncio.create_task(self._write_loop(), name="audit-write"),
+            asyncio.create_task(self._lag_loop(), name="audit-lag"),
+        ]
+
+    @property
+    def running(self) -> bool:
+        return bool(self._tasks) and not any(t.done() for t in self._tasks)
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop fetching, give the writer a moment to finish what it holds, then stop."""
+        if not self._tasks:
+            return
+        fetch, write, lag = self._tasks
+        for t in (fetch, lag):
+            t.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout=timeout_s)
+        write.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks = []
+        # what was fetched but not stored goes back to the stream at once (not after ack_wait)
+        while not self._queue.empty():
+            parsed, dead = self._queue.get_nowait()
+            for h in [p.incoming.handle for p in parsed] + [d.incoming.handle for d in dead]:
+                with contextlib.suppress(nats.errors.Error):
+                    await h.nak()
+        if self._sub is not None:
+            with contextlib.suppress(nats.errors.Error):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _subscribe(self) -> None:
+        assert self.bus.nc is not None
+        js = self.bus.nc.jetstream()
         self._sub = await js.pull_subscribe(
             events_wildcard(self.bus.root),
-            durable="audit",
+            durable=DURABLE,
             stream=self.bus.events_stream,
             config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT, ack_wait=60, max_ack_pending=50_000, deliver_policy=DeliverPolicy.ALL
+                durable_name=DURABLE,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self.ack_wait_s,
+                max_ack_pending=self.max_ack_pending,
+                deliver_policy=DeliverPolicy.ALL,
+                max_deliver=-1,
             ),
+            pending_msgs_limit=max(4 * self.batch, 10_000),
         )
-        self._task = asyncio.create_task(self._loop(), name="audit-ingest")
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _loop(self) -> None:
+    # -- fetch -------------------------------------------------------------------------------
+    async def _fetch_loop(self) -> None:
+        delay = 0.1
         while True:
             try:
-                await self._once()
+                msgs: list[Msg] = await self._sub.fetch(self.batch, timeout=self.fetch_timeout_s)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - top of the ingest task: never die silently
-                log.exception("audit: ingest step failed; unacked events will be redelivered")
-                await asyncio.sleep(1.0)
+            except nats.errors.TimeoutError:
+                continue
+            except (nats.js.errors.NotFoundError, nats.js.errors.ServiceUnavailableError) as e:
+                # the stream or consumer vanished (e.g. NATS came back without its store)
+                log.warning("audit: consumer unavailable (%s); re-creating it", type(e).__name__)
+                await self._recover(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            except Exception:  # noqa: BLE001 - top of the fetch task: log, back off, go on
+                log.exception("audit: fetch failed; retrying in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            SEEN.inc(len(msgs))
+            parsed, dead = self.ingestor.parse([Incoming(m.data, m.subject, None, m) for m in msgs])
+            if dead:
+                dead = [_with_seq(d) for d in dead]
+            await self._queue.put((parsed, dead))
 
-    async def _once(self) -> None:
+    async def _recover(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await self.bus.ensure_events_stream()
+            await self._subscribe()
+        except (nats.errors.Error, OSError) as e:
+            log.warning("audit: cannot re-create the consumer yet (%s)", type(e).__name__)
+
+    # -- write -------------------------------------------------------------------------------
+    async def _write_loop(self) -> None:
+        while True:
+            parsed, dead = await self._queue.get()
+            await self._store(parsed, dead)
+            handles = [p.incoming.handle for p in parsed] + [d.incoming.handle for d in dead]
+            for h in handles:
+                try:
+                    await h.ack()
+                except nats.errors.Error as e:
+                    # not acked: JetStream redelivers it, and the id makes it a no-op
+                    log.debug("audit: ack failed (%s)", type(e).__name__)
+            self._queue.task_done()
+
+    async def _store(self, parsed: list[Parsed], dead: list[DeadLetter]) -> None:
         delay = 0.2
-        for _ in (0,):
+        failures = 0
+        last_touch = time.monotonic()
+        while True:
+            t0 = time.perf_counter()
             try:
-                msgs = await self._sub.fetch(batch=self.batch, timeout=1.0)
-            except TimeoutError:
-                await self._update_lag()
-                return
-            good, rows, dead = [], [], []
-            for m in msgs:
-                try:
-                    ev = Event.model_validate_json(m.data)
-                except ValidationError as e:
-                    dead.append(
-                        (
-                            m,
-                            f"not a valid event: {e.error_count()} problem(s), first at "
-                            f"{'.'.join(str(x) for x in e.errors()[0]['loc'])}",
-                        )
-                    )
-                    continue
-                good.append(m)
-                rows.append(event_row(ev))
-            while True:
-                try:
-                    if rows:
-                        new = await self.store.insert_batch(rows)
-                        STORED.inc(new)
-                    for m, reason in dead:
-                        await self.store.dead_letter(m.subject, reason, m.data[: self.dead_cap])
-                        DEAD.inc()
-                    self.db_ok = True
-                    delay = 0.2
-                    break
-                except (asyncpg.PostgresError, OSError, asyncpg.InterfaceError, asyncpg.InternalClientError) as e:
-                    self.db_ok = False
+                if failures >= 3:
+                    new, dead = await self.ingestor.write_isolating(parsed, dead)
+                else:
+                    new = await self.ingestor.write(parsed, dead)
+            except asyncio.CancelledError:
+                raise
+            except _DB_ERRORS as e:
+                if self.db_ok:
                     log.warning(
-                        "audit: Postgres unavailable (%s); holding %d events, retry in %.1fs",
-                        type(e).__name__,
-                        len(rows),
-                        delay,
+                        "audit: Postgres unavailable (%s); ingest paused, JetStream holds the events", type(e).__name__
                     )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
-            for m in [*good, *(d[0] for d in dead)]:
-                with contextlib.suppress(Exception):
-                    await m.ack()
-            if rows:
-                self.tail.publish([_tail_event(r) for r in rows])
+                self.db_ok = False
+                self.db_error = type(e).__name__
+                DB_UP.set(0)
+            except Exception:  # noqa: BLE001 - top of the write task: a bug must not block the stream
+                failures += 1
+                log.exception("audit: storing a batch failed (attempt %d)", failures)
+            else:
+                break
+            if time.monotonic() - last_touch > self.ack_wait_s / 2:
+                last_touch = time.monotonic()
+                for p in parsed:
+                    with contextlib.suppress(nats.errors.Error):
+                        await p.incoming.handle.in_progress()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+        WRITE.observe(time.perf_counter() - t0)
+        if not self.db_ok:
+            log.warning("audit: Postgres is back; ingest resumed")
+        self.db_ok = True
+        self.db_error = None
+        DB_UP.set(1)
+        STORED.inc(len(new))
+        if dead:
+            DEAD.inc(len(dead))
+        if new:
+            DELAY.set(max(0.0, time.time() - new[-1].time.timestamp()))
 
-    async def _update_lag(self) -> None:
-        with contextlib.suppress(Exception):
+    # -- lag ---------------------------------------------------------------------------------
+    async def _lag_loop(self) -> None:
+        while True:
+            await self.refresh_lag()
+            await asyncio.sleep(2.0)
+
+    async def refresh_lag(self) -> int:
+        try:
             info = await self._sub.consumer_info()
-            self.lag = int(info.num_pending or 0) + int(info.num_ack_pending or 0)
-            LAG.set(self.lag)
+        except (nats.errors.Error, OSError, AttributeError) as e:
+            log.debug("audit: consumer info unavailable (%s)", type(e).__name__)
+            return self.lag
+        self.lag = int(info.num_pending or 0)
+        self.ack_pending = int(info.num_ack_pending or 0)
+        LAG.set(self.lag)
+        ACK_PENDING.set(self.ack_pending)
+        return self.lag
 
 
-def _tail_event(row: tuple[object, ...]) -> dict[str, object]:
-    d = dict(zip(_KEYS, row, strict=True))
-    d["data"] = json.loads(d["data"])  # type: ignore[arg-type]
-    return to_event(d)
-
-
-_KEYS = (
-    "id",
-    "type",
-    "time",
-    "source",
-    "actor_kind",
-    "actor_id",
-    "connector",
-    "tool",
-    "profile",
-    "call_id",
-    "user_id",
-    "status",
-    "latency_ms",
-    "trace_id",
-    "data",
-)
+def _with_seq(d: DeadLetter) -> DeadLetter:
+    try:
+        seq = d.incoming.handle.metadata.sequence.stream
+    except (AttributeError, ValueError, IndexError, nats.errors.Error):
+        seq = None
+    return DeadLetter(dataclasses.replace(d.incoming, stream_seq=seq), d.reason)

@@ -1,14 +1,58 @@
+"""Audit settings: env prefix `WARDEN_AUDIT_`, nested groups with `__`
+(`WARDEN_AUDIT_POSTGRES__DSN`, `WARDEN_AUDIT_NATS__URL`, `WARDEN_AUDIT_REDACTION='[...]'`)."""
+
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
 from warden_common.runtime import ServiceSettings, settings_config
 from warden_common.settings import HttpSettings
+
+__all__ = ["RedactionRule", "Settings"]
+
+Action = Literal["keep", "hash", "drop"]
+
+
+class RedactionRule(BaseModel):
+    """How the arguments and result of the tools matching `tools` (a glob) are stored.
+
+    `fields` maps key-name globs (matched at any depth) to an action; keys matching none
+    get `default`. `drop_all` stores neither arguments nor result. The first rule whose
+    `tools` glob matches a tool applies.
+    """
+
+    tools: str = Field(min_length=1)
+    drop_all: bool = False
+    fields: dict[str, Action] = Field(default_factory=dict)
+    default: Action = "keep"
 
 
 class Settings(ServiceSettings):
     model_config = settings_config("WARDEN_AUDIT_")
 
     http: HttpSettings = Field(default_factory=lambda: HttpSettings(port=8084))
-    batch_size: int = Field(default=500, ge=1, le=10_000)
-    # raw payload kept for a dead letter, at most
-    dead_letter_cap_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # ingest
+    batch_size: int = Field(default=1000, ge=1, le=10_000)
+    fetch_timeout_s: float = Field(default=1.0, gt=0, le=30)
+    ack_wait_s: float = Field(default=30.0, ge=1, le=3600)
+    max_ack_pending: int = Field(default=20_000, ge=1)
+    # lag above this shows as `degraded` in /readyz (readiness still passes)
+    lag_degraded: int = Field(default=10_000, ge=0)
+
+    # what is stored
+    event_data_cap_bytes: int = Field(default=64 * 1024, ge=1024)
+    execution_field_cap_bytes: int = Field(default=16 * 1024, ge=256)
+    dead_letter_cap_bytes: int = Field(default=64 * 1024, ge=256)
+    redaction: list[RedactionRule] = Field(default_factory=list)
+    # key for `hash` redactions (HMAC-SHA256); without one, plain SHA-256
+    redaction_hash_key: SecretStr | None = None
+
+    # retention
+    retention_days: int = Field(default=90, ge=1, le=36_500)
+    maintenance_interval_s: float = Field(default=3600.0, gt=0)
+    retention_batch: int = Field(default=5000, ge=10, le=100_000)
+
+    # live tail: events buffered per subscriber before it is told it missed some
+    tail_buffer: int = Field(default=10_000, ge=10)

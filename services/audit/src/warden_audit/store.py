@@ -1,17 +1,33 @@
-"""SQL of the audit schema."""
+"""SQL of the audit schema.
+
+`Writer` owns the one connection ingest writes on (jsonb passed through as canonical text,
+binary COPY); `Store` reads through the service's pool (jsonb decoded).
+"""
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
-from warden_common.contracts import Event
 
-__all__ = ["Store", "event_row"]
+__all__ = [
+    "EVENT_COLUMNS",
+    "EXECUTION_COLUMNS",
+    "Head",
+    "Store",
+    "Tx",
+    "Writer",
+    "partition_name",
+]
 
-_COLS = (
+EVENT_COLUMNS = (
+    "seq",
+    "ingested_at",
     "id",
     "type",
     "time",
@@ -27,68 +43,388 @@ _COLS = (
     "latency_ms",
     "trace_id",
     "data",
+    "prev_hash",
+    "hash",
 )
+_EVENT_SELECT = ", ".join(c for c in EVENT_COLUMNS)
+EXECUTION_COLUMNS = (
+    "call_id",
+    "tool",
+    "connector",
+    "profile",
+    "user_id",
+    "actor_kind",
+    "actor_id",
+    "trace_id",
+    "state",
+    "state_rank",
+    "status",
+    "started_at",
+    "requested_at",
+    "decided_at",
+    "finished_at",
+    "latency_ms",
+    "arguments",
+    "result",
+    "error",
+    "approver",
+    "event_count",
+)
+_EXEC_UPSERT = f"""
+INSERT INTO executions AS x ({", ".join(EXECUTION_COLUMNS)})
+VALUES ({", ".join(f"${i}" for i in range(1, len(EXECUTION_COLUMNS) + 1))})
+ON CONFLICT (call_id) DO UPDATE SET
+    tool = COALESCE(x.tool, EXCLUDED.tool),
+    connector = COALESCE(x.connector, EXCLUDED.connector),
+    profile = COALESCE(x.profile, EXCLUDED.profile),
+    user_id = COALESCE(x.user_id, EXCLUDED.user_id),
+    actor_kind = COALESCE(x.actor_kind, EXCLUDED.actor_kind),
+    actor_id = COALESCE(x.actor_id, EXCLUDED.actor_id),
+    trace_id = COALESCE(x.trace_id, EXCLUDED.trace_id),
+    state = CASE WHEN EXCLUDED.state_rank >= x.state_rank THEN EXCLUDED.state ELSE x.state END,
+    status = CASE WHEN EXCLUDED.state_rank >= x.state_rank THEN COALESCE(EXCLUDED.status, x.status)
+             ELSE x.status END,
+    state_rank = GREATEST(EXCLUDED.state_rank, x.state_rank),
+    started_at = LEAST(x.started_at, EXCLUDED.started_at),
+    requested_at = COALESCE(x.requested_at, EXCLUDED.requested_at),
+    decided_at = COALESCE(EXCLUDED.decided_at, x.decided_at),
+    finished_at = COALESCE(EXCLUDED.finished_at, x.finished_at),
+    latency_ms = COALESCE(EXCLUDED.latency_ms, x.latency_ms),
+    arguments = COALESCE(x.arguments, EXCLUDED.arguments),
+    result = COALESCE(EXCLUDED.result, x.result),
+    error = COALESCE(EXCLUDED.error, x.error),
+    approver = COALESCE(EXCLUDED.approver, x.approver),
+    event_count = x.event_count + EXCLUDED.event_count,
+    updated_at = now()
+"""
+_EXEC_SELECT = (
+    "call_id, tool, connector, profile, user_id, actor_kind, actor_id, trace_id, state, status, started_at,"
+    " requested_at, decided_at, finished_at,"
+    " COALESCE(latency_ms, EXTRACT(EPOCH FROM finished_at - requested_at) * 1000) AS latency_ms,"
+    " arguments, result, error, approver, event_count, updated_at"
+)
+CHAIN_LOCK = int.from_bytes(hashlib.sha256(b"warden.audit.chain").digest()[:8], "big", signed=True)
+MAINTENANCE_LOCK = int.from_bytes(hashlib.sha256(b"warden.audit.maintenance").digest()[:8], "big", signed=True)
 
 
-def event_row(e: Event) -> tuple[Any, ...]:
-    r = e.refs
+def partition_name(day: date) -> str:
+    return f"events_p{day:%Y%m%d}"
+
+
+def _partition_sql(day: date) -> str:
+    lo = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    hi = lo + timedelta(days=1)
     return (
-        e.id,
-        e.type,
-        e.time,
-        str(e.source),
-        e.actor.kind if e.actor else None,
-        e.actor.id if e.actor else None,
-        r.connector,
-        r.tool,
-        r.profile,
-        r.call_id,
-        r.user,
-        e.status,
-        e.latency_ms,
-        e.trace_id,
-        json.dumps(e.data),
+        f"CREATE TABLE IF NOT EXISTS {partition_name(day)} PARTITION OF events"
+        f" FOR VALUES FROM ('{lo.isoformat()}') TO ('{hi.isoformat()}')"
     )
 
 
+async def ensure_partition(conn: asyncpg.Connection, day: date) -> None:
+    try:
+        await conn.execute(_partition_sql(day))
+    except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
+        pass  # another replica created it at the same moment
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    seq: int
+    hash: bytes
+    ingested_at: datetime
+
+
+async def _writer_init(conn: asyncpg.Connection) -> None:
+    # jsonb travels as already-canonical text in jsonb's binary format (version byte 1)
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=lambda s: b"\x01" + s.encode(),
+        decoder=lambda b: b[1:].decode(),
+        format="binary",
+    )
+
+
+class Tx:
+    """The statements of one ingest batch, inside one transaction on the writer connection."""
+
+    def __init__(self, conn: asyncpg.Connection, known_days: set[date]) -> None:
+        self.conn = conn
+        self.known_days = known_days
+
+    async def lock_head(self) -> Head:
+        """Take the chain lock (held until commit) and read the end of the chain."""
+        r = await self.conn.fetchrow(
+            "SELECT h.seq, h.hash, h.ingested_at FROM (SELECT pg_advisory_xact_lock($1)) l CROSS JOIN chain_head h",
+            CHAIN_LOCK,
+        )
+        return Head(r["seq"], bytes(r["hash"]), r["ingested_at"])
+
+    async def claim_ids(self, ids: Sequence[str]) -> set[str]:
+        """Record event ids; returns those never stored before."""
+        rows = await self.conn.fetch(
+            "INSERT INTO event_ids (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING id", list(ids)
+        )
+        return {r[0] for r in rows}
+
+    async def copy_events(self, day: date, rows: Sequence[tuple[Any, ...]]) -> None:
+        if day not in self.known_days:
+            await self.conn.execute("SET LOCAL lock_timeout = '5s'")
+            await ensure_partition(self.conn, day)
+            self.known_days.add(day)
+        await self.conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
+
+    async def upsert_executions(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        await self.conn.executemany(_EXEC_UPSERT, rows)
+
+    async def dead_letters(self, rows: Sequence[tuple[str, int | None, str, bytes, int]]) -> None:
+        await self.conn.executemany(
+            "INSERT INTO dead_letters (subject, stream_seq, reason, payload, payload_size) VALUES ($1, $2, $3, $4, $5)",
+            rows,
+        )
+
+    async def set_head(self, head: Head) -> None:
+        await self.conn.execute(
+            "UPDATE chain_head SET seq = $1, hash = $2, ingested_at = $3", head.seq, head.hash, head.ingested_at
+        )
+
+
+class Writer:
+    """The ingest connection. Reconnects on the next batch after a failure."""
+
+    def __init__(self, dsn: str, schema: str, timeout_s: float) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self.timeout_s = timeout_s
+        self._conn: asyncpg.Connection | None = None
+        self.known_days: set[date] = set()
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            conn = await asyncpg.connect(
+                self.dsn,
+                timeout=self.timeout_s,
+                command_timeout=self.timeout_s,
+                server_settings={"search_path": self.schema},
+            )
+            await _writer_init(conn)
+            self._conn = conn
+        return self._conn
+
+    @asynccontextmanager
+    async def batch(self) -> AsyncIterator[Tx]:
+        conn = await self._connection()
+        try:
+            async with conn.transaction():
+                yield Tx(conn, self.known_days)
+        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, TimeoutError):
+            await self.discard()
+            raise
+
+    async def discard(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.terminate()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                await conn.close(timeout=2)
+            except (OSError, asyncpg.InterfaceError, TimeoutError):
+                conn.terminate()
+
+
 class Store:
+    """Reads and maintenance, through the service's pool."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def insert_batch(self, rows: list[tuple[Any, ...]]) -> int:
-        """Insert events, skipping ids already stored. Returns how many were new."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            # COPY into a staging table (data as text: binary COPY has no jsonb encoder here),
-            # then one INSERT … ON CONFLICT DO NOTHING makes redeliveries harmless
-            await conn.execute(
-                "CREATE TEMP TABLE IF NOT EXISTS incoming (id text, type text, time timestamptz, source text,"
-                " actor_kind text, actor_id text, connector text, tool text, profile text, call_id text,"
-                " user_id text, status text, latency_ms double precision, trace_id text, data text)"
-                " ON COMMIT DELETE ROWS"
-            )
-            await conn.copy_records_to_table("incoming", records=rows, columns=list(_COLS))
-            cols = ", ".join(_COLS)
-            res = await conn.execute(
-                f"INSERT INTO events ({cols}) SELECT {cols.replace('data', 'data::jsonb')} FROM incoming"
-                " ON CONFLICT (id) DO NOTHING"
-            )
-        return int(res.rsplit(" ", 1)[-1])
-
-    async def dead_letter(self, subject: str, reason: str, payload: bytes) -> None:
-        await self.pool.execute(
-            "INSERT INTO dead_letters (subject, reason, payload) VALUES ($1, $2, $3)", subject, reason, payload
-        )
-
-    async def query(
+    # -- events --------------------------------------------------------------------------
+    async def events_page(
         self, where: list[str], args: list[Any], limit: int, before: tuple[datetime, str] | None
     ) -> list[asyncpg.Record]:
         if before is not None:
             args = [*args, before[0], before[1]]
             where = [*where, f"(time, id) < (${len(args) - 1}, ${len(args)})"]
+        sql = f"SELECT {_EVENT_SELECT} FROM events{_where(where)} ORDER BY time DESC, id DESC LIMIT {int(limit)}"
+        return await self.pool.fetch(sql, *args)
+
+    async def events_after(
+        self, where: list[str], args: list[Any], limit: int, after: tuple[datetime, str] | None
+    ) -> list[asyncpg.Record]:
+        """Oldest first (the tail's catch-up)."""
+        if after is not None:
+            args = [*args, after[0], after[1]]
+            where = [*where, f"(time, id) > (${len(args) - 1}, ${len(args)})"]
+        sql = f"SELECT {_EVENT_SELECT} FROM events{_where(where)} ORDER BY time, id LIMIT {int(limit)}"
+        return await self.pool.fetch(sql, *args)
+
+    async def stream_events(self, where: list[str], args: list[Any]) -> AsyncIterator[asyncpg.Record]:
+        """Every matching event, oldest first, through a server-side cursor."""
+        sql = f"SELECT {_EVENT_SELECT} FROM events{_where(where)} ORDER BY time, id"
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            async for r in conn.cursor(sql, *args, prefetch=1000):
+                yield r
+
+    async def events_of_call(self, call_id: str) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            f"SELECT {_EVENT_SELECT} FROM events WHERE call_id = $1 ORDER BY time, seq LIMIT 1000", call_id
+        )
+
+    # -- executions ----------------------------------------------------------------------
+    async def executions_page(
+        self, where: list[str], args: list[Any], limit: int, before: tuple[datetime, str] | None
+    ) -> list[asyncpg.Record]:
+        if before is not None:
+            args = [*args, before[0], before[1]]
+            where = [*where, f"(started_at, call_id) < (${len(args) - 1}, ${len(args)})"]
         sql = (
-            "SELECT id, type, time, source, actor_kind, actor_id, connector, tool, profile, call_id, user_id, status,"
-            " latency_ms, trace_id, data FROM events"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + f" ORDER BY time DESC, id DESC LIMIT {int(limit)}"
+            f"SELECT {_EXEC_SELECT} FROM executions{_where(where)}"
+            f" ORDER BY started_at DESC, call_id DESC LIMIT {int(limit)}"
         )
         return await self.pool.fetch(sql, *args)
+
+    async def execution(self, call_id: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(f"SELECT {_EXEC_SELECT} FROM executions WHERE call_id = $1", call_id)
+
+    # -- chain ---------------------------------------------------------------------------
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[asyncpg.Connection]:
+        """A consistent read-only view (verify reads the chain and its head in one)."""
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            yield conn
+
+    @staticmethod
+    async def head(conn: asyncpg.Connection) -> Head:
+        r = await conn.fetchrow("SELECT seq, hash, ingested_at FROM chain_head")
+        return Head(r["seq"], bytes(r["hash"]), r["ingested_at"])
+
+    @staticmethod
+    async def anchor(conn: asyncpg.Connection) -> tuple[int, bytes] | None:
+        r = await conn.fetchrow("SELECT seq, hash FROM chain_anchor")
+        return (r["seq"], bytes(r["hash"])) if r else None
+
+    @staticmethod
+    async def row_at(conn: asyncpg.Connection, seq: int) -> asyncpg.Record | None:
+        return await conn.fetchrow(f"SELECT {_EVENT_SELECT} FROM events WHERE seq = $1", seq)
+
+    @staticmethod
+    async def chain_rows(
+        conn: asyncpg.Connection, since: datetime | None, until: datetime | None
+    ) -> AsyncIterator[asyncpg.Record]:
+        where, args = [], []
+        if since is not None:
+            args.append(since)
+            where.append(f"ingested_at >= ${len(args)}")
+        if until is not None:
+            args.append(until)
+            where.append(f"ingested_at < ${len(args)}")
+        sql = f"SELECT {_EVENT_SELECT} FROM events{_where(where)} ORDER BY seq"
+        async for r in conn.cursor(sql, *args, prefetch=2000):
+            yield r
+
+    # -- maintenance ---------------------------------------------------------------------
+    @asynccontextmanager
+    async def maintenance_lock(self) -> AsyncIterator[bool]:
+        """One replica at a time runs maintenance; the others skip the round."""
+        async with self.pool.acquire() as conn:
+            got = await conn.fetchval("SELECT pg_try_advisory_lock($1)", MAINTENANCE_LOCK)
+            try:
+                yield bool(got)
+            finally:
+                if got:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", MAINTENANCE_LOCK)
+
+    async def ensure_partitions(self, days: Sequence[date]) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.execute("SET lock_timeout = '5s'")
+            try:
+                for day in days:
+                    await ensure_partition(conn, day)
+            finally:
+                await conn.execute("RESET lock_timeout")
+
+    async def partitions(self) -> list[tuple[str, date]]:
+        rows = await self.pool.fetch(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace"
+            " WHERE p.relname = 'events' AND n.nspname = current_schema()"
+        )
+        out = []
+        for r in rows:
+            name = r["relname"]
+            if name.startswith("events_p") and len(name) == 16:
+                out.append((name, datetime.strptime(name[8:], "%Y%m%d").date()))
+        return sorted(out, key=lambda x: x[1])
+
+    async def drop_partition(self, name: str, batch: int) -> int:
+        """Forget a whole day: its ids (in small batches), keep its last hash as the chain's
+        anchor, detach it without blocking readers, drop it. Returns rows it held."""
+        removed = 0
+        last = -1
+        while True:
+            r = await self.pool.fetchrow(
+                f"WITH chunk AS (SELECT id, seq FROM {name} WHERE seq > $1 ORDER BY seq LIMIT {int(batch)}),"
+                " gone AS (DELETE FROM event_ids e USING chunk WHERE e.id = chunk.id RETURNING 1)"
+                " SELECT max(chunk.seq) AS last, count(*) AS n FROM chunk",
+                last,
+            )
+            if not r["n"]:
+                break
+            removed += r["n"]
+            last = r["last"]
+        async with self.pool.acquire() as conn:
+            tail = await conn.fetchrow(f"SELECT seq, hash FROM {name} ORDER BY seq DESC LIMIT 1")
+            if tail is not None:
+                await conn.execute(
+                    "INSERT INTO chain_anchor (seq, hash) VALUES ($1, $2)"
+                    " ON CONFLICT (one) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash"
+                    " WHERE chain_anchor.seq < EXCLUDED.seq",
+                    tail["seq"],
+                    tail["hash"],
+                )
+            await conn.execute("SET lock_timeout = '10s'")
+            try:
+                await conn.execute(f"ALTER TABLE events DETACH PARTITION {name} CONCURRENTLY")
+                await conn.execute(f"DROP TABLE {name}")
+            finally:
+                await conn.execute("RESET lock_timeout")
+        return removed
+
+    async def delete_old_executions(self, before: datetime, batch: int) -> int:
+        total = 0
+        while True:
+            n = await self.pool.fetchval(
+                "WITH gone AS (DELETE FROM executions WHERE call_id IN"
+                f" (SELECT call_id FROM executions WHERE updated_at < $1 LIMIT {int(batch)}) RETURNING 1)"
+                " SELECT count(*) FROM gone",
+                before,
+            )
+            total += n
+            if n < batch:
+                return total
+
+    async def delete_old_dead_letters(self, before: datetime, batch: int) -> int:
+        total = 0
+        while True:
+            n = await self.pool.fetchval(
+                "WITH gone AS (DELETE FROM dead_letters WHERE id IN"
+                f" (SELECT id FROM dead_letters WHERE received_at < $1 LIMIT {int(batch)}) RETURNING 1)"
+                " SELECT count(*) FROM gone",
+                before,
+            )
+            total += n
+            if n < batch:
+                return total
+
+    async def dead_letters(self, limit: int) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT id, subject, stream_seq, reason, payload, payload_size, received_at FROM dead_letters"
+            f" ORDER BY id DESC LIMIT {int(limit)}"
+        )
+
+
+def _where(where: list[str]) -> str:
+    return " WHERE " + " AND ".join(where) if where else ""
