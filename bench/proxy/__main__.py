@@ -50,9 +50,11 @@ async def _wait_port(port: int) -> None:
                 await asyncio.sleep(0.05)
 
 
-def _cpu(pids: list[int]) -> float:
-    total = 0.0
-    for pid in pids:
+def _cpu(pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of each Warden process (and its children)."""
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        total = 0.0
         try:
             proc = psutil.Process(pid)
             for p in [proc, *proc.children(recursive=True)]:
@@ -60,7 +62,8 @@ def _cpu(pids: list[int]) -> float:
                 total += t.user + t.system
         except psutil.NoSuchProcess:
             pass
-    return total
+        out[name] = total
+    return out
 
 
 async def _measure(workers: list[Callable[[], Awaitable[Any]]], calls: int) -> tuple[list[float], float]:
@@ -120,12 +123,13 @@ async def main(calls: int, levels: list[int]) -> None:
             key = (
                 await h.post(f"{stack.urls['proxy']}/v1/agent-keys", json={"name": "bench", "profile": "demo"})
             ).json()["key"]
-        warden_pids = [p.popen.pid for p in stack.procs]
+        warden_pids = {p.name: p.popen.pid for p in stack.procs if p.name != "nats"}
         nats_kw: dict[str, Any] = {}
         if stack.passwords:
             nats_kw = {"user": "demo-service", "password": stack.passwords["demo-service"]}
 
         rows = []
+        splits: list[tuple[int, str, dict[str, float]]] = []
         for n in levels:
             exits = AsyncExitStack()
 
@@ -155,8 +159,12 @@ async def main(calls: int, levels: list[int]) -> None:
             ):
                 cpu0 = _cpu(warden_pids)
                 lat, wall = await _measure(workers, calls)
-                cpu = (_cpu(warden_pids) - cpu0) * 1000 / len(lat)
+                cpu1 = _cpu(warden_pids)
+                split = {k: (cpu1[k] - cpu0[k]) * 1000 / len(lat) for k in cpu1}
+                cpu = sum(split.values())
                 res[label] = (lat, wall, cpu)
+                if label != "direct":
+                    splits.append((n, label, split))
             await exits.aclose()
             await warden.close()
             d50, d99 = _pct(res["direct"][0], 0.5), _pct(res["direct"][0], 0.99)
@@ -187,6 +195,12 @@ async def main(calls: int, levels: list[int]) -> None:
                 f"{n:>4} {label:<7} {p50:>8.2f} {p99:>8.2f} {a50:>8.2f} {a99:>8.2f} {cps:>9.0f} "
                 f"{cpu if label != 'direct' else 0:>19.2f} {ratio:>15.2f}x"
             )
+        print()
+        print("where Warden's CPU goes (ms per call, by process; audit ingests every call's events)")
+        names = sorted(warden_pids)
+        print(f"{'conc':>4} {'path':<7} " + " ".join(f"{x:>11}" for x in names))
+        for n, label, split in splits:
+            print(f"{n:>4} {label:<7} " + " ".join(f"{split.get(x, 0):>11.2f}" for x in names))
     finally:
         stack.stop()
         upstream.terminate()
