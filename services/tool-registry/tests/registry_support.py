@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +16,7 @@ import uvicorn
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.tools.base import Tool
+from mcp.types import Tool as MCPTool
 from mcp.types import ToolAnnotations
 from nats.aio.msg import Msg
 from warden_common.contracts import Event, ListUpstreamTools, UpstreamTool, UpstreamTools
@@ -32,6 +33,7 @@ __all__ = [
     "free_port",
     "mcp_tool",
     "mcp_upstream",
+    "poll_until",
     "registry_settings",
     "run_registry",
     "serve_asgi",
@@ -82,10 +84,21 @@ def mcp_tool(
     return tool
 
 
+class ListingServer(MCPServer):
+    """An MCP server whose listing a test can trim: hidden tools are not listed."""
+
+    def __init__(self, tools: list[Tool]) -> None:
+        super().__init__("registry-test-upstream", tools=tools, warn_on_duplicate_tools=False)
+        self.hidden: set[str] = set()
+
+    async def list_tools(self) -> list[MCPTool]:
+        return [t for t in await super().list_tools() if t.name not in self.hidden]
+
+
 @dataclass
 class Upstream:
     url: str
-    server: MCPServer
+    server: ListingServer
     tools: dict[str, Tool]
 
     def change(self, name: str, **fields: Any) -> None:
@@ -93,13 +106,29 @@ class Upstream:
         for k, v in fields.items():
             setattr(self.tools[name], k, v)
 
+    def hide(self, name: str) -> None:
+        self.server.hidden.add(name)
+
+    def show(self, name: str) -> None:
+        self.server.hidden.discard(name)
+
 
 @asynccontextmanager
 async def mcp_upstream(tools: Iterable[Tool]) -> AsyncIterator[Upstream]:
     listed = list(tools)
-    server = MCPServer("registry-test-upstream", tools=listed, warn_on_duplicate_tools=False)
+    server = ListingServer(listed)
     async with serve_asgi(server.streamable_http_app()) as port:
         yield Upstream(f"http://127.0.0.1:{port}/mcp", server, {t.name: t for t in listed})
+
+
+async def poll_until(check: Callable[[], Awaitable[bool]], timeout: float = 10, every: float = 0.02) -> None:
+    """Ask `check` until it says yes, at most `timeout` seconds: for state that another process
+    reaches after an event this test cannot observe directly."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if await check():
+                return
+            await asyncio.sleep(every)
 
 
 @dataclass

@@ -55,6 +55,8 @@ __all__ = ["Registry"]
 log = logging.getLogger(__name__)
 _MAX_PAGES = 1000
 _OWN_EVENTS = 100_000
+_PER_TOOL_EVENTS = 100
+_EVENT_BATCH = 200
 
 
 def _tool_out(r: Any) -> ToolOut:
@@ -133,6 +135,26 @@ class Registry:
         while len(self._own) > _OWN_EVENTS:
             self._own.popitem(last=False)
         self.bus.emit(event)
+
+    def _emit_each(
+        self, type: EventType, actor: str | None, connector: str, items: Sequence[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """One event per tool; past `_PER_TOOL_EVENTS` tools (a 10,000-tool server), one per
+        batch naming its tools, so the event stream (and a revocation queued behind it) is
+        not flooded."""
+        if len(items) <= _PER_TOOL_EVENTS:
+            for name, data in items:
+                self._emit(type, actor, EventRefs(connector=connector, tool=name), **data)
+            return
+        for i in range(0, len(items), _EVENT_BATCH):
+            batch = items[i : i + _EVENT_BATCH]
+            self._emit(
+                type,
+                actor,
+                EventRefs(connector=connector),
+                count=len(batch),
+                tools=[{"name": name, **data} for name, data in batch],
+            )
 
     # -- answers for the proxy ----------------------------------------------------------
     async def _snapshot_for(self, profile: str) -> Snapshot:
@@ -312,17 +334,24 @@ class Registry:
         if changed:
             await self.store.set_connector_settings(connector, **changed)
         self.invalidate()
-        for r in rows:
-            self._emit(
-                EventType.tool_registered,
-                actor,
-                EventRefs(connector=connector, tool=r[0]),
-                upstream_name=r[3],
-                operation=r[7],
-                auto_approve=r[8],
-                deferred=r[9],
-                schema_valid=r[11],
-            )
+        self._emit_each(
+            EventType.tool_registered,
+            actor,
+            connector,
+            [
+                (
+                    r[0],
+                    {
+                        "upstream_name": r[3],
+                        "operation": r[7],
+                        "auto_approve": r[8],
+                        "deferred": r[9],
+                        "schema_valid": r[11],
+                    },
+                )
+                for r in rows
+            ],
+        )
         return RegisterOut(registered=names, skipped=skipped)
 
     # -- refresh and drift ------------------------------------------------------------------
@@ -351,17 +380,16 @@ class Registry:
         if changed:
             self.invalidate()
         by_name = {r["name"]: r for r in rows}
-        for name in out.drifted:
-            self._emit(
-                EventType.tool_drifted,
-                actor,
-                EventRefs(connector=connector, tool=name),
-                held=self.hold_on_drift or by_name[name]["held"],
-            )
-        for name in out.restored:
-            self._emit(EventType.tool_updated, actor, EventRefs(connector=connector, tool=name), drift="cleared")
-        for name in out.missing:
-            self._emit(EventType.tool_updated, actor, EventRefs(connector=connector, tool=name), missing_upstream=True)
+        self._emit_each(
+            EventType.tool_drifted,
+            actor,
+            connector,
+            [(n, {"held": self.hold_on_drift or by_name[n]["held"]}) for n in out.drifted],
+        )
+        self._emit_each(EventType.tool_updated, actor, connector, [(n, {"drift": "cleared"}) for n in out.restored])
+        self._emit_each(
+            EventType.tool_updated, actor, connector, [(n, {"missing_upstream": True}) for n in out.missing]
+        )
         return out
 
     def _compare(self, r: Any, u: UpstreamTool | None, out: RefreshOut) -> dict[str, Any]:
