@@ -36,7 +36,9 @@ async def follow_consent(url: str, redirect_uri: str = REDIRECT_URI, max_hops: i
             for _ in range(max_hops):
                 r = await browser.get(current)
                 if r.status_code not in (302, 303, 307):
-                    raise AssertionError(f"provider answered {r.status_code} at {current}: {r.text[:500]}")
+                    body = r.text
+                    at = body.find("<pre>") if "<pre>" in body else body.find("<body")
+                    raise AssertionError(f"provider answered {r.status_code} at {current}: {body[max(at, 0) :][:1500]}")
                 location = str(r.url.join(r.headers["location"]))
                 if location.startswith(redirect_uri):
                     return dict(parse_qsl(urlsplit(location).query))

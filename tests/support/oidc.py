@@ -79,14 +79,20 @@ class OidcProvider:
 
 @asynccontextmanager
 async def oidc_provider(
-    at_ttl: int = 3600, rt_ttl: int = 86400, clients: list[dict[str, Any]] | None = None
+    at_ttl: int = 3600,
+    rt_ttl: int = 86400,
+    clients: list[dict[str, Any]] | None = None,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[OidcProvider]:
+    """`clients`: pre-registered clients (oidc-provider metadata); `env`: extra variables for
+    server.js, e.g. {"CIMD": "1", "NODE_EXTRA_CA_CERTS": cert_path}."""
     await asyncio.to_thread(ensure_installed)
     node = shutil.which("node")
     if node is None:
         raise RuntimeError("node is needed to run the oidc-provider test peer")
-    env = {
+    proc_env = {
         **os.environ,
+        **(env or {}),
         "AT_TTL": str(at_ttl),
         "RT_TTL": str(rt_ttl),
         "CLIENTS": json.dumps(clients or []),
@@ -94,7 +100,7 @@ async def oidc_provider(
     }
     with tempfile.TemporaryFile() as errlog:
         proc = await asyncio.create_subprocess_exec(
-            node, "server.js", "0", cwd=PEER_DIR, env=env, stdout=asyncio.subprocess.PIPE, stderr=errlog
+            node, "server.js", "0", cwd=PEER_DIR, env=proc_env, stdout=asyncio.subprocess.PIPE, stderr=errlog
         )
         try:
             assert proc.stdout is not None

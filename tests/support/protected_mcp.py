@@ -29,7 +29,7 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 
-__all__ = ["JwksTokenVerifier", "ProtectedMcp", "protected_mcp"]
+__all__ = ["JwksTokenVerifier", "ProtectedMcp", "protected_mcp", "serve_on_loopback"]
 
 
 class JwksTokenVerifier:
@@ -164,9 +164,10 @@ class _Server(uvicorn.Server):
 
 
 @asynccontextmanager
-async def serve_on_loopback(app: Any, sock: socket.socket) -> AsyncIterator[None]:
-    """Run `app` with uvicorn in-process on an already bound socket until the block exits."""
-    server = _Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+async def serve_on_loopback(app: Any, sock: socket.socket, **config: Any) -> AsyncIterator[None]:
+    """Run `app` with uvicorn in-process on an already bound socket until the block exits.
+    `config` goes to uvicorn.Config (e.g. ssl_certfile / ssl_keyfile)."""
+    server = _Server(uvicorn.Config(app, log_level="warning", lifespan="on", **config))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         async with asyncio.timeout(10):

@@ -286,3 +286,70 @@ async def test_authorization_server_down_is_a_retryable_typed_error(env: Env) ->
     # revocation stays best effort
     result = await revoke(env.http, server, client, refresh_token=tokens.refresh_token)
     assert result.refresh_token == "failed" and not result.complete
+
+
+async def test_client_id_metadata_document_is_used_when_the_server_supports_it(tmp_path) -> None:
+    import socket
+
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+    from support.protected_mcp import serve_on_loopback
+    from support.tls import loopback_cert
+    from warden_connectors.oauth import ClientMetadataDocument
+
+    cert = loopback_cert(tmp_path)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    doc = ClientMetadataDocument(
+        client_id=f"https://127.0.0.1:{sock.getsockname()[1]}/oauth/client.json", redirect_uris=(REDIRECT_URI,)
+    )
+    served = []
+
+    async def document(request):
+        served.append(request.url.path)
+        return JSONResponse(doc.model_dump(mode="json", exclude_none=True))
+
+    app = Starlette(routes=[Route("/oauth/client.json", document)])
+    async with serve_on_loopback(app, sock, ssl_certfile=str(cert.cert_path), ssl_keyfile=str(cert.key_path)):
+        env_vars = {"CIMD": "1", "NODE_EXTRA_CA_CERTS": str(cert.cert_path)}
+        async with oidc_provider(env=env_vars) as op, protected_mcp(op.issuer) as mcp:
+            async with GuardedHttp(UrlPolicy.development()) as http:
+                server = await discover(http, mcp.url)
+                assert server.cimd_supported
+                client = await obtain_client(http, server, redirect_uri=REDIRECT_URI, cimd=doc)
+                assert client.source == "cimd" and client.client_id == doc.client_id and client.client_secret is None
+                codec = StateCodec(secrets.token_bytes(32), InMemoryNonceStore())
+                tokens = await _connect(Env(op, mcp, http, server, codec), client, user="nina", codec=codec)
+                assert await _whoami(mcp.url, tokens) == "nina"
+                assert tokens.refresh_token is not None
+                renewed = await refresh(http, server, client, tokens.refresh_token)
+                assert await _whoami(mcp.url, renewed) == "nina"
+    sock.close()
+    assert served  # the authorization server fetched Warden's document
+
+
+async def test_no_secret_reaches_a_log_line_during_a_whole_connection(env: Env, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    client = await _dcr_client(env)
+    req = authorization_url(env.server, client, env.codec, connector_id="c1", user="olga",
+                            extra_params={"login_hint": "olga"})  # fmt: skip
+    ours = caplog.text
+    caplog.clear()
+    params = await follow_consent(req.url)  # the browser's own logs show the code in its URL: not ours
+    caplog.clear()
+    _, tokens = await complete(env.http, env.server, client, env.codec, params, user="olga")
+    renewed = await refresh(env.http, env.server, client, tokens.refresh_token)  # type: ignore[arg-type]
+    await revoke(env.http, env.server, client, refresh_token=renewed.refresh_token, access_token=renewed.access_token)
+    text = ours + caplog.text
+    assert "oauth" in text and "/token" in text  # something was logged
+    for secret in (
+        *tokens.secrets(),
+        *renewed.secrets(),
+        *client.secrets(),
+        params["code"],
+        req.flow.verifier.get_secret_value(),
+    ):
+        assert secret not in text

@@ -6,6 +6,9 @@
 //
 // Env:
 //   AT_TTL, RT_TTL   access / refresh token lifetimes in seconds (default 3600 / 86400)
+//   CIMD=1           enable client ID metadata documents (draft-02) and let the provider fetch them
+//                    from loopback (test only: it turns off oidc-provider's own special-use-IP guard
+//                    for outgoing fetches); set NODE_EXTRA_CA_CERTS to the test HTTPS server's cert
 //   CLIENTS          JSON list of pre-registered clients (oidc-provider client metadata), e.g.
 //                    [{"client_id":"a","client_secret":"s","token_endpoint_auth_method":"client_secret_post",
 //                      "redirect_uris":["http://127.0.0.1:1/cb"],"grant_types":["authorization_code","refresh_token"]}]
@@ -24,6 +27,7 @@ const PORT = Number(process.argv[2] ?? process.env.PORT ?? 0);
 const AT_TTL = Number(process.env.AT_TTL ?? 3600);
 const RT_TTL = Number(process.env.RT_TTL ?? 86400);
 const EXTRA_CLIENTS = JSON.parse(process.env.CLIENTS ?? '[]');
+const CIMD = process.env.CIMD === '1';
 
 // one RSA signing key for ID tokens and JWT access tokens
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -54,6 +58,7 @@ server.listen(PORT, '127.0.0.1', () => {
     jwks,
     cookies: { keys: ['test-cookie-key-not-secret'] },
     clients: [INTROSPECTOR, ...EXTRA_CLIENTS],
+    ...(CIMD ? { fetch: (url, options) => { delete options.dispatcher; return fetch(url, options); } } : {}),
     scopes: ['openid', 'offline_access', 'mcp:tools', 'mcp:admin'],
     claims: { openid: ['sub'], email: ['email'] },
     findAccount: async (ctx, sub) => ({ accountId: sub, claims: async () => ({ sub, email: `${sub}@example.test` }) }),
@@ -66,6 +71,7 @@ server.listen(PORT, '127.0.0.1', () => {
     features: {
       devInteractions: { enabled: false },           // replaced by the auto login/consent endpoint below
       registration: { enabled: true },                // RFC 7591 open DCR (no initial access token)
+      clientIdMetadataDocument: CIMD ? { enabled: true, ack: 'draft-02' } : { enabled: false },
       revocation: { enabled: true },                  // RFC 7009 at /token/revocation
       introspection: { enabled: true },               // RFC 7662 at /token/introspection (handy for asserts)
       resourceIndicators: {                           // RFC 8707 -> JWT (RFC 9068) access token with aud=resource
