@@ -137,7 +137,7 @@ class Consumer:
                 msgs: list[Msg] = await self._sub.fetch(self.batch, timeout=self.fetch_timeout_s)
             except asyncio.CancelledError:
                 raise
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nothing to fetch (nats' own TimeoutError is one too)
                 continue
             except (nats.js.errors.NotFoundError, nats.js.errors.ServiceUnavailableError) as e:
                 # the stream or consumer vanished (e.g. NATS came back without its store)

@@ -272,7 +272,14 @@ class Ingestor:
         t0 = _time.perf_counter()
         try:
             try:
-                new = await self._write(events, dead)
+                try:
+                    new = await self._write(events, dead)
+                except asyncpg.CheckViolationError as e:
+                    if "partition" not in str(e):
+                        raise
+                    # the day's partition went away (retention, maybe on another replica): make it again
+                    self.writer.known_days.clear()
+                    new = await self._write(events, dead)
             except _CONTENT_ERRORS as e:
                 log.warning("audit: Postgres refused a batch (%s); storing its events one by one", type(e).__name__)
                 new, dead = await self._write_one_by_one(events, dead)
