@@ -110,7 +110,10 @@ async def test_drifted_tool_is_held_until_an_admin_reapproves(stack: Stack) -> N
 async def test_bad_tools_are_cleaned_flagged_or_refused(stack: Stack) -> None:
     tools = {
         "weird_desc": {"description": "Line\x00one\u202e\u200b " + "x" * 5000, "input_schema": OBJ},
-        "bad_schema": {"description": "Broken schema.", "input_schema": {"type": "object", "properties": 5}},
+        "bad_schema": {
+            "description": "Broken schema.",
+            "input_schema": {"type": "object", "properties": {"x": {"type": "no-such-type"}}},
+        },
     }
     async with catalog_upstream(tools) as cat, admin_client(stack) as admin:
         c = await admin.connector(cat.url, None)

@@ -18,16 +18,18 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import httpx
 import httpx2
 import mcp_types as types
 from mcp import Client
 from mcp.client.sse import sse_client
-from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from pydantic import ValidationError
 from warden_common.contracts import Credential
 from warden_common.errors import BadInput
 
 from warden_proxy.errors import UpstreamError
+from warden_proxy.lean import LeanSession, RpcError, UpstreamHttpError
 
 __all__ = ["UpstreamPool", "UpstreamUnauthorized"]
 
@@ -111,13 +113,26 @@ def _translate(connector: str, exc: BaseException) -> UpstreamError:
 class _Session:
     digest: str
     connector: str
-    client: Client | None = None
+    lean: LeanSession | None = None  # streamable HTTP: the lean client
+    client: Client | None = None  # legacy SSE: the SDK client, living in its own task
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     error: BaseException | None = None
     task: asyncio.Task[None] | None = None
-    last_status: int | None = None
-    last_www: str | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.lean is not None or self.client is not None
+
+
+def _http_error(connector: str, e: UpstreamHttpError) -> UpstreamError:
+    if e.status in (401, 403):
+        return UpstreamUnauthorized(
+            f"upstream {connector} refused Warden's credential (HTTP {e.status})",
+            www_authenticate=e.www_authenticate,
+            status=e.status,
+        )
+    return UpstreamError(f"upstream {connector} answered HTTP {e.status}; try again later or check the server")
 
 
 class UpstreamPool:
@@ -129,30 +144,14 @@ class UpstreamPool:
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._on_tools_changed = on_tools_changed
 
-    async def _run(self, s: _Session, cred: Credential) -> None:
+    async def _run_sse(self, s: _Session, cred: Credential) -> None:
         try:
-            headers = dict(cred.headers)
-            if cred.transport == "sse":
-                transport: Any = sse_client(cred.url, headers=headers, timeout=cred.timeout_s)
-            else:
-
-                async def remember_status(response: httpx2.Response) -> None:
-                    # the SDK turns an HTTP error into a generic JSON-RPC error; keep the status
-                    if response.status_code >= 400:
-                        s.last_status = response.status_code
-                        s.last_www = response.headers.get("www-authenticate")
-
-                http = httpx2.AsyncClient(
-                    headers=headers,
-                    timeout=httpx2.Timeout(cred.timeout_s, read=max(cred.timeout_s, 300.0)),
-                    event_hooks={"response": [remember_status]},
-                )
-                transport = streamable_http_client(cred.url, http_client=http)
 
             async def on_message(message: Any) -> None:
                 if isinstance(message, types.ToolListChangedNotification) and self._on_tools_changed is not None:
                     await self._on_tools_changed(s.connector)
 
+            transport = sse_client(cred.url, headers=dict(cred.headers), timeout=cred.timeout_s)
             async with Client(transport, cache=None, message_handler=on_message) as client:
                 s.client = client
                 s.ready.set()
@@ -165,89 +164,123 @@ class UpstreamPool:
         finally:
             s.client = None
 
-    async def _session(self, cred: Credential, user: str | None) -> _Session:
-        key = (cred.connector, user or "")
-        digest = _digest(cred)
-        s = self._sessions.get(key)
-        if s is not None and s.digest == digest and s.client is not None:
-            return s
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            s = self._sessions.get(key)
-            if s is not None and s.digest == digest and s.client is not None:
-                return s
-            if s is not None:
-                await self._close(key)
-            await check_upstream_url(cred.url, allow_insecure=self.allow_insecure)
-            s = _Session(digest=digest, connector=cred.connector)
-            s.task = asyncio.create_task(self._run(s, cred), name=f"upstream-{cred.connector}")
+    async def _open(self, s: _Session, cred: Credential) -> None:
+        if cred.transport == "sse":
+            s.task = asyncio.create_task(self._run_sse(s, cred), name=f"upstream-{cred.connector}")
             try:
                 await asyncio.wait_for(s.ready.wait(), timeout=cred.timeout_s)
             except TimeoutError:
                 s.task.cancel()
                 raise UpstreamError(f"upstream {cred.connector} did not complete the MCP handshake in time") from None
             if s.client is None:
-                if s.last_status in (401, 403):
-                    raise UpstreamUnauthorized(
-                        f"upstream {cred.connector} refused Warden's credential (HTTP {s.last_status})",
-                        www_authenticate=s.last_www,
-                        status=s.last_status,
-                    )
-                if s.last_status is not None:
-                    raise UpstreamError(
-                        f"upstream {cred.connector} answered HTTP {s.last_status}; try again later or check the server"
-                    )
                 raise _translate(cred.connector, s.error or RuntimeError("session closed"))
+            return
+
+        async def changed() -> None:
+            if self._on_tools_changed is not None:
+                await self._on_tools_changed(cred.connector)
+
+        lean = LeanSession(cred.url, dict(cred.headers), cred.timeout_s, on_tools_changed=changed)
+        try:
+            await asyncio.wait_for(lean.open(), timeout=cred.timeout_s)
+        except BaseException as e:
+            await lean.close()
+            if isinstance(e, TimeoutError):
+                raise UpstreamError(f"upstream {cred.connector} did not complete the MCP handshake in time") from None
+            if isinstance(e, UpstreamHttpError):
+                raise _http_error(cred.connector, e) from None
+            if isinstance(e, RpcError):
+                raise UpstreamError(f"upstream {cred.connector} refused the MCP handshake: {e.message[:200]}") from None
+            if isinstance(e, httpx.HTTPError | OSError | ValueError):
+                raise _translate(cred.connector, e) from None
+            raise
+        s.lean = lean
+
+    async def _session(self, cred: Credential, user: str | None) -> _Session:
+        key = (cred.connector, user or "")
+        digest = _digest(cred)
+        s = self._sessions.get(key)
+        if s is not None and s.digest == digest and s.open:
+            return s
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            s = self._sessions.get(key)
+            if s is not None and s.digest == digest and s.open:
+                return s
+            if s is not None:
+                await self._close(key)
+            await check_upstream_url(cred.url, allow_insecure=self.allow_insecure)
+            s = _Session(digest=digest, connector=cred.connector)
+            await self._open(s, cred)
             self._sessions[key] = s
             return s
 
-    async def _with_session(self, cred: Credential, user: str | None, fn: Callable[[Client], Awaitable[T]]) -> T:
-        s = await self._session(cred, user)
-        assert s.client is not None
-        s.last_status = None
-        try:
-            return await asyncio.wait_for(fn(s.client), timeout=cred.timeout_s)
-        except TimeoutError:
-            raise UpstreamError(f"upstream {cred.connector} did not answer within {cred.timeout_s:g}s") from None
-        except MCPError as e:
-            status = s.last_status
-            if status is not None:
-                await self._close((cred.connector, user or ""))
-                if status in (401, 403):
-                    raise UpstreamUnauthorized(
-                        f"upstream {cred.connector} refused Warden's credential (HTTP {status})",
-                        www_authenticate=s.last_www,
-                        status=status,
-                    ) from None
-                raise UpstreamError(
-                    f"upstream {cred.connector} answered HTTP {status}; try again later or check the server"
-                ) from None
-            raise _translate(cred.connector, e) from None
-        except (httpx2.HTTPError, OSError, ExceptionGroup) as e:
-            await self._close((cred.connector, user or ""))
-            raise _translate(cred.connector, e) from None
+    async def _rpc(
+        self, cred: Credential, user: str | None, method: str, params: dict[str, Any], progress: Any = None
+    ) -> dict[str, Any]:
+        """One JSON-RPC request on the pooled session; a vanished session is reopened once."""
+        key = (cred.connector, user or "")
+        for attempt in (0, 1):
+            s = await self._session(cred, user)
+            try:
+                if s.lean is not None:
+                    return await asyncio.wait_for(
+                        s.lean.request(method, params, progress=progress), timeout=cred.timeout_s
+                    )
+                assert s.client is not None
+                return await asyncio.wait_for(self._sdk(s.client, method, params, progress), timeout=cred.timeout_s)
+            except TimeoutError:
+                raise UpstreamError(f"upstream {cred.connector} did not answer within {cred.timeout_s:g}s") from None
+            except UpstreamHttpError as e:
+                await self._close(key)
+                if e.status == 404 and attempt == 0:
+                    continue  # the upstream forgot our session: open a new one
+                raise _http_error(cred.connector, e) from None
+            except RpcError as e:
+                raise UpstreamError(f"upstream {cred.connector} answered an error: {e.message[:300]}") from None
+            except MCPError as e:
+                raise _translate(cred.connector, e) from None
+            except (httpx.HTTPError, httpx2.HTTPError, OSError, ExceptionGroup) as e:
+                await self._close(key)
+                if attempt == 0 and isinstance(e, httpx.RemoteProtocolError | httpx.ReadError):
+                    continue  # a kept-alive connection the server had closed
+                raise _translate(cred.connector, e) from None
+        raise UpstreamError(f"upstream {cred.connector} keeps dropping its session")
+
+    @staticmethod
+    async def _sdk(client: Client, method: str, params: dict[str, Any], progress: Any) -> dict[str, Any]:
+        if method == "tools/call":
+            r = await client.call_tool(params["name"], params.get("arguments") or {}, progress_callback=progress)
+            return r.model_dump(mode="json", by_alias=True, exclude_none=True)
+        page = await client.list_tools(cursor=params.get("cursor"))
+        return page.model_dump(mode="json", by_alias=True, exclude_none=True)
 
     async def call_tool(
         self, cred: Credential, user: str | None, name: str, arguments: dict[str, Any], progress: Any = None
     ) -> types.CallToolResult:
-        async def fn(c: Client) -> types.CallToolResult:
-            return await c.call_tool(name, arguments, progress_callback=progress)
-
-        return await self._with_session(cred, user, fn)
+        raw = await self._rpc(cred, user, "tools/call", {"name": name, "arguments": arguments}, progress)
+        try:
+            return types.CallToolResult.model_validate(raw)
+        except ValidationError:
+            raise UpstreamError(f"upstream {cred.connector} answered a malformed tool result") from None
 
     async def list_tools_page(
         self, cred: Credential, user: str | None, cursor: str | None
     ) -> tuple[list[types.Tool], str | None]:
-        async def fn(c: Client) -> tuple[list[types.Tool], str | None]:
-            page = await c.list_tools(cursor=cursor)
-            return list(page.tools), page.next_cursor
-
-        return await self._with_session(cred, user, fn)
+        raw = await self._rpc(cred, user, "tools/list", {"cursor": cursor} if cursor else {})
+        try:
+            page = types.ListToolsResult.model_validate(raw)
+        except ValidationError:
+            raise UpstreamError(f"upstream {cred.connector} answered a malformed tool list") from None
+        return list(page.tools), page.next_cursor
 
     async def _close(self, key: tuple[str, str]) -> None:
         s = self._sessions.pop(key, None)
         if s is None:
             return
+        if s.lean is not None:
+            lean, s.lean = s.lean, None
+            await lean.close()
         s.stop.set()
         if s.task is not None:
             try:

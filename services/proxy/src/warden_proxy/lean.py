@@ -1,0 +1,209 @@
+"""A lean MCP client for the hot path: JSON-RPC over streamable HTTP on a pooled httpx client.
+
+The SDK's client runs several tasks and memory streams per request; on two cores that
+was most of the proxy's CPU per call. This speaks only what the proxy needs from an
+upstream — initialize, tools/list, tools/call, progress and tools/list_changed
+notifications — and keeps one HTTP/1.1 keep-alive pool per session. The SDK client is
+still used for the legacy SSE transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+__all__ = ["LeanSession", "RpcError", "UpstreamHttpError"]
+
+log = logging.getLogger(__name__)
+PROTOCOL_VERSION = "2025-06-18"
+_ACCEPT = "application/json, text/event-stream"
+_MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
+class UpstreamHttpError(Exception):
+    def __init__(self, status: int, www_authenticate: str | None) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.www_authenticate = www_authenticate
+
+
+class RpcError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+
+
+class LeanSession:
+    def __init__(
+        self,
+        url: str,
+        headers: dict[str, str],
+        timeout_s: float,
+        on_tools_changed: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.url = url
+        self.timeout_s = timeout_s
+        self.http = httpx.AsyncClient(
+            headers={**headers, "Accept": _ACCEPT},
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            follow_redirects=False,
+        )
+        self.session_id: str | None = None
+        self.protocol_version = PROTOCOL_VERSION
+        self._ids = itertools.count(1)
+        self._on_tools_changed = on_tools_changed
+        self._listener: asyncio.Task[None] | None = None
+
+    def _headers(self) -> dict[str, str]:
+        h = {"MCP-Protocol-Version": self.protocol_version}
+        if self.session_id:
+            h["Mcp-Session-Id"] = self.session_id
+        return h
+
+    async def open(self) -> None:
+        result = await self.request(
+            "initialize",
+            {
+                "protocolVersion": PROTOCOL_VERSION,
+                "capabilities": {},
+                "clientInfo": {"name": "warden-proxy", "version": "0.1.0"},
+            },
+            initializing=True,
+        )
+        self.protocol_version = str(result.get("protocolVersion") or PROTOCOL_VERSION)
+        await self._post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        if self.session_id and self._on_tools_changed is not None:
+            self._listener = asyncio.create_task(self._listen(), name="upstream-notifications")
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+        if self.session_id:
+            with contextlib.suppress(httpx.HTTPError):
+                await self.http.delete(self.url, headers=self._headers(), timeout=2)
+        await self.http.aclose()
+
+    async def _post(self, body: dict[str, Any]) -> httpx.Response:
+        r = await self.http.post(
+            self.url, content=json.dumps(body).encode(), headers={**self._headers(), "Content-Type": "application/json"}
+        )
+        if r.status_code >= 400:
+            raise UpstreamHttpError(r.status_code, r.headers.get("www-authenticate"))
+        return r
+
+    async def request(
+        self, method: str, params: dict[str, Any], *, progress: ProgressFn | None = None, initializing: bool = False
+    ) -> dict[str, Any]:
+        rid = next(self._ids)
+        body: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}
+        if progress is not None:
+            body["params"] = {**params, "_meta": {"progressToken": rid}}
+        req = self.http.build_request(
+            "POST",
+            self.url,
+            content=json.dumps(body).encode(),
+            headers={**self._headers(), "Content-Type": "application/json"},
+        )
+        r = await self.http.send(req, stream=True)
+        try:
+            if r.status_code >= 400:
+                raise UpstreamHttpError(r.status_code, r.headers.get("www-authenticate"))
+            if initializing and (sid := r.headers.get("mcp-session-id")):
+                self.session_id = sid
+            ctype = r.headers.get("content-type", "").lower()
+            if ctype.startswith("application/json"):
+                doc = json.loads(await r.aread())
+                return self._result(doc, rid)
+            if ctype.startswith("text/event-stream"):
+                async for doc in _sse_messages(r):
+                    if doc.get("id") == rid and ("result" in doc or "error" in doc):
+                        return self._result(doc, rid)
+                    await self._notification(doc, progress)
+                raise RpcError(-32000, "the upstream closed the stream before answering")
+            raise RpcError(-32000, f"the upstream answered with content type {ctype or 'none'}")
+        finally:
+            await r.aclose()
+
+    @staticmethod
+    def _result(doc: Any, rid: int) -> dict[str, Any]:
+        if not isinstance(doc, dict) or doc.get("id") != rid:
+            raise RpcError(-32000, "the upstream answered a different request")
+        if "error" in doc:
+            err = doc["error"] if isinstance(doc["error"], dict) else {}
+            raise RpcError(int(err.get("code", -32000)), str(err.get("message", "error"))[:500])
+        result = doc.get("result")
+        if not isinstance(result, dict):
+            raise RpcError(-32000, "the upstream's result is not an object")
+        return result
+
+    async def _notification(self, doc: dict[str, Any], progress: ProgressFn | None) -> None:
+        method = doc.get("method")
+        if method == "notifications/progress" and progress is not None:
+            p = doc.get("params") or {}
+            with contextlib.suppress(TypeError, ValueError):
+                await progress(float(p.get("progress", 0)), p.get("total"), p.get("message"))
+        elif method == "notifications/tools/list_changed" and self._on_tools_changed is not None:
+            await self._on_tools_changed()
+
+    async def _listen(self) -> None:
+        """The standalone GET stream: server-initiated notifications (tools/list_changed)."""
+        delay = 1.0
+        while True:
+            try:
+                async with self.http.stream(
+                    "GET",
+                    self.url,
+                    headers={**self._headers(), "Accept": "text/event-stream"},
+                    timeout=httpx.Timeout(self.timeout_s, read=None),
+                ) as r:
+                    if r.status_code in (404, 405):
+                        return  # the server offers no standalone stream
+                    if r.status_code >= 400:
+                        raise UpstreamHttpError(r.status_code, None)
+                    delay = 1.0
+                    async for doc in _sse_messages(r):
+                        await self._notification(doc, None)
+            except asyncio.CancelledError:
+                raise
+            except (httpx.HTTPError, UpstreamHttpError, RpcError) as e:
+                log.debug("upstream notification stream ended: %s", type(e).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+async def _sse_messages(r: httpx.Response) -> Any:
+    """JSON-RPC messages from an SSE body (data lines joined per event)."""
+    data: list[str] = []
+    size = 0
+    async for line in r.aiter_lines():
+        if line == "":
+            if data:
+                payload = "\n".join(data)
+                data, size = [], 0
+                try:
+                    doc = json.loads(payload)
+                except ValueError:
+                    continue
+                if isinstance(doc, dict):
+                    yield doc
+            continue
+        if line.startswith("data:"):
+            chunk = line[5:].lstrip(" ")
+            size += len(chunk)
+            if size > _MAX_EVENT_BYTES:
+                raise RpcError(-32000, "an upstream event exceeded the size limit")
+            data.append(chunk)
