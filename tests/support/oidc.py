@@ -55,13 +55,14 @@ class OidcProvider:
         if client_id is None:
             client_id, client_secret = INTROSPECTOR
         data = {"token": token}
-        auth = None
         if client_secret is None:
             data["client_id"] = client_id
-        else:
-            auth = httpx.BasicAuth(client_id, client_secret)
         async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
-            r = await http.post(f"{self.issuer}/token/introspection", data=data, auth=auth)
+            url = f"{self.issuer}/token/introspection"
+            if client_secret is None:
+                r = await http.post(url, data=data)
+            else:
+                r = await http.post(url, data=data, auth=httpx.BasicAuth(client_id, client_secret))
             r.raise_for_status()
             return r.json()
 

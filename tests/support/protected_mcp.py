@@ -85,8 +85,9 @@ def _build(issuer: str, url: str, scopes: list[str], verifier: JwksTokenVerifier
         "warden-test-protected",
         token_verifier=verifier,
         auth=AuthSettings(
-            issuer_url=issuer,
-            resource_server_url=url,
+            # strings, validated by AuthSettings, keep a path-less issuer exactly as the AS spells it
+            issuer_url=issuer,  # type: ignore[arg-type]
+            resource_server_url=url,  # type: ignore[arg-type]
             required_scopes=scopes,
             validate_token_resource=False,  # the verifier checks `aud` itself
         ),

@@ -273,11 +273,12 @@ async def test_mismatched_iss_in_the_authorization_response_is_refused(env: Env)
 
 
 async def test_authorization_server_down_is_a_retryable_typed_error(env: Env) -> None:
-    async with oidc_provider() as op:
+    async with oidc_provider(at_ttl=120, rt_ttl=600) as op:
         async with protected_mcp(op.issuer) as mcp:
             server = await discover(env.http, mcp.url)
             client = await obtain_client(env.http, server, redirect_uri=REDIRECT_URI)
             tokens = await _connect(Env(op, mcp, env.http, server, env.codec), client, user="mia")
+    assert tokens.expires_at is not None and tokens.expires_within(121) and not tokens.expires_within(100)
     # both are gone now: the AS refuses connections
     with pytest.raises(ProviderUnavailable) as ei:
         await refresh(env.http, server, client, tokens.refresh_token)  # type: ignore[arg-type]
