@@ -78,10 +78,17 @@ def mcp_tool(
     annotations: ToolAnnotations | None = None,
 ) -> Tool:
     """A tool with exactly the name, description, schema and annotations an upstream announces."""
-    tool = Tool.from_function(_ok, name=name, description=description or " ", annotations=annotations)
-    tool.description = description
-    tool.parameters = schema if schema is not None else {"type": "object", "properties": {}}
-    return tool
+    return _TEMPLATE.model_copy(
+        update={
+            "name": name,
+            "description": description,
+            "parameters": schema if schema is not None else {"type": "object", "properties": {}},
+            "annotations": annotations,
+        }
+    )
+
+
+_TEMPLATE = Tool.from_function(_ok, name="template", description="template")
 
 
 class ListingServer(MCPServer):
