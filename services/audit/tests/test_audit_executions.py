@@ -30,10 +30,22 @@ def _call(tool: str, call_id: str, *, arguments: dict[str, Any], result: dict[st
     return [
         event("call.requested", actor=agent, refs=refs, status="requested", time=t0, data={"arguments": arguments}),
         event("call.approval_requested", actor=agent, refs=refs, status="pending", time=t0 + timedelta(seconds=1)),
-        event("call.approved", actor=Actor(kind="admin", id="alice"), refs=refs, status="approved",
-              time=t0 + timedelta(seconds=2)),  # fmt: skip
-        event("call.completed", actor=agent, refs=refs, status="ok", latency_ms=2500.0,
-              time=t0 + timedelta(seconds=3), data={"result": result}),  # fmt: skip
+        event(
+            "call.approved",
+            actor=Actor(kind="admin", id="alice"),
+            refs=refs,
+            status="approved",
+            time=t0 + timedelta(seconds=2),
+        ),  # fmt: skip
+        event(
+            "call.completed",
+            actor=agent,
+            refs=refs,
+            status="ok",
+            latency_ms=2500.0,
+            time=t0 + timedelta(seconds=3),
+            data={"result": result},
+        ),  # fmt: skip
     ]
 
 

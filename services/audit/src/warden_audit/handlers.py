@@ -211,7 +211,7 @@ class Consumer:
                     with contextlib.suppress(nats.errors.Error):
                         await p.incoming.handle.in_progress()
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, 2.0)
         WRITE.observe(time.perf_counter() - t0)
         if not self.db_ok:
             log.warning("audit: Postgres is back; ingest resumed")
