@@ -117,6 +117,8 @@ async def test_one_call_flows_agent_proxy_connectors_upstream_audit(stack: Stack
             history = await api("GET", f"{stack.urls['audit']}/v1/events", params={"call_id": ev["refs"]["call_id"]})
             types = [e["type"] for e in history["items"]]
             assert sorted(types) == ["call.completed", "call.requested"], types
+            traces = {e["trace_id"] for e in history["items"]}
+            assert len(traces) == 1 and None not in traces, "one trace id follows the call"
         denied = await api("GET", f"{stack.urls['audit']}/v1/events", params={"type": "call.denied"})
         assert any(e["refs"]["tool"] == "skel__add" for e in denied["items"])
         everything = await api("GET", f"{stack.urls['audit']}/v1/events", params={"limit": 1000})

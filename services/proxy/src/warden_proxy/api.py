@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
+from warden_common.tracing import new_trace_id, set_trace_id
 
 from warden_proxy.agents import AgentKeyCreate, AgentKeys, AgentKeyView, Principal
 from warden_proxy.approvals import ApprovalDecision, Approvals, ApprovalView
@@ -89,6 +90,7 @@ def build_router(admin: object, resource_url: str) -> APIRouter:
         pipeline: CallPipeline = Depends(_pipeline),
     ) -> dict[str, Any]:
         """Call a tool as the agent whose key is in Authorization; same pipeline as MCP."""
+        set_trace_id(new_trace_id())
         r = await pipeline.call(principal, name, arguments)
         return r.model_dump(mode="json")
 
