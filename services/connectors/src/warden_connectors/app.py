@@ -1,11 +1,14 @@
-"""Wiring of the connectors service: one lifespan owns the pool, the bus and the sealer."""
+"""Wiring of the connectors service: one lifespan owns the pool, the bus, the sealer and the
+guarded HTTP client every OAuth request goes through."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from fastapi import FastAPI
 from warden_common.contracts import Service
 from warden_common.crypto import Sealer
@@ -13,7 +16,9 @@ from warden_common.runtime import Runtime
 from warden_common.web import admin_guard, install_error_handlers, ops_router
 
 from warden_connectors.api import build_router
+from warden_connectors.consent import Consent, DbNonceStore
 from warden_connectors.handlers import register_handlers
+from warden_connectors.oauth import DiscoveryCache, GuardedHttp, StateCodec, UrlPolicy
 from warden_connectors.service import ConnectorService
 from warden_connectors.settings import Settings
 from warden_connectors.store import Store
@@ -21,26 +26,58 @@ from warden_connectors.store import Store
 __all__ = ["create_app"]
 
 
+def state_key(settings: Settings, keys: list[tuple[str, bytes]]) -> bytes:
+    if settings.state_key is not None:
+        raw = settings.state_key.get_secret_value().encode()
+        if len(raw) < 32:
+            raise ValueError("WARDEN_CONNECTORS_STATE_KEY must be at least 32 bytes")
+        return raw
+    kid, kek = keys[0]
+    info = b"warden connectors oauth state|" + kid.encode()
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(kek)
+
+
 def create_app(settings: Settings) -> FastAPI:
-    sealer = Sealer(settings.crypto.load())
+    keys = settings.crypto.load()
+    sealer = Sealer(keys)
+    skey = state_key(settings, keys)
     runtime = Runtime.build(Service.connectors, settings, schema="connectors")
+    policy = (
+        UrlPolicy.development(timeout_s=settings.oauth_timeout_s)
+        if settings.allow_insecure_urls
+        else UrlPolicy(timeout_s=settings.oauth_timeout_s)
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
-        await runtime.start("warden_connectors.migrations")
-        try:
+        async with AsyncExitStack() as stack:
+            await runtime.start("warden_connectors.migrations")
+            stack.push_async_callback(runtime.stop)  # last out: not ready, drain NATS, close the pool
+            http = GuardedHttp(policy)
+            stack.push_async_callback(http.aclose)
+            store = Store(runtime.db.pool)
+            consent = Consent(
+                store,
+                sealer,
+                http,
+                StateCodec(skey, DbNonceStore(store)),
+                redirect_uri=settings.redirect_uri(),
+                discovery=DiscoveryCache(ttl_s=300),
+                client_name=settings.client_name,
+            )
             svc = ConnectorService(
-                Store(runtime.db.pool),
+                store,
                 sealer,
                 runtime.bus,
                 allow_insecure=settings.allow_insecure_urls,
                 warning_days=settings.expiry_warning_days,
+                consent=consent,
+                refresh_skew_s=settings.refresh_skew_s,
             )
             await register_handlers(runtime.bus, svc)
             runtime.ready = True
             yield {"connectors": svc}
-        finally:
-            await runtime.stop()
+            runtime.ready = False
 
     app = FastAPI(title="Warden connectors", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)

@@ -182,3 +182,6 @@ class ConnectorView(BaseModel):
     created_at: datetime
     updated_at: datetime
     last_used_at: datetime | None
+    # oauth2 only: discovered issuer and endpoints, client id, whether a client secret is
+    # stored, redirect URI, granted scopes; never a secret
+    oauth: dict[str, object] | None = None

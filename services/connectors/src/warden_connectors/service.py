@@ -1,6 +1,7 @@
 """Connector custody: create, show, change, disconnect, remove, and hand out runtime credentials.
 
-Imports neither FastAPI nor NATS handlers: the bus is used only to emit events.
+Imports neither FastAPI nor NATS handlers: the bus emits events and asks the proxy (the one
+egress) to list a connector's tools for `test`. OAuth connections live in `connections`.
 """
 
 from __future__ import annotations
@@ -14,11 +15,21 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from warden_common.bus import Bus
-from warden_common.contracts import Actor, Credential, CredentialRequest, EventRefs, EventType
+from warden_common.contracts import (
+    UPSTREAM_LIST_TOOLS,
+    Actor,
+    Credential,
+    CredentialRequest,
+    EventRefs,
+    EventType,
+    ListUpstreamTools,
+)
 from warden_common.crypto import Sealer
-from warden_common.errors import Unauthorized
+from warden_common.errors import Unauthorized, WardenError
 from warden_common.logging import register_secret
 
+from warden_connectors.connections import Connections
+from warden_connectors.consent import Consent, ConsentStart
 from warden_connectors.errors import (
     BadInput,
     Conflict,
@@ -41,6 +52,7 @@ from warden_connectors.models import (
 )
 from warden_connectors.passthrough import new_keypair, open_passthrough, render_headers
 from warden_connectors.store import ConnectorRow, Store
+from warden_connectors.tokens import TokenVault
 
 __all__ = ["STATUS_GROUPS", "ConnectorService", "check_url"]
 
@@ -116,14 +128,43 @@ def _split_auth(auth: AuthSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
     raise BadInput("unknown auth type")
 
 
+def _revocation_summary(outcomes: dict[str, str]) -> dict[str, int]:
+    """How revocation went, counted by outcome (user ids stay out of the event data)."""
+    out: dict[str, int] = {}
+    for v in outcomes.values():
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
 class ConnectorService:
-    def __init__(self, store: Store, sealer: Sealer, bus: Bus, *, allow_insecure: bool, warning_days: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        sealer: Sealer,
+        bus: Bus,
+        *,
+        allow_insecure: bool,
+        warning_days: int,
+        consent: Consent,
+        refresh_skew_s: float = 60.0,
+    ) -> None:
         self.store = store
         self.sealer = sealer
         self.bus = bus
         self.allow_insecure = allow_insecure
         self.warning_days = warning_days
-        self._cache: dict[tuple[str, str], Credential] = {}
+        self._cache: dict[tuple[str, str], tuple[Credential, datetime | None]] = {}
+        self.connections = Connections(
+            store,
+            consent,
+            TokenVault(store, sealer, consent, skew_s=refresh_skew_s, on_change=self._on_token_change),
+            emit=self._emit,
+            open_secret=self._open_secret,
+            invalidate=self._invalidate,
+        )
+
+    async def _on_token_change(self, *a: Any) -> None:
+        await self.connections.on_token_change(*a)
 
     # -- views -------------------------------------------------------------------------
     def view(self, row: ConnectorRow) -> ConnectorView:
@@ -155,19 +196,34 @@ class ConnectorService:
             last_used_at=row["last_used_at"],
         )
 
+    async def show(self, row: ConnectorRow) -> ConnectorView:
+        view = self.view(row)
+        if row["auth_type"] == "oauth2":
+            view = view.model_copy(update={"oauth": await self.connections.details(row)})
+        return view
+
     async def _row(self, name: str) -> ConnectorRow:
         row = await self.store.get(name)
         if row is None:
             raise ConnectorNotFound(name)
         return row
 
-    def _emit(self, type: EventType, row: ConnectorRow, actor: str | None, **data: Any) -> None:
+    def _emit(
+        self,
+        type: EventType,
+        row: ConnectorRow,
+        actor: str | None,
+        *,
+        user: str | None = None,
+        status: str | None = None,
+        **data: Any,
+    ) -> None:
         self.bus.emit(
             self.bus.new_event(
                 type,
                 actor=Actor(kind="admin", id=actor) if actor else Actor(kind="system", id="connectors"),
-                refs=EventRefs(connector=row["name"]),
-                status=row["status"],
+                refs=EventRefs(connector=row["name"], user=user),
+                status=status or row["status"],
                 data=data,
             )
         )
@@ -199,7 +255,7 @@ class ConnectorService:
         if row is None:
             raise Conflict(f"a connector named {spec.name!r} already exists")
         self._emit(EventType.connector_created, row, actor, auth_type=spec.auth.type, url=spec.url)
-        return self.view(row)
+        return await self.show(row)
 
     def _seal_secret(self, cid: uuid.UUID, secret: dict[str, Any] | None) -> bytes | None:
         if secret is None:
@@ -215,10 +271,10 @@ class ConnectorService:
     async def list(self, group: str) -> list[ConnectorView]:
         if group not in STATUS_GROUPS:
             raise BadInput(f"status group must be one of {', '.join(STATUS_GROUPS)}")
-        return [self.view(r) for r in await self.store.list(STATUS_GROUPS[group])]
+        return [await self.show(r) for r in await self.store.list(STATUS_GROUPS[group])]
 
     async def get(self, name: str) -> ConnectorView:
-        return self.view(await self._row(name))
+        return await self.show(await self._row(name))
 
     async def update(self, name: str, patch: ConnectorUpdate, actor: str) -> ConnectorView:
         row = await self._row(name)
@@ -244,7 +300,13 @@ class ConnectorService:
             fields["secret_sealed"] = self._seal_secret(row["id"], secret)
             fields["status"] = "pending" if isinstance(patch.auth, OAuth2Auth) else "active"
             fields["status_reason"] = None
-            await self.store.purge_tokens(row["id"])
+            if row["auth_type"] == "oauth2":
+                await self.connections.disconnect(row, None)  # revoke what the old auth obtained
+            else:
+                await self.store.purge_tokens(row["id"])
+            await self.store.drop_clients(row["id"])
+        if "url" in fields or "auth_config" in fields:
+            fields["oauth_server"] = None  # discover again on the next consent
         config_changed = bool({"url", "transport", "auth_type", "timeout_s"} & fields.keys())
         new = await self.store.update(name, fields, bump_version=config_changed)
         if new is None:
@@ -258,46 +320,157 @@ class ConnectorService:
             config_changed=config_changed,
             config_version=new["config_version"],
         )
-        return self.view(new)
+        return await self.show(new)
 
     async def disconnect(self, name: str, actor: str) -> ConnectorView:
+        """Purge every credential (fail closed at once), then revoke OAuth tokens at the provider.
+        An oauth2 connector keeps its client settings, so `reconnect` can consent again."""
         row = await self._row(name)
-        await self.store.purge_tokens(row["id"])
-        new = await self.store.update(
-            name,
-            {"status": "disconnected", "status_reason": "disconnected by an admin", "secret_sealed": None},
-            bump_version=True,
-        )
-        assert new is not None
+        fields: dict[str, Any] = {"status": "disconnected", "status_reason": "disconnected by an admin"}
+        revoked: dict[str, str] = {}
+        if row["auth_type"] == "oauth2":
+            revoked = await self.connections.disconnect(row, None)
+        else:
+            await self.store.purge_tokens(row["id"])
+            fields["secret_sealed"] = None
+        new = await self.store.update(name, fields, bump_version=True)
+        if new is None:
+            raise ConnectorNotFound(name)
         self._invalidate(name)
-        self._emit(EventType.connector_disconnected, new, actor)
-        return self.view(new)
+        self._emit(EventType.connector_disconnected, new, actor, revoked=_revocation_summary(revoked))
+        if row["status"] != new["status"]:
+            self._emit(EventType.connector_status_changed, new, actor, previous=row["status"])
+        return await self.show(new)
 
     async def remove(self, name: str, actor: str) -> None:
         row = await self._row(name)
-        await self.store.purge_tokens(row["id"])
+        revoked: dict[str, str] = {}
+        if row["auth_type"] == "oauth2":
+            revoked = await self.connections.disconnect(row, None)  # revoke first, then delete
+        else:
+            await self.store.purge_tokens(row["id"])
         if not await self.store.delete(name):
             raise ConnectorNotFound(name)
         self._invalidate(name)
-        self._emit(EventType.connector_removed, row, actor)
+        self._emit(EventType.connector_removed, row, actor, revoked=_revocation_summary(revoked))
+
+    # -- OAuth consent and connections -------------------------------------------------------
+    async def authorize(self, name: str, actor: str, *, fresh: bool = False) -> ConsentStart:
+        """An organization-wide consent URL (for a per-user connector: the admin's connection)."""
+        row = await self._row(name)
+        started = await self.connections.start(row, "", fresh=fresh)
+        self._emit(EventType.connector_status_changed, row, actor, consent="started", fresh=fresh)
+        return started
+
+    async def reconnect(self, name: str, actor: str) -> ConsentStart:
+        """A fresh consent for the same connector identity: discovery runs again; the tokens
+        held now stay until the new consent completes."""
+        return await self.authorize(name, actor, fresh=True)
+
+    async def user_consent(self, name: str, user: str) -> ConsentStart:
+        row = await self._row(name)
+        if row["scope"] != "per_user":
+            raise BadInput(f"connector {name!r} is organization-wide; an admin authorizes it for everyone")
+        return await self.connections.start(row, user)
+
+    async def user_connection(self, name: str, user: str) -> dict[str, Any]:
+        row = await self._row(name)
+        if row["scope"] != "per_user":
+            raise BadInput(f"connector {name!r} is organization-wide; it has no per-user connections")
+        return await self.connections.connection(row, user)
+
+    async def user_disconnect(self, name: str, user: str, actor: str) -> dict[str, Any]:
+        row = await self._row(name)
+        if row["scope"] != "per_user":
+            raise BadInput(f"connector {name!r} is organization-wide; disconnect the connector instead")
+        revoked = await self.connections.disconnect(row, user)
+        self._emit(EventType.connector_disconnected, row, actor, user=user, revoked=_revocation_summary(revoked))
+        return await self.connections.connection(row, user)
+
+    async def callback(self, params: dict[str, str]) -> tuple[str, str | None]:
+        row, user_key = await self.connections.callback(params)
+        return row["name"], user_key or None
+
+    async def test(self, name: str) -> dict[str, Any]:
+        """List the connector's tools through the proxy (the one egress), with its credential."""
+        row = await self._row(name)
+        try:
+            page = await self.bus.request(
+                UPSTREAM_LIST_TOOLS, ListUpstreamTools(connector=name, page_size=100), timeout=30
+            )
+        except WardenError as e:
+            return {"connector": name, "ok": False, "status": row["status"], "code": str(e.code), "message": e.message}
+        return {
+            "connector": name,
+            "ok": True,
+            "status": row["status"],
+            "tools": [t.name for t in page.tools],
+            "more_tools": bool(page.next_cursor),
+        }
+
+    async def as_json(self, name: str) -> dict[str, Any]:
+        """The connector as a create body, for copying: never a secret (they are listed as omitted)."""
+        row = await self._row(name)
+        cfg = dict(row["auth_config"])
+        auth: dict[str, Any] = {"type": row["auth_type"]}
+        omitted: list[str] = []
+        match row["auth_type"]:
+            case "bearer":
+                omitted = ["auth.token"]
+            case "api_key":
+                auth["header"] = cfg.get("header")
+                omitted = ["auth.key"]
+            case "custom_headers":
+                omitted = [f"auth.headers.{h}" for h in cfg.get("header_names", [])]
+            case "jwt_passthrough":
+                auth.update({k: cfg[k] for k in ("site_public_jwk", "audience", "issuer") if cfg.get(k)})
+                omitted = ["auth.headers (templates)"]
+            case "oauth2":
+                auth.update({k: v for k, v in cfg.items() if k != "extra_header_names" and v is not None})
+                if row["secret_sealed"] is not None and "client_secret" in self._open_secret(row):
+                    omitted.append("auth.client_secret")
+                omitted += [f"auth.extra_headers.{h}" for h in cfg.get("extra_header_names", [])]
+        body: dict[str, Any] = {
+            "name": row["name"],
+            "url": row["url"],
+            "transport": row["transport"],
+            "description": row["description"],
+            "scope": row["scope"],
+            "auth": auth,
+            "timeout_s": row["timeout_s"],
+        }
+        if row["secret_expires_at"] is not None:
+            body["expires_at"] = row["secret_expires_at"].isoformat()
+        return {"connector": body, "secrets_omitted": omitted}
 
     # -- the proxy's credential request ---------------------------------------------------
     async def credential(self, req: CredentialRequest) -> Credential:
         key = (req.connector, req.user or "")
+        now = datetime.now(UTC)
         if req.jwe is None and not req.force_refresh and (hit := self._cache.get(key)) is not None:
-            if hit.expires_at is None or hit.expires_at > datetime.now(UTC) + timedelta(seconds=30):
-                return hit
+            cred, fresh_until = hit
+            if fresh_until is None or fresh_until > now:
+                return cred
         row = await self._row(req.connector)
         status = row["status"]
         if status == "disconnected":
             raise Disconnected(f"connector {req.connector!r} is disconnected; an admin must reconnect it")
-        if status == "reauth_required":
-            raise ReauthRequired(f"connector {req.connector!r} needs to be authorized again")
+        org = row["auth_type"] != "oauth2" or self.connections.user_key(row, req.user) == ""
+        if org and status == "reauth_required":
+            raise ReauthRequired(f"connector {req.connector!r} needs to be authorized again: {row['status_reason']}")
+        if org and status == "expired" and row["auth_type"] == "oauth2":
+            raise CredentialExpired(f"the connection of connector {req.connector!r} expired; an admin must reconnect")
         exp = row["secret_expires_at"]
-        if exp is not None and exp <= datetime.now(UTC):
+        if exp is not None and exp <= now:
             raise CredentialExpired(f"the credential of connector {req.connector!r} expired; an admin must replace it")
+        fresh_until = exp - timedelta(seconds=30) if exp is not None else None
         if row["auth_type"] == "jwt_passthrough":
             headers, exp = self._passthrough_headers(row, req.jwe)
+        elif row["auth_type"] == "oauth2":
+            headers, tokens = await self.connections.headers(row, req.user, force=req.force_refresh)
+            exp = tokens.expires_at
+            if exp is not None:  # cached only until the vault would refresh it
+                fresh_until = exp - timedelta(seconds=self.connections.vault.threshold(tokens))
         else:
             headers = self._static_headers(row)
         for v in headers.values():
@@ -312,7 +485,7 @@ class ConnectorService:
             timeout_s=row["timeout_s"],
         )
         if row["auth_type"] != "jwt_passthrough":
-            self._cache[key] = cred
+            self._cache[key] = (cred, fresh_until)
         return cred
 
     def _passthrough_headers(self, row: ConnectorRow, token: str | None) -> tuple[dict[str, str], datetime | None]:

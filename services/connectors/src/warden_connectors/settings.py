@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from warden_common.runtime import ServiceSettings, settings_config
 from warden_common.settings import CryptoSettings, HttpSettings
 
@@ -14,3 +14,19 @@ class Settings(ServiceSettings):
     allow_insecure_urls: bool = False
     # warn this many days before a static credential expires
     expiry_warning_days: int = Field(default=7, ge=0, le=365)
+    # where browsers reach this service; the redirect URI is `<this>/connect/callback`
+    # (default: http.public_url, else http://<host>:<port>)
+    callback_base_url: str | None = None
+    # key of the consent `state` (32+ bytes, every replica the same); default: derived from the
+    # active key-encryption key
+    state_key: SecretStr | None = None
+    # refresh an access token this long before it expires (at most half its lifetime)
+    refresh_skew_s: float = Field(default=60.0, ge=0, le=3600)
+    # each request to an authorization server
+    oauth_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # the client_name Warden registers under (DCR)
+    client_name: str = Field(default="Warden", max_length=100)
+
+    def redirect_uri(self) -> str:
+        base = self.callback_base_url or self.http.public_url or f"http://{self.http.host}:{self.http.port}"
+        return base.rstrip("/") + "/connect/callback"

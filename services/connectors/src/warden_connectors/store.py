@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-__all__ = ["ConnectorRow", "Store"]
+__all__ = ["ConnectorRow", "Store", "TokenRow"]
 
 ConnectorRow = asyncpg.Record
+TokenRow = asyncpg.Record
+Executor = asyncpg.Pool | asyncpg.Connection
 
 _COLUMNS = (
     "id, name, url, transport, description, scope, auth_type, auth_config, secret_sealed, secret_expires_at,"
-    " status, status_reason, config_version, timeout_s, created_at, updated_at, last_used_at"
+    " status, status_reason, config_version, timeout_s, created_at, updated_at, last_used_at, oauth_server"
 )
+_TOKEN_COLUMNS = (
+    "connector_id, user_key, sealed, expires_at, scopes, version, status, status_reason, updated_at,"
+    " obtained_at, issuer, client_id"
+)
+
+
+def lock_key(*parts: object) -> int:
+    """A signed 64-bit advisory-lock key for a tuple of identities."""
+    raw = "\x1f".join(str(p) for p in parts).encode()
+    return int.from_bytes(hashlib.sha256(b"warden.connectors|" + raw).digest()[:8], "big", signed=True)
 
 
 class Store:
@@ -63,6 +78,9 @@ class Store:
     async def get(self, name: str) -> ConnectorRow | None:
         return await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM connectors WHERE name = $1", name)
 
+    async def get_by_id(self, cid: uuid.UUID) -> ConnectorRow | None:
+        return await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM connectors WHERE id = $1", cid)
+
     async def list(self, statuses: list[str] | None = None) -> list[ConnectorRow]:
         if statuses:
             return await self.pool.fetch(
@@ -84,13 +102,21 @@ class Store:
             f"UPDATE connectors SET {', '.join(sets)} WHERE name = $1 RETURNING {_COLUMNS}", name, *args
         )
 
-    async def set_status(self, cid: uuid.UUID, status: str, reason: str | None) -> None:
-        await self.pool.execute(
-            "UPDATE connectors SET status = $2, status_reason = $3, updated_at = now() WHERE id = $1",
+    async def set_status(
+        self, cid: uuid.UUID, status: str, reason: str | None, *, conn: Executor | None = None
+    ) -> ConnectorRow | None:
+        """Set the status; returns the row only when it changed (so callers emit once)."""
+        return await (conn or self.pool).fetchrow(
+            f"UPDATE connectors SET status = $2, status_reason = $3, updated_at = now()"
+            f" WHERE id = $1 AND (status IS DISTINCT FROM $2 OR status_reason IS DISTINCT FROM $3)"
+            f" RETURNING {_COLUMNS}",
             cid,
             status,
             reason,
         )
+
+    async def set_oauth_server(self, cid: uuid.UUID, server: dict[str, Any] | None) -> None:
+        await self.pool.execute("UPDATE connectors SET oauth_server = $2 WHERE id = $1", cid, server)
 
     async def touch(self, cid: uuid.UUID) -> None:
         await self.pool.execute("UPDATE connectors SET last_used_at = now() WHERE id = $1", cid)
@@ -100,16 +126,143 @@ class Store:
         return res.endswith(" 1")
 
     # -- tokens --------------------------------------------------------------------
-    async def get_token(self, cid: uuid.UUID, user_key: str) -> asyncpg.Record | None:
-        return await self.pool.fetchrow(
-            "SELECT sealed, expires_at, scopes, version, status FROM tokens WHERE connector_id = $1 AND user_key = $2",
-            cid,
-            user_key,
+    @asynccontextmanager
+    async def token_lock(self, cid: uuid.UUID, user_key: str) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction holding the (connector, user) token lock: one refresh at a time across
+        every replica. The lock goes with the transaction (commit or rollback)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("token", cid, user_key))
+            yield conn
+
+    @asynccontextmanager
+    async def client_lock(self, cid: uuid.UUID) -> AsyncIterator[asyncpg.Connection]:
+        """One client registration per connector at a time (a second DCR is a second client)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", lock_key("client", cid))
+            yield conn
+
+    async def get_token(self, cid: uuid.UUID, user_key: str, *, conn: Executor | None = None) -> TokenRow | None:
+        return await (conn or self.pool).fetchrow(
+            f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE connector_id = $1 AND user_key = $2", cid, user_key
         )
 
-    async def purge_tokens(self, cid: uuid.UUID, user_key: str | None = None) -> list[asyncpg.Record]:
-        if user_key is None:
-            return await self.pool.fetch("DELETE FROM tokens WHERE connector_id = $1 RETURNING user_key, sealed", cid)
-        return await self.pool.fetch(
-            "DELETE FROM tokens WHERE connector_id = $1 AND user_key = $2 RETURNING user_key, sealed", cid, user_key
+    async def list_tokens(self, cid: uuid.UUID) -> list[TokenRow]:
+        return await self.pool.fetch(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE connector_id = $1", cid)
+
+    async def put_token(
+        self,
+        cid: uuid.UUID,
+        user_key: str,
+        *,
+        sealed: bytes,
+        expires_at: datetime | None,
+        obtained_at: datetime,
+        scopes: str,
+        issuer: str,
+        client_id: str,
+        conn: Executor | None = None,
+    ) -> TokenRow:
+        return await (conn or self.pool).fetchrow(
+            "INSERT INTO tokens (connector_id, user_key, sealed, expires_at, obtained_at, scopes, issuer, client_id,"
+            " status, status_reason, version, updated_at)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,'active',NULL,1,now())"
+            " ON CONFLICT (connector_id, user_key) DO UPDATE SET sealed = EXCLUDED.sealed,"
+            " expires_at = EXCLUDED.expires_at, obtained_at = EXCLUDED.obtained_at, scopes = EXCLUDED.scopes,"
+            " issuer = EXCLUDED.issuer, client_id = EXCLUDED.client_id, status = 'active', status_reason = NULL,"
+            f" version = tokens.version + 1, updated_at = now() RETURNING {_TOKEN_COLUMNS}",
+            cid,
+            user_key,
+            sealed,
+            expires_at,
+            obtained_at,
+            scopes,
+            issuer,
+            client_id,
         )
+
+    async def set_token_status(
+        self, cid: uuid.UUID, user_key: str, status: str, reason: str | None, *, conn: Executor | None = None
+    ) -> None:
+        await (conn or self.pool).execute(
+            "UPDATE tokens SET status = $3, status_reason = $4, version = version + 1, updated_at = now()"
+            " WHERE connector_id = $1 AND user_key = $2",
+            cid,
+            user_key,
+            status,
+            reason,
+        )
+
+    async def purge_tokens(self, cid: uuid.UUID, user_key: str | None = None) -> list[TokenRow]:
+        if user_key is None:
+            return await self.pool.fetch(f"DELETE FROM tokens WHERE connector_id = $1 RETURNING {_TOKEN_COLUMNS}", cid)
+        return await self.pool.fetch(
+            f"DELETE FROM tokens WHERE connector_id = $1 AND user_key = $2 RETURNING {_TOKEN_COLUMNS}", cid, user_key
+        )
+
+    # -- OAuth clients ---------------------------------------------------------------
+    async def get_client(self, cid: uuid.UUID, issuer: str, *, conn: Executor | None = None) -> asyncpg.Record | None:
+        return await (conn or self.pool).fetchrow(
+            "SELECT client_id, auth_method, source, sealed FROM oauth_clients WHERE connector_id = $1 AND issuer = $2",
+            cid,
+            issuer,
+        )
+
+    async def put_client(
+        self,
+        cid: uuid.UUID,
+        issuer: str,
+        *,
+        client_id: str,
+        auth_method: str,
+        source: str,
+        sealed: bytes,
+        conn: Executor | None = None,
+    ) -> None:
+        await (conn or self.pool).execute(
+            "INSERT INTO oauth_clients (connector_id, issuer, client_id, auth_method, source, sealed)"
+            " VALUES ($1,$2,$3,$4,$5,$6) ON CONFLICT (connector_id, issuer) DO UPDATE SET"
+            " client_id = EXCLUDED.client_id, auth_method = EXCLUDED.auth_method, source = EXCLUDED.source,"
+            " sealed = EXCLUDED.sealed, created_at = now()",
+            cid,
+            issuer,
+            client_id,
+            auth_method,
+            source,
+            sealed,
+        )
+
+    async def drop_clients(self, cid: uuid.UUID) -> None:
+        await self.pool.execute("DELETE FROM oauth_clients WHERE connector_id = $1", cid)
+
+    # -- pending consent flows ---------------------------------------------------------
+    async def add_flow(self, nonce: str, cid: uuid.UUID, user_key: str, expires_at: datetime) -> None:
+        await self.pool.execute("DELETE FROM oauth_flows WHERE expires_at < now() - interval '1 hour'")
+        await self.pool.execute(
+            "INSERT INTO oauth_flows (nonce, connector_id, user_key, expires_at) VALUES ($1,$2,$3,$4)",
+            nonce,
+            cid,
+            user_key,
+            expires_at,
+        )
+
+    async def consume_flow(self, nonce: str) -> asyncpg.Record | None:
+        """The single use of a state: whichever replica deletes the row first wins."""
+        return await self.pool.fetchrow(
+            "DELETE FROM oauth_flows WHERE nonce = $1 AND expires_at > now() RETURNING connector_id, user_key", nonce
+        )
+
+    async def pending_flow(self, cid: uuid.UUID, user_key: str) -> bool:
+        return bool(
+            await self.pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM oauth_flows WHERE connector_id = $1 AND user_key = $2"
+                " AND expires_at > now())",
+                cid,
+                user_key,
+            )
+        )
+
+    async def drop_flows(self, cid: uuid.UUID, user_key: str | None = None) -> None:
+        if user_key is None:
+            await self.pool.execute("DELETE FROM oauth_flows WHERE connector_id = $1", cid)
+        else:
+            await self.pool.execute("DELETE FROM oauth_flows WHERE connector_id = $1 AND user_key = $2", cid, user_key)

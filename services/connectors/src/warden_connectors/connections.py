@@ -1,0 +1,239 @@
+"""Connections of oauth2 connectors: consent start, callback, runtime headers, per-user
+connections, revocation, and what show() says about them.
+
+A connection is a token row keyed (connector, user key): `''` for the organization (the
+admin's consent; for a per-user connector it serves tool discovery and callers without a
+user), the user's id for a per-user connection. A caller only ever reaches the row of its own
+key: the key comes from the proxy's request, never from anything the caller chose.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+from warden_common.contracts import EventType
+from warden_common.errors import NotFound
+
+from warden_connectors.consent import Consent, ConsentStart
+from warden_connectors.errors import BadInput, ConsentRequired
+from warden_connectors.oauth import OAuthError, OAuthServer, TokenSet
+from warden_connectors.store import ConnectorRow, Store
+from warden_connectors.tokens import RefreshOutcome, TokenVault
+
+__all__ = ["ConnectionState", "Connections", "Emit"]
+
+log = logging.getLogger(__name__)
+
+ConnectionState = Literal["connection_required", "verifying", "connected", "reauth_required", "expired"]
+Emit = Callable[..., None]  # (type, row, actor, *, user=None, status=None, **data)
+
+
+class Connections:
+    def __init__(
+        self,
+        store: Store,
+        consent: Consent,
+        vault: TokenVault,
+        *,
+        emit: Emit,
+        open_secret: Callable[[ConnectorRow], dict[str, Any]],
+        invalidate: Callable[[str], None],
+    ) -> None:
+        self.store = store
+        self.consent = consent
+        self.vault = vault
+        self.emit = emit
+        self.open_secret = open_secret
+        self.invalidate = invalidate
+
+    @staticmethod
+    def user_key(row: ConnectorRow, user: str | None) -> str:
+        return user if row["scope"] == "per_user" and user else ""
+
+    @staticmethod
+    def _require_oauth(row: ConnectorRow) -> None:
+        if row["auth_type"] != "oauth2":
+            raise BadInput(f"connector {row['name']!r} does not use OAuth (auth type {row['auth_type']})")
+
+    # -- consent -----------------------------------------------------------------------
+    async def start(self, row: ConnectorRow, user_key: str = "", *, fresh: bool = False) -> ConsentStart:
+        self._require_oauth(row)
+        if user_key and row["scope"] != "per_user":
+            raise BadInput(f"connector {row['name']!r} is organization-wide: per-user connections do not apply")
+        return await self.consent.start(row, user_key, self.open_secret(row), fresh=fresh)
+
+    async def callback(self, params: Mapping[str, str]) -> tuple[ConnectorRow, str]:
+        """The browser came back: consume the state, redeem the code, store the tokens sealed."""
+        flow = self.consent.peek(params.get("state"))
+        try:
+            cid = uuid.UUID(flow.connector_id)
+        except ValueError:
+            raise NotFound("the connector of this consent no longer exists") from None
+        row = await self.store.get_by_id(cid)
+        if row is None or row["auth_type"] != "oauth2":
+            raise NotFound("the connector of this consent no longer exists")
+        try:
+            done = await self.consent.finish(row, flow, params, self.open_secret(row))
+        except OAuthError as e:
+            await self._failed(row, flow.user, e)
+            raise
+        await self.vault.save(row, done.user_key, done.tokens, done.server, done.client.client_id)
+        new = await self.store.set_status(row["id"], "active", None) or row
+        self.invalidate(row["name"])
+        self.emit(
+            EventType.connector_connected,
+            new,
+            None,
+            user=done.user_key or None,
+            issuer=done.server.issuer,
+            scopes=list(done.tokens.scope),
+        )
+        if new is not row:
+            self.emit(EventType.connector_status_changed, new, None, previous=row["status"])
+        return new, done.user_key
+
+    async def _failed(self, row: ConnectorRow, user_key: str, e: OAuthError) -> None:
+        """A consent that came back refused: an organization connection not yet active says so."""
+        if user_key == "" and row["status"] != "active":
+            new = await self.store.set_status(row["id"], "error", e.message[:500])
+            if new is not None:
+                self.emit(EventType.connector_status_changed, new, None, previous=row["status"], reason=e.message)
+
+    # -- the proxy's credential ---------------------------------------------------------
+    async def headers(self, row: ConnectorRow, user: str | None, *, force: bool) -> tuple[dict[str, str], TokenSet]:
+        key = self.user_key(row, user)
+        secret = self.open_secret(row)
+        try:
+            tokens = await self.vault.access(row, key, secret, force=force)
+        except ConsentRequired:
+            if key:
+                started = await self.consent.start(row, key, secret)
+                raise ConsentRequired(
+                    f"{user} has not connected {row['name']} yet: open the consent URL to connect",
+                    details={"consent_url": started.url, "expires_at": started.expires_at.isoformat()},
+                ) from None
+            raise ConsentRequired(
+                f"connector {row['name']!r} is not authorized yet: an admin must authorize it "
+                f"(POST /v1/connectors/{row['name']}/authorize or `warden connectors reconnect {row['name']}`)"
+            ) from None
+        headers = dict(secret.get("headers") or {})
+        headers["Authorization"] = f"Bearer {tokens.access_token.get_secret_value()}"
+        return headers, tokens
+
+    async def on_token_change(
+        self, row: ConnectorRow, user_key: str, outcome: RefreshOutcome, data: dict[str, Any]
+    ) -> None:
+        """Called by the vault after a refresh attempt: events and statuses, never a secret."""
+        user = user_key or None
+        self.invalidate(row["name"])
+        if outcome == "refreshed":
+            self.emit(EventType.connector_refreshed, row, None, user=user, **data)
+            return
+        self.emit(EventType.connector_refresh_failed, row, None, user=user, outcome=outcome, **data)
+        if outcome not in ("reauth_required", "expired"):
+            return
+        if user_key == "":
+            new = await self.store.set_status(row["id"], outcome, str(data.get("reason") or "")[:500])
+            if new is not None:
+                self.emit(EventType.connector_status_changed, new, None, previous=row["status"])
+        else:
+            self.emit(EventType.connector_status_changed, row, None, user=user, status=outcome, connection=outcome)
+
+    # -- per-user connections -----------------------------------------------------------------
+    async def connection(self, row: ConnectorRow, user: str) -> dict[str, Any]:
+        self._require_oauth(row)
+        key = self.user_key(row, user)
+        trow = await self.store.get_token(row["id"], key)
+        state: ConnectionState
+        if trow is not None and trow["status"] == "active":
+            state = "connected"
+        elif trow is not None and trow["status"] in ("reauth_required", "expired"):
+            state = trow["status"]
+        elif await self.store.pending_flow(row["id"], key):
+            state = "verifying"
+        else:
+            state = "connection_required"
+        out: dict[str, Any] = {"connector": row["name"], "user": user, "status": state}
+        if trow is not None:
+            out.update(
+                scopes=trow["scopes"].split(),
+                connected_at=trow["obtained_at"],
+                expires_at=trow["expires_at"],
+                reason=trow["status_reason"],
+            )
+        return out
+
+    async def disconnect(self, row: ConnectorRow, user_key: str | None) -> dict[str, str]:
+        """Purge the tokens of one user key (or all), then revoke them at the provider.
+        Purging first means every request fails closed even if the provider is slow."""
+        rows = await self.store.purge_tokens(row["id"], user_key)
+        await self.store.drop_flows(row["id"], user_key)
+        self.invalidate(row["name"])
+        secret = self.open_secret(row) if row["auth_type"] == "oauth2" else {}
+        outcomes: dict[str, str] = {}
+        for trow in rows:
+            try:
+                held = self.vault.open(trow)
+                result = await self.consent.revoke(row, held.tokens, secret)
+            except (OAuthError, ValueError, KeyError) as e:
+                log.warning("revoking tokens of %s failed: %s", row["name"], getattr(e, "message", type(e).__name__))
+                outcomes[trow["user_key"]] = "failed"
+                continue
+            if result is None:
+                outcomes[trow["user_key"]] = "no_endpoint"
+            else:
+                outcomes[trow["user_key"]] = result.refresh_token or result.access_token or "none"
+        return outcomes
+
+    # -- show ------------------------------------------------------------------------------
+    async def details(self, row: ConnectorRow) -> dict[str, Any]:
+        """Discovered endpoints, the client (id, whether a secret is stored), redirect URI,
+        granted scopes. No secrets."""
+        cfg = row["auth_config"]
+        out: dict[str, Any] = {"redirect_uri": self.consent.redirect_uri}
+        server = OAuthServer.model_validate(row["oauth_server"]) if row["oauth_server"] else None
+        if server is not None:
+            out.update(
+                issuer=server.issuer,
+                authorization_endpoint=server.authorization_endpoint,
+                token_endpoint=server.token_endpoint,
+                registration_endpoint=server.registration_endpoint,
+                revocation_endpoint=server.revocation_endpoint,
+                resource=server.resource,
+                requested_scopes=list(server.scopes_to_request()),
+            )
+        if cfg.get("client_id"):
+            out.update(
+                client_id=cfg["client_id"],
+                client_source="static",
+                token_endpoint_auth_method=cfg.get("token_endpoint_auth_method")
+                or ("client_secret_basic" if row["secret_sealed"] is not None else "none"),
+                client_secret_stored="client_secret" in self.open_secret(row),
+            )
+        elif server is not None and (rec := await self.store.get_client(row["id"], server.issuer)) is not None:
+            out.update(
+                client_id=rec["client_id"],
+                client_source=rec["source"],
+                token_endpoint_auth_method=rec["auth_method"],
+                client_secret_stored=rec["auth_method"] != "none",
+            )
+        tokens = await self.store.list_tokens(row["id"])
+        org = next((t for t in tokens if t["user_key"] == ""), None)
+        if org is not None:
+            out.update(
+                granted_scopes=org["scopes"].split(),
+                connected_at=_iso(org["obtained_at"]),
+                token_expires_at=_iso(org["expires_at"]),
+                connection_status=org["status"],
+            )
+        if row["scope"] == "per_user":
+            out["user_connections"] = sum(1 for t in tokens if t["user_key"] and t["status"] == "active")
+        return out
+
+
+def _iso(v: datetime | None) -> str | None:
+    return v.isoformat() if v is not None else None

@@ -1,0 +1,230 @@
+"""The consent side of oauth2 connectors, over the `oauth` core: which server, which client,
+where to send the person, what to do with the callback, and revocation.
+
+- The discovered server picture is persisted on the connector (`oauth_server`), so every
+  replica and every restart refreshes against the same endpoints; `reconnect` discovers again.
+- The client is the admin's static one (from the connector's config and sealed secret), or a
+  DCR/CIMD registration persisted sealed in `oauth_clients`, obtained under a per-connector
+  lock so two replicas never register twice.
+- Each consent URL has a row in `oauth_flows` (its state nonce); the callback deletes it
+  (`DELETE ... RETURNING`), so a state works once across replicas.
+
+No FastAPI, no NATS: the service and the HTTP edge call this.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import SecretStr
+from warden_common.crypto import Sealer
+
+from warden_connectors.oauth import (
+    AuthorizationRequest,
+    ClientRegistration,
+    DiscoveryCache,
+    FlowState,
+    GuardedHttp,
+    OAuthOverrides,
+    OAuthServer,
+    RevocationResult,
+    StateCodec,
+    StateInvalid,
+    StaticClient,
+    TokenSet,
+    authorization_url,
+    exchange_code,
+    obtain_client,
+    parse_callback,
+    revoke,
+)
+from warden_connectors.store import ConnectorRow, Store
+
+__all__ = ["Consent", "ConsentStart", "DbNonceStore", "Finished", "client_aad"]
+
+log = logging.getLogger(__name__)
+
+_OVERRIDE_KEYS = (
+    "issuer",
+    "authorization_endpoint",
+    "token_endpoint",
+    "registration_endpoint",
+    "revocation_endpoint",
+    "audience",
+    "resource",
+    "omit_resource",
+)
+
+
+def client_aad(cid: uuid.UUID, issuer: str) -> str:
+    return f"connectors/client/{cid}/{issuer}"
+
+
+class DbNonceStore:
+    """`NonceStore` over `oauth_flows`: a nonce is usable only if its row exists, and only once."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def consume(self, nonce: str, expires_at: float) -> bool:
+        return await self.store.consume_flow(nonce) is not None
+
+
+@dataclass(frozen=True)
+class ConsentStart:
+    url: str
+    expires_at: datetime
+    user_key: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A completed callback: for which connector and user, and the tokens (secret)."""
+
+    connector_id: uuid.UUID
+    user_key: str
+    tokens: TokenSet
+    server: OAuthServer
+    client: ClientRegistration
+
+    def __repr__(self) -> str:
+        return f"Finished(connector_id={self.connector_id}, user_key={self.user_key!r})"
+
+
+def overrides_of(cfg: Mapping[str, Any]) -> OAuthOverrides:
+    kw: dict[str, Any] = {k: cfg[k] for k in _OVERRIDE_KEYS if cfg.get(k) is not None}
+    if cfg.get("scopes") is not None:
+        kw["scopes"] = tuple(cfg["scopes"])
+    return OAuthOverrides(**kw)
+
+
+class Consent:
+    def __init__(
+        self,
+        store: Store,
+        sealer: Sealer,
+        http: GuardedHttp,
+        codec: StateCodec,
+        *,
+        redirect_uri: str,
+        discovery: DiscoveryCache | None = None,
+        client_name: str = "Warden",
+    ) -> None:
+        self.store = store
+        self.sealer = sealer
+        self.http = http
+        self.codec = codec
+        self.redirect_uri = redirect_uri
+        self.discovery = discovery or DiscoveryCache(ttl_s=300)
+        self.client_name = client_name
+
+    # -- the authorization server -----------------------------------------------------
+    async def server(self, row: ConnectorRow, *, fresh: bool = False) -> OAuthServer:
+        """The connector's server picture: persisted, or discovered now (and persisted)."""
+        if row["oauth_server"] and not fresh:
+            return OAuthServer.model_validate(row["oauth_server"])
+        if fresh:
+            self.discovery.invalidate(row["url"])
+        server = await self.discovery.get(self.http, row["url"], overrides_of(row["auth_config"]))
+        await self.store.set_oauth_server(row["id"], server.model_dump(mode="json", exclude={"prm", "metadata"}))
+        return server
+
+    # -- the client ----------------------------------------------------------------------
+    def _static(self, row: ConnectorRow, secret: Mapping[str, Any]) -> StaticClient | None:
+        cfg = row["auth_config"]
+        if not cfg.get("client_id"):
+            return None
+        cs = secret.get("client_secret")
+        return StaticClient(
+            client_id=cfg["client_id"],
+            client_secret=SecretStr(cs) if cs else None,
+            token_endpoint_auth_method=cfg.get("token_endpoint_auth_method"),
+        )
+
+    def _open_client(self, row: ConnectorRow, issuer: str, rec: Any) -> ClientRegistration:
+        data = json.loads(self.sealer.open(rec["sealed"], client_aad(row["id"], issuer)))
+        return ClientRegistration.model_validate(data)
+
+    async def client(
+        self, row: ConnectorRow, server: OAuthServer, secret: Mapping[str, Any], *, create: bool = True
+    ) -> ClientRegistration:
+        static = self._static(row, secret)
+        if static is not None:
+            return await obtain_client(self.http, server, redirect_uri=self.redirect_uri, static=static)
+        rec = await self.store.get_client(row["id"], server.issuer)
+        if rec is not None:
+            return self._open_client(row, server.issuer, rec)
+        if not create:
+            raise StateInvalid("this connector has no OAuth client any more; start the connection again")
+        async with self.store.client_lock(row["id"]) as conn:
+            rec = await self.store.get_client(row["id"], server.issuer, conn=conn)
+            if rec is not None:  # another replica registered while we waited
+                return self._open_client(row, server.issuer, rec)
+            reg = await obtain_client(
+                self.http,
+                server,
+                redirect_uri=self.redirect_uri,
+                allow_dcr=bool(row["auth_config"].get("use_dcr", True)),
+                client_name=f"{self.client_name} ({row['name']})",
+            )
+            plain = reg.model_dump(mode="json")
+            for k in ("client_secret", "registration_access_token"):
+                v = getattr(reg, k)
+                plain[k] = v.get_secret_value() if v is not None else None
+            await self.store.put_client(
+                row["id"],
+                server.issuer,
+                client_id=reg.client_id,
+                auth_method=reg.token_endpoint_auth_method,
+                source=reg.source,
+                sealed=self.sealer.seal(json.dumps(plain).encode(), client_aad(row["id"], server.issuer)),
+                conn=conn,
+            )
+            return reg
+
+    # -- start and finish a consent --------------------------------------------------------
+    async def start(
+        self, row: ConnectorRow, user_key: str, secret: Mapping[str, Any], *, fresh: bool = False
+    ) -> ConsentStart:
+        server = await self.server(row, fresh=fresh)
+        client = await self.client(row, server, secret)
+        req: AuthorizationRequest = authorization_url(
+            server, client, self.codec, connector_id=str(row["id"]), user=user_key
+        )
+        expires = datetime.fromtimestamp(req.flow.expires_at, UTC)
+        await self.store.add_flow(req.flow.nonce, row["id"], user_key, expires)
+        return ConsentStart(url=req.url, expires_at=expires, user_key=user_key)
+
+    def peek(self, state: str | None) -> FlowState:
+        return self.codec.peek(state)
+
+    async def finish(
+        self, row: ConnectorRow, flow: FlowState, params: Mapping[str, str], secret: Mapping[str, Any]
+    ) -> Finished:
+        """Consume the state (once, across replicas), check the response, redeem the code."""
+        server = await self.server(row)
+        client = await self.client(row, server, secret, create=False)
+        consumed = await self.codec.consume(params.get("state"), user=flow.user, connector_id=str(row["id"]))
+        code = parse_callback(params, server, consumed)
+        tokens = await exchange_code(self.http, server, client, code, consumed)
+        return Finished(row["id"], consumed.user, tokens, server, client)
+
+    # -- revocation --------------------------------------------------------------------
+    async def revoke(self, row: ConnectorRow, tokens: TokenSet, secret: Mapping[str, Any]) -> RevocationResult | None:
+        """RFC 7009, best effort: refresh token first. None when there is nothing to revoke with."""
+        if not row["oauth_server"]:
+            return None
+        server = OAuthServer.model_validate(row["oauth_server"])
+        try:
+            client = await self.client(row, server, secret, create=False)
+        except StateInvalid:
+            return None
+        return await revoke(
+            self.http, server, client, refresh_token=tokens.refresh_token, access_token=tokens.access_token
+        )
