@@ -1,3 +1,5 @@
+"""`warden-tool-registry` / `python -m warden_registry`: build the settings, serve."""
+
 from __future__ import annotations
 
 import sys
@@ -13,17 +15,13 @@ def main() -> None:
 
     try:
         settings = Settings()  # type: ignore[call-arg]
-        app = create_app(settings)
     except ValidationError as e:
         err = e.errors()[0]
         loc = "__".join(str(x) for x in err["loc"]).upper()
-        print(f"warden-registry: bad setting WARDEN_REGISTRY_{loc}: {err['msg']}", file=sys.stderr)
-        sys.exit(2)
-    except ValueError as e:
-        print(f"warden-registry: bad setting: {e}", file=sys.stderr)
+        print(f"warden-registry: bad setting: WARDEN_REGISTRY_{loc}: {err['msg']}", file=sys.stderr)
         sys.exit(2)
     setup_logging("registry", settings.log_level)
-    serve_http(app, settings.http, "registry")
+    serve_http(create_app(settings), settings.http, "registry")
 
 
 if __name__ == "__main__":
