@@ -1,0 +1,474 @@
+"""OAuth connectors end to end: a real authorization server (oidc-provider), a real MCP server
+that validates its JWTs, and the whole Warden stack (connectors, registry, proxy, audit)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from support.admin import Admin, admin_client, agent
+from support.consent import (
+    callback_url,
+    complete_consent,
+    connectors_db,
+    gather_bounded,
+    hit_callback,
+    jwt_claims,
+    open_tokens,
+    provider_redirect,
+    stack_bus,
+)
+from support.oauth import registered_clients
+from support.oidc import OidcProvider, oidc_provider
+from support.protected_mcp import ProtectedMcp, protected_mcp
+from warden_cli.embedded import Stack, free_port
+from warden_common.contracts import CREDENTIALS_GET, Credential, CredentialRequest, ErrorCode
+from warden_common.errors import WardenError
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Idp:
+    op: OidcProvider
+    mcp: ProtectedMcp
+
+
+@asynccontextmanager
+async def idp(stack: Stack, at_ttl: int = 3600) -> AsyncIterator[Idp]:
+    async with (
+        oidc_provider(at_ttl=at_ttl, clients=registered_clients(callback_url(stack))) as op,
+        protected_mcp(op.issuer) as mcp,
+    ):
+        yield Idp(op, mcp)
+
+
+@pytest.fixture(scope="module")
+async def env(stack: Stack) -> AsyncIterator[Idp]:
+    async with idp(stack) as e:
+        yield e
+
+
+def _text(result: Any) -> str:
+    return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+async def add_oauth(admin: Admin, url: str, *, authorize: bool = True, **auth: Any) -> dict[str, Any]:
+    name = "o" + secrets.token_hex(4)
+    scope = auth.pop("scope", None)
+    body: dict[str, Any] = {"name": name, "url": url, "auth": {"type": "oauth2", **auth}}
+    if scope:
+        body["scope"] = scope
+    q = "?authorize=true" if authorize else ""
+    return dict(await admin.req("POST", "connectors", f"/v1/connectors{q}", json=body, expect=201))
+
+
+async def credential(stack: Stack, connector: str, user: str | None = None, force: bool = False) -> Credential:
+    async with stack_bus(stack) as bus:
+        return await bus.request(
+            CREDENTIALS_GET, CredentialRequest(connector=connector, user=user, force_refresh=force)
+        )
+
+
+async def refusal(stack: Stack, connector: str, user: str | None = None) -> WardenError:
+    with pytest.raises(WardenError) as ei:
+        await credential(stack, connector, user)
+    return ei.value
+
+
+async def connect_and_expose(stack: Stack, admin: Admin, env: Idp, login: str, **auth: Any) -> tuple[str, str]:
+    """add & authorize -> consent in the browser -> tools registered -> an agent key."""
+    view = await add_oauth(admin, env.mcp.url, **auth)
+    page = await complete_consent(stack, view["consent_url"], login)
+    assert page.status_code == 200, page.text
+    name = view["name"]
+    await admin.register(name, [{"name": "whoami"}, {"name": "echo"}])
+    key = await admin.key(await admin.profile([f"{name}__*"]))
+    return name, key
+
+
+# --- the happy paths -----------------------------------------------------------------------
+
+
+async def test_dcr_add_and_authorize_then_an_agent_calls_through_the_proxy(stack: Stack, env: Idp) -> None:
+    async with admin_client(stack) as admin:
+        view = await add_oauth(admin, env.mcp.url)
+        assert view["status"] == "pending" and view["consent_url"].startswith(env.op.issuer)
+        page = await complete_consent(stack, view["consent_url"], "org-admin")
+        assert page.status_code == 200 and page.json()["ok"] is True, page.text
+        name = view["name"]
+
+        shown = await admin.req("GET", "connectors", f"/v1/connectors/{name}")
+        oauth = shown["oauth"]
+        assert shown["status"] == "active"
+        assert oauth["issuer"] == env.op.issuer and oauth["token_endpoint"].startswith(env.op.issuer)
+        assert oauth["client_source"] == "dcr" and oauth["client_secret_stored"] is True and oauth["client_id"]
+        assert oauth["redirect_uri"] == callback_url(stack)
+        assert "mcp:tools" in oauth["granted_scopes"]
+
+        await admin.register(name, [{"name": "whoami"}])
+        key = await admin.key(await admin.profile([f"{name}__whoami"]))
+        seen = len(env.mcp.verifier.seen)
+        async with agent(stack, key) as client:
+            r = await client.call_tool(f"{name}__whoami", {})
+        assert not r.is_error and _text(r) == "org-admin"
+        assert env.mcp.verifier.seen[seen:] and env.mcp.verifier.seen[-1] == "org-admin"
+
+        test = await admin.req("POST", "connectors", f"/v1/connectors/{name}/test")
+        assert test["ok"] is True and "whoami" in test["tools"]
+        copied = await admin.req("GET", "connectors", f"/v1/connectors/{name}/json")
+        assert copied["connector"]["auth"]["type"] == "oauth2" and copied["connector"]["url"] == env.mcp.url
+
+        tokens = await open_tokens(stack, name)
+        assert tokens is not None
+        everything = "".join(admin.responses) + page.text
+        for secret in (tokens["access_token"], tokens["refresh_token"]):
+            assert secret not in everything
+
+
+@pytest.mark.parametrize("client_id", ["reg-post", "reg-basic", "reg-public"])
+async def test_registered_client_connects_with_each_auth_method(stack: Stack, env: Idp, client_id: str) -> None:
+    spec = next(c for c in registered_clients(callback_url(stack)) if c["client_id"] == client_id)
+    auth: dict[str, Any] = {"client_id": client_id, "token_endpoint_auth_method": spec["token_endpoint_auth_method"]}
+    if "client_secret" in spec:
+        auth["client_secret"] = spec["client_secret"]
+    async with admin_client(stack) as admin:
+        name, key = await connect_and_expose(stack, admin, env, f"user-{client_id}", **auth)
+        shown = await admin.req("GET", "connectors", f"/v1/connectors/{name}")
+        assert shown["oauth"]["client_id"] == client_id and shown["oauth"]["client_source"] == "static"
+        assert shown["oauth"]["client_secret_stored"] is ("client_secret" in spec)
+        async with agent(stack, key) as client:
+            assert _text(await client.call_tool(f"{name}__whoami", {})) == f"user-{client_id}"
+        # a forced refresh (what the proxy asks after an upstream 401) authenticates the same way
+        before = await env.op.refresh_requests(client_id)
+        cred = await credential(stack, name, force=True)
+        assert await env.op.refresh_requests(client_id) == before + 1
+        assert jwt_claims(cred.headers["Authorization"][7:])["sub"] == f"user-{client_id}"
+        if "client_secret" in spec:
+            assert spec["client_secret"] not in "".join(admin.responses)
+
+
+# --- refresh, rotation, single flight ------------------------------------------------------
+
+
+async def _until_expired(stack: Stack, name: str) -> None:
+    """Wait for the clock to pass the access token's expiry (the token's own TTL, bounded)."""
+    tokens = await open_tokens(stack, name)
+    assert tokens is not None and tokens["expires_at"]
+    left = (datetime.fromisoformat(tokens["expires_at"]) - datetime.now(UTC)).total_seconds()
+    assert left < 30
+    await asyncio.sleep(max(0.0, left) + 0.2)
+
+
+async def test_refresh_rotates_transparently_after_expiry(stack: Stack) -> None:
+    async with idp(stack, at_ttl=4) as short, admin_client(stack) as admin:
+        name, key = await connect_and_expose(stack, admin, short, "rita")
+        first = await open_tokens(stack, name)
+        assert first is not None
+        await _until_expired(stack, name)
+        async with agent(stack, key) as client:
+            assert _text(await client.call_tool(f"{name}__whoami", {})) == "rita"
+        second = await open_tokens(stack, name)
+        assert second is not None
+        assert second["access_token"] != first["access_token"]
+        assert second["refresh_token"] != first["refresh_token"]  # rotated, stored
+        assert (await short.op.introspect(second["refresh_token"]))["active"] is True
+        assert await short.op.refresh_requests() >= 1
+
+
+async def test_a_refresh_token_used_elsewhere_means_reauth_required(stack: Stack) -> None:
+    async with idp(stack, at_ttl=4) as short, admin_client(stack) as admin:
+        name, key = await connect_and_expose(
+            stack,
+            admin,
+            short,
+            "rhea",
+            client_id="reg-post",
+            client_secret="reg-post-secret-0123456789",
+            token_endpoint_auth_method="client_secret_post",
+        )
+        tokens = await open_tokens(stack, name)
+        assert tokens is not None
+        # someone else redeems the refresh token: it rotates, and Warden's copy becomes a reuse
+        async with httpx.AsyncClient(trust_env=False) as h:
+            r = await h.post(
+                f"{short.op.issuer}/token",
+                data={
+                    "grant_type": "refresh_token",
+                    "refresh_token": tokens["refresh_token"],
+                    "client_id": "reg-post",
+                    "client_secret": "reg-post-secret-0123456789",
+                },
+            )
+            assert r.status_code == 200, r.text
+        await _until_expired(stack, name)
+        err = await refusal(stack, name)
+        assert err.code == ErrorCode.reauth_required
+        shown = await admin.req("GET", "connectors", f"/v1/connectors/{name}")
+        assert shown["status"] == "reauth_required"
+        async with agent(stack, key) as client:
+            r2 = await client.call_tool(f"{name}__whoami", {})
+        assert r2.is_error and "authorized again" in _text(r2)
+
+
+@asynccontextmanager
+async def second_connectors(stack: Stack) -> AsyncIterator[str]:
+    """Another connectors replica, same env (same database, NATS root, keys, callback)."""
+    port = free_port()
+    orig_port = stack.cfg.ports["connectors"]
+    orig_env = dict(stack.cfg.extra_env.get("connectors", {}))
+    stack.cfg.ports["connectors"] = port
+    stack.cfg.extra_env["connectors"] = {**orig_env, "WARDEN_CONNECTORS_CALLBACK_BASE_URL": stack.urls["connectors"]}
+    try:
+        proc = stack.start_service("connectors")
+    finally:
+        stack.cfg.ports["connectors"] = orig_port
+        stack.cfg.extra_env["connectors"] = orig_env
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(timeout=2) as h, asyncio.timeout(60):
+            while True:
+                assert proc.popen.poll() is None, proc.log_path.read_text()[-2000:]
+                try:
+                    if (await h.get(f"{url}/readyz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        yield url
+    finally:
+        proc.popen.terminate()
+        proc.popen.wait(10)
+        stack.procs.remove(proc)
+
+
+async def test_fifty_concurrent_requests_on_two_replicas_refresh_once(stack: Stack) -> None:
+    async with idp(stack, at_ttl=6) as short, admin_client(stack) as admin, second_connectors(stack):
+        view = await add_oauth(admin, short.mcp.url)
+        assert (await complete_consent(stack, view["consent_url"], "sam")).status_code == 200
+        name = view["name"]
+        client_id = (await admin.req("GET", "connectors", f"/v1/connectors/{name}"))["oauth"]["client_id"]
+        old = await open_tokens(stack, name)
+        assert old is not None
+        await _until_expired(stack, name)
+        before = await short.op.refresh_requests(client_id)
+
+        async with stack_bus(stack) as bus:
+            started = time.perf_counter()
+            answers = await gather_bounded(
+                *(bus.request(CREDENTIALS_GET, CredentialRequest(connector=name)) for _ in range(50))
+            )
+            elapsed = time.perf_counter() - started
+        errors = [a for a in answers if isinstance(a, BaseException)]
+        assert not errors, errors[:3]
+        refreshes = await short.op.refresh_requests(client_id) - before
+        new = await open_tokens(stack, name)
+        assert new is not None and new["access_token"] != old["access_token"]
+        got = {a.headers["Authorization"] for a in answers}
+        print(f"\nsingle-flight: 50 concurrent requests, 2 replicas: {refreshes} refresh request(s), {elapsed:.2f}s")
+        assert refreshes == 1
+        assert got == {f"Bearer {new['access_token']}"}
+
+
+# --- disconnect, remove ----------------------------------------------------------------------
+
+
+async def test_disconnect_revokes_at_the_provider_and_every_tool_fails_closed(stack: Stack, env: Idp) -> None:
+    async with admin_client(stack) as admin:
+        name, key = await connect_and_expose(stack, admin, env, "dora")
+        tokens = await open_tokens(stack, name)
+        assert tokens is not None
+        assert (await env.op.introspect(tokens["refresh_token"]))["active"] is True
+        async with agent(stack, key) as client:
+            assert _text(await client.call_tool(f"{name}__whoami", {})) == "dora"
+            await admin.req("POST", "connectors", f"/v1/connectors/{name}/disconnect")
+            assert (await env.op.introspect(tokens["refresh_token"]))["active"] is False
+            assert await open_tokens(stack, name) is None
+            for tool in ("whoami", "echo"):
+                r = await client.call_tool(f"{name}__{tool}", {"text": "x"} if tool == "echo" else {})
+                assert r.is_error and "disconnected" in _text(r)
+        assert (await refusal(stack, name)).code == ErrorCode.disconnected
+
+        # reconnect: a fresh consent for the same connector brings it back
+        again = await admin.req("POST", "connectors", f"/v1/connectors/{name}/reconnect")
+        assert (await complete_consent(stack, again["consent_url"], "dora")).status_code == 200
+        async with agent(stack, key) as client:
+            assert _text(await client.call_tool(f"{name}__whoami", {})) == "dora"
+
+        renewed = await open_tokens(stack, name)
+        assert renewed is not None
+        await admin.req("DELETE", "connectors", f"/v1/connectors/{name}", expect=204)
+        assert (await env.op.introspect(renewed["refresh_token"]))["active"] is False
+
+
+# --- per-user connections ----------------------------------------------------------------------
+
+
+async def test_per_user_tokens_are_isolated_and_a_missing_connection_answers_a_consent_url(
+    stack: Stack, env: Idp
+) -> None:
+    async with admin_client(stack) as admin:
+        view = await add_oauth(admin, env.mcp.url, authorize=False, scope="per_user")
+        name = view["name"]
+        path = f"/v1/connectors/{name}/connections"
+        assert (await admin.req("GET", "connectors", f"{path}/alice"))["status"] == "connection_required"
+        for user in ("alice", "bob"):
+            started = await admin.req("POST", "connectors", f"{path}/{user}/consent")
+            assert (await admin.req("GET", "connectors", f"{path}/{user}"))["status"] == "verifying"
+            page = await complete_consent(stack, started["consent_url"], user)
+            assert page.status_code == 200 and page.json()["user"] == user
+            assert (await admin.req("GET", "connectors", f"{path}/{user}"))["status"] == "connected"
+
+        subs = {}
+        for user in ("alice", "bob"):
+            cred = await credential(stack, name, user)
+            subs[user] = jwt_claims(cred.headers["Authorization"][7:])["sub"]
+        assert subs == {"alice": "alice", "bob": "bob"}
+
+        err = await refusal(stack, name, "carol")
+        assert err.code == ErrorCode.consent_required and err.details["consent_url"].startswith(env.op.issuer)
+        # carol's consent URL puts tokens in carol's slot only, whoever logs in at the provider
+        page = await complete_consent(stack, err.details["consent_url"], "carol")
+        assert page.status_code == 200 and page.json()["user"] == "carol"
+        assert jwt_claims((await credential(stack, name, "carol")).headers["Authorization"][7:])["sub"] == "carol"
+
+        # bob disconnects his own connection: revoked; alice keeps hers
+        bob = await open_tokens(stack, name, "bob")
+        assert bob is not None
+        out = await admin.req("DELETE", "connectors", f"{path}/bob")
+        assert out["status"] == "connection_required"
+        assert (await env.op.introspect(bob["refresh_token"]))["active"] is False
+        assert (await refusal(stack, name, "bob")).code == ErrorCode.consent_required
+        assert jwt_claims((await credential(stack, name, "alice")).headers["Authorization"][7:])["sub"] == "alice"
+
+
+# --- attacks and failures at the callback -------------------------------------------------------
+
+
+async def _fresh_consent(stack: Stack, admin: Admin, env: Idp) -> tuple[str, str]:
+    view = await add_oauth(admin, env.mcp.url)
+    return view["name"], view["consent_url"]
+
+
+async def test_forged_replayed_and_expired_states_are_refused_readably(stack: Stack, env: Idp) -> None:
+    from warden_common.settings import CryptoSettings
+    from warden_connectors.app import state_key
+    from warden_connectors.oauth import InMemoryNonceStore, StateCodec
+    from warden_connectors.settings import Settings
+
+    async with admin_client(stack) as admin:
+        name, url = await _fresh_consent(stack, admin, env)
+        params = await provider_redirect(stack, url, "mallory")
+
+        forged = await hit_callback(stack, {**params, "state": "w1." + secrets.token_urlsafe(60)})
+        assert forged.status_code == 400 and "not valid" in forged.json()["message"]
+
+        ok = await hit_callback(stack, params)
+        assert ok.status_code == 200
+        replayed = await hit_callback(stack, params)
+        assert replayed.status_code == 400 and "already used" in replayed.json()["message"]
+
+        # an expired state, sealed with the service's own key 11 minutes ago
+        keys = CryptoSettings(keys=stack.crypto_keys).load()  # type: ignore[arg-type]
+        settings = Settings.model_construct(state_key=None)
+        old = StateCodec(state_key(settings, keys), InMemoryNonceStore(), clock=lambda: time.time() - 660)
+        shown = await admin.req("GET", "connectors", f"/v1/connectors/{name}")
+        stale, _ = old.seal(
+            connector_id=shown["id"],
+            user="",
+            verifier=secrets.token_urlsafe(48),
+            issuer=env.op.issuer,
+            redirect_uri=callback_url(stack),
+        )
+        expired = await hit_callback(stack, {**params, "state": stale})
+        assert expired.status_code == 400 and "expired" in expired.json()["message"]
+        for page in (forged, replayed, expired):
+            assert params["code"] not in page.text and "Traceback" not in page.text
+
+
+async def test_wrong_pkce_verifier_and_mismatched_iss_are_refused(stack: Stack, env: Idp) -> None:
+    from warden_common.settings import CryptoSettings
+    from warden_connectors.app import state_key
+    from warden_connectors.oauth import InMemoryNonceStore, StateCodec
+    from warden_connectors.settings import Settings
+
+    async with admin_client(stack) as admin:
+        name, url = await _fresh_consent(stack, admin, env)
+        params = await provider_redirect(stack, url, "eve")
+
+        wrong_iss = await hit_callback(stack, {**params, "iss": "http://127.0.0.1:9/evil"})
+        assert wrong_iss.status_code == 400 and "issuer" in wrong_iss.json()["message"]
+
+        # a state the service would accept, but carrying another PKCE verifier than the one
+        # the code was issued for (an attacker who could mint states still cannot redeem codes)
+        name2, url2 = await _fresh_consent(stack, admin, env)
+        params2 = await provider_redirect(stack, url2, "eve")
+        keys = CryptoSettings(keys=stack.crypto_keys).load()  # type: ignore[arg-type]
+        codec = StateCodec(state_key(Settings.model_construct(state_key=None), keys), InMemoryNonceStore())
+        real = codec.peek(params2["state"])
+        other, flow = codec.seal(
+            connector_id=real.connector_id,
+            user=real.user,
+            verifier=secrets.token_urlsafe(48),
+            issuer=real.issuer,
+            redirect_uri=real.redirect_uri,
+            scopes=real.scopes,
+            resource=real.resource,
+        )
+        async with connectors_db(stack) as db:
+            await db.execute(
+                "INSERT INTO oauth_flows (nonce, connector_id, user_key, expires_at)"
+                " VALUES ($1, $2::uuid, '', now() + interval '5 minutes')",
+                flow.nonce,
+                real.connector_id,
+            )
+        pkce = await hit_callback(stack, {**params2, "state": other})
+        assert pkce.status_code == 424 and "PKCE" in pkce.json()["message"], pkce.text
+        assert params2["code"] not in pkce.text
+        assert await open_tokens(stack, name2) is None and await open_tokens(stack, name) is None
+
+
+async def test_access_denied_lands_on_a_readable_page_and_marks_the_connector(stack: Stack, env: Idp) -> None:
+    async with admin_client(stack) as admin:
+        name, url = await _fresh_consent(stack, admin, env)
+        page = await complete_consent(stack, url, "deny")
+        assert page.status_code == 403 and "denied" in page.json()["message"]
+        html = await hit_callback(stack, {"state": "nope"})
+        assert html.status_code == 400
+        async with httpx.AsyncClient(trust_env=False) as h:
+            r = await h.get(callback_url(stack), params={"state": "nope"})
+        assert r.status_code == 400 and r.headers["content-type"].startswith("text/html") and "<h1" in r.text
+        shown = await admin.req("GET", "connectors", f"/v1/connectors/{name}")
+        assert shown["status"] == "error" and "denied" in shown["status_reason"]
+
+
+async def test_authorization_server_down_and_ssrf_targets_are_refused(stack: Stack, env: Idp) -> None:
+    async with admin_client(stack) as admin:
+        down = free_port()
+        r = await admin.http.post(
+            f"{stack.urls['connectors']}/v1/connectors?authorize=true",
+            json={
+                "name": "o" + secrets.token_hex(4),
+                "url": env.mcp.url,
+                "auth": {"type": "oauth2", "issuer": f"http://127.0.0.1:{down}"},
+            },
+        )
+        assert r.status_code in (503, 504) and "127.0.0.1" in r.json()["error"]["message"], r.text
+        for url, auth in (
+            ("http://169.254.169.254/mcp", {}),
+            (env.mcp.url, {"issuer": "http://10.0.0.1/"}),
+            (env.mcp.url, {"token_endpoint": "http://192.168.1.1/token", "issuer": env.op.issuer}),
+        ):
+            r = await admin.http.post(
+                f"{stack.urls['connectors']}/v1/connectors?authorize=true",
+                json={"name": "o" + secrets.token_hex(4), "url": url, "auth": {"type": "oauth2", **auth}},
+            )
+            assert r.status_code == 400 and "refused" in r.json()["error"]["message"], r.text

@@ -1,0 +1,105 @@
+"""Play the person's browser through a consent: the provider's browserless login
+(`login_hint=<user>`), then Warden's `/connect/callback`, and helpers to read what the
+connectors service holds (for assertions only)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import asyncpg
+import httpx
+from warden_cli.embedded import Stack
+from warden_common.bus import Bus
+from warden_common.contracts import Service
+from warden_common.crypto import Sealer
+from warden_common.settings import CryptoSettings, NatsSettings
+
+from support.oauth import follow_consent
+
+__all__ = [
+    "callback_url",
+    "complete_consent",
+    "connectors_db",
+    "jwt_claims",
+    "open_tokens",
+    "provider_redirect",
+    "stack_bus",
+]
+
+
+def callback_url(stack: Stack) -> str:
+    return f"{stack.urls['connectors']}/connect/callback"
+
+
+def _hinted(consent_url: str, login_hint: str) -> str:
+    return f"{consent_url}&{urlencode({'login_hint': login_hint})}"
+
+
+async def provider_redirect(stack: Stack, consent_url: str, login_hint: str) -> dict[str, str]:
+    """Log in at the provider and stop at its redirect to Warden: the callback's query."""
+    return await follow_consent(_hinted(consent_url, login_hint), redirect_uri=callback_url(stack))
+
+
+async def hit_callback(stack: Stack, params: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30, trust_env=False) as browser:
+        return await browser.get(
+            f"{callback_url(stack)}?{urlencode(params, quote_via=quote)}", headers={"Accept": "application/json"}
+        )
+
+
+async def complete_consent(stack: Stack, consent_url: str, login_hint: str) -> httpx.Response:
+    """The whole round trip; returns Warden's status page (JSON)."""
+    return await hit_callback(stack, await provider_redirect(stack, consent_url, login_hint))
+
+
+@asynccontextmanager
+async def stack_bus(stack: Stack) -> AsyncIterator[Bus]:
+    """A NATS client on the stack's subject root, to ask what the proxy asks."""
+    bus = Bus(NatsSettings(url=stack.nats_url, root=stack.cfg.root, request_timeout_s=30), Service.proxy)
+    await bus.connect()
+    try:
+        yield bus
+    finally:
+        await bus.close()
+
+
+@asynccontextmanager
+async def connectors_db(stack: Stack) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(stack.database_url, server_settings={"search_path": "connectors"})
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def open_tokens(stack: Stack, connector: str, user_key: str = "") -> dict[str, Any] | None:
+    """The sealed token row opened with the stack's key (a test reading its own vault)."""
+    sealer = Sealer(CryptoSettings(keys=stack.crypto_keys).load())  # type: ignore[arg-type]
+    async with connectors_db(stack) as db:
+        row = await db.fetchrow(
+            "SELECT t.connector_id, t.sealed FROM tokens t JOIN connectors c ON c.id = t.connector_id"
+            " WHERE c.name = $1 AND t.user_key = $2",
+            connector,
+            user_key,
+        )
+    if row is None:
+        return None
+    doc: dict[str, Any] = json.loads(sealer.open(row["sealed"], f"connectors/token/{row['connector_id']}/{user_key}"))
+    return doc
+
+
+def jwt_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT, unverified (the protected MCP server verifies; tests only read)."""
+    part = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))  # type: ignore[no-any-return]
+
+
+async def gather_bounded(*aws: Any, timeout: float = 60) -> list[Any]:
+    async with asyncio.timeout(timeout):
+        return list(await asyncio.gather(*aws, return_exceptions=True))
