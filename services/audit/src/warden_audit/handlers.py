@@ -26,7 +26,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from warden_common.bus import Bus
 from warden_common.contracts import events_wildcard
 
-from warden_audit.service import DeadLetter, Incoming, Ingestor, Parsed
+from warden_audit.service import PHASE, DeadLetter, Incoming, Ingestor, Parsed
 
 __all__ = ["DURABLE", "Consumer"]
 
@@ -132,7 +132,9 @@ class Consumer:
     # -- fetch -------------------------------------------------------------------------------
     async def _fetch_loop(self) -> None:
         delay = 0.1
+        fetch_time = PHASE.labels("fetch")
         while True:
+            t0 = time.perf_counter()
             try:
                 msgs: list[Msg] = await self._sub.fetch(self.batch, timeout=self.fetch_timeout_s)
             except asyncio.CancelledError:
@@ -151,6 +153,7 @@ class Consumer:
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.1
+            fetch_time.inc(time.perf_counter() - t0)
             SEEN.inc(len(msgs))
             parsed, dead = self.ingestor.parse([Incoming(m.data, m.subject, None, m) for m in msgs])
             if dead:
@@ -167,9 +170,11 @@ class Consumer:
 
     # -- write -------------------------------------------------------------------------------
     async def _write_loop(self) -> None:
+        ack_time = PHASE.labels("ack")
         while True:
             parsed, dead = await self._queue.get()
             await self._store(parsed, dead)
+            t0 = time.perf_counter()
             handles = [p.incoming.handle for p in parsed] + [d.incoming.handle for d in dead]
             for h in handles:
                 try:
@@ -177,6 +182,7 @@ class Consumer:
                 except nats.errors.Error as e:
                     # not acked: JetStream redelivers it, and the id makes it a no-op
                     log.debug("audit: ack failed (%s)", type(e).__name__)
+            ack_time.inc(time.perf_counter() - t0)
             self._queue.task_done()
 
     async def _store(self, parsed: list[Parsed], dead: list[DeadLetter]) -> None:

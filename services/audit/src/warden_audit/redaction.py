@@ -17,7 +17,7 @@ from typing import Any
 
 from warden_audit.settings import Action, RedactionRule
 
-__all__ = ["DROPPED", "Redactor", "cap_json"]
+__all__ = ["DROPPED", "Redactor", "cap_json", "capped_text"]
 
 DROPPED = "[dropped by audit redaction rule]"
 
@@ -37,6 +37,14 @@ def cap_json(value: Any, cap: int) -> Any:
         "sha256": hashlib.sha256(raw).hexdigest(),
         "preview": raw[: min(512, cap // 4)].decode(errors="ignore"),
     }
+
+
+def capped_text(value: Any, cap: int) -> str:
+    """Canonical JSON of `value`, or of the marker `cap_json` would give (one dump when it fits)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if len(text) * 4 <= cap or len(text.encode()) <= cap:
+        return text
+    return json.dumps(cap_json(value, cap), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 class Redactor:

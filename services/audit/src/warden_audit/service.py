@@ -20,13 +20,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
+from prometheus_client import Counter
 from pydantic import ValidationError
 from warden_common.contracts import Event, scrub
 from warden_common.logging import redact
 
 from warden_audit.chain import ZERO, Break, ChainRow, canonical_data, clean_text, normalize, row_hash
 from warden_audit.query import Tail, envelope
-from warden_audit.redaction import Redactor, cap_json
+from warden_audit.redaction import Redactor, cap_json, capped_text
 from warden_audit.store import Head, Store, Writer
 
 __all__ = [
@@ -41,6 +42,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+PHASE = Counter(
+    "warden_audit_ingest_seconds_total",
+    "where ingest time goes: fetch, parse, claim (lock + ids), chain (hashing), copy, executions, commit, ack",
+    ["phase"],
+)
+_PHASES = {name: PHASE.labels(name) for name in ("parse", "claim", "chain", "copy", "executions", "commit")}
 
 # Postgres refused this content; retrying the same bytes will not help.
 _CONTENT_ERRORS = (
@@ -226,7 +233,9 @@ class Ingestor:
                 dead.append(DeadLetter(inc, f"not a valid event: {_problem(e)}"))
                 continue
             good.append(self._parsed(inc, ev))
-        self.timings.parse += _time.perf_counter() - t0
+        spent = _time.perf_counter() - t0
+        self.timings.parse += spent
+        _PHASES["parse"].inc(spent)
         return good, dead
 
     def _parsed(self, inc: Incoming, ev: Event) -> Parsed:
@@ -332,10 +341,12 @@ class Ingestor:
 
     async def _write(self, events: list[Parsed], dead: list[DeadLetter]) -> list[Parsed]:
         new: list[Parsed] = []
+        clock = _Clock()
         async with self.writer.batch() as tx:
             if events:
                 head = await tx.lock_head()
                 fresh = await tx.claim_ids([e.id for e in events])
+                clock.lap("claim")
                 for e in events:
                     if e.id in fresh:
                         fresh.discard(e.id)  # the first copy of an id in a batch wins
@@ -343,11 +354,14 @@ class Ingestor:
                 if new:
                     ingested = max(datetime.now(UTC), head.ingested_at)
                     rows, head = self._chain(new, head, ingested)
+                    clock.lap("chain")
                     await tx.copy_events(ingested.date(), rows)
+                    clock.lap("copy")
                     executions = self._executions(new)
                     if executions:
                         await tx.upsert_executions(executions)
                     await tx.set_head(head)
+                    clock.lap("executions")
             if dead:
                 await tx.dead_letters(
                     [
@@ -356,6 +370,7 @@ class Ingestor:
                         for d in dead
                     ]
                 )  # fmt: skip
+        clock.lap("commit")
         return new
 
     @staticmethod
@@ -406,7 +421,7 @@ class Ingestor:
                 x.requested_at = e.time
                 x.actor_kind, x.actor_id = e.actor_kind, e.actor_id
                 if "arguments" in e.data:
-                    x.arguments = canonical_data(cap_json(e.data["arguments"], self.execution_cap))
+                    x.arguments = capped_text(e.data["arguments"], self.execution_cap)
             elif e.type in ("call.approved", "call.rejected"):
                 x.decided_at = e.time
                 x.approver = e.actor_id
@@ -415,11 +430,11 @@ class Ingestor:
                 if e.latency_ms is not None:
                     x.latency_ms = e.latency_ms
             if e.type == "call.completed" and "result" in e.data:
-                x.result = canonical_data(cap_json(e.data["result"], self.execution_cap))
+                x.result = capped_text(e.data["result"], self.execution_cap)
             if e.type in ("call.failed", "call.denied", "call.rejected"):
                 err = {k: e.data[k] for k in ("code", "reason") if k in e.data}
                 if err:
-                    x.error = canonical_data(cap_json(err, self.execution_cap))
+                    x.error = capped_text(err, self.execution_cap)
         return [x.row() for x in calls.values()]
 
 
@@ -524,6 +539,16 @@ class Maintenance:
             log.info("audit retention: %s", out)
         self.last = out
         return out
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = _time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = _time.perf_counter()
+        _PHASES[phase].inc(now - self.t)
+        self.t = now
 
 
 def _day_end(day: date) -> datetime:

@@ -70,9 +70,32 @@ EXECUTION_COLUMNS = (
     "approver",
     "event_count",
 )
+_EXEC_TYPES = (
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "text",
+    "int2",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "timestamptz",
+    "timestamptz",
+    "float8",
+    "jsonb",
+    "jsonb",
+    "jsonb",
+    "text",
+    "int4",
+)
 _EXEC_UPSERT = f"""
 INSERT INTO executions AS x ({", ".join(EXECUTION_COLUMNS)})
-VALUES ({", ".join(f"${i}" for i in range(1, len(EXECUTION_COLUMNS) + 1))})
+SELECT * FROM unnest({", ".join(f"${i}::{t}[]" for i, t in enumerate(_EXEC_TYPES, 1))})
 ON CONFLICT (call_id) DO UPDATE SET
     tool = COALESCE(x.tool, EXCLUDED.tool),
     connector = COALESCE(x.connector, EXCLUDED.connector),
@@ -175,7 +198,8 @@ class Tx:
         await self.conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
 
     async def upsert_executions(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        await self.conn.executemany(_EXEC_UPSERT, rows)
+        """One statement for the batch (one row per call: the caller folded them)."""
+        await self.conn.execute(_EXEC_UPSERT, *(list(col) for col in zip(*rows, strict=True)))
 
     async def dead_letters(self, rows: Sequence[tuple[str, int | None, str, bytes, int]]) -> None:
         await self.conn.executemany(
