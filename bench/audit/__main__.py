@@ -103,6 +103,13 @@ async def scrape(c: httpx.AsyncClient, url: str) -> dict[str, float]:
     return metrics((await c.get(f"{url}/metrics")).text)
 
 
+async def until_stored(c: httpx.AsyncClient, url: str, n: int) -> dict[str, float]:
+    """Poll the audit process's stored-events counter (bounded by the caller)."""
+    while (m := await scrape(c, url))["_stored"] < n:  # noqa: ASYNC110 - another process's counter
+        await asyncio.sleep(0.1)
+    return m
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000)
@@ -166,8 +173,7 @@ async def main() -> None:
             t0 = time.perf_counter()
             before = await scrape(c, url)
             async with asyncio.timeout(600):
-                while (m := await scrape(c, url))["_stored"] < args.events:
-                    await asyncio.sleep(0.1)
+                m = await until_stored(c, url, args.events)
             dt = time.perf_counter() - t0
             rate = args.events / dt
             print(
@@ -206,8 +212,7 @@ async def main() -> None:
                     await asyncio.sleep(ahead)
             achieved = n / (time.perf_counter() - t_start)
             async with asyncio.timeout(120):
-                while (await scrape(c, url))["_stored"] < args.events + n:
-                    await asyncio.sleep(0.1)
+                await until_stored(c, url, args.events + n)
         conn = await asyncpg.connect(dsn, server_settings={"search_path": "audit"})
         r = await conn.fetchrow(
             "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d) p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY d)"
