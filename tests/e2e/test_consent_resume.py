@@ -1,0 +1,124 @@
+"""The proxy's consent-and-resume, end to end: a per-user OAuth connector, an agent acting for
+alice who has not connected yet. The call shows her the consent URL (URL elicitation, or a
+progress message), waits while she consents at the real provider, and returns the upstream's
+answer made with her token."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx2
+import pytest
+from mcp import Client, types
+from mcp.client.streamable_http import streamable_http_client
+from support.admin import Admin, admin_client
+from support.consent import callback_url, complete_consent, jwt_claims, open_tokens
+from support.oauth import registered_clients
+from support.oidc import oidc_provider
+from support.protected_mcp import ProtectedMcp, protected_mcp
+from warden_cli.embedded import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+async def upstream(stack: Stack) -> AsyncIterator[ProtectedMcp]:
+    async with (
+        oidc_provider(clients=registered_clients(callback_url(stack))) as op,
+        protected_mcp(op.issuer) as mcp,
+    ):
+        yield mcp
+
+
+async def _per_user_setup(stack: Stack, admin: Admin, upstream: ProtectedMcp, user: str) -> tuple[str, str]:
+    """A per-user connector (the admin's own connection serves tool discovery), its tools
+    granted to a profile, and an agent key that acts for `user`."""
+    name = "pu" + secrets.token_hex(4)
+    view = await admin.req(
+        "POST",
+        "connectors",
+        "/v1/connectors?authorize=true",
+        json={"name": name, "url": upstream.url, "scope": "per_user", "auth": {"type": "oauth2"}},
+    )
+    assert (await complete_consent(stack, view["consent_url"], "the-admin")).status_code == 200
+    await admin.register(name, [{"name": "whoami"}])
+    profile = await admin.profile([f"{name}__whoami"])
+    key = await admin.req("POST", "proxy", "/v1/agent-keys", json={"name": "t", "profile": profile, "user": user})
+    return name, str(key["key"])
+
+
+@asynccontextmanager
+async def _client(stack: Stack, key: str, **kw: Any) -> AsyncIterator[Client]:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    try:
+        async with Client(streamable_http_client(f"{stack.urls['proxy']}/mcp", http_client=http), **kw) as c:
+            yield c
+    finally:
+        await http.aclose()
+
+
+async def test_url_elicitation_consent_then_the_original_call_returns(stack: Stack, upstream: ProtectedMcp) -> None:
+    async with admin_client(stack) as admin:
+        name, key = await _per_user_setup(stack, admin, upstream, "alice")
+        shown: list[str] = []
+        consents: list[asyncio.Task[Any]] = []
+
+        async def on_elicit(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+            url = getattr(params, "url", None)
+            assert url, params
+            shown.append(url)
+            # alice opens the link in her browser while the agent's call waits
+            consents.append(asyncio.create_task(complete_consent(stack, url, "alice")))
+            return types.ElicitResult(action="accept")
+
+        # a 2025-11-25 session (initialize handshake): server-to-client requests ride its stream
+        async with _client(stack, key, elicitation_callback=on_elicit, mode="legacy") as client, asyncio.timeout(90):
+            result = await client.call_tool(f"{name}__whoami", {})
+        assert not result.is_error, result
+        assert result.content[0].text == "alice"  # type: ignore[union-attr]
+        assert len(shown) == 1 and shown[0].startswith(upstream.issuer)
+        page = await consents[0]
+        assert page.status_code == 200 and page.json()["user"] == "alice"
+        tokens = await open_tokens(stack, name, "alice")
+        assert tokens is not None and jwt_claims(tokens["access_token"])["sub"] == "alice"
+        assert upstream.verifier.seen[-1] == "alice"
+        # the admin's own connection was never used for alice's call
+        admin_tokens = await open_tokens(stack, name, "")
+        assert admin_tokens is not None and jwt_claims(admin_tokens["access_token"])["sub"] == "the-admin"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="proxy: _progress_forwarder reads getattr(ctx.meta, 'progress_token') but mcp 2.x's meta is a "
+    "TypedDict (ctx.meta.get('progress_token')), so a caller asking for progress is never shown the URL",
+)
+async def test_progress_message_consent_then_the_original_call_returns(stack: Stack, upstream: ProtectedMcp) -> None:
+    async with admin_client(stack) as admin:
+        name, key = await _per_user_setup(stack, admin, upstream, "bruno")
+        consents: list[asyncio.Task[Any]] = []
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            if message and "http" in message and not consents:
+                url = message[message.index("http") :].split()[0]
+                consents.append(asyncio.create_task(complete_consent(stack, url, "bruno")))
+
+        async with _client(stack, key, mode="legacy") as client, asyncio.timeout(90):
+            result = await client.call_tool(f"{name}__whoami", {}, progress_callback=on_progress)
+        assert not result.is_error, result
+        assert result.content[0].text == "bruno"  # type: ignore[union-attr]
+        assert consents and (await consents[0]).status_code == 200
+
+
+async def test_a_client_that_can_show_nothing_gets_the_consent_url_in_the_result(
+    stack: Stack, upstream: ProtectedMcp
+) -> None:
+    async with admin_client(stack) as admin:
+        name, key = await _per_user_setup(stack, admin, upstream, "cyd")
+        async with _client(stack, key) as client:
+            result = await client.call_tool(f"{name}__whoami", {})
+        text = result.content[0].text  # type: ignore[union-attr]
+        assert result.is_error and upstream.issuer in text and "connect" in text.lower()
