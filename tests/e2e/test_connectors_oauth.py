@@ -472,3 +472,60 @@ async def test_authorization_server_down_and_ssrf_targets_are_refused(stack: Sta
                 json={"name": "o" + secrets.token_hex(4), "url": url, "auth": {"type": "oauth2", **auth}},
             )
             assert r.status_code == 400 and "refused" in r.json()["error"]["message"], r.text
+
+
+# --- the CLI -----------------------------------------------------------------------------------
+
+
+async def _cli(stack: Stack, *args: str, stdin: bytes | None = None) -> asyncio.subprocess.Process:
+    import os
+    import sys
+
+    env = {**os.environ, "WARDEN_CONNECTORS_URL": stack.urls["connectors"], "WARDEN_ADMIN_TOKEN": stack.admin_token}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "warden_connectors.cli",
+        *args,
+        env={**env, "COLUMNS": "200"},
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _cli_run(stack: Stack, *args: str, stdin: bytes | None = None) -> tuple[int, str]:
+    proc = await _cli(stack, *args, stdin=stdin)
+    async with asyncio.timeout(60):
+        so, se = await proc.communicate(stdin)
+    return proc.returncode or 0, so.decode() + se.decode()
+
+
+async def test_cli_add_waits_for_the_consent_then_show_disconnect_remove(stack: Stack, env: Idp) -> None:
+    name = "cli" + secrets.token_hex(3)
+    proc = await _cli(stack, "add", "--name", name, "--mcp-server-url", env.mcp.url, "--dcr", "--wait-timeout", "60")
+    assert proc.stdout is not None
+    async with asyncio.timeout(60):
+        while True:
+            line = (await proc.stdout.readline()).decode()
+            assert line, "the CLI ended without printing a consent URL"
+            if line.startswith(env.op.issuer):
+                consent = line.strip()
+                break
+        page = await complete_consent(stack, consent, "cli-user")
+        assert page.status_code == 200
+        rest = (await proc.stdout.read()).decode()
+        assert await proc.wait() == 0 and f"{name} is connected" in rest
+
+    code, text = await _cli_run(stack, "show", name)
+    assert code == 0 and '"status": "active"' in text and env.op.issuer in text
+    code, text = await _cli_run(stack, "list")
+    assert code == 0 and name in text
+    code, text = await _cli_run(stack, "disconnect", name)
+    assert code == 0 and "disconnected" in text
+    code, text = await _cli_run(stack, "remove", name, stdin=b"not-the-name\n")
+    assert code == 1 and "not removed" in text
+    code, text = await _cli_run(stack, "remove", name, stdin=f"{name}\n".encode())
+    assert code == 0 and f"removed {name}" in text
+    code, text = await _cli_run(stack, "show", name)
+    assert code == 1 and "404" in text

@@ -1,0 +1,209 @@
+"""`warden connectors ...`: the admin API of the connectors service from a terminal.
+
+Talks HTTP only (`--url`, default $WARDEN_CONNECTORS_URL or http://127.0.0.1:8081; `--token`,
+default $WARDEN_ADMIN_TOKEN). `add` and `reconnect` print the consent URL and wait, with a
+spinner, until the connection is active or has failed (bounded by `--wait-timeout`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["app"]
+
+app = typer.Typer(no_args_is_help=True, help="Connectors: add, authorize, show, disconnect, remove.")
+out = Console()
+err = Console(stderr=True)
+
+_URL = typer.Option("http://127.0.0.1:8081", "--url", envvar="WARDEN_CONNECTORS_URL", help="connectors service")
+_TOKEN = typer.Option(..., "--token", envvar="WARDEN_ADMIN_TOKEN", help="admin token", show_default=False)
+_WAIT = typer.Option(600.0, "--wait-timeout", help="seconds to wait for the consent (0: do not wait)")
+
+
+class _Api:
+    def __init__(self, url: str, token: str) -> None:
+        self.http = httpx.Client(
+            base_url=url.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=60, trust_env=False
+        )
+
+    def __call__(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self.http.request(method, path, **kw)
+        except httpx.HTTPError as e:
+            err.print(f"[red]cannot reach {self.http.base_url}: {type(e).__name__}[/red]")
+            raise typer.Exit(2) from None
+        if r.status_code >= 400:
+            try:
+                e = r.json().get("error", {})
+                msg = e.get("message") or r.text
+            except ValueError:
+                msg = r.text
+            err.print(f"[red]{r.status_code}: {msg}[/red]")
+            raise typer.Exit(1)
+        return r.json() if r.content else None
+
+
+def _wait_connected(api: _Api, name: str, since: str | None, timeout: float) -> None:
+    """Poll the connector until its connection is newer than `since` (active) or it failed."""
+    if timeout <= 0:
+        return
+    deadline = time.monotonic() + timeout
+    with out.status(f"waiting for the consent of {name} (open the URL above) ...", spinner="dots"):
+        while time.monotonic() < deadline:
+            view = api("GET", f"/v1/connectors/{name}")
+            oauth = view.get("oauth") or {}
+            connected = oauth.get("connected_at")
+            if view["status"] == "active" and connected and (since is None or connected > since):
+                out.print(f"[green]{name} is connected[/green] (scopes: {' '.join(oauth.get('granted_scopes', []))})")
+                return
+            if view["status"] in ("error", "reauth_required") and view["updated_at"] > (since or ""):
+                err.print(f"[red]{name}: {view['status']}: {view.get('status_reason') or ''}[/red]")
+                raise typer.Exit(1)
+            time.sleep(1.0)
+    err.print(f"[yellow]no consent for {name} within {timeout:g}s; run `warden connectors reconnect {name}`[/yellow]")
+    raise typer.Exit(3)
+
+
+def _split(values: str | None) -> list[str] | None:
+    return None if values is None else [v for v in values.replace(",", " ").split() if v]
+
+
+@app.command()
+def add(
+    name: str = typer.Option(..., "--name", help="slug; it becomes the tool prefix"),
+    mcp_server_url: str = typer.Option(..., "--mcp-server-url", help="the MCP server URL"),
+    dcr: bool = typer.Option(True, "--dcr/--no-dcr", help="register a client dynamically (RFC 7591)"),
+    client_id: str | None = typer.Option(None, "--client-id"),
+    client_secret: str | None = typer.Option(None, "--client-secret", help="or $WARDEN_CLIENT_SECRET"),
+    token_auth_method: str | None = typer.Option(
+        None, "--token-auth-method", help="client_secret_post | client_secret_basic | none"
+    ),
+    scopes: str | None = typer.Option(None, "--scopes", help="space or comma separated; replaces discovered"),
+    audience: str | None = typer.Option(None, "--audience"),
+    resource: str | None = typer.Option(None, "--resource", help="RFC 8707 resource (default: discovered)"),
+    issuer: str | None = typer.Option(None, "--issuer"),
+    authorization_endpoint: str | None = typer.Option(None, "--authorization-endpoint"),
+    token_endpoint: str | None = typer.Option(None, "--token-endpoint"),
+    registration_endpoint: str | None = typer.Option(None, "--registration-endpoint"),
+    revocation_endpoint: str | None = typer.Option(None, "--revocation-endpoint"),
+    per_user: bool = typer.Option(False, "--per-user", help="each user connects their own account"),
+    description: str = typer.Option("", "--description"),
+    wait_timeout: float = _WAIT,
+    url: str = _URL,
+    token: str = _TOKEN,
+) -> None:
+    """Add an OAuth connector, print its consent URL and wait until it is connected."""
+    import os
+
+    auth: dict[str, Any] = {"type": "oauth2", "use_dcr": dcr}
+    secret = client_secret or os.environ.get("WARDEN_CLIENT_SECRET")
+    for key, value in (
+        ("client_id", client_id),
+        ("client_secret", secret),
+        ("token_endpoint_auth_method", token_auth_method),
+        ("scopes", _split(scopes)),
+        ("audience", audience),
+        ("resource", resource),
+        ("issuer", issuer),
+        ("authorization_endpoint", authorization_endpoint),
+        ("token_endpoint", token_endpoint),
+        ("registration_endpoint", registration_endpoint),
+        ("revocation_endpoint", revocation_endpoint),
+    ):
+        if value is not None:
+            auth[key] = value
+    body = {
+        "name": name,
+        "url": mcp_server_url,
+        "description": description,
+        "scope": "per_user" if per_user else "organization",
+        "auth": auth,
+    }
+    api = _Api(url, token)
+    view = api("POST", "/v1/connectors?authorize=true", json=body)
+    oauth = view.get("oauth") or {}
+    out.print(f"added [bold]{name}[/bold]: issuer {oauth.get('issuer')}, client {oauth.get('client_id')}")
+    out.print(f"open this URL to authorize (valid 10 minutes, once):\n{view['consent_url']}", soft_wrap=True)
+    _wait_connected(api, name, None, wait_timeout)
+
+
+@app.command("list")
+def list_(
+    status: str = typer.Option("all", "--status", help="active | needs_attention | inactive | all"),
+    url: str = _URL,
+    token: str = _TOKEN,
+) -> None:
+    """List connectors."""
+    rows = _Api(url, token)("GET", "/v1/connectors", params={"status": status})
+    table = Table("name", "status", "auth", "scope", "url")
+    for r in rows:
+        table.add_row(r["name"], r["status"], r["auth_type"], r["scope"], r["url"])
+    out.print(table)
+
+
+@app.command()
+def show(name: str, url: str = _URL, token: str = _TOKEN) -> None:
+    """Show a connector: status, discovered endpoints, client, scopes (never a secret)."""
+    out.print_json(json.dumps(_Api(url, token)("GET", f"/v1/connectors/{name}")))
+
+
+@app.command("json")
+def as_json(name: str, url: str = _URL, token: str = _TOKEN) -> None:
+    """Print the connector as a create body (secrets left out)."""
+    out.print_json(json.dumps(_Api(url, token)("GET", f"/v1/connectors/{name}/json")))
+
+
+@app.command()
+def test(name: str, url: str = _URL, token: str = _TOKEN) -> None:
+    """List the connector's tools through the proxy with its current credential."""
+    result = _Api(url, token)("POST", f"/v1/connectors/{name}/test")
+    if result["ok"]:
+        out.print(f"[green]ok[/green]: {len(result['tools'])} tools: {', '.join(result['tools'][:20])}")
+    else:
+        err.print(f"[red]{result['code']}[/red]: {result['message']}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def disconnect(name: str, url: str = _URL, token: str = _TOKEN) -> None:
+    """Purge the connector's tokens (revoking them at the provider); every tool fails closed."""
+    view = _Api(url, token)("POST", f"/v1/connectors/{name}/disconnect")
+    out.print(f"{name}: {view['status']}")
+
+
+@app.command()
+def reconnect(name: str, wait_timeout: float = _WAIT, url: str = _URL, token: str = _TOKEN) -> None:
+    """A fresh consent for the same connector; waits until it is connected again."""
+    api = _Api(url, token)
+    before = (api("GET", f"/v1/connectors/{name}").get("oauth") or {}).get("connected_at")
+    started = api("POST", f"/v1/connectors/{name}/reconnect")
+    out.print(f"open this URL to authorize (valid 10 minutes, once):\n{started['consent_url']}", soft_wrap=True)
+    since = before or time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(0))
+    _wait_connected(api, name, since, wait_timeout)
+
+
+@app.command()
+def remove(
+    name: str,
+    confirm: str | None = typer.Option(None, "--confirm", help="the connector's name, to skip the prompt"),
+    url: str = _URL,
+    token: str = _TOKEN,
+) -> None:
+    """Remove a connector (its tokens are revoked first). Asks you to type its name."""
+    typed = confirm if confirm is not None else typer.prompt(f"type {name!r} to remove it")
+    if typed != name:
+        err.print("[yellow]not removed: the name did not match[/yellow]")
+        raise typer.Exit(1)
+    _Api(url, token)("DELETE", f"/v1/connectors/{name}")
+    out.print(f"removed {name}")
+
+
+if __name__ == "__main__":
+    app()
