@@ -41,8 +41,8 @@ class _Api:
             raise typer.Exit(2) from None
         if r.status_code >= 400:
             try:
-                e = r.json().get("error", {})
-                msg = e.get("message") or r.text
+                problem = r.json().get("error", {})
+                msg = problem.get("message") or r.text
             except ValueError:
                 msg = r.text
             err.print(f"[red]{r.status_code}: {msg}[/red]")

@@ -231,7 +231,7 @@ class Connections:
                 connection_status=org["status"],
             )
         if row["scope"] == "per_user":
-            out["user_connections"] = sum(1 for t in tokens if t["user_key"] and t["status"] == "active")
+            out["user_connections"] = len([t for t in tokens if t["user_key"] and t["status"] == "active"])
         return out
 
 

@@ -6,13 +6,11 @@ egress) to list a connector's tools for `test`. OAuth connections live in `conne
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from warden_common.bus import Bus
 from warden_common.contracts import (
@@ -39,20 +37,16 @@ from warden_connectors.errors import (
     ReauthRequired,
 )
 from warden_connectors.models import (
-    ApiKeyAuth,
-    AuthSpec,
-    BearerAuth,
     ConnectorCreate,
     ConnectorUpdate,
     ConnectorView,
-    CustomHeadersAuth,
-    JwtPassthroughAuth,
-    NoAuth,
     OAuth2Auth,
 )
-from warden_connectors.passthrough import new_keypair, open_passthrough, render_headers
+from warden_connectors.passthrough import open_passthrough, render_headers
+from warden_connectors.specs import check_url, secret_aad, split_auth
 from warden_connectors.store import ConnectorRow, Store
 from warden_connectors.tokens import TokenVault
+from warden_connectors.views import as_json, render
 
 __all__ = ["STATUS_GROUPS", "ConnectorService", "check_url"]
 
@@ -64,68 +58,6 @@ STATUS_GROUPS: dict[str, list[str] | None] = {
     "inactive": ["disconnected"],
     "all": None,
 }
-
-
-def check_url(url: str, *, allow_insecure: bool) -> str:
-    """Static policy for a URL an admin gives us. (Fetch-time guards resolve DNS too.)"""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise BadInput("url must be an absolute http(s) URL")
-    if parts.username or parts.password:
-        raise BadInput("url must not carry credentials; use the auth settings instead")
-    if parts.fragment:
-        raise BadInput("url must not have a fragment")
-    if allow_insecure:
-        return url
-    if parts.scheme != "https":
-        raise BadInput("url must use https (http is allowed only with the dev setting allow_insecure_urls)")
-    host = parts.hostname
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        if host == "localhost" or host.endswith(".localhost"):
-            raise BadInput("url points at this machine; refused by default") from None
-        return url
-    if not ip.is_global:
-        raise BadInput("url points at a private, loopback or link-local address; refused by default")
-    return url
-
-
-def _secret_aad(cid: uuid.UUID) -> str:
-    return f"connectors/secret/{cid}"
-
-
-def _split_auth(auth: AuthSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """(non-secret config, secret material or None)."""
-    match auth:
-        case NoAuth():
-            return {}, None
-        case BearerAuth(token=t):
-            return {}, {"token": t.get_secret_value()}
-        case ApiKeyAuth(header=h, key=k):
-            return {"header": h}, {"key": k.get_secret_value()}
-        case CustomHeadersAuth(headers=hs):
-            return {"header_names": sorted(hs)}, {"headers": {k: v.get_secret_value() for k, v in hs.items()}}
-        case JwtPassthroughAuth():
-            pem, public = new_keypair()
-            cfg = {
-                "header_names": sorted(auth.headers),
-                "site_public_jwk": auth.site_public_jwk,
-                "audience": auth.audience,
-                "issuer": auth.issuer,
-                "warden_public_jwk": public,
-            }
-            return cfg, {"jwe_private_key": pem, "header_templates": auth.headers}
-        case OAuth2Auth():
-            cfg = auth.model_dump(exclude={"type", "client_secret", "extra_headers"}, exclude_none=True)
-            cfg["extra_header_names"] = sorted(auth.extra_headers)
-            secret: dict[str, Any] = {}
-            if auth.client_secret is not None:
-                secret["client_secret"] = auth.client_secret.get_secret_value()
-            if auth.extra_headers:
-                secret["headers"] = {k: v.get_secret_value() for k, v in auth.extra_headers.items()}
-            return cfg, secret or None
-    raise BadInput("unknown auth type")
 
 
 def _revocation_summary(outcomes: dict[str, str]) -> dict[str, int]:
@@ -168,33 +100,7 @@ class ConnectorService:
 
     # -- views -------------------------------------------------------------------------
     def view(self, row: ConnectorRow) -> ConnectorView:
-        warnings: list[str] = []
-        exp = row["secret_expires_at"]
-        if exp is not None:
-            now = datetime.now(UTC)
-            if exp <= now:
-                warnings.append(f"the credential expired on {exp.date().isoformat()}")
-            elif exp - now <= timedelta(days=self.warning_days):
-                warnings.append(f"the credential expires on {exp.date().isoformat()}")
-        return ConnectorView(
-            id=row["id"],
-            name=row["name"],
-            url=row["url"],
-            transport=row["transport"],
-            description=row["description"],
-            scope=row["scope"],
-            auth_type=row["auth_type"],
-            auth_config=dict(row["auth_config"]),
-            secret_stored=row["secret_sealed"] is not None,
-            status=row["status"],
-            status_reason=row["status_reason"],
-            warnings=warnings,
-            config_version=row["config_version"],
-            expires_at=exp,
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            last_used_at=row["last_used_at"],
-        )
+        return render(row, self.warning_days)
 
     async def show(self, row: ConnectorRow) -> ConnectorView:
         view = self.view(row)
@@ -237,7 +143,7 @@ class ConnectorService:
         check_url(spec.url, allow_insecure=self.allow_insecure)
         if spec.scope == "per_user" and not isinstance(spec.auth, OAuth2Auth):
             raise BadInput("per_user connectors need auth type oauth2 (each user consents for their own tokens)")
-        cfg, secret = _split_auth(spec.auth)
+        cfg, secret = split_auth(spec.auth)
         status = "pending" if isinstance(spec.auth, OAuth2Auth) else "active"
         row = await self.store.insert(
             name=spec.name,
@@ -260,12 +166,12 @@ class ConnectorService:
     def _seal_secret(self, cid: uuid.UUID, secret: dict[str, Any] | None) -> bytes | None:
         if secret is None:
             return None
-        return self.sealer.seal(json.dumps(secret).encode(), _secret_aad(cid))
+        return self.sealer.seal(json.dumps(secret).encode(), secret_aad(cid))
 
     def _open_secret(self, row: ConnectorRow) -> dict[str, Any]:
         if row["secret_sealed"] is None:
             return {}
-        data: dict[str, Any] = json.loads(self.sealer.open(row["secret_sealed"], _secret_aad(row["id"])))
+        data: dict[str, Any] = json.loads(self.sealer.open(row["secret_sealed"], secret_aad(row["id"])))
         return data
 
     async def list(self, group: str) -> list[ConnectorView]:
@@ -294,7 +200,7 @@ class ConnectorService:
         if patch.auth is not None:
             if row["scope"] == "per_user" and not isinstance(patch.auth, OAuth2Auth):
                 raise BadInput("per_user connectors need auth type oauth2")
-            cfg, secret = _split_auth(patch.auth)
+            cfg, secret = split_auth(patch.auth)
             fields["auth_type"] = patch.auth.type
             fields["auth_config"] = cfg
             fields["secret_sealed"] = self._seal_secret(row["id"], secret)
@@ -357,10 +263,7 @@ class ConnectorService:
     # -- OAuth consent and connections -------------------------------------------------------
     async def authorize(self, name: str, actor: str, *, fresh: bool = False) -> ConsentStart:
         """An organization-wide consent URL (for a per-user connector: the admin's connection)."""
-        row = await self._row(name)
-        started = await self.connections.start(row, "", fresh=fresh)
-        self._emit(EventType.connector_status_changed, row, actor, consent="started", fresh=fresh)
-        return started
+        return await self.connections.start(await self._row(name), "", fresh=fresh)
 
     async def reconnect(self, name: str, actor: str) -> ConsentStart:
         """A fresh consent for the same connector identity: discovery runs again; the tokens
@@ -409,39 +312,8 @@ class ConnectorService:
         }
 
     async def as_json(self, name: str) -> dict[str, Any]:
-        """The connector as a create body, for copying: never a secret (they are listed as omitted)."""
         row = await self._row(name)
-        cfg = dict(row["auth_config"])
-        auth: dict[str, Any] = {"type": row["auth_type"]}
-        omitted: list[str] = []
-        match row["auth_type"]:
-            case "bearer":
-                omitted = ["auth.token"]
-            case "api_key":
-                auth["header"] = cfg.get("header")
-                omitted = ["auth.key"]
-            case "custom_headers":
-                omitted = [f"auth.headers.{h}" for h in cfg.get("header_names", [])]
-            case "jwt_passthrough":
-                auth.update({k: cfg[k] for k in ("site_public_jwk", "audience", "issuer") if cfg.get(k)})
-                omitted = ["auth.headers (templates)"]
-            case "oauth2":
-                auth.update({k: v for k, v in cfg.items() if k != "extra_header_names" and v is not None})
-                if row["secret_sealed"] is not None and "client_secret" in self._open_secret(row):
-                    omitted.append("auth.client_secret")
-                omitted += [f"auth.extra_headers.{h}" for h in cfg.get("extra_header_names", [])]
-        body: dict[str, Any] = {
-            "name": row["name"],
-            "url": row["url"],
-            "transport": row["transport"],
-            "description": row["description"],
-            "scope": row["scope"],
-            "auth": auth,
-            "timeout_s": row["timeout_s"],
-        }
-        if row["secret_expires_at"] is not None:
-            body["expires_at"] = row["secret_expires_at"].isoformat()
-        return {"connector": body, "secrets_omitted": omitted}
+        return as_json(row, self._open_secret(row))
 
     # -- the proxy's credential request ---------------------------------------------------
     async def credential(self, req: CredentialRequest) -> Credential:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
 __all__ = ["ConnectorRow", "Store", "TokenRow"]
 
-ConnectorRow = asyncpg.Record
-TokenRow = asyncpg.Record
-Executor = asyncpg.Pool | asyncpg.Connection
+ConnectorRow: TypeAlias = asyncpg.Record
+TokenRow: TypeAlias = asyncpg.Record
+Executor: TypeAlias = "asyncpg.Pool | asyncpg.Connection"
 
 _COLUMNS = (
     "id, name, url, transport, description, scope, auth_type, auth_config, secret_sealed, secret_expires_at,"
@@ -146,7 +147,7 @@ class Store:
             f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE connector_id = $1 AND user_key = $2", cid, user_key
         )
 
-    async def list_tokens(self, cid: uuid.UUID) -> list[TokenRow]:
+    async def list_tokens(self, cid: uuid.UUID) -> builtins.list[TokenRow]:
         return await self.pool.fetch(f"SELECT {_TOKEN_COLUMNS} FROM tokens WHERE connector_id = $1", cid)
 
     async def put_token(
@@ -192,7 +193,7 @@ class Store:
             reason,
         )
 
-    async def purge_tokens(self, cid: uuid.UUID, user_key: str | None = None) -> list[TokenRow]:
+    async def purge_tokens(self, cid: uuid.UUID, user_key: str | None = None) -> builtins.list[TokenRow]:
         if user_key is None:
             return await self.pool.fetch(f"DELETE FROM tokens WHERE connector_id = $1 RETURNING {_TOKEN_COLUMNS}", cid)
         return await self.pool.fetch(

@@ -20,7 +20,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import SecretStr
@@ -165,6 +165,7 @@ class TokenVault:
                 return held.tokens
             server = await self.consent.server(row)
             client = await self.consent.client(row, server, secret, create=False)
+            reason: str | None = None
             try:
                 fresh = await refresh(self.http, server, client, held.tokens.refresh_token)
             except OAuthReauth as e:
@@ -176,7 +177,6 @@ class TokenVault:
                 outcome = "refresh_failed"
             else:
                 await self.save(row, user_key, fresh, server, client.client_id, conn=conn)
-                reason = None
                 outcome = "refreshed"
         if outcome == "refreshed":
             await self.on_change(row, user_key, outcome, {"scopes": list(fresh.scope)})
@@ -195,12 +195,3 @@ class TokenVault:
     async def _mark(self, row: ConnectorRow, user_key: str, status: str, reason: str) -> None:
         await self.store.set_token_status(row["id"], user_key, status, reason)
         await self.on_change(row, user_key, "expired", {"reason": reason})
-
-    async def forget(self, cid: uuid.UUID) -> None:
-        for key in [k for k in self._locks if k[0] == cid]:
-            lock = self._locks[key]
-            if not lock.locked():
-                del self._locks[key]
-
-    def expires_in(self, ts: TokenSet) -> timedelta | None:
-        return None if ts.expires_at is None else ts.expires_at - datetime.now(UTC)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import APIRouter
 
 from warden_connectors.api.connectors import build_admin_router
@@ -10,7 +13,7 @@ from warden_connectors.api.oauth import build_callback_router
 __all__ = ["build_router"]
 
 
-def build_router(admin: object) -> APIRouter:
+def build_router(admin: Callable[..., Any]) -> APIRouter:
     router = APIRouter()
     router.include_router(build_admin_router(admin))
     router.include_router(build_callback_router())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Request, Response
@@ -24,7 +25,7 @@ def _consent(started: ConsentStart) -> dict[str, Any]:
     return {"consent_url": started.url, "expires_at": started.expires_at.isoformat()}
 
 
-def build_admin_router(admin: object) -> APIRouter:
+def build_admin_router(admin: Callable[..., Any]) -> APIRouter:
     router = APIRouter(prefix="/v1/connectors", tags=["connectors"])
     Admin = Depends(admin)  # noqa: N806
     Svc = Depends(svc)  # noqa: N806
