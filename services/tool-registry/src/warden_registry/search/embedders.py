@@ -105,6 +105,11 @@ class _QueryCache:
             self._items.move_to_end(key)
         return hit
 
+    def resize(self, size: int) -> None:
+        self.size = size
+        while len(self._items) > max(size, 0):
+            self._items.popitem(last=False)
+
     def put(self, key: str, value: Vectors) -> None:
         if self.size <= 0:
             return
@@ -124,16 +129,16 @@ class LocalEmbedder:
     ) -> None:
         self.model_dir = find_model_dir(model_dir)
         self._model = MiniLM(self.model_dir, threads=threads, max_length=max_length)
-        self._cache = _QueryCache(query_cache)
+        self.query_cache = _QueryCache(query_cache)
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         return self._model.encode(list(texts))
 
     def embed_query(self, text: str) -> Vectors:
-        hit = self._cache.get(text)
+        hit = self.query_cache.get(text)
         if hit is None:
             hit = self._model.encode([text])[0]
-            self._cache.put(text, hit)
+            self.query_cache.put(text, hit)
         return hit
 
 
@@ -163,7 +168,7 @@ class OpenAICompatibleEmbedder:
         self.model = model
         self.model_id = f"openai-compatible:{base_url.rstrip('/')}#{model}"
         self.batch_size = batch_size
-        self._cache = _QueryCache(query_cache)
+        self.query_cache = _QueryCache(query_cache)
         self.dim = dim if dim is not None else int(self._request(["dimension probe"]).shape[1])
 
     def __repr__(self) -> str:
@@ -199,10 +204,10 @@ class OpenAICompatibleEmbedder:
         return out
 
     def embed_query(self, text: str) -> Vectors:
-        hit = self._cache.get(text)
+        hit = self.query_cache.get(text)
         if hit is None:
             hit = self.embed([text])[0]
-            self._cache.put(text, hit)
+            self.query_cache.put(text, hit)
         return hit
 
 

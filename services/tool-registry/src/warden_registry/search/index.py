@@ -26,7 +26,7 @@ import numpy.typing as npt
 
 from warden_registry.search.embedders import Embedder, EmbedderStatus, EmbedderUnavailable
 from warden_registry.search.lexical import Bm25
-from warden_registry.search.text import describe_tool, lexical_tokens
+from warden_registry.search.text import ToolText, describe_tool, lexical_tokens
 
 __all__ = ["DEFAULT_DENSE_WEIGHT", "Hit", "HybridIndex", "SearchStatus", "ToolEntry"]
 
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 # Tuned on the dev split of bench/search/queries.jsonl (z-score fusion); see bench/README.md.
 DEFAULT_DENSE_WEIGHT = 0.8
+_ALLOWED_CACHE = 64
 Method = Literal["hybrid", "lexical", "dense"]
 Vector = npt.NDArray[np.float32]
 
@@ -93,16 +94,21 @@ class HybridIndex:
     ) -> None:
         self.embedder = embedder
         self.dense_weight = dense_weight
-        self._load_status = status or EmbedderStatus("custom" if embedder else "none", degraded=embedder is None,
-                                                     reason="" if embedder else "no embedder",
-                                                     model_id=embedder.model_id if embedder else None)
+        self._load_status = status or EmbedderStatus(
+            "custom" if embedder else "none",
+            degraded=embedder is None,
+            reason="" if embedder else "no embedder",
+            model_id=embedder.model_id if embedder else None,
+        )
         self._runtime_failure = ""
         self._bm25 = Bm25()
         self._slots = _Slots()
         self._dim = embedder.dim if embedder else 0
         self._vectors = np.zeros((0, self._dim), dtype=np.float32)
         self._has_vector = np.zeros(0, dtype=bool)
-        self._passages: list[str] = []
+        self._texts: list[ToolText | None] = []
+        self._generation = 0
+        self._allowed_cache: dict[frozenset[str], tuple[int, npt.NDArray[np.int64]]] = {}
 
     # -- state -------------------------------------------------------------------------------
 
@@ -137,7 +143,7 @@ class HybridIndex:
             slot = len(self._slots.ids)
             self._slots.ids.append(tool_id)
             self._slots.entries.append(None)
-            self._passages.append("")
+            self._texts.append(None)
         if slot >= len(self._has_vector):
             capacity = max(64, 2 * len(self._has_vector), slot + 1)
             vectors = np.zeros((capacity, self._dim), dtype=np.float32)
@@ -146,6 +152,7 @@ class HybridIndex:
             has[: len(self._has_vector)] = self._has_vector
             self._vectors, self._has_vector = vectors, has
         self._slots.of[tool_id] = slot
+        self._generation += 1
         return slot
 
     # -- writes ------------------------------------------------------------------------------
@@ -177,7 +184,7 @@ class HybridIndex:
             text = describe_tool(name, description, schema)
             slot = self._slot_for(tool_id)
             self._slots.entries[slot] = ToolEntry(tool_id, name, description, schema)
-            self._passages[slot] = text.passage()
+            self._texts[slot] = text
             self._bm25.add(slot, text.lexical())
             self._has_vector[slot] = False
             stored = vectors[i] if vectors is not None else None
@@ -199,7 +206,7 @@ class HybridIndex:
         if not slots or self.embedder is None:
             return {}
         try:
-            computed = self.embedder.embed([self._passages[s] for s in slots])
+            computed = self.embedder.embed([self._text(s).passage() for s in slots])
         except EmbedderUnavailable as e:
             self._fail(str(e))
             return {}
@@ -215,7 +222,8 @@ class HybridIndex:
         self._bm25.remove(slot)
         self._slots.ids[slot] = None
         self._slots.entries[slot] = None
-        self._passages[slot] = ""
+        self._texts[slot] = None
+        self._generation += 1
         self._has_vector[slot] = False
         self._vectors[slot] = 0.0
         self._slots.free.append(slot)
@@ -235,17 +243,31 @@ class HybridIndex:
     # -- search ------------------------------------------------------------------------------
 
     def allowed_slots(self, allowed: Collection[str]) -> npt.NDArray[np.int64]:
-        """The slots of the allowed ids this index holds (unknown ids are skipped)."""
+        """The slots of the allowed ids this index holds (unknown ids are skipped), ascending.
+
+        A `frozenset` is remembered (by identity and the index's generation), so a caller that
+        keeps one frozenset per profile pays for the lookup once per change of the index.
+        """
+        key = allowed if isinstance(allowed, frozenset) else None
+        if key is not None:
+            cached = self._allowed_cache.get(key)
+            if cached is not None and cached[0] == self._generation:
+                return cached[1]
         of = self._slots.of
         if isinstance(allowed, (set, frozenset, dict)) and len(allowed) >= len(of):
-            slots = [s for tool_id, s in of.items() if tool_id in allowed]
+            found = [s for tool_id, s in of.items() if tool_id in allowed]
         else:
-            slots = [s for s in map(of.get, allowed) if s is not None]
-        return np.unique(np.asarray(slots, dtype=np.int64))
+            found = [s for s in map(of.get, allowed) if s is not None]
+        mask = np.zeros(len(self._slots.ids), dtype=bool)
+        mask[found] = True
+        slots = np.flatnonzero(mask)
+        if key is not None:
+            if len(self._allowed_cache) >= _ALLOWED_CACHE:
+                self._allowed_cache.pop(next(iter(self._allowed_cache)))
+            self._allowed_cache[key] = (self._generation, slots)
+        return slots
 
-    def search(
-        self, query: str, k: int, *, allowed: Collection[str], method: Method = "hybrid"
-    ) -> list[Hit]:
+    def search(self, query: str, k: int, *, allowed: Collection[str], method: Method = "hybrid") -> list[Hit]:
         """The best `k` tools for `query` among `allowed`, best first."""
         if k <= 0 or not query.strip():
             return []
@@ -277,11 +299,18 @@ class HybridIndex:
             self._fail(str(e))
             return None
         self._runtime_failure = ""
+        # einsum, not BLAS: a multi-threaded sgemv spins its threads on a busy machine and
+        # took 2-3x the wall time of this single-threaded loop (bench/search, 10k tools)
         if len(slots) * 4 < len(self._slots.ids):
-            scores = self._vectors[slots] @ q
+            scores = np.einsum("ij,j->i", self._vectors[slots], q)
         else:
-            scores = (self._vectors[: len(self._slots.ids)] @ q)[slots]
+            scores = np.einsum("ij,j->i", self._vectors[: len(self._slots.ids)], q)[slots]
         return np.asarray(scores, dtype=np.float32)
+
+    def _text(self, slot: int) -> ToolText:
+        text = self._texts[slot]
+        assert text is not None, "a live slot has its text"
+        return text
 
     def _hit(self, slot: int, score: float, lexical: float, dense: float | None) -> Hit:
         entry = self._slots.entries[slot]

@@ -113,8 +113,10 @@ def build_onnx(weights: dict[str, npt.NDArray[Any]]) -> bytes:
 
     head = _HIDDEN // _HEADS
     seq_len = node("Shape", ["input_ids"], start=1, end=2)
-    positions = node("Slice", [const("pos", weights["embeddings.position_embeddings.weight"]), i64("zero1", [0]),
-                               seq_len, i64("axis0", [0])])
+    positions = node(
+        "Slice",
+        [const("pos", weights["embeddings.position_embeddings.weight"]), i64("zero1", [0]), seq_len, i64("axis0", [0])],
+    )
     words = node("Gather", [const("words", weights["embeddings.word_embeddings.weight"]), "input_ids"])
     token_type = const("type0", weights["embeddings.token_type_embeddings.weight"][0])
     x = layer_norm(node("Add", [node("Add", [words, positions]), token_type]), "embeddings.LayerNorm")
@@ -126,12 +128,13 @@ def build_onnx(weights: dict[str, npt.NDArray[Any]]) -> bytes:
     scale, half, sqrt2 = f32("scale", 1 / np.sqrt(head)), f32("half", 0.5), f32("sqrt2", float(np.sqrt(2.0)))
     for i in range(_LAYERS):
         p = f"encoder.layer.{i}."
-        q = node("Transpose", [node("Reshape", [linear(x, p + "attention.self.query"), split_heads])],
-                 perm=[0, 2, 1, 3])
-        k = node("Transpose", [node("Reshape", [linear(x, p + "attention.self.key"), split_heads])],
-                 perm=[0, 2, 3, 1])
-        v = node("Transpose", [node("Reshape", [linear(x, p + "attention.self.value"), split_heads])],
-                 perm=[0, 2, 1, 3])
+        q = node(
+            "Transpose", [node("Reshape", [linear(x, p + "attention.self.query"), split_heads])], perm=[0, 2, 1, 3]
+        )
+        k = node("Transpose", [node("Reshape", [linear(x, p + "attention.self.key"), split_heads])], perm=[0, 2, 3, 1])
+        v = node(
+            "Transpose", [node("Reshape", [linear(x, p + "attention.self.value"), split_heads])], perm=[0, 2, 1, 3]
+        )
         scores = node("Add", [node("Mul", [node("MatMul", [q, k]), scale]), bias])
         ctx = node("MatMul", [node("Softmax", [scores], axis=-1), v])
         ctx = node("Reshape", [node("Transpose", [ctx], perm=[0, 2, 1, 3]), merge_heads])
@@ -139,15 +142,18 @@ def build_onnx(weights: dict[str, npt.NDArray[Any]]) -> bytes:
         h = linear(x, p + "intermediate.dense")
         h = node("Mul", [node("Mul", [h, half]), node("Add", [node("Erf", [node("Div", [h, sqrt2])]), "one"])])
         x = layer_norm(node("Add", [linear(h, p + "output.dense"), x]), p + "output.LayerNorm")
-    summed = node("ReduceSum", [node("Mul", [x, node("Unsqueeze", [mask, i64("axis2", [2])])]), i64("axis1", [1])],
-                  keepdims=0)
+    summed = node(
+        "ReduceSum", [node("Mul", [x, node("Unsqueeze", [mask, i64("axis2", [2])])]), i64("axis1", [1])], keepdims=0
+    )
     count = node("Clip", [node("ReduceSum", [mask, "axis1"], keepdims=1), f32("tiny", 1e-9)])
     nodes.append(helper.make_node("LpNormalization", [node("Div", [summed, count])], ["embedding"], axis=-1, p=2))
     graph = helper.make_graph(
         nodes,
         "all-MiniLM-L6-v2",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+        ],
         [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", _HIDDEN])],
         inits,
     )
@@ -167,12 +173,13 @@ class MiniLM:
         weights = read_safetensors(model_dir / "model.safetensors", MODEL_SHA256 if verify else None)
         self.tokenizer = WordPiece.from_file(model_dir / "vocab.txt")
         self.max_length = min(max_length, _MAX_POSITIONS)
-        self.word_vectors = weights["embeddings.word_embeddings.weight"]
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(build_onnx(weights), options, providers=["CPUExecutionProvider"])
+        graph = build_onnx(weights)
+        del weights  # onnxruntime keeps its own copy
+        self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
     def encode_ids(self, batch: Sequence[Sequence[int]]) -> Array:
         """Embeddings of already tokenised texts (one padded batch)."""

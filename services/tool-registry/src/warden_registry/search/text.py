@@ -13,6 +13,7 @@ import re
 import unicodedata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 __all__ = ["ToolText", "describe_tool", "lexical_tokens", "split_identifier"]
@@ -22,7 +23,6 @@ _MAX_DESCRIPTION = 2000
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _SEPARATORS = re.compile(r"[_\-./:]+")
 _WORD = re.compile(r"[a-z0-9]+|[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
-_CJK_RUN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]+")
 _SPACES = re.compile(r"\s+")
 # Words that carry no meaning in a tool search ("a tool to get the ..."); kept short on purpose.
 _STOP = frozenset(
@@ -37,6 +37,7 @@ def split_identifier(name: str) -> str:
     return _SPACES.sub(" ", _CAMEL.sub(" ", _SEPARATORS.sub(" ", name))).strip()
 
 
+@lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
     """A conservative suffix stripper: plurals, -ing, -ed. Numbers and short words stay."""
     if len(word) <= 3 or word.isdigit():
@@ -59,7 +60,7 @@ def lexical_tokens(text: str) -> list[str]:
     text = unicodedata.normalize("NFKC", split_identifier(text)).lower()
     out: list[str] = []
     for word in _WORD.findall(text):
-        if _CJK_RUN.fullmatch(word):
+        if word[0] >= "\u3040":  # a run of CJK (the pattern's other branch is ASCII only)
             out.extend(word)
             out.extend(word[i : i + 2] for i in range(len(word) - 1))
         elif word not in _STOP:
@@ -114,8 +115,10 @@ class ToolText:
         """The text the embedder sees: name words, description, then parameters."""
         parts = [f"{self.name_words}: {self.description}" if self.description else self.name_words]
         if self.params:
-            parts.append("Parameters: " + "; ".join(f"{split_identifier(n)}: {d}" if d else split_identifier(n)
-                                                   for n, d in self.params))
+            parts.append(
+                "Parameters: "
+                + "; ".join(f"{split_identifier(n)}: {d}" if d else split_identifier(n) for n, d in self.params)
+            )
         return " ".join(parts)
 
 
