@@ -122,10 +122,7 @@ class RemoteError(WardenError):
     def __init__(self, error: ReplyError) -> None:
         super().__init__(error.message, details=dict(error.details), code=error.code)
         self.reply_error = error
-
-    @property  # type: ignore[override]
-    def retryable(self) -> bool:  # noqa: D401
-        return self.reply_error.retryable
+        self.retryable = error.retryable  # type: ignore[misc]
 
 
 def from_reply_error(error: ReplyError) -> WardenError:
