@@ -12,16 +12,22 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import nats
 import pytest
-from registry_support import Events, ProxyStandIn, Registry, registry_settings, run_registry
+from registry_support import (
+    Events,
+    ProxyStandIn,
+    Registry,
+    fresh_database,
+    proxy_stand_in,
+    registry_settings,
+    run_registry,
+    subject_root,
+)
 from warden_common.bus import Bus
-from warden_common.contracts import UPSTREAM_LIST_TOOLS, Service, events_stream_name, events_wildcard
+from warden_common.contracts import Service, events_wildcard
 from warden_common.settings import NatsSettings
 
 
@@ -32,45 +38,20 @@ def nats_url() -> str:
 
 @pytest.fixture(scope="session")
 async def root(nats_url: str) -> AsyncIterator[str]:
-    r = "treg" + uuid.uuid4().hex[:10]
-    yield r
-    nc = await nats.connect(nats_url)
-    try:
-        await nc.jetstream().delete_stream(events_stream_name(r))
-    except nats.js.errors.NotFoundError:
-        pass
-    finally:
-        await nc.close()
+    async with subject_root(nats_url) as r:
+        yield r
 
 
 @pytest.fixture(scope="session")
 async def dsn() -> AsyncIterator[str]:
-    admin = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    name = "treg_" + uuid.uuid4().hex[:12]
-    conn = await asyncpg.connect(admin, timeout=10)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    parts = urlsplit(admin)
-    yield urlunsplit(parts._replace(path=f"/{name}"))
-    conn = await asyncpg.connect(admin, timeout=10)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    async with fresh_database() as d:
+        yield d
 
 
 @pytest.fixture(scope="session")
 async def proxy(nats_url: str, root: str) -> AsyncIterator[ProxyStandIn]:
-    stand_in = ProxyStandIn()
-    bus = Bus(NatsSettings(url=nats_url, root=root), Service.proxy)
-    await bus.connect()
-    await bus.serve(UPSTREAM_LIST_TOOLS, stand_in.answer)
-    try:
+    async with proxy_stand_in(nats_url, root) as stand_in:
         yield stand_in
-    finally:
-        await bus.close()
 
 
 @pytest.fixture(scope="session")

@@ -4,14 +4,19 @@ the registry on a loopback port, and a bounded wait on events."""
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import socket
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
+import nats
 import uvicorn
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
@@ -19,7 +24,16 @@ from mcp.server.mcpserver.tools.base import Tool
 from mcp.types import Tool as MCPTool
 from mcp.types import ToolAnnotations
 from nats.aio.msg import Msg
-from warden_common.contracts import Event, ListUpstreamTools, UpstreamTool, UpstreamTools
+from warden_common.bus import Bus
+from warden_common.contracts import (
+    UPSTREAM_LIST_TOOLS,
+    Event,
+    ListUpstreamTools,
+    Service,
+    UpstreamTool,
+    UpstreamTools,
+    events_stream_name,
+)
 from warden_common.errors import NotFound
 from warden_common.settings import HttpSettings, NatsSettings, PostgresSettings
 from warden_registry.app import create_app
@@ -31,6 +45,9 @@ __all__ = [
     "Registry",
     "Upstream",
     "free_port",
+    "fresh_database",
+    "proxy_stand_in",
+    "subject_root",
     "mcp_tool",
     "mcp_upstream",
     "poll_until",
@@ -227,6 +244,8 @@ def registry_settings(nats_url: str, root: str, dsn: str, **over: Any) -> Settin
         http=HttpSettings(port=0),
         admin_token="adm-" + secrets.token_urlsafe(24),
         refresh_period_s=over.pop("refresh_period_s", 0),
+        # deterministic and instant; the hybrid engine has its own test (test_registry_search)
+        search_engine=over.pop("search_engine", "lexical"),
         **over,
     )
 
@@ -242,3 +261,52 @@ async def run_registry(settings: Settings) -> AsyncIterator[Registry]:
 
 def unique(prefix: str = "c") -> str:
     return prefix + secrets.token_hex(4)
+
+
+# -- isolation --------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def subject_root(nats_url: str) -> AsyncIterator[str]:
+    """A unique NATS subject root; its events stream is deleted afterwards."""
+    root = "treg" + uuid.uuid4().hex[:10]
+    yield root
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.jetstream().delete_stream(events_stream_name(root))
+    except nats.js.errors.NotFoundError:
+        pass
+    finally:
+        await nc.close()
+
+
+@asynccontextmanager
+async def fresh_database() -> AsyncIterator[str]:
+    """A new database on DATABASE_URL's server, dropped afterwards."""
+    admin = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = "treg_" + uuid.uuid4().hex[:12]
+    conn = await asyncpg.connect(admin, timeout=10)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield urlunsplit(urlsplit(admin)._replace(path=f"/{name}"))
+    finally:
+        conn = await asyncpg.connect(admin, timeout=10)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@asynccontextmanager
+async def proxy_stand_in(nats_url: str, root: str) -> AsyncIterator[ProxyStandIn]:
+    stand_in = ProxyStandIn()
+    bus = Bus(NatsSettings(url=nats_url, root=root), Service.proxy)
+    await bus.connect()
+    await bus.serve(UPSTREAM_LIST_TOOLS, stand_in.answer)
+    try:
+        yield stand_in
+    finally:
+        await bus.close()

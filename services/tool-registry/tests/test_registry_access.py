@@ -172,7 +172,8 @@ async def test_search_never_returns_a_tool_the_profile_may_not_see(
     res = await bus.request(REGISTRY_SEARCH, SearchRequest(profile=nobody, query="invoice", k=10))
     assert res.tools == []
     http = await registry.ok("POST", f"/v1/profiles/{p}/search", json={"query": "invoice", "k": 3})
-    assert [t["name"] for t in http["tools"]] == [f"{c}__send_invoice"]
+    assert http["tools"][0]["name"] == f"{c}__send_invoice"
+    assert {t["name"] for t in http["tools"]} <= {f"{c}__send_invoice", f"{c}__list_customers"}
 
 
 async def test_profiles_crud_and_errors(registry: Registry, events: Events) -> None:

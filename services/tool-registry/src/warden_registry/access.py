@@ -17,12 +17,14 @@ import fnmatch
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from warden_common.contracts import ResolvedTool, ToolView, VisibleTools
 
 from warden_registry.catalog import check_schema, is_pattern
 from warden_registry.errors import Forbidden, NotFound
+from warden_registry.searching import SearchDoc
 
 __all__ = ["TOOL_SEARCH", "Access", "Cut", "Entry", "Grant", "Snapshot"]
 
@@ -62,14 +64,17 @@ class Entry:
     schema_valid: bool
     held: bool
     missing: bool
+    pin: str  # the hash of the name, description and schema served
 
     @classmethod
     def from_row(cls, r: Mapping[str, Any]) -> Entry:
         desc, schema, ann, valid = r["description"], r["input_schema"], r["annotations"], r["schema_valid"]
+        pin = r["pin_hash"]
         drift = r["drift"]
         if drift and not r["held"]:
             desc, schema, ann = drift["description"], drift["input_schema"], drift.get("annotations")
             valid = check_schema(schema)
+            pin = drift.get("pin_hash", pin)
         return cls(
             name=r["name"],
             connector=r["connector"],
@@ -85,6 +90,7 @@ class Entry:
             schema_valid=valid,
             held=r["held"],
             missing=r["missing"],
+            pin=pin,
         )
 
     @property
@@ -135,6 +141,7 @@ class Snapshot:
     # connectors whose listings go to the upstream every time (cache off)
     cache_off: frozenset[str] = frozenset()
     _cuts: dict[str, Cut] = field(default_factory=dict)
+    _live: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -148,16 +155,27 @@ class Snapshot:
             by_profile.setdefault(g["profile"], []).append(Grant.of(g["tool"], g["read_only"]))
         return cls({r["name"]: Entry.from_row(r) for r in tools}, by_profile, frozenset(cache_off))
 
+    @cached_property
+    def catalog_key(self) -> int:
+        """Changes when a tool's searchable text does (not on grant or flag changes)."""
+        return hash(tuple(sorted((e.name, e.pin) for e in self.tools.values())))
+
+    def search_docs(self) -> list[SearchDoc]:
+        return [SearchDoc(e.name, e.description, e.input_schema) for e in self.tools.values()]
+
     def live_connectors(self, profile: str) -> set[str]:
         """Cache-off connectors with a tool some grant of the profile names (usable or not)."""
         if not self.cache_off:
             return set()
-        grants = self.grants.get(profile, ())
-        return {
-            e.connector
-            for e in self.tools.values()
-            if e.connector in self.cache_off and any(g.matches(e.name) for g in grants)
-        }
+        hit = self._live.get(profile)
+        if hit is None:
+            grants = self.grants.get(profile, ())
+            hit = self._live[profile] = {
+                e.connector
+                for e in self.tools.values()
+                if e.connector in self.cache_off and any(g.matches(e.name) for g in grants)
+            }
+        return hit
 
     def _allowed(self, profile: str) -> list[Entry]:
         allowed: dict[str, Entry] = {}

@@ -25,7 +25,7 @@ __all__ = ["create_app"]
 
 def create_app(settings: Settings) -> FastAPI:
     runtime = Runtime.build(Service.registry, settings, schema="registry")
-    engine = load_engine(settings.search_engine)
+    engine = load_engine(settings.search_engine, **settings.search_options())
 
     async def search_check() -> str | None:
         return None if engine.mode == "hybrid" else f"degraded: lexical search only ({engine.reason})"
@@ -49,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
             background = [
                 group.create_task(refresher.run_requests(), name="registry-refresh-requests"),
                 group.create_task(refresher.run_periodic(), name="registry-refresh-periodic"),
+                group.create_task(registry.finder.run(registry.catalog), name="registry-search-indexer"),
             ]
 
             def stop_background() -> None:  # first out: background work ends, the group joins

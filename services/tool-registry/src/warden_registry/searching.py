@@ -11,21 +11,24 @@ checks the answer against `allowed` once more anyway.
 
 The hybrid engine plugs in by exposing `create_engine() -> Engine` (or an `Engine` class)
 in `warden_registry.search` with this same `index(docs) -> Index` shape; until it does, or
-when it cannot start (no model), search is lexical and `mode` says so.
+when it cannot start (no model), search is lexical and `mode` says so. `index` is called
+with the whole catalog after each change to it (in a worker thread); an engine that keeps
+its per-tool work (embeddings) keyed by the tool's text pays only for what changed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import math
 import re
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-__all__ = ["Engine", "Index", "LexicalEngine", "SearchDoc", "load_engine"]
+__all__ = ["Engine", "Finder", "Index", "LexicalEngine", "SearchDoc", "load_engine"]
 
 log = logging.getLogger(__name__)
 Mode = Literal["hybrid", "lexical"]
@@ -122,20 +125,93 @@ class LexicalEngine:
         return _Bm25Index(docs)
 
 
-def load_engine(kind: str = "auto") -> Engine:
-    """The hybrid engine when asked for (`auto`/`hybrid`) and available, else lexical."""
-    if kind == "lexical":
+def load_engine(engine: str = "auto", **options: Any) -> Engine:
+    """The hybrid engine when asked for (`auto`/`hybrid`) and available, else lexical.
+    `options` go to the engine's `create_engine` (which embedder, where)."""
+    if engine == "lexical":
         return LexicalEngine("lexical search chosen in settings")
     try:
         module = importlib.import_module("warden_registry.search")
     except ImportError as e:
         return LexicalEngine(f"hybrid engine not installed ({e.name})")
-    factory = getattr(module, "create_engine", None) or getattr(module, "Engine", None)
+    factory = getattr(module, "create_engine", None)
     if factory is None:
         return LexicalEngine("warden_registry.search has no create_engine()")
     try:
-        engine: Engine = factory()
+        hybrid: Engine = factory(**options)
     except (ImportError, OSError, RuntimeError, ValueError) as e:
         log.warning("hybrid search engine did not start (%s); using lexical search", type(e).__name__)
         return LexicalEngine(f"hybrid engine did not start: {type(e).__name__}")
-    return engine
+    return hybrid
+
+
+Catalog = Callable[[], Awaitable[tuple[int, list[SearchDoc]]]]
+
+
+class Finder:
+    """Search that never waits on embeddings.
+
+    A lexical index is built (in a thread) for the catalog a search sees. The hybrid engine's
+    index is kept in line with the catalog by `run()`, a background job fed in chunks, so a
+    big catalog never holds the engine for long; a search uses it only once it matches the
+    current catalog, and gives up on it after `hybrid_timeout_s`. Otherwise the answer is
+    lexical and says so.
+    """
+
+    def __init__(self, engine: Engine, *, hybrid_timeout_s: float = 2.0, chunk: int = 256) -> None:
+        self.engine = engine
+        self.hybrid_timeout_s = hybrid_timeout_s
+        self.chunk = chunk
+        self._lexical: tuple[int, Index] | None = None
+        self._lexical_lock = asyncio.Lock()
+        self._hybrid: tuple[int, Index] | None = None
+        self._hybrid_names: set[str] = set()
+        self._changed = asyncio.Event()
+        self._changed.set()  # build once at start
+
+    @property
+    def hybrid(self) -> bool:
+        return self.engine.mode == "hybrid"
+
+    def changed(self) -> None:
+        self._changed.set()
+
+    async def run(self, catalog: Catalog) -> None:
+        """Keep the hybrid index in line with the catalog (a job in the lifespan's task group)."""
+        if not self.hybrid:
+            return
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            key, docs = await catalog()
+            if self._hybrid is not None and self._hybrid[0] == key:
+                continue
+            # known tools first: each call adds at most `chunk` new ones (and drops gone ones)
+            ordered = [d for d in docs if d.name in self._hybrid_names]
+            ordered += [d for d in docs if d.name not in self._hybrid_names]
+            end = len(ordered) - sum(1 for d in docs if d.name not in self._hybrid_names)
+            while True:
+                end = min(end + self.chunk, len(ordered))
+                index = await asyncio.to_thread(self.engine.index, ordered[:end])
+                self._hybrid_names = {d.name for d in ordered[:end]}
+                if end >= len(ordered):
+                    break
+            self._hybrid = (key, index)
+
+    async def search(
+        self, key: int, docs: Callable[[], list[SearchDoc]], query: str, k: int, allowed: Collection[str]
+    ) -> tuple[list[str], Mode]:
+        hybrid = self._hybrid
+        if hybrid is not None and hybrid[0] == key:
+            try:
+                found = await asyncio.wait_for(
+                    asyncio.to_thread(hybrid[1].search, query, k, allowed), timeout=self.hybrid_timeout_s
+                )
+                return found, "hybrid"
+            except TimeoutError:
+                log.warning("hybrid search took over %.1fs; answering lexically", self.hybrid_timeout_s)
+        async with self._lexical_lock:
+            if self._lexical is None or self._lexical[0] != key:
+                self._lexical = (key, await asyncio.to_thread(_Bm25Index, docs()))
+            lexical = self._lexical[1]
+        return lexical.search(query, k, allowed), "lexical"

@@ -30,7 +30,7 @@ from warden_common.contracts import (
 
 from warden_registry.access import Access, Snapshot
 from warden_registry.catalog import check_schema, classify, clean_description, pin_hash, tool_name, valid_mcp_name
-from warden_registry.errors import BadInput, Conflict, NotFound, Timeout, Unavailable
+from warden_registry.errors import BadInput, Conflict, NotFound, WardenError
 from warden_registry.models import (
     ConnectorSettingsOut,
     ConnectorSettingsPatch,
@@ -47,7 +47,7 @@ from warden_registry.models import (
     ToolPatch,
     ToolSelection,
 )
-from warden_registry.searching import Engine, Index, SearchDoc
+from warden_registry.searching import Engine, Finder, SearchDoc
 from warden_registry.store import Store
 
 __all__ = ["Registry"]
@@ -100,7 +100,6 @@ class Registry:
     ) -> None:
         self.store = store
         self.bus = bus
-        self.engine = engine
         self.hold_on_drift = hold_on_drift
         self.description_cap = description_cap
         self.discovery_timeout_s = discovery_timeout_s
@@ -108,8 +107,7 @@ class Registry:
         self.access = Access(self._load)
         self._refresh_locks: dict[str, asyncio.Lock] = {}
         self._live: dict[str, asyncio.Event] = {}
-        self._index: tuple[int, Index] | None = None
-        self._index_lock = asyncio.Lock()
+        self.finder = Finder(engine)
         self._own: OrderedDict[str, None] = OrderedDict()
 
     # -- events and the snapshot ----------------------------------------------------------
@@ -119,6 +117,7 @@ class Registry:
 
     def invalidate(self) -> None:
         self.access.invalidate()
+        self.finder.changed()
 
     def on_event(self, event_id: str | None) -> None:
         """A registry event reached this replica: drop the snapshot, unless this replica sent
@@ -175,7 +174,7 @@ class Registry:
         done = self._live[connector] = asyncio.Event()
         try:
             await self.refresh(connector, None, live=True)
-        except (Unavailable, Timeout, NotFound, BadInput) as e:
+        except WardenError as e:
             log.warning("live listing of %s failed (%s); answering from the stored listing", connector, e.message)
         finally:
             del self._live[connector]
@@ -191,22 +190,15 @@ class Registry:
         snap = await self._snapshot_for(profile)
         usable = {e.name: e for e in snap.cut(profile).usable}
         if not usable:
-            return SearchResult(tools=[], mode=self.engine.mode)
-        index = await self._index_for(snap)
-        names = index.search(query, k, usable.keys())
+            return SearchResult(tools=[], mode=self.finder.engine.mode)
+        names, mode = await self.finder.search(snap.catalog_key, snap.search_docs, query, k, usable.keys())
         found = [usable[n].view() for n in names if n in usable][:k]  # never a tool the profile may not see
-        return SearchResult(tools=found, mode=self.engine.mode)
+        return SearchResult(tools=found, mode=mode)
 
-    async def _index_for(self, snap: Snapshot) -> Index:
-        """One search index per catalog content (grant changes do not rebuild it)."""
-        key = hash(tuple((e.name, e.description) for e in snap.tools.values()))
-        async with self._index_lock:
-            if self._index is not None and self._index[0] == key:
-                return self._index[1]
-            docs = [SearchDoc(e.name, e.description, e.input_schema) for e in snap.tools.values()]
-            index = await asyncio.to_thread(self.engine.index, docs)
-            self._index = (key, index)
-            return index
+    async def catalog(self) -> tuple[int, list[SearchDoc]]:
+        """The current catalog, for the search indexer."""
+        snap = await self.access.snapshot()
+        return snap.catalog_key, snap.search_docs()
 
     # -- discovery and registration -------------------------------------------------------
     async def list_upstream(self, connector: str) -> list[UpstreamTool]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from warden_common.runtime import ServiceSettings, settings_config
 from warden_common.settings import HttpSettings
 
@@ -27,3 +27,23 @@ class Settings(ServiceSettings):
     discovery_page_size: int = Field(default=500, ge=1, le=10_000)
     # tool search: `auto` uses the hybrid engine (warden_registry.search) when installed
     search_engine: Literal["auto", "hybrid", "lexical"] = "auto"
+    # the hybrid engine's embedder: `local` (all-MiniLM-L6-v2, packaged), `openai` (an
+    # OpenAI-compatible /embeddings endpoint), `none` (BM25 only)
+    search_embedder: Literal["local", "openai", "none"] = "local"
+    search_threads: int = Field(default=1, ge=1, le=64)
+    search_embedder_url: str | None = None
+    search_embedder_model: str | None = None
+    search_embedder_api_key: SecretStr | None = None
+
+    def search_options(self) -> dict[str, Any]:
+        """What the hybrid engine's `create_engine` takes."""
+        opts: dict[str, Any] = {"kind": self.search_embedder}
+        if self.search_embedder == "local":
+            opts["threads"] = self.search_threads
+        elif self.search_embedder == "openai":
+            opts |= {
+                "base_url": self.search_embedder_url,
+                "model": self.search_embedder_model,
+                "api_key": self.search_embedder_api_key,
+            }
+        return opts
