@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from typing import Any
@@ -46,6 +47,86 @@ WRITE = Histogram(
     "warden_audit_batch_write_seconds", "one batch's transaction", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
 )
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+class ConsumerGone(Exception):
+    """The durable consumer (or its stream) is not there: re-create it."""
+
+
+class Puller:
+    """A pull subscription that keeps one pull request outstanding and buffers what arrives.
+
+    nats-py's `fetch` waits for each message on its own future; taking the whole buffer at
+    once is what lets ingest keep up (see bench/audit). `take(n)` returns as soon as at least
+    one message is there, so a quiet stream costs no latency and a busy one fills batches.
+    """
+
+    def __init__(self, nc: Any, stream: str, durable: str) -> None:
+        self.nc = nc
+        self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self.inbox = nc.new_inbox()
+        self._buf: list[Msg] = []
+        self._wake = asyncio.Event()
+        self._outstanding = 0
+        self._requested_at = 0.0
+        self._expires_s = 1.0
+        self._gone = False
+        self._sub: Any = None
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(self.inbox, cb=self._on_msg, pending_msgs_limit=1_000_000)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            for m in self._sub.release():
+                with contextlib.suppress(nats.errors.Error):
+                    await m.nak()
+            await self._sub.stop()
+            self._sub = None
+
+    async def _on_msg(self, msg: Msg) -> None:
+        status = msg.headers.get("Status") if msg.headers else None
+        if status:
+            # 408 request expired, 409 limits or consumer deleted, 503 nobody serves that consumer
+            self._outstanding = 0
+            if status == "503" or (status == "409" and "deleted" in (msg.headers.get("Description") or "").lower()):
+                self._gone = True
+            self._wake.set()
+            return
+        self._buf.append(msg)
+        self._outstanding -= 1
+        self._wake.set()
+
+    async def take(self, n: int, timeout_s: float) -> list[Msg]:
+        if self._gone:
+            self._gone = False
+            raise ConsumerGone
+        now = time.monotonic()
+        if self._outstanding > 0 and now - self._requested_at > self._expires_s + 2:
+            self._outstanding = 0  # the request was lost (e.g. NATS restarted): ask again
+        if self._outstanding <= 0 and len(self._buf) < n:
+            want = n
+            self._expires_s = timeout_s
+            await self.nc.publish(
+                self.subject,
+                json.dumps({"batch": want, "expires": int(timeout_s * 1e9)}).encode(),
+                reply=self.inbox,
+            )
+            self._outstanding = want
+            self._requested_at = now
+        if not self._buf:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout_s)
+        if self._gone and not self._buf:
+            self._gone = False
+            raise ConsumerGone
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
+    def release(self) -> list[Msg]:
+        out, self._buf = self._buf, []
+        return out
 
 
 class Consumer:
@@ -107,27 +188,32 @@ class Consumer:
                 with contextlib.suppress(nats.errors.Error):
                     await h.nak()
         if self._sub is not None:
-            with contextlib.suppress(nats.errors.Error):
-                await self._sub.unsubscribe()
+            for m in self._sub.release():
+                with contextlib.suppress(nats.errors.Error):
+                    await m.nak()
+            await self._sub.stop()
             self._sub = None
 
     async def _subscribe(self) -> None:
         assert self.bus.nc is not None
         js = self.bus.nc.jetstream()
-        self._sub = await js.pull_subscribe(
-            events_wildcard(self.bus.root),
-            durable=DURABLE,
-            stream=self.bus.events_stream,
-            config=ConsumerConfig(
-                durable_name=DURABLE,
-                ack_policy=AckPolicy.EXPLICIT,
-                ack_wait=self.ack_wait_s,
-                max_ack_pending=self.max_ack_pending,
-                deliver_policy=DeliverPolicy.ALL,
-                max_deliver=-1,
-            ),
-            pending_msgs_limit=max(4 * self.batch, 10_000),
+        config = ConsumerConfig(
+            durable_name=DURABLE,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait_s,
+            max_ack_pending=self.max_ack_pending,
+            deliver_policy=DeliverPolicy.ALL,
+            max_deliver=-1,
+            filter_subject=events_wildcard(self.bus.root),
         )
+        try:
+            await js.consumer_info(self.bus.events_stream, DURABLE)
+        except nats.js.errors.NotFoundError:
+            await js.add_consumer(self.bus.events_stream, config=config)
+        if self._sub is not None:
+            await self._sub.stop()
+        self._sub = Puller(self.bus.nc, self.bus.events_stream, DURABLE)
+        await self._sub.start()
 
     # -- fetch -------------------------------------------------------------------------------
     async def _fetch_loop(self) -> None:
@@ -136,12 +222,10 @@ class Consumer:
         while True:
             t0 = time.perf_counter()
             try:
-                msgs: list[Msg] = await self._sub.fetch(self.batch, timeout=self.fetch_timeout_s)
+                msgs: list[Msg] = await self._sub.take(self.batch, self.fetch_timeout_s)
             except asyncio.CancelledError:
                 raise
-            except TimeoutError:  # nothing to fetch (nats' own TimeoutError is one too)
-                continue
-            except (nats.js.errors.NotFoundError, nats.js.errors.ServiceUnavailableError) as e:
+            except (ConsumerGone, nats.js.errors.NotFoundError, nats.js.errors.ServiceUnavailableError) as e:
                 # the stream or consumer vanished (e.g. NATS came back without its store)
                 log.warning("audit: consumer unavailable (%s); re-creating it", type(e).__name__)
                 await self._recover(delay)
@@ -151,6 +235,8 @@ class Consumer:
                 log.exception("audit: fetch failed; retrying in %.1fs", delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+                continue
+            if not msgs:
                 continue
             delay = 0.1
             fetch_time.inc(time.perf_counter() - t0)
@@ -238,8 +324,9 @@ class Consumer:
 
     async def refresh_lag(self) -> int:
         try:
-            info = await self._sub.consumer_info()
-        except (nats.errors.Error, OSError, AttributeError) as e:
+            assert self.bus.nc is not None
+            info = await self.bus.nc.jetstream().consumer_info(self.bus.events_stream, DURABLE, timeout=5)
+        except (nats.errors.Error, OSError, AssertionError) as e:
             log.debug("audit: consumer info unavailable (%s)", type(e).__name__)
             return self.lag
         self.lag = int(info.num_pending or 0)
