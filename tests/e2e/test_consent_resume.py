@@ -91,11 +91,6 @@ async def test_url_elicitation_consent_then_the_original_call_returns(stack: Sta
         assert admin_tokens is not None and jwt_claims(admin_tokens["access_token"])["sub"] == "the-admin"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="proxy: _progress_forwarder reads getattr(ctx.meta, 'progress_token') but mcp 2.x's meta is a "
-    "TypedDict (ctx.meta.get('progress_token')), so a caller asking for progress is never shown the URL",
-)
 async def test_progress_message_consent_then_the_original_call_returns(stack: Stack, upstream: ProtectedMcp) -> None:
     async with admin_client(stack) as admin:
         name, key = await _per_user_setup(stack, admin, upstream, "bruno")

@@ -239,7 +239,8 @@ def _progress_forwarder(
     ctx: ServerRequestContext[Any, Any],
 ) -> Callable[[float, float | None, str | None], Awaitable[None]] | None:
     """Stream the upstream's progress notifications to the caller, if it asked for progress."""
-    token = getattr(ctx.meta, "progress_token", None) if ctx.meta is not None else None
+    meta: Any = ctx.meta or {}  # a TypedDict in mcp 2.x
+    token = meta.get("progress_token", meta.get("progressToken")) if isinstance(meta, dict) else None
     if token is None:
         return None
 
