@@ -140,7 +140,7 @@ def test_stored_vectors_are_used_and_only_new_tools_are_embedded() -> None:
     stored = {tool_id: vector_to_bytes(first.vector(tool_id)) for tool_id in IDS}  # type: ignore[arg-type]
     embedder = HashEmbedder()
     index = HybridIndex(embedder)
-    new = ("calc__add", "add", "Add two numbers", {})
+    new: tuple[str, str, str, dict[str, object]] = ("calc__add", "add", "Add two numbers", {})
     vectors = [vector_from_bytes(stored[t[0]], 64) for t in TOOLS] + [None]
     computed = index.add_many([*TOOLS, new], vectors)
     assert list(computed) == ["calc__add"]

@@ -65,7 +65,7 @@ def test_load_embedder_reports_the_model_it_loaded() -> None:
 
 
 def test_real_model_finds_a_paraphrase_that_shares_no_word_with_the_tool(embedder: LocalEmbedder) -> None:
-    tools = [
+    tools: list[tuple[str, str, str, dict[str, object]]] = [
         ("weather__by_city", "get_weather_by_city", "Get weather for a city by name using geocoding.", {}),
         ("random__int", "random_int", "Generate a random integer between low and high (inclusive).", {}),
         ("git__log", "git_log", "Shows the commit logs", {}),

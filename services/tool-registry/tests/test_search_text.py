@@ -44,7 +44,8 @@ def test_parameters_descriptions_and_enums_reach_both_texts() -> None:
 
 
 def test_describe_tool_survives_schemas_that_are_not_objects() -> None:
-    for schema in (None, [], "x", {"properties": ["a"]}, {"properties": {"a": "not a dict"}}):
+    schemas: list[object] = [None, [], "x", {"properties": ["a"]}, {"properties": {"a": "not a dict"}}]
+    for schema in schemas:
         text = describe_tool("t", None, schema)
         assert text.passage().startswith("t")
 
