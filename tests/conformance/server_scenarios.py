@@ -160,7 +160,7 @@ async def main(only: str | None) -> int:
                 stderr=asyncio.subprocess.STDOUT,
             )
             try:
-                out, _ = await asyncio.wait_for(p.communicate(), timeout=120)
+                out, _ = await asyncio.wait_for(p.communicate(), timeout=45)
             except TimeoutError:
                 p.kill()
                 out = b"timeout"
