@@ -71,7 +71,11 @@ def create_app(settings: Settings) -> FastAPI:
                 breakers=Breakers(settings.breaker_threshold, settings.breaker_cooldown_s),
                 consent_wait_s=settings.consent_wait_s,
             )
-            endpoint = McpEndpoint(pipeline, keys, resource_url=resource_url, allowed_hosts=settings.allowed_hosts)
+            allowed = settings.allowed_hosts
+            if not allowed and settings.http.host in ("127.0.0.1", "localhost", "::1"):
+                # bound to loopback: refuse other Host headers (DNS rebinding) unless told otherwise
+                allowed = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+            endpoint = McpEndpoint(pipeline, keys, resource_url=resource_url, allowed_hosts=allowed)
             holder["endpoint"] = endpoint
             await register_handlers(runtime.bus, pipeline, keys, approvals)
             durable = DurableCalls(runtime.bus, runtime.db.pool, pipeline, ack_wait_s=settings.durable_ack_wait_s)
