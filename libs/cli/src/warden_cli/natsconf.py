@@ -28,7 +28,8 @@ def _perms(root: str, stream: str, user: str, demo_profile: str) -> dict[str, ob
     ]
     inbox = ["_INBOX.>"]
     if user == "connectors":
-        pub = [f"{v}.events.connectors.>", *js_stream]
+        # connection tests go through the proxy, the single egress
+        pub = [f"{v}.events.connectors.>", f"{v}.upstream.list_tools", *js_stream]
         sub = [f"{v}.credentials.get", f"{v}.events.connectors.>", *inbox]
     elif user == "registry":
         pub = [f"{v}.upstream.list_tools", f"{v}.events.registry.>", *js_stream]
