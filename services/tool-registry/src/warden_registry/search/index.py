@@ -33,7 +33,7 @@ __all__ = ["DEFAULT_DENSE_WEIGHT", "Hit", "HybridIndex", "SearchStatus", "ToolEn
 log = logging.getLogger(__name__)
 
 # Tuned on the dev split of bench/search/queries.jsonl (z-score fusion); see bench/README.md.
-DEFAULT_DENSE_WEIGHT = 0.8
+DEFAULT_DENSE_WEIGHT = 0.85
 _ALLOWED_CACHE = 64
 Method = Literal["hybrid", "lexical", "dense"]
 Vector = npt.NDArray[np.float32]
