@@ -78,10 +78,8 @@ class Puller:
 
     async def stop(self) -> None:
         if self._sub is not None:
-            for m in self._sub.release():
-                with contextlib.suppress(nats.errors.Error):
-                    await m.nak()
-            await self._sub.stop()
+            with contextlib.suppress(nats.errors.Error):
+                await self._sub.unsubscribe()
             self._sub = None
 
     async def _on_msg(self, msg: Msg) -> None:
