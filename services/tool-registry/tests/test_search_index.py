@@ -10,6 +10,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -153,22 +154,50 @@ def test_vector_bytes_reject_the_wrong_dimension() -> None:
         vector_from_bytes(np.zeros(3, np.float32).tobytes(), 4)
 
 
+@dataclass(frozen=True)
+class Doc:
+    name: str
+    description: str
+    input_schema: dict[str, object]
+
+
+DOCS = [Doc(t[0], t[2], {}) for t in TOOLS]
+
+
 def test_engine_snapshots_embed_a_tool_once_and_drop_removed_tools() -> None:
-    from dataclasses import dataclass
-
-    @dataclass(frozen=True)
-    class Doc:
-        name: str
-        description: str
-        input_schema: dict
-
     embedder = HashEmbedder()
     engine = HybridEngine(embedder, EmbedderStatus("custom", degraded=False))
-    docs = [Doc(t[0], t[2], {}) for t in TOOLS]
-    engine.index(docs)
+    engine.index(DOCS)
     assert len(embedder.embedded) == len(TOOLS)
-    snapshot = engine.index([*docs[1:], Doc("weather__get_weather", "Weather for a city, now with radar", {})])
+    assert set(engine.take_computed()) == set(IDS) and engine.take_computed() == {}
+    engine.index([*DOCS[1:], Doc("weather__get_weather", "Weather for a city, now with radar", {})])
     assert len(embedder.embedded) == len(TOOLS) + 1
-    snapshot = engine.index(docs[1:])
-    assert "weather__get_weather" not in snapshot.search("weather", 10, allowed=set(IDS))
+    snapshot = engine.index(DOCS[1:])
+    assert "weather__get_weather" not in snapshot.search("weather", 10, set(IDS))
+    assert engine.mode == "hybrid" and engine.reason == ""
+
+
+def test_engine_uses_stored_vectors_instead_of_embedding() -> None:
+    first = HybridEngine(HashEmbedder(), EmbedderStatus("custom", degraded=False))
+    first.index(DOCS)
+    stored = first.take_computed()
+    embedder = HashEmbedder()
+    engine = HybridEngine(embedder, EmbedderStatus("custom", degraded=False))
+    snapshot = engine.index(DOCS, stored)
+    assert embedder.embedded == []
+    assert snapshot.search("commit logs", 1, set(IDS)) == ["git__git_log"]
+
+
+def test_engine_keeps_tools_searchable_when_embedding_fails_and_retries_later() -> None:
+    embedder = HashEmbedder()
+    engine = HybridEngine(embedder, EmbedderStatus("custom", degraded=False))
+    broken = embedder.embed
+    embedder.embed = lambda texts: (_ for _ in ()).throw(EmbedderUnavailable("endpoint unreachable"))  # type: ignore[method-assign]
+    snapshot = engine.index(DOCS)
+    assert engine.mode == "lexical" and "unreachable" in engine.reason
+    assert engine.status.missing_vectors == len(DOCS)
+    assert snapshot.search("read a file from disk", 1, set(IDS)) == ["fs__read_file"]
+    embedder.embed = broken  # type: ignore[method-assign]
+    engine.index(DOCS)
+    assert engine.status.missing_vectors == 0 and set(engine.take_computed()) == set(IDS)
     assert engine.mode == "hybrid" and engine.reason == ""

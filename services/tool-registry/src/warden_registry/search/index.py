@@ -173,9 +173,12 @@ class HybridIndex:
         self,
         tools: Sequence[tuple[str, str, str, Mapping[str, Any]]],
         vectors: Sequence[npt.NDArray[np.floating] | None] | None = None,
+        *,
+        embed: bool = True,
     ) -> dict[str, Vector]:
         """Add or replace tools (id, name, description, input schema); embed those without a
-        stored vector in batches. Returns the vectors it computed, by id, for the caller to persist.
+        stored vector in batches (unless `embed=False`: they wait for `embed_missing()`).
+        Returns the vectors it computed, by id, for the caller to persist.
         """
         if vectors is not None and len(vectors) != len(tools):
             raise ValueError("vectors must match tools one to one")
@@ -195,7 +198,7 @@ class HybridIndex:
                 self._has_vector[slot] = True
             elif self.embedder is not None:
                 to_embed.append(slot)
-        return self._embed_slots(to_embed)
+        return self._embed_slots(to_embed) if embed else {}
 
     def embed_missing(self) -> dict[str, Vector]:
         """Embed the tools that have no vector (added while the embedder was failing)."""
@@ -234,6 +237,22 @@ class HybridIndex:
         if slot is None or not self._has_vector[slot]:
             return None
         return self._vectors[slot].copy()
+
+    def missing_vectors(self) -> list[str]:
+        """Ids of the tools that have no vector yet (the embedder failed when they came)."""
+        if self.embedder is None:
+            return []
+        return [tool_id for tool_id, slot in self._slots.of.items() if not self._has_vector[slot]]
+
+    def report_failure(self, reason: str) -> None:
+        """Mark search degraded (an embedding attempt made outside the index failed)."""
+        self._fail(reason)
+
+    def report_recovered(self) -> None:
+        """Clear a failure reported earlier (an embedding attempt outside the index worked)."""
+        if self._runtime_failure:
+            log.info("tool search embedder recovered")
+        self._runtime_failure = ""
 
     def _fail(self, reason: str) -> None:
         if reason != self._runtime_failure:
