@@ -83,11 +83,12 @@ class Puller:
             self._sub = None
 
     async def _on_msg(self, msg: Msg) -> None:
-        status = msg.headers.get("Status") if msg.headers else None
+        headers = msg.headers or {}
+        status = headers.get("Status")
         if status:
             # 408 request expired, 409 limits or consumer deleted, 503 nobody serves that consumer
             self._outstanding = 0
-            if status == "503" or (status == "409" and "deleted" in (msg.headers.get("Description") or "").lower()):
+            if status == "503" or (status == "409" and "deleted" in (headers.get("Description") or "").lower()):
                 self._gone = True
             self._wake.set()
             return
