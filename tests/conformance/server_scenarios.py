@@ -135,7 +135,11 @@ async def main(only: str | None) -> int:
             ).json()["key"]
         server = uvicorn.Server(
             uvicorn.Config(
-                forwarder(f"{stack.urls['proxy']}/mcp", key), host="127.0.0.1", port=fwd_port, log_level="warning"
+                forwarder(f"{stack.urls['proxy']}/mcp", key),
+                host="127.0.0.1",
+                port=fwd_port,
+                log_level="warning",
+                timeout_graceful_shutdown=2,
             )
         )
         task = asyncio.create_task(server.serve())
