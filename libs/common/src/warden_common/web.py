@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, FastAPI, Request
@@ -141,3 +142,27 @@ def serve_http(app: FastAPI, http: HttpSettings, service: str) -> None:
 def _ignore_sigpipe() -> None:
     if hasattr(signal, "SIGPIPE"):
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
+def run_service(service: str, env_prefix: str, settings_cls: Any, create_app: Callable[[Any], FastAPI]) -> None:
+    """Every service's `__main__`: build settings from the environment, then serve.
+
+    A bad setting prints one line naming the variable and exits 2, never a traceback.
+    """
+    from pydantic import ValidationError
+
+    from warden_common.logging import setup_logging
+
+    try:
+        settings = settings_cls()
+        app = create_app(settings)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = "__".join(str(x) for x in err.get("loc", ())).upper() or "(settings)"
+        print(f"warden-{service}: bad setting {env_prefix}{field}: {err.get('msg', 'invalid')}", file=sys.stderr)
+        sys.exit(2)
+    except ValueError as e:
+        print(f"warden-{service}: bad setting: {e}", file=sys.stderr)
+        sys.exit(2)
+    setup_logging(service, settings.log_level)
+    serve_http(app, settings.http, service)

@@ -1,29 +1,15 @@
+"""`python -m warden_proxy`: settings from WARDEN_PROXY_* env, then serve."""
+
 from __future__ import annotations
 
-import sys
-
-from pydantic import ValidationError
-from warden_common.logging import setup_logging
-from warden_common.web import serve_http
+from warden_common.web import run_service
 
 
 def main() -> None:
     from warden_proxy.app import create_app
     from warden_proxy.settings import Settings
 
-    try:
-        settings = Settings()  # type: ignore[call-arg]
-        app = create_app(settings)
-    except ValidationError as e:
-        err = e.errors()[0]
-        loc = "__".join(str(x) for x in err["loc"]).upper()
-        print(f"warden-proxy: bad setting WARDEN_PROXY_{loc}: {err['msg']}", file=sys.stderr)
-        sys.exit(2)
-    except ValueError as e:
-        print(f"warden-proxy: bad setting: {e}", file=sys.stderr)
-        sys.exit(2)
-    setup_logging("proxy", settings.log_level)
-    serve_http(app, settings.http, "proxy")
+    run_service("proxy", "WARDEN_PROXY_", Settings, create_app)
 
 
 if __name__ == "__main__":
