@@ -12,6 +12,7 @@ $(BIN)/python:
 
 install: $(BIN)/python  ## install every package (editable) and the dev tools into .venv
 	$(BIN)/pip install -q $(PKGS) -r requirements-dev.txt
+	$(BIN)/python services/tool-registry/scripts/install_model.py
 	$(MAKE) -s peers
 
 peers:  ## npm peers used by tests (OAuth authorization server, MCP conformance suite and reference server)
