@@ -215,7 +215,11 @@ class CallPipeline:
             self.validate(resolved, arguments)
         except WardenError as e:
             self._event(
-                EventType.call_denied, principal, refs, status="denied", data={"code": str(e.code), "reason": e.message}
+                EventType.call_denied,
+                principal,
+                refs,
+                status="denied",
+                data={"error_code": str(e.code), "reason": e.message},
             )
             raise
         try:
@@ -240,7 +244,7 @@ class CallPipeline:
                 refs,
                 status="error",
                 latency_ms=latency,
-                data={"code": str(e.code), "reason": e.message},
+                data={"error_code": str(e.code), "reason": e.message},
             )
             raise
         out = _result_to_contract(result, call_id)
