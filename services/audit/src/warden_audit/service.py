@@ -432,7 +432,7 @@ class Ingestor:
             if e.type == "call.completed" and "result" in e.data:
                 x.result = capped_text(e.data["result"], self.execution_cap)
             if e.type in ("call.failed", "call.denied", "call.rejected"):
-                err = {k: e.data[k] for k in ("code", "reason") if k in e.data}
+                err = {k: e.data[k] for k in ("error_code", "reason") if k in e.data}
                 if err:
                     x.error = capped_text(err, self.execution_cap)
         return [x.row() for x in calls.values()]
