@@ -87,17 +87,20 @@ async def test_denied_and_failed_calls(audit: Audit, bus: Bus, tag: str) -> None
     refs = EventRefs(tool=f"deny_{tag}__x", call_id=f"deny-{tag}")
     await bus.publish_event_now(event("call.requested", refs=refs, status="requested", data={"arguments": {}}))
     await bus.publish_event_now(
-        event("call.denied", refs=refs, status="denied", data={"code": "forbidden", "reason": "no grant"})
+        event("call.denied", refs=refs, status="denied", data={"error_code": "forbidden", "reason": "no grant"})
     )
     refs2 = EventRefs(tool=f"fail_{tag}__x", call_id=f"fail-{tag}")
     await bus.publish_event_now(event("call.requested", refs=refs2, status="requested", data={"arguments": {}}))
     await bus.publish_event_now(
-        event("call.failed", refs=refs2, status="error", latency_ms=12.0, data={"code": "timeout", "reason": "slow"})
+        event(
+            "call.failed", refs=refs2, status="error", latency_ms=12.0, data={"error_code": "timeout", "reason": "slow"}
+        )
     )
     d = await wait_for(lambda: _execution(audit, f"deny-{tag}", 2), what="denied call")
     f = await wait_for(lambda: _execution(audit, f"fail-{tag}", 2), what="failed call")
-    # (the envelope scrubs a key named exactly `code` — it could be an OAuth code — so only the reason survives)
+    # the proxy sends `error_code` (a key named exactly `code` is scrubbed: it could be an OAuth code)
     assert (d["state"], d["status"], d["error"]["reason"]) == ("denied", "denied", "no grant")
+    assert d["error"]["error_code"] == "forbidden"
     assert (f["state"], f["status"], f["error"]["reason"], f["latency_ms"]) == ("failed", "error", "slow", 12.0)
     async with audit.client() as c:
         page = (await c.get("/v1/executions", params={"status": "error", "tool": f"fail_{tag}__*"})).json()
