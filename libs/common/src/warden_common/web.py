@@ -159,7 +159,7 @@ def run_service(service: str, env_prefix: str, settings_cls: Any, create_app: Ca
     except ValidationError as e:
         err = e.errors()[0]
         field = "__".join(str(x) for x in err.get("loc", ())).upper() or "(settings)"
-        print(f"warden-{service}: bad setting {env_prefix}{field}: {err.get('msg', 'invalid')}", file=sys.stderr)
+        print(f"warden-{service}: bad setting: {env_prefix}{field}: {err.get('msg', 'invalid')}", file=sys.stderr)
         sys.exit(2)
     except ValueError as e:
         print(f"warden-{service}: bad setting: {e}", file=sys.stderr)
