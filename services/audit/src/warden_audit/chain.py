@@ -17,10 +17,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["ZERO", "Break", "ChainRow", "canonical_data", "clean_text", "link", "normalize", "row_hash"]
+__all__ = [
+    "HASHED_COLUMNS",
+    "ZERO",
+    "Break",
+    "ChainRow",
+    "canonical_data",
+    "clean_text",
+    "link",
+    "normalize",
+    "row_hash",
+]
 
 ZERO = bytes(32)
-_HEADER = (
+HASHED_COLUMNS = (
     "seq",
     "ingested_at",
     "id",
@@ -103,7 +113,7 @@ class ChainRow:
     data_text: str  # canonical_data(data)
 
     def canonical(self) -> bytes:
-        header = [getattr(self, k) for k in _HEADER]
+        header = [getattr(self, k) for k in HASHED_COLUMNS]
         header[1] = _iso(self.ingested_at)
         header[4] = _iso(self.time)
         return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode() + b"\n" + self.data_text.encode()
@@ -111,7 +121,7 @@ class ChainRow:
     @classmethod
     def from_record(cls, r: Any) -> ChainRow:
         """From a stored row (a mapping with the event columns and `data` decoded)."""
-        return cls(**{k: r[k] for k in _HEADER}, data_text=canonical_data(r["data"]))
+        return cls(**{k: r[k] for k in HASHED_COLUMNS}, data_text=canonical_data(r["data"]))
 
 
 def link(prev_hash: bytes, canonical: bytes) -> bytes:

@@ -15,6 +15,8 @@ from typing import Any
 
 import asyncpg
 
+from warden_audit.chain import HASHED_COLUMNS
+
 __all__ = [
     "EVENT_COLUMNS",
     "EXECUTION_COLUMNS",
@@ -26,22 +28,7 @@ __all__ = [
 ]
 
 EVENT_COLUMNS = (
-    "seq",
-    "ingested_at",
-    "id",
-    "type",
-    "time",
-    "source",
-    "actor_kind",
-    "actor_id",
-    "connector",
-    "tool",
-    "profile",
-    "call_id",
-    "user_id",
-    "status",
-    "latency_ms",
-    "trace_id",
+    *HASHED_COLUMNS,  # seq … trace_id, in the order the chain hashes them
     "data",
     "prev_hash",
     "hash",
