@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -48,6 +49,8 @@ def create_app(settings: Settings) -> FastAPI:
         else UrlPolicy(timeout_s=settings.oauth_timeout_s)
     )
 
+    cimd = settings.client_metadata()
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
@@ -64,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
                 redirect_uri=settings.redirect_uri(),
                 discovery=DiscoveryCache(ttl_s=300),
                 client_name=settings.client_name,
+                cimd=cimd,
             )
             svc = ConnectorService(
                 store,
@@ -83,4 +87,11 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ops_router(runtime.checks()))
     app.include_router(build_router(admin_guard(settings.admin_token)))
+    if cimd is not None:
+        document = cimd.model_dump(mode="json", exclude_none=True)
+
+        @app.get(urlsplit(cimd.client_id).path, include_in_schema=False)
+        async def client_metadata_document() -> dict[str, Any]:
+            return document
+
     return app

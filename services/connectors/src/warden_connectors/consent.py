@@ -27,6 +27,7 @@ from warden_common.crypto import Sealer
 
 from warden_connectors.oauth import (
     AuthorizationRequest,
+    ClientMetadataDocument,
     ClientRegistration,
     DiscoveryCache,
     FlowState,
@@ -115,6 +116,7 @@ class Consent:
         redirect_uri: str,
         discovery: DiscoveryCache | None = None,
         client_name: str = "Warden",
+        cimd: ClientMetadataDocument | None = None,
     ) -> None:
         self.store = store
         self.sealer = sealer
@@ -123,6 +125,7 @@ class Consent:
         self.redirect_uri = redirect_uri
         self.discovery = discovery or DiscoveryCache(ttl_s=300)
         self.client_name = client_name
+        self.cimd = cimd
 
     # -- the authorization server -----------------------------------------------------
     async def server(self, row: ConnectorRow, *, fresh: bool = False) -> OAuthServer:
@@ -170,6 +173,7 @@ class Consent:
                 self.http,
                 server,
                 redirect_uri=self.redirect_uri,
+                cimd=self.cimd,
                 allow_dcr=bool(row["auth_config"].get("use_dcr", True)),
                 client_name=f"{self.client_name} ({row['name']})",
             )

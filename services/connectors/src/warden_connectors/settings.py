@@ -1,8 +1,10 @@
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from warden_common.runtime import ServiceSettings, settings_config
 from warden_common.settings import CryptoSettings, HttpSettings
+
+from warden_connectors.oauth import ClientMetadataDocument, validate_cimd_url
 
 
 class Settings(ServiceSettings):
@@ -26,6 +28,22 @@ class Settings(ServiceSettings):
     oauth_timeout_s: float = Field(default=10.0, gt=0, le=120)
     # the client_name Warden registers under (DCR)
     client_name: str = Field(default="Warden", max_length=100)
+    # public https URL of Warden's client ID metadata document (MCP 2025-11-25 CIMD); it is the
+    # client_id at authorization servers that advertise client_id_metadata_document_supported
+    # (before DCR). This service serves the document at the URL's path; route the URL here.
+    client_metadata_url: str | None = None
+
+    @field_validator("client_metadata_url")
+    @classmethod
+    def _cimd_url(cls, v: str | None) -> str | None:
+        return validate_cimd_url(v) if v else None
+
+    def client_metadata(self) -> ClientMetadataDocument | None:
+        if not self.client_metadata_url:
+            return None
+        return ClientMetadataDocument(
+            client_id=self.client_metadata_url, client_name=self.client_name, redirect_uris=(self.redirect_uri(),)
+        )
 
     def redirect_uri(self) -> str:
         base = self.callback_base_url or self.http.public_url or f"http://{self.http.host}:{self.http.port}"

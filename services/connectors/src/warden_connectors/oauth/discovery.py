@@ -7,6 +7,8 @@
 3. Authorization server metadata for `authorization_servers[0]` (or the issuer override):
    RFC 8414 with path insertion, then OpenID Connect discovery (both path variants).
    S256 must be advertised.
+   No protected resource metadata but a 401 Bearer challenge (MCP 2025-03-26): the MCP
+   server's origin is the issuer; without its metadata, `/authorize`, `/token`, `/register`.
 4. Overrides (`OAuthOverrides`) replace any discovered value; with enough overrides a missing
    document is not an error.
 
@@ -20,10 +22,11 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import BadResponse, DiscoveryFailed, MetadataInvalid, PkceUnsupported, ProviderUnavailable
+from .errors import BadResponse, DiscoveryFailed, IssuerMismatch, MetadataInvalid, PkceUnsupported, ProviderUnavailable
 from .rfc6750 import BearerChallenge, parse_bearer_challenge
 from .rfc8414 import AuthorizationServerMetadata, metadata_urls, parse_as_metadata
 from .rfc9728 import ProtectedResourceMetadata, check_resource, parse_prm, prm_urls
@@ -124,12 +127,20 @@ async def _fetch_prm(http: GuardedHttp, mcp_url: str, hint: str | None) -> Prote
     return None
 
 
-async def _fetch_asm(http: GuardedHttp, issuer: str) -> AuthorizationServerMetadata | None:
+async def _fetch_asm(http: GuardedHttp, issuer: str, *, legacy: bool = False) -> AuthorizationServerMetadata | None:
     check_url(issuer, http.policy)
     for url, openid in metadata_urls(issuer):
         r = await http.request("GET", url, headers={"Accept": "application/json"})
         if r.status_code == 200:
-            return parse_as_metadata(r, issuer, openid=openid)
+            try:
+                return parse_as_metadata(r, issuer, openid=openid)
+            except IssuerMismatch as e:
+                # 2025-03-26: the origin's own document is authoritative; accept an issuer on
+                # that same origin (e.g. `<origin>/oauth`), nothing else
+                claimed = str(e.details.get("issuer", ""))
+                if not legacy or urlsplit(claimed)[:2] != urlsplit(issuer)[:2]:
+                    raise
+                return parse_as_metadata(r, claimed, openid=openid)
         if r.status_code >= 500 or r.status_code == 429:
             raise ProviderUnavailable(f"{url} answered HTTP {r.status_code}", details={"url": url})
         log.debug("oauth discovery: no authorization server metadata at %s (%s)", url, r.status_code)
@@ -156,6 +167,12 @@ async def discover(
 
     prm = await _fetch_prm(http, mcp_url, challenge.resource_metadata if challenge else None)
     issuer = ov.issuer or (prm.authorization_servers[0] if prm and prm.authorization_servers else None)
+    # MCP 2025-03-26 back-compat: a server that answers 401 Bearer but has no protected resource
+    # metadata is its own authorization server (metadata at its origin, else default paths)
+    legacy = issuer is None and prm is None and challenge is not None
+    if legacy:
+        parts = urlsplit(mcp_url)
+        issuer = f"{parts.scheme}://{parts.netloc}"
     if issuer is None:
         where = "has no protected resource metadata" if prm is None else "names no authorization server"
         raise DiscoveryFailed(
@@ -163,9 +180,13 @@ async def discover(
             details={"mcp_url": mcp_url},
         )
 
-    md = await _fetch_asm(http, issuer)
+    md = await _fetch_asm(http, issuer, legacy=legacy)
+    fallback = legacy and md is None
     authz = ov.authorization_endpoint or (md.authorization_endpoint if md else None)
     token = ov.token_endpoint or (md.token_endpoint if md else None)
+    if fallback:
+        log.info("oauth discovery: %s has no metadata; using the 2025-03-26 default endpoints", issuer)
+        authz, token = authz or f"{issuer}/authorize", token or f"{issuer}/token"
     if md is None and not (authz and token):
         raise DiscoveryFailed(
             f"no authorization server metadata for {issuer}; set the authorization and token endpoints explicitly",
@@ -183,6 +204,8 @@ async def discover(
             details={"issuer": issuer},
         )
     registration = ov.registration_endpoint or (md.registration_endpoint if md else None)
+    if fallback and registration is None:
+        registration = f"{issuer}/register"
     revocation = ov.revocation_endpoint or (md.revocation_endpoint if md else None)
     for url in (authz, token, registration, revocation):
         if url:
