@@ -117,3 +117,16 @@ async def test_a_client_that_can_show_nothing_gets_the_consent_url_in_the_result
             result = await client.call_tool(f"{name}__whoami", {})
         text = result.content[0].text  # type: ignore[union-attr]
         assert result.is_error and upstream.issuer in text and "connect" in text.lower()
+
+
+async def test_a_call_without_an_end_user_never_runs_on_the_admins_connection(
+    stack: Stack, upstream: ProtectedMcp
+) -> None:
+    async with admin_client(stack) as admin:
+        name, _ = await _per_user_setup(stack, admin, upstream, "dora")
+        profile = await admin.profile([f"{name}__whoami"])
+        userless = await admin.key(profile)  # an agent key that acts for nobody
+        async with _client(stack, userless) as client:
+            r = await client.call_tool(f"{name}__whoami", {})
+        text = " ".join(getattr(c, "text", "") for c in r.content)
+        assert r.is_error and "per-user" in text and "the-admin" not in text

@@ -85,7 +85,7 @@ class ConnectorService:
         self.bus = bus
         self.allow_insecure = allow_insecure
         self.warning_days = warning_days
-        self._cache: dict[tuple[str, str], tuple[Credential, datetime | None]] = {}
+        self._cache: dict[tuple[str, str, str], tuple[Credential, datetime | None]] = {}
         self.connections = Connections(
             store,
             consent,
@@ -317,7 +317,7 @@ class ConnectorService:
 
     # -- the proxy's credential request ---------------------------------------------------
     async def credential(self, req: CredentialRequest) -> Credential:
-        key = (req.connector, req.user or "")
+        key = (req.connector, req.user or "", req.purpose)
         now = datetime.now(UTC)
         if req.jwe is None and not req.force_refresh and (hit := self._cache.get(key)) is not None:
             cred, fresh_until = hit
@@ -327,6 +327,12 @@ class ConnectorService:
         status = row["status"]
         if status == "disconnected":
             raise Disconnected(f"connector {req.connector!r} is disconnected; an admin must reconnect it")
+        if row["scope"] == "per_user" and not req.user and req.purpose != "discovery":
+            # fail closed: a call without an end user must not run on the admin's own connection
+            raise Unauthorized(
+                f"connector {req.connector!r} is per-user: calls must carry the end user "
+                "(use an agent key bound to a user)"
+            )
         org = row["auth_type"] != "oauth2" or self.connections.user_key(row, req.user) == ""
         if org and status == "reauth_required":
             raise ReauthRequired(f"connector {req.connector!r} needs to be authorized again: {row['status_reason']}")

@@ -147,13 +147,14 @@ class CallPipeline:
 
     # -- credentials ---------------------------------------------------------------------
     async def credential(
-        self, connector: str, user: str | None, *, force: bool = False, jwe: str | None = None
+        self, connector: str, user: str | None, *, force: bool = False, jwe: str | None = None, purpose: str = "call"
     ) -> Credential:
-        key = (connector, user or "", hashlib.sha256(jwe.encode()).hexdigest() if jwe else "")
+        key = (connector, user or "", hashlib.sha256(jwe.encode()).hexdigest() if jwe else "", purpose)
         if not force and (hit := self._creds.get(key)) is not None:
             return hit  # type: ignore[no-any-return]
         cred = await self.bus.request(
-            CREDENTIALS_GET, CredentialRequest(connector=connector, user=user, force_refresh=force, jwe=jwe)
+            CREDENTIALS_GET,
+            CredentialRequest(connector=connector, user=user, force_refresh=force, jwe=jwe, purpose=purpose),
         )
         ttl = 3600.0
         if cred.expires_at is not None:
@@ -334,7 +335,7 @@ class CallPipeline:
 
     # -- discovery for the registry ------------------------------------------------------
     async def list_upstream(self, req: ListUpstreamTools) -> UpstreamTools:
-        cred = await self.credential(req.connector, req.user)
+        cred = await self.credential(req.connector, req.user, purpose="discovery")
         # page through the upstream until `page_size` tools (all of them when it is not set)
         tools: list[Any] = []
         next_cursor = req.cursor

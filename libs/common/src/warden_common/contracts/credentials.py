@@ -23,6 +23,9 @@ class CredentialRequest(Message):
     # jwt_passthrough connectors: the embedding site's JWE (RSA-OAEP-256 + A256GCM wrapping
     # an RS256 JWT), as the caller sent it; a secret, never logged
     jwe: str | None = Field(default=None, max_length=16384, repr=False)
+    # "discovery": the registry listing a connector's tools through the proxy. Only then may a
+    # per-user connector fall back to the admin's own connection; a call must name its user.
+    purpose: Literal["call", "discovery"] = "call"
 
 
 class Credential(Message):
