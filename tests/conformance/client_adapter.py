@@ -40,7 +40,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 from support.admin import Admin, agent  # noqa: E402
 from warden_cli.embedded import SERVICES, Stack, StackConfig, free_port  # noqa: E402
 
-
 # Warden's client ID metadata document URL, as the suite expects it (auth/basic-cimd); the mock
 # authorization server checks the client_id, it does not fetch the document
 CIMD_URL = "https://conformance-test.local/client-metadata.json"
