@@ -60,6 +60,15 @@ class _Where:
         else:
             self.add(f"{col} = {{}}", value)
 
+    def actor(self, actor: str | None) -> None:
+        """`id` or `kind:id`."""
+        if actor is None:
+            return
+        kind, ident = _actor_parts(actor)
+        if kind:
+            self.add("actor_kind = {}", kind)
+        self.add("actor_id = {}", ident)
+
 
 def _actor_parts(actor: str) -> tuple[str | None, str]:
     kind, sep, ident = actor.partition(":")
@@ -108,11 +117,7 @@ class Filters:
         ):
             if v is not None:
                 w.add(f"{col} = {{}}", v)
-        if self.actor is not None:
-            kind, ident = _actor_parts(self.actor)
-            if kind:
-                w.add("actor_kind = {}", kind)
-            w.add("actor_id = {}", ident)
+        w.actor(self.actor)
         if self.since is not None:
             w.add("time >= {}", self.since)
         if self.until is not None:
@@ -185,11 +190,7 @@ class ExecutionFilters:
                        ("user_id", self.user)):  # fmt: skip
             if v is not None:
                 w.add(f"{col} = {{}}", v)
-        if self.actor is not None:
-            kind, ident = _actor_parts(self.actor)
-            if kind:
-                w.add("actor_kind = {}", kind)
-            w.add("actor_id = {}", ident)
+        w.actor(self.actor)
         if self.since is not None:
             w.add("started_at >= {}", self.since)
         if self.until is not None:

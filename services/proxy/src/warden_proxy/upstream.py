@@ -15,7 +15,7 @@ import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -34,7 +34,6 @@ from warden_proxy.lean import LeanSession, RpcError, UpstreamHttpError
 __all__ = ["UpstreamPool", "UpstreamUnauthorized"]
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class UpstreamUnauthorized(UpstreamError):
