@@ -8,6 +8,12 @@ Fail closed: a tool is visible only when some grant of the profile matches its n
 a read-only grant, its operation is `read`), it is enabled, not held after drift and still
 listed upstream. Deferred tools are left out of the listing; a built-in `tool_search` entry
 takes their place.
+
+Names: grants always match the registered `<alias>__<tool>` name. A profile whose setting is
+`bare` sees a tool under its upstream name instead, as long as that name is unambiguous among
+the tools the profile may use (no other usable tool has the same upstream name or that full
+name, and it is not `tool_search`); otherwise, for both tools, the registered name. The
+registered name resolves in either mode.
 """
 
 from __future__ import annotations
@@ -20,9 +26,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from warden_common.contracts import ResolvedTool, ToolView, VisibleTools
+from warden_common.contracts import ProfileConnector, ProfileConnectors, ResolvedTool, ToolView, VisibleTools
 
-from warden_registry.catalog import check_schema, is_pattern
+from warden_registry.catalog import check_schema, is_pattern, valid_mcp_name
 from warden_registry.errors import Forbidden, NotFound
 from warden_registry.searching import SearchDoc
 
@@ -52,6 +58,7 @@ class Entry:
 
     name: str
     connector: str
+    alias: str
     upstream_name: str
     description: str
     input_schema: dict[str, Any]
@@ -78,6 +85,7 @@ class Entry:
         return cls(
             name=r["name"],
             connector=r["connector"],
+            alias=r["alias"],
             upstream_name=r["upstream_name"],
             description=desc,
             input_schema=schema,
@@ -97,9 +105,12 @@ class Entry:
     def usable(self) -> bool:
         return self.enabled and not self.held and not self.missing
 
-    def view(self) -> ToolView:
+    def view(self, name: str | None = None) -> ToolView:
         return ToolView(
-            name=self.name, description=self.description, input_schema=self.input_schema, annotations=self.annotations
+            name=name or self.name,
+            description=self.description,
+            input_schema=self.input_schema,
+            annotations=self.annotations,
         )
 
 
@@ -123,15 +134,38 @@ class Grant:
 
 @dataclass(frozen=True, slots=True)
 class Cut:
-    """What one profile may use: listed tools, deferred tools, and the listing answer."""
+    """What one profile may use: listed tools, deferred tools, the listing answer, and the
+    name each usable tool is shown under (registered name -> shown name, and back)."""
 
     listed: list[Entry]
     deferred: list[Entry]
     answer: VisibleTools
+    shown: dict[str, str] = field(default_factory=dict)
+    registered: dict[str, str] = field(default_factory=dict)
 
     @property
     def usable(self) -> list[Entry]:
         return self.listed + self.deferred
+
+    def view(self, e: Entry) -> ToolView:
+        return e.view(self.shown.get(e.name, e.name))
+
+
+def shown_names(usable: Iterable[Entry], tool_names: str) -> dict[str, str]:
+    """Registered name -> the name a profile's agents see (see the module docstring)."""
+    entries = list(usable)
+    if tool_names != "bare":
+        return {e.name: e.name for e in entries}
+    full = {e.name for e in entries}
+    count: dict[str, int] = {}
+    for e in entries:
+        count[e.upstream_name] = count.get(e.upstream_name, 0) + 1
+    out = {}
+    for e in entries:
+        bare = e.upstream_name
+        ok = count[bare] == 1 and bare not in full and bare != TOOL_SEARCH.name and valid_mcp_name(bare)
+        out[e.name] = bare if ok else e.name
+    return out
 
 
 @dataclass
@@ -140,6 +174,8 @@ class Snapshot:
     grants: dict[str, list[Grant]]
     # connectors whose listings go to the upstream every time (cache off)
     cache_off: frozenset[str] = frozenset()
+    # profiles whose naming is not the default `namespaced`
+    naming: dict[str, str] = field(default_factory=dict)
     _cuts: dict[str, Cut] = field(default_factory=dict)
     _live: dict[str, set[str]] = field(default_factory=dict)
 
@@ -149,11 +185,12 @@ class Snapshot:
         tools: Iterable[Mapping[str, Any]],
         grants: Iterable[Mapping[str, Any]],
         cache_off: Iterable[str] = (),
+        naming: Mapping[str, str] | None = None,
     ) -> Snapshot:
         by_profile: dict[str, list[Grant]] = {}
         for g in grants:
             by_profile.setdefault(g["profile"], []).append(Grant.of(g["tool"], g["read_only"]))
-        return cls({r["name"]: Entry.from_row(r) for r in tools}, by_profile, frozenset(cache_off))
+        return cls({r["name"]: Entry.from_row(r) for r in tools}, by_profile, frozenset(cache_off), dict(naming or {}))
 
     @cached_property
     def catalog_key(self) -> int:
@@ -196,14 +233,31 @@ class Snapshot:
         allowed = self._allowed(profile)
         listed = [e for e in allowed if not e.deferred]
         deferred = [e for e in allowed if e.deferred]
-        views = [e.view() for e in listed]
+        shown = shown_names(allowed, self.naming.get(profile, "namespaced"))
+        views = [e.view(shown[e.name]) for e in listed]
         if deferred:
             views.append(TOOL_SEARCH)
-        cut = Cut(listed, deferred, VisibleTools(tools=views, has_deferred=bool(deferred)))
+        registered = {v: k for k, v in shown.items() if k != v}
+        cut = Cut(listed, deferred, VisibleTools(tools=views, has_deferred=bool(deferred)), shown, registered)
         self._cuts[profile] = cut
         return cut
 
+    def connectors(self, profile: str) -> ProfileConnectors:
+        """The connectors with a tool the profile may use, for resources and prompts."""
+        seen: dict[str, str] = {}
+        for e in self.cut(profile).usable:
+            seen.setdefault(e.connector, e.alias)
+        return ProfileConnectors(
+            connectors=[ProfileConnector(connector=c, alias=a) for c, a in sorted(seen.items())],
+            tool_names=self.naming.get(profile, "namespaced"),  # type: ignore[arg-type]
+        )
+
     def resolve(self, profile: str, name: str) -> ResolvedTool:
+        if profile in self.naming and (registered := self.cut(profile).registered.get(name)) is not None:
+            return self._resolve(profile, registered).model_copy(update={"name": name})
+        return self._resolve(profile, name)
+
+    def _resolve(self, profile: str, name: str) -> ResolvedTool:
         e = self.tools.get(name)
         matching = [g for g in self.grants.get(profile, ()) if g.matches(name)]
         if e is None or not matching:

@@ -23,6 +23,7 @@ from warden_registry.models import (
     Operation,
     ProfileCreate,
     ProfileOut,
+    ProfilePatch,
     RefreshOut,
     RegisterBody,
     RegisterOut,
@@ -141,6 +142,11 @@ def build_router(admin: Callable[..., Awaitable[str]]) -> APIRouter:
     @router.get("/profiles/{name}", tags=["profiles"])
     async def show_profile(name: Profile, _: Actor, reg: Reg) -> ProfileOut:
         return await reg.get_profile(name)
+
+    @router.patch("/profiles/{name}", tags=["profiles"])
+    async def update_profile(name: Profile, body: ProfilePatch, actor: Actor, reg: Reg) -> ProfileOut:
+        """Change the description, or how the profile's agents see names (`tool_names`)."""
+        return await reg.update_profile(name, body, actor)
 
     @router.delete("/profiles/{name}", status_code=204, tags=["profiles"])
     async def delete_profile(name: Profile, actor: Actor, reg: Reg) -> Response:

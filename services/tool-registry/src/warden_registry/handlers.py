@@ -10,11 +10,14 @@ import logging
 from nats.aio.msg import Msg
 from warden_common.bus import Bus
 from warden_common.contracts import (
+    REGISTRY_CONNECTORS,
     REGISTRY_RESOLVE,
     REGISTRY_SEARCH,
     REGISTRY_VISIBLE,
     VERSION,
     EventType,
+    ProfileConnectors,
+    ProfileConnectorsRequest,
     ResolvedTool,
     ResolveRequest,
     SearchRequest,
@@ -43,7 +46,11 @@ async def register_handlers(bus: Bus, reg: Registry, refresher: Refresher) -> No
     async def search(req: SearchRequest) -> SearchResult:
         return await reg.search(req.profile, req.query, req.k)
 
+    async def connectors(req: ProfileConnectorsRequest) -> ProfileConnectors:
+        return await reg.connectors_of(req.profile)
+
     await bus.serve(REGISTRY_VISIBLE, visible)
+    await bus.serve(REGISTRY_CONNECTORS, connectors)
     await bus.serve(REGISTRY_RESOLVE, resolve)
     await bus.serve(REGISTRY_SEARCH, search)
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from warden_common.contracts.credentials import NAME_PATTERN
-from warden_common.contracts.registry import PROFILE_PATTERN
+from warden_common.contracts.registry import PROFILE_PATTERN, ToolNames
 
 __all__ = [
     "ALIAS_PATTERN",
@@ -20,6 +20,7 @@ __all__ = [
     "Operation",
     "ProfileCreate",
     "ProfileOut",
+    "ProfilePatch",
     "RefreshOut",
     "RegisterBody",
     "RegisterOut",
@@ -128,9 +129,21 @@ class ToolOut(BaseModel):
     updated_at: datetime
 
 
+_TOOL_NAMES_DOC = (
+    "namespaced: agents see `<alias>__<tool>` (and `<alias>__<prompt>`); bare: the upstream's own name"
+    " while no other connector of the profile offers the same one (the namespaced name always works)"
+)
+
+
 class ProfileCreate(_Strict):
     name: str = Field(pattern=PROFILE_PATTERN)
     description: str = Field(default="", max_length=1000)
+    tool_names: ToolNames = Field(default="namespaced", description=_TOOL_NAMES_DOC)
+
+
+class ProfilePatch(_Strict):
+    description: str | None = Field(default=None, max_length=1000)
+    tool_names: ToolNames | None = Field(default=None, description=_TOOL_NAMES_DOC)
 
 
 class GrantCreate(_Strict):
@@ -156,6 +169,7 @@ class GrantOut(BaseModel):
 class ProfileOut(BaseModel):
     name: str
     description: str
+    tool_names: ToolNames = "namespaced"
     created_by: str
     created_at: datetime
     grants: list[GrantOut] = Field(default_factory=list)

@@ -22,6 +22,7 @@ from warden_common.contracts import (
     EventRefs,
     EventType,
     ListUpstreamTools,
+    ProfileConnectors,
     ResolvedTool,
     SearchResult,
     UpstreamTool,
@@ -39,6 +40,7 @@ from warden_registry.models import (
     GrantOut,
     ProfileCreate,
     ProfileOut,
+    ProfilePatch,
     RefreshOut,
     RegisterBody,
     RegisterOut,
@@ -112,8 +114,8 @@ class Registry:
 
     # -- events and the snapshot ----------------------------------------------------------
     async def _load(self) -> Snapshot:
-        tools, grants, cache_off = await self.store.snapshot_rows()
-        return Snapshot.build(tools, grants, cache_off)
+        tools, grants, cache_off, naming = await self.store.snapshot_rows()
+        return Snapshot.build(tools, grants, cache_off, naming)
 
     def invalidate(self) -> None:
         self.access.invalidate()
@@ -186,13 +188,17 @@ class Registry:
     async def resolve(self, profile: str, name: str) -> ResolvedTool:
         return (await self.access.snapshot()).resolve(profile, name)
 
+    async def connectors_of(self, profile: str) -> ProfileConnectors:
+        return (await self.access.snapshot()).connectors(profile)
+
     async def search(self, profile: str, query: str, k: int) -> SearchResult:
         snap = await self._snapshot_for(profile)
-        usable = {e.name: e for e in snap.cut(profile).usable}
+        cut = snap.cut(profile)
+        usable = {e.name: e for e in cut.usable}
         if not usable:
             return SearchResult(tools=[], mode=self.finder.engine.mode)
         names, mode = await self.finder.search(snap.catalog_key, snap.search_docs, query, k, usable.keys())
-        found = [usable[n].view() for n in names if n in usable][:k]  # never a tool the profile may not see
+        found = [cut.view(usable[n]) for n in names if n in usable][:k]  # never a tool the profile may not see
         return SearchResult(tools=found, mode=mode)
 
     async def catalog(self) -> tuple[int, list[SearchDoc]]:
@@ -502,10 +508,27 @@ class Registry:
 
     # -- profiles and grants --------------------------------------------------------------
     async def create_profile(self, body: ProfileCreate, actor: str) -> ProfileOut:
-        if not await self.store.insert_profile(body.name, body.description, actor):
+        if not await self.store.insert_profile(body.name, body.description, actor, body.tool_names):
             raise Conflict(f"profile {body.name} exists")
-        self._emit(EventType.profile_created, actor, EventRefs(profile=body.name), description=body.description)
+        if body.tool_names != "namespaced":
+            self.invalidate()
+        self._emit(
+            EventType.profile_created,
+            actor,
+            EventRefs(profile=body.name),
+            description=body.description,
+            tool_names=body.tool_names,
+        )
         return await self.get_profile(body.name)
+
+    async def update_profile(self, name: str, patch: ProfilePatch, actor: str) -> ProfileOut:
+        fields = patch.model_dump(exclude_none=True)
+        if fields:
+            if await self.store.update_profile(name, **fields) is None:
+                raise NotFound(f"no profile named {name}")
+            self.invalidate()
+            self._emit(EventType.profile_updated, actor, EventRefs(profile=name), **fields)
+        return await self.get_profile(name)
 
     async def get_profile(self, name: str) -> ProfileOut:
         p = await self.store.profile(name)

@@ -51,6 +51,8 @@ _UPDATABLE = {
 }
 _CONNECTOR_FIELDS = {"alias", "auto_approve_default", "cache_enabled", "refreshed_at"}
 _INSERT_BATCH = 1000
+_PROFILE_COLUMNS = "name, description, tool_names, created_by, created_at"
+_PROFILE_FIELDS = {"description", "tool_names"}
 
 
 class Store:
@@ -58,13 +60,16 @@ class Store:
         self.pool = pool
 
     # -- the snapshot agents' answers are built on ------------------------------------------
-    async def snapshot_rows(self) -> tuple[list[asyncpg.Record], list[asyncpg.Record], set[str]]:
-        """Tools, grants and cache-off connectors, read at one instant."""
+    async def snapshot_rows(
+        self,
+    ) -> tuple[list[asyncpg.Record], list[asyncpg.Record], set[str], dict[str, str]]:
+        """Tools, grants, cache-off connectors and each profile's naming, read at one instant."""
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             tools = await conn.fetch(f"SELECT {_TOOL_COLUMNS} FROM tools")
             grants = await conn.fetch("SELECT profile, tool, read_only FROM grants")
             off = await conn.fetch("SELECT connector FROM connector_settings WHERE NOT cache_enabled")
-        return tools, grants, {r["connector"] for r in off}
+            naming = await conn.fetch("SELECT name, tool_names FROM profiles WHERE tool_names <> 'namespaced'")
+        return tools, grants, {r["connector"] for r in off}, {r["name"]: r["tool_names"] for r in naming}
 
     # -- tools ---------------------------------------------------------------------------
     async def all_tools(self) -> list[asyncpg.Record]:
@@ -148,21 +153,30 @@ class Store:
         )
 
     # -- profiles and grants ---------------------------------------------------------------
-    async def insert_profile(self, name: str, description: str, actor: str) -> bool:
+    async def insert_profile(self, name: str, description: str, actor: str, tool_names: str = "namespaced") -> bool:
         res = await self.pool.execute(
-            "INSERT INTO profiles (name, description, created_by) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            "INSERT INTO profiles (name, description, created_by, tool_names) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT DO NOTHING",
             name,
             description,
             actor,
+            tool_names,
         )
         return bool(res.endswith(" 1"))
 
     async def profiles(self) -> list[asyncpg.Record]:
-        return await self.pool.fetch("SELECT name, description, created_by, created_at FROM profiles ORDER BY name")
+        return await self.pool.fetch(f"SELECT {_PROFILE_COLUMNS} FROM profiles ORDER BY name")
 
     async def profile(self, name: str) -> asyncpg.Record | None:
+        return await self.pool.fetchrow(f"SELECT {_PROFILE_COLUMNS} FROM profiles WHERE name = $1", name)
+
+    async def update_profile(self, name: str, **fields: Any) -> asyncpg.Record | None:
+        bad = set(fields) - _PROFILE_FIELDS
+        if bad:
+            raise ValueError(f"not a profile setting: {sorted(bad)}")
+        sets = ", ".join(f"{k} = ${i}" for i, k in enumerate(fields, start=2))
         return await self.pool.fetchrow(
-            "SELECT name, description, created_by, created_at FROM profiles WHERE name = $1", name
+            f"UPDATE profiles SET {sets} WHERE name = $1 RETURNING {_PROFILE_COLUMNS}", name, *fields.values()
         )
 
     async def delete_profile(self, name: str) -> bool:

@@ -42,9 +42,13 @@ from warden_common.contracts.events import (
     scrub,
 )
 from warden_common.contracts.registry import (
+    REGISTRY_CONNECTORS,
     REGISTRY_RESOLVE,
     REGISTRY_SEARCH,
     REGISTRY_VISIBLE,
+    ProfileConnector,
+    ProfileConnectors,
+    ProfileConnectorsRequest,
     ResolvedTool,
     ResolveRequest,
     SearchRequest,
@@ -56,6 +60,7 @@ from warden_common.contracts.registry import (
 
 __all__ = [
     "CREDENTIALS_GET",
+    "REGISTRY_CONNECTORS",
     "REGISTRY_RESOLVE",
     "REGISTRY_SEARCH",
     "REGISTRY_VISIBLE",
@@ -77,6 +82,9 @@ __all__ = [
     "EventType",
     "ListUpstreamTools",
     "Message",
+    "ProfileConnector",
+    "ProfileConnectors",
+    "ProfileConnectorsRequest",
     "Reply",
     "ReplyError",
     "ResolveRequest",

@@ -43,6 +43,7 @@ class EventType(StrEnum):
     connector_disconnected = "connector.disconnected"
     connector_removed = "connector.removed"
     connector_status_changed = "connector.status_changed"
+    connector_step_up_required = "connector.step_up_required"
     credential_issued = "credential.issued"
     credential_refused = "credential.refused"
     tools_discovered = "tools.discovered"
@@ -52,6 +53,7 @@ class EventType(StrEnum):
     tool_drifted = "tool.drifted"
     tool_reapproved = "tool.reapproved"
     profile_created = "profile.created"
+    profile_updated = "profile.updated"
     profile_deleted = "profile.deleted"
     grant_added = "grant.added"
     grant_revoked = "grant.revoked"
@@ -67,6 +69,9 @@ class EventType(StrEnum):
     call_credential = "call.credential"
     call_completed = "call.completed"
     call_failed = "call.failed"
+    # an agent read a resource or got a prompt through the MCP endpoint (refs.connector)
+    resource_read = "resource.read"
+    prompt_fetched = "prompt.fetched"
 
 
 class Actor(Message):

@@ -9,20 +9,28 @@ from pydantic import Field
 from warden_common.contracts.base import Message, Subject
 
 __all__ = [
+    "REGISTRY_CONNECTORS",
     "REGISTRY_RESOLVE",
     "REGISTRY_SEARCH",
     "REGISTRY_VISIBLE",
     "Operation",
+    "ProfileConnector",
+    "ProfileConnectors",
+    "ProfileConnectorsRequest",
     "ResolveRequest",
     "ResolvedTool",
     "SearchRequest",
     "SearchResult",
+    "ToolNames",
     "ToolView",
     "VisibleRequest",
     "VisibleTools",
 ]
 
 Operation = Literal["read", "write"]
+# how a profile's agents see names: always `<alias>__<name>`, or the upstream's own name
+# when it is unambiguous within the profile (the namespaced name is accepted either way)
+ToolNames = Literal["namespaced", "bare"]
 PROFILE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
@@ -72,6 +80,25 @@ class SearchResult(Message):
     mode: Literal["hybrid", "lexical"] = "hybrid"
 
 
+class ProfileConnectorsRequest(Message):
+    profile: str = Field(pattern=PROFILE_PATTERN)
+
+
+class ProfileConnector(Message):
+    connector: str
+    alias: str
+
+
+class ProfileConnectors(Message):
+    """The connectors a profile may use (it has a grant on at least one of their usable tools),
+    and how the profile's agents see names. The proxy aggregates resources and prompts from
+    these connectors only."""
+
+    connectors: list[ProfileConnector]
+    tool_names: ToolNames = "namespaced"
+
+
 REGISTRY_VISIBLE = Subject("registry.visible", VisibleRequest, VisibleTools)
 REGISTRY_RESOLVE = Subject("registry.resolve", ResolveRequest, ResolvedTool)
 REGISTRY_SEARCH = Subject("registry.search", SearchRequest, SearchResult)
+REGISTRY_CONNECTORS = Subject("registry.connectors", ProfileConnectorsRequest, ProfileConnectors)
