@@ -7,6 +7,9 @@ joserfc against the issuer's JWKS). Tools: `whoami` (the token's `sub`) and `ech
 
 Variants for discovery tests: `hint=False` drops `resource_metadata` from the 401;
 `prm_at="root"` serves the metadata at the root well-known URI instead of the path-aware one.
+Scope step-up: `tool_scopes={"admin_echo": "mcp:admin"}` makes a `tools/call` of that tool with a
+valid token lacking the scope answer `403` with `WWW-Authenticate: Bearer error="insufficient_scope",
+scope="<every scope it needs>"` (MCP authorization, scope challenge handling).
 """
 
 from __future__ import annotations
@@ -104,6 +107,11 @@ def _build(issuer: str, url: str, scopes: list[str], verifier: JwksTokenVerifier
         """Echo the text back."""
         return text
 
+    @mcp.tool()
+    def admin_echo(text: str) -> str:
+        """Echo the text back; may need a further scope (see `tool_scopes`)."""
+        return f"admin: {text}"
+
     return mcp.streamable_http_app()
 
 
@@ -153,6 +161,70 @@ class _Variants:
         await self.app(scope, receive, strip_hint)
 
 
+class _ToolScopes:
+    """ASGI wrapper: per-tool scopes on top of the server's, answered with a 403 scope challenge."""
+
+    def __init__(
+        self, app: Any, *, tool_scopes: dict[str, str], base: list[str], verifier: JwksTokenVerifier, prm_url: str
+    ) -> None:
+        self.app = app
+        self.tool_scopes = tool_scopes
+        self.base = base
+        self.verifier = verifier
+        self.prm_url = prm_url
+        self.challenges = 0  # 403s sent
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not self.tool_scopes:
+            await self.app(scope, receive, send)
+            return
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        need = self._needs(body)
+        if need is not None:
+            auth = dict(scope["headers"]).get(b"authorization", b"").decode()
+            token = auth[7:] if auth.lower().startswith("bearer ") else ""
+            held = await self.verifier.verify_token(token) if token else None
+            if held is not None and need not in held.scopes:
+                self.challenges += 1
+                want = " ".join(dict.fromkeys([*self.base, need]))
+                www = f'Bearer error="insufficient_scope", scope="{want}", resource_metadata="{self.prm_url}"'
+                out = json.dumps({"error": "insufficient_scope"}).encode()
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 403,
+                        "headers": [(b"content-type", b"application/json"), (b"www-authenticate", www.encode())],
+                    }
+                )
+                await send({"type": "http.response.body", "body": out})
+                return
+        sent = False
+
+        async def replay() -> Any:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _needs(self, body: bytes) -> str | None:
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            return None
+        if isinstance(doc, dict) and doc.get("method") == "tools/call":
+            name = (doc.get("params") or {}).get("name")
+            return self.tool_scopes.get(name) if isinstance(name, str) else None
+        return None
+
+
 class _Server(uvicorn.Server):
     def __init__(self, config: uvicorn.Config) -> None:
         super().__init__(config)
@@ -192,6 +264,7 @@ async def protected_mcp(
     scopes: tuple[str, ...] = ("mcp:tools",),
     hint: bool = True,
     prm_at: Literal["path", "root"] = "path",
+    tool_scopes: dict[str, str] | None = None,
 ) -> AsyncIterator[ProtectedMcp]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -206,15 +279,19 @@ async def protected_mcp(
         "scopes_supported": list(scopes),
         "bearer_methods_supported": ["header"],
     }
-    app = _Variants(_build(issuer, url, list(scopes), verifier), hint=hint, prm_at=prm_at, path_prm=path_prm, prm=prm)
+    app: Any = _Variants(
+        _build(issuer, url, list(scopes), verifier), hint=hint, prm_at=prm_at, path_prm=path_prm, prm=prm
+    )
+    prm_url = f"http://127.0.0.1:{port}" + (path_prm if prm_at == "path" else "/.well-known/oauth-protected-resource")
+    if tool_scopes:
+        app = _ToolScopes(app, tool_scopes=tool_scopes, base=list(scopes), verifier=verifier, prm_url=prm_url)
     try:
         async with serve_on_loopback(app, sock):
             yield ProtectedMcp(
                 url=url,
                 issuer=issuer,
                 verifier=verifier,
-                prm_url=f"http://127.0.0.1:{port}"
-                + (path_prm if prm_at == "path" else "/.well-known/oauth-protected-resource"),
+                prm_url=prm_url,
             )
     finally:
         sock.close()

@@ -2,6 +2,7 @@
 
 `parse_bearer_challenge` reads the Bearer challenge out of a header that may hold several
 challenges; `step_up_scopes` is the union a client asks for after `insufficient_scope`.
+Shared: the proxy reads upstream challenges, connectors builds the step-up consent.
 """
 
 from __future__ import annotations

@@ -13,14 +13,14 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from warden_common.contracts import EventType
 from warden_common.errors import NotFound
 
 from warden_connectors.consent import Consent, ConsentStart
-from warden_connectors.errors import BadInput, ConsentRequired
-from warden_connectors.oauth import OAuthError, OAuthServer, TokenSet
+from warden_connectors.errors import BadInput, ConsentRequired, ReauthRequired
+from warden_connectors.oauth import OAuthError, OAuthServer, TokenSet, step_up_scopes
 from warden_connectors.store import ConnectorRow, Store
 from warden_connectors.tokens import RefreshOutcome, TokenVault
 
@@ -64,7 +64,49 @@ class Connections:
         self._require_oauth(row)
         if user_key and row["scope"] != "per_user":
             raise BadInput(f"connector {row['name']!r} is organization-wide: per-user connections do not apply")
-        return await self.consent.start(row, user_key, self.open_secret(row), fresh=fresh)
+        # the organization's consent asks for what a step-up left pending
+        extra = tuple(row["step_up_scopes"] or ()) if user_key == "" else ()
+        return await self.consent.start(row, user_key, self.open_secret(row), fresh=fresh, scopes=extra)
+
+    async def step_up(self, row: ConnectorRow, user: str | None, required: tuple[str, ...]) -> NoReturn:
+        """The upstream answered `403 insufficient_scope` to a call made with this connection:
+        a consent for the union of held and required scopes. A user's own connection gets the
+        consent URL (the proxy shows it and resumes the call); the organization's connection
+        is the admin's to re-authorize, so it records the scopes for that and refuses."""
+        self._require_oauth(row)
+        key = self.user_key(row, user)
+        trow = await self.store.get_token(row["id"], key)
+        held = tuple(trow["scopes"].split()) if trow is not None and trow["scopes"] else ()
+        union = step_up_scopes(held, required)
+        missing = [s for s in union if s not in held] or list(required)
+        self.emit(
+            EventType.connector_step_up_required,
+            row,
+            None,
+            user=key or None,
+            required=list(required),
+            missing=missing,
+        )
+        if key:
+            started = await self.consent.start(row, key, self.open_secret(row), scopes=union)
+            raise ConsentRequired(
+                f"{user} must grant {row['name']} more access ({' '.join(missing)}) for this call: "
+                "open the consent URL",
+                details={
+                    "consent_url": started.url,
+                    "expires_at": started.expires_at.isoformat(),
+                    "scopes": list(union),
+                },
+            )
+        new = await self.store.set_step_up(row["id"], list(union))
+        if new is not None:
+            self.invalidate(row["name"])
+        raise ReauthRequired(
+            f"connector {row['name']!r} needs more scopes for this call ({' '.join(missing)}): an admin must "
+            f"authorize it again (POST /v1/connectors/{row['name']}/authorize or "
+            f"`warden connectors reconnect {row['name']}`), which asks for them",
+            details={"scopes": list(union)},
+        )
 
     async def callback(self, params: Mapping[str, str]) -> tuple[ConnectorRow, str]:
         """The browser came back: consume the state, redeem the code, store the tokens sealed."""
@@ -82,6 +124,8 @@ class Connections:
             await self._failed(row, flow.user, e)
             raise
         await self.vault.save(row, done.user_key, done.tokens, done.server, done.client.client_id)
+        if done.user_key == "" and row["step_up_scopes"]:
+            row = await self.store.set_step_up(row["id"], []) or row  # the consent asked for them
         new = await self.store.set_status(row["id"], "active", None) or row
         self.invalidate(row["name"])
         self.emit(

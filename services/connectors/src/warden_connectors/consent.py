@@ -194,12 +194,19 @@ class Consent:
 
     # -- start and finish a consent --------------------------------------------------------
     async def start(
-        self, row: ConnectorRow, user_key: str, secret: Mapping[str, Any], *, fresh: bool = False
+        self,
+        row: ConnectorRow,
+        user_key: str,
+        secret: Mapping[str, Any],
+        *,
+        fresh: bool = False,
+        scopes: tuple[str, ...] = (),
     ) -> ConsentStart:
+        """A consent URL; `scopes` are asked for on top of the server's (scope step-up)."""
         server = await self.server(row, fresh=fresh)
         client = await self.client(row, server, secret)
         req: AuthorizationRequest = authorization_url(
-            server, client, self.codec, connector_id=str(row["id"]), user=user_key
+            server, client, self.codec, connector_id=str(row["id"]), user=user_key, scopes=scopes
         )
         expires = datetime.fromtimestamp(req.flow.expires_at, UTC)
         await self.store.add_flow(req.flow.nonce, row["id"], user_key, expires)

@@ -10,7 +10,7 @@ import json
 import logging
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from warden_common.bus import Bus
 from warden_common.contracts import (
@@ -34,6 +34,7 @@ from warden_connectors.errors import (
     ConnectorNotFound,
     CredentialExpired,
     Disconnected,
+    Forbidden,
     ReauthRequired,
 )
 from warden_connectors.models import (
@@ -177,7 +178,8 @@ class ConnectorService:
     async def list(self, group: str) -> list[ConnectorView]:
         if group not in STATUS_GROUPS:
             raise BadInput(f"status group must be one of {', '.join(STATUS_GROUPS)}")
-        return [await self.show(r) for r in await self.store.list(STATUS_GROUPS[group])]
+        rows = await self.store.list(STATUS_GROUPS[group], or_step_up=group == "needs_attention")
+        return [await self.show(r) for r in rows]
 
     async def get(self, name: str) -> ConnectorView:
         return await self.show(await self._row(name))
@@ -317,6 +319,8 @@ class ConnectorService:
 
     # -- the proxy's credential request ---------------------------------------------------
     async def credential(self, req: CredentialRequest) -> Credential:
+        if req.step_up_scopes:
+            await self._step_up(req)
         key = (req.connector, req.user or "", req.purpose)
         now = datetime.now(UTC)
         if req.jwe is None and not req.force_refresh and (hit := self._cache.get(key)) is not None:
@@ -365,6 +369,19 @@ class ConnectorService:
         if row["auth_type"] != "jwt_passthrough":
             self._cache[key] = (cred, fresh_until)
         return cred
+
+    async def _step_up(self, req: CredentialRequest) -> NoReturn:
+        row = await self._row(req.connector)
+        if row["status"] == "disconnected":
+            raise Disconnected(f"connector {req.connector!r} is disconnected; an admin must reconnect it")
+        if row["auth_type"] != "oauth2":
+            raise Forbidden(
+                f"upstream {req.connector} asks for scopes ({' '.join(req.step_up_scopes)}) that its static "
+                "credential does not carry; an admin must replace the credential"
+            )
+        if row["scope"] == "per_user" and not req.user:
+            raise Unauthorized(f"connector {req.connector!r} is per-user: calls must carry the end user")
+        await self.connections.step_up(row, req.user, tuple(req.step_up_scopes))
 
     def _passthrough_headers(self, row: ConnectorRow, token: str | None) -> tuple[dict[str, str], datetime | None]:
         if not token:

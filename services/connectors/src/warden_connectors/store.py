@@ -20,7 +20,8 @@ Executor: TypeAlias = "asyncpg.Pool | asyncpg.Connection"
 
 _COLUMNS = (
     "id, name, url, transport, description, scope, auth_type, auth_config, secret_sealed, secret_expires_at,"
-    " status, status_reason, config_version, timeout_s, created_at, updated_at, last_used_at, oauth_server"
+    " status, status_reason, config_version, timeout_s, created_at, updated_at, last_used_at, oauth_server,"
+    " step_up_scopes"
 )
 _TOKEN_COLUMNS = (
     "connector_id, user_key, sealed, expires_at, scopes, version, status, status_reason, updated_at,"
@@ -82,10 +83,15 @@ class Store:
     async def get_by_id(self, cid: uuid.UUID) -> ConnectorRow | None:
         return await self.pool.fetchrow(f"SELECT {_COLUMNS} FROM connectors WHERE id = $1", cid)
 
-    async def list(self, statuses: list[str] | None = None) -> list[ConnectorRow]:
+    async def list(self, statuses: list[str] | None = None, *, or_step_up: bool = False) -> list[ConnectorRow]:
+        """Connectors in these statuses (all when None); `or_step_up` adds those waiting for
+        an admin to grant more scopes."""
         if statuses:
             return await self.pool.fetch(
-                f"SELECT {_COLUMNS} FROM connectors WHERE status = ANY($1::text[]) ORDER BY name", statuses
+                f"SELECT {_COLUMNS} FROM connectors WHERE status = ANY($1::text[])"
+                " OR ($2 AND cardinality(step_up_scopes) > 0) ORDER BY name",
+                statuses,
+                or_step_up,
             )
         return await self.pool.fetch(f"SELECT {_COLUMNS} FROM connectors ORDER BY name")
 
@@ -114,6 +120,16 @@ class Store:
             cid,
             status,
             reason,
+        )
+
+    async def set_step_up(self, cid: uuid.UUID, scopes: builtins.list[str]) -> ConnectorRow | None:
+        """Record (or clear, with []) the scopes the organization's next consent must ask for;
+        returns the row only when it changed."""
+        return await self.pool.fetchrow(
+            f"UPDATE connectors SET step_up_scopes = $2, updated_at = now()"
+            f" WHERE id = $1 AND step_up_scopes IS DISTINCT FROM $2::text[] RETURNING {_COLUMNS}",
+            cid,
+            scopes,
         )
 
     async def set_oauth_server(self, cid: uuid.UUID, server: dict[str, Any] | None) -> None:

@@ -20,6 +20,10 @@ def render(row: ConnectorRow, warning_days: int) -> ConnectorView:
             warnings.append(f"the credential expired on {exp.date().isoformat()}")
         elif exp - now <= timedelta(days=warning_days):
             warnings.append(f"the credential expires on {exp.date().isoformat()}")
+    if row["step_up_scopes"]:
+        warnings.append(
+            f"tool calls need more scopes ({' '.join(row['step_up_scopes'])}): authorize the connector again"
+        )
     return ConnectorView(
         id=row["id"],
         name=row["name"],

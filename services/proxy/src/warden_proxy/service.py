@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import jsonschema
 import mcp_types as types
@@ -40,6 +41,7 @@ from warden_common.contracts import (
     VisibleRequest,
 )
 from warden_common.errors import WardenError
+from warden_common.rfc6750 import parse_bearer_challenge
 
 from warden_proxy.agents import Principal
 from warden_proxy.approvals import Approvals
@@ -105,6 +107,8 @@ class CallPipeline:
         self._creds = _TTLCache(3600)
         self._validators: dict[str, Any] = {}
         self._consent_waiters: dict[tuple[str, str], asyncio.Event] = {}
+        # (connector, user) -> digest of the credential a step-up found lacking
+        self._stale: dict[tuple[str, str], str] = {}
         self.consent_wait_s = consent_wait_s
         self.max_consents = 10
 
@@ -147,10 +151,19 @@ class CallPipeline:
 
     # -- credentials ---------------------------------------------------------------------
     async def credential(
-        self, connector: str, user: str | None, *, force: bool = False, jwe: str | None = None, purpose: str = "call"
+        self,
+        connector: str,
+        user: str | None,
+        *,
+        force: bool = False,
+        jwe: str | None = None,
+        purpose: str = "call",
+        uncached: bool = False,
     ) -> Credential:
+        """The runtime credential, from this replica's cache unless `force` (connectors
+        refreshes it) or `uncached` (ask connectors, without making it refresh)."""
         key = (connector, user or "", hashlib.sha256(jwe.encode()).hexdigest() if jwe else "", purpose)
-        if not force and (hit := self._creds.get(key)) is not None:
+        if not force and not uncached and (hit := self._creds.get(key)) is not None:
             return hit  # type: ignore[no-any-return]
         cred = await self.bus.request(
             CREDENTIALS_GET,
@@ -161,6 +174,22 @@ class CallPipeline:
             ttl = max(0.0, (cred.expires_at - self.skew - datetime.now(UTC)).total_seconds())
         self._creds.put(key, cred, ttl)
         return cred
+
+    async def step_up(
+        self, connector: str, principal: Principal, scopes: tuple[str, ...], failed: Credential
+    ) -> NoReturn:
+        """Hand an upstream's `insufficient_scope` to connectors; it always refuses, with the
+        consent that grants the scopes. Never served from or stored in the cache. Until that
+        consent lands, the connection's current credential is `failed`: waiting for the
+        consent must not take it for the new one."""
+        user = principal.user or ""
+        self._creds.drop(lambda k: k[0] == connector and k[1] == user)
+        self._stale[(connector, user)] = _headers_digest(failed)
+        await self.bus.request(
+            CREDENTIALS_GET,
+            CredentialRequest(connector=connector, user=principal.user, jwe=principal.jwe, step_up_scopes=scopes),
+        )
+        raise Unavailable(f"connector {connector} could not grant the scopes the upstream asks for")
 
     # -- validation ----------------------------------------------------------------------
     def validate(self, tool: ResolvedTool, arguments: dict[str, Any]) -> None:
@@ -302,14 +331,20 @@ class CallPipeline:
                     return True
                 except TimeoutError:
                     # events can be missed across reconnects: ask connectors directly too
+                    # (after a step-up, without a refresh: a refreshed token is not a new consent)
+                    stale = self._stale.get(key)
                     try:
-                        await self.credential(connector, principal.user, force=True, jwe=principal.jwe)
-                        return True
+                        cred = await self.credential(
+                            connector, principal.user, force=stale is None, uncached=True, jwe=principal.jwe
+                        )
                     except WardenError:
                         continue
+                    if stale is None or _headers_digest(cred) != stale:
+                        return True
             return False
         finally:
             self._consent_waiters.pop(key, None)
+            self._stale.pop(key, None)
 
     async def _call_upstream(
         self, tool: ResolvedTool, principal: Principal, arguments: dict[str, Any], progress: Any = None
@@ -320,7 +355,12 @@ class CallPipeline:
         try:
             try:
                 result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments, progress)
-            except UpstreamUnauthorized:
+            except UpstreamUnauthorized as e:
+                if (scopes := _insufficient_scope(e)) is not None:
+                    # step-up: connectors answers with a consent for the union of scopes (a
+                    # per-user connection: `consent_required` + URL, which `_call_with_consent`
+                    # shows and resumes after) or `reauth_required` for the organization's
+                    await self.step_up(tool.connector, principal, scopes, cred)
                 # the credential may have been rotated or revoked: one fresh credential, one retry
                 cred = await self.credential(tool.connector, user, force=True, jwe=principal.jwe)
                 await self.pool.close_connector(tool.connector)
@@ -356,6 +396,28 @@ class CallPipeline:
                 for t in tools
             ],
         )
+
+
+def _headers_digest(cred: Credential) -> str:
+    h = hashlib.sha256()
+    for k in sorted(cred.headers):
+        h.update(f"{k}\0{cred.headers[k]}\0".encode())
+    return h.hexdigest()
+
+
+def _insufficient_scope(e: UpstreamUnauthorized) -> tuple[str, ...] | None:
+    """The scopes a `403 insufficient_scope` challenge requires (RFC 6750 §3.1, MCP step-up),
+    or None when this is not one. Malformed scope tokens are dropped, not forwarded."""
+    if e.status != 403:
+        return None
+    challenge = parse_bearer_challenge(e.www_authenticate)
+    if challenge is None or not challenge.insufficient_scope:
+        return None
+    scopes = tuple(s for s in challenge.scope if _SCOPE_TOKEN.fullmatch(s))[:50]
+    return scopes or None
+
+
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]{1,200}")
 
 
 def _short(err: ValidationError) -> str:

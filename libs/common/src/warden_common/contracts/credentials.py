@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from warden_common.contracts.base import Message, Subject
 
@@ -13,6 +13,8 @@ __all__ = ["CREDENTIALS_GET", "Credential", "CredentialRequest", "Transport"]
 
 Transport = Literal["streamable_http", "sse"]
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,47}$"
+# an OAuth scope token (RFC 6749 §3.3: printable ASCII without space, quote or backslash)
+ScopeToken = Annotated[str, StringConstraints(pattern=r"^[\x21\x23-\x5B\x5D-\x7E]{1,200}$")]
 
 
 class CredentialRequest(Message):
@@ -26,6 +28,11 @@ class CredentialRequest(Message):
     # "discovery": the registry listing a connector's tools through the proxy. Only then may a
     # per-user connector fall back to the admin's own connection; a call must name its user.
     purpose: Literal["call", "discovery"] = "call"
+    # after an upstream `403 insufficient_scope`: the scopes its challenge requires. Connectors
+    # answers with a refusal that leads to a consent for the union of held and required scopes
+    # (`consent_required` + URL for a per-user connection; `reauth_required` for the
+    # organization's, whose next admin authorization asks for them).
+    step_up_scopes: tuple[ScopeToken, ...] = Field(default=(), max_length=50)
 
 
 class Credential(Message):

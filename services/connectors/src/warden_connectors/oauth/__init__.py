@@ -4,11 +4,14 @@ Laid out by spec: `urlguard` (SSRF guard every request goes through), `rfc9728` 
 resource metadata), `rfc8414` (AS metadata + OIDC discovery), `discovery` (the whole chain,
 overrides, cache), `rfc7591` (DCR), `cimd` (client ID metadata document), `registration` (which
 client to use), `pkce`, `state`, `flow` (authorize / callback / exchange / refresh / revoke),
-`tokens`, `rfc6750` (WWW-Authenticate and scope step-up), `errors`.
+`tokens`, `errors`; the WWW-Authenticate parser and scope step-up union live in
+`warden_common.rfc6750` (the proxy reads upstream challenges too).
 
 No FastAPI, NATS or database here: the service persists client registrations, token sets and
 used state nonces, and maps `OAuthError`s at its edges.
 """
+
+from warden_common.rfc6750 import BearerChallenge, parse_bearer_challenge, step_up_scopes
 
 from .cimd import ClientMetadataDocument, validate_cimd_url
 from .client import AuthMethod, ClientRegistration, StaticClient
@@ -55,7 +58,6 @@ from .flow import (
 )
 from .pkce import challenge_s256, new_verifier
 from .registration import obtain_client
-from .rfc6750 import BearerChallenge, parse_bearer_challenge, step_up_scopes
 from .rfc7591 import register_client
 from .rfc8414 import AuthorizationServerMetadata
 from .rfc9728 import ProtectedResourceMetadata

@@ -25,9 +25,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field
+from warden_common.rfc6750 import BearerChallenge, parse_bearer_challenge
 
 from .errors import BadResponse, DiscoveryFailed, IssuerMismatch, MetadataInvalid, PkceUnsupported, ProviderUnavailable
-from .rfc6750 import BearerChallenge, parse_bearer_challenge
 from .rfc8414 import AuthorizationServerMetadata, metadata_urls, parse_as_metadata
 from .rfc9728 import ProtectedResourceMetadata, check_resource, parse_prm, prm_urls
 from .urlguard import GuardedHttp, check_url

@@ -56,8 +56,9 @@ async def register_client(
     }
     if client_uri:
         body["client_uri"] = client_uri
-    if server.scopes:
-        body["scope"] = " ".join(server.scopes_to_request())
+    # No `scope`: servers such as oidc-provider treat a registered scope as the most the client
+    # may ever ask for, which would make every later scope step-up fail with invalid_scope. The
+    # scopes are asked for in each authorization request instead.
     r = await http.request("POST", server.registration_endpoint, json_body=body, headers={"Accept": "application/json"})
     if r.status_code >= 500 or r.status_code == 429:
         raise ProviderUnavailable(
