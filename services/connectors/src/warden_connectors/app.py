@@ -33,7 +33,18 @@ def state_key(settings: Settings, keys: list[tuple[str, bytes]]) -> bytes:
         if len(raw) < 32:
             raise ValueError("WARDEN_CONNECTORS_STATE_KEY must be at least 32 bytes")
         return raw
-    kid, kek = keys[0]
+    return _derive_state_key(*keys[0])
+
+
+def state_old_keys(settings: Settings, keys: list[tuple[str, bytes]]) -> list[bytes]:
+    """State keys of the older KEKs: after a KEK rotation (new key first, old ones kept),
+    consent links handed out before it still open; new ones are sealed with the new key."""
+    if settings.state_key is not None:
+        return []
+    return [_derive_state_key(kid, kek) for kid, kek in keys[1:]]
+
+
+def _derive_state_key(kid: str, kek: bytes) -> bytes:
     info = b"warden connectors oauth state|" + kid.encode()
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(kek)
 
@@ -63,7 +74,7 @@ def create_app(settings: Settings) -> FastAPI:
                 store,
                 sealer,
                 http,
-                StateCodec(skey, DbNonceStore(store)),
+                StateCodec(skey, DbNonceStore(store), old_keys=state_old_keys(settings, keys)),
                 redirect_uri=settings.redirect_uri(),
                 discovery=DiscoveryCache(ttl_s=300),
                 client_name=settings.client_name,
