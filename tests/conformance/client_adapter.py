@@ -13,7 +13,9 @@ Postgres, free ports, a temp data dir). Then, like an admin and an agent would:
    until Warden's `/connect/callback` answers;
 3. wait (bounded) until the connector is `active`;
 4. register its tools, grant them to a profile, make an agent key, and call one tool
-   through the proxy's MCP endpoint.
+   through the proxy's MCP endpoint; when the upstream asks for more scopes (step-up), Warden
+   refuses with "authorize it again": authorize again as the admin (the consent asks for the
+   union of scopes) and call once more.
 
 Exit 0 on success, else 1 with one line on stderr saying which step failed. The stack is
 always stopped. Scenario name: env `MCP_CONFORMANCE_SCENARIO`.
@@ -150,6 +152,20 @@ async def run(server_url: str, scenario: str, context: dict[str, Any]) -> None:
                 schema = next((t.input_schema for t in tools.tools if t.name == full), {}) or {}
                 args = {p: 1 for p in schema.get("required", [])}
                 result = await client.call_tool(full, args)
+                text = " ".join(getattr(c, "text", "") for c in result.content)
+                if result.is_error and "authorize it again" in text:
+                    # scope step-up on the organization's connection: the admin authorizes
+                    # again (Warden asks for the union of scopes) and the agent retries
+                    _log(f"step-up: {text[:160]!r}")
+                    r = await http.post(f"{stack.urls['connectors']}/v1/connectors/{name}/authorize")
+                    if r.status_code not in (200, 201):
+                        raise Step(f"step-up authorize: {r.status_code} {r.text[:300]}")
+                    page = await follow_to_callback(
+                        r.json()["consent_url"], f"{stack.urls['connectors']}/connect/callback"
+                    )
+                    if page.status_code != 200:
+                        raise Step(f"step-up callback: {page.status_code} {page.text[:300]}")
+                    result = await client.call_tool(full, args)
             text = " ".join(getattr(c, "text", "") for c in result.content)
             if result.is_error:
                 raise Step(f"tool call {full}: error: {text[:300]}")
