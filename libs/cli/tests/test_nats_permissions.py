@@ -15,6 +15,7 @@ from nats.errors import NoRespondersError
 from warden_cli.embedded import free_port
 from warden_cli.natsconf import nats_config, new_passwords
 from warden_common.contracts import CREDENTIALS_GET, calls_subject, events_stream_name
+from warden_common.contracts.credentials import CONNECTIONS_CONSENT, CONNECTIONS_DISCONNECT
 
 
 @pytest.fixture
@@ -45,7 +46,8 @@ async def _connect(url: str, user: str, pw: dict[str, str], errors: list[str]): 
     return await nats.connect(url, user=user, password=pw[user], error_cb=cb, allow_reconnect=False)
 
 
-async def test_only_the_proxy_may_request_credentials(server) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("subject", [CREDENTIALS_GET, CONNECTIONS_CONSENT, CONNECTIONS_DISCONNECT])
+async def test_only_the_proxy_may_request_credentials_or_users_connections(server, subject) -> None:  # type: ignore[no-untyped-def]
     url, pw = server
     errors: list[str] = []
     connectors = await _connect(url, "connectors", pw, errors)
@@ -53,14 +55,14 @@ async def test_only_the_proxy_may_request_credentials(server) -> None:  # type: 
     async def ok(m):  # type: ignore[no-untyped-def]
         await m.respond(b"ok")
 
-    await connectors.subscribe(CREDENTIALS_GET.on("warden"), cb=ok)
+    await connectors.subscribe(subject.on("warden"), cb=ok)
     await connectors.flush()
     proxy = await _connect(url, "proxy", pw, errors)
-    assert (await proxy.request(CREDENTIALS_GET.on("warden"), b"{}", timeout=2)).data == b"ok"
+    assert (await proxy.request(subject.on("warden"), b"{}", timeout=2)).data == b"ok"
     for intruder in ("registry", "audit", "demo-service"):
         nc = await _connect(url, intruder, pw, errors)
         with pytest.raises((NoRespondersError, nats.errors.TimeoutError)):
-            await nc.request(CREDENTIALS_GET.on("warden"), b"{}", timeout=0.5)
+            await nc.request(subject.on("warden"), b"{}", timeout=0.5)
         await nc.close()
     assert any("permissions violation" in e.lower() for e in errors), errors
     await proxy.close()

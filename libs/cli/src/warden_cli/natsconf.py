@@ -30,13 +30,14 @@ def _perms(root: str, stream: str, user: str, demo_profile: str) -> dict[str, ob
     if user == "connectors":
         # connection tests go through the proxy, the single egress
         pub = [f"{v}.events.connectors.>", f"{v}.upstream.list_tools", *js_stream]
-        sub = [f"{v}.credentials.get", f"{v}.events.connectors.>", *inbox]
+        sub = [f"{v}.credentials.get", f"{v}.connections.*", f"{v}.events.connectors.>", *inbox]
     elif user == "registry":
         pub = [f"{v}.upstream.list_tools", f"{v}.events.registry.>", *js_stream]
         sub = [f"{v}.registry.>", f"{v}.events.registry.>", f"{v}.events.proxy.>", f"{v}.events.connectors.>", *inbox]
     elif user == "proxy":
         pub = [
             f"{v}.credentials.get",
+            f"{v}.connections.*",
             f"{v}.registry.>",
             f"{v}.events.proxy.>",
             f"{v}.durable.results.>",

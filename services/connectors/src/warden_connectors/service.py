@@ -119,7 +119,7 @@ class ConnectorService:
         self,
         type: EventType,
         row: ConnectorRow,
-        actor: str | None,
+        actor: str | Actor | None,
         *,
         user: str | None = None,
         status: str | None = None,
@@ -128,7 +128,11 @@ class ConnectorService:
         self.bus.emit(
             self.bus.new_event(
                 type,
-                actor=Actor(kind="admin", id=actor) if actor else Actor(kind="system", id="connectors"),
+                actor=actor
+                if isinstance(actor, Actor)
+                else Actor(kind="admin", id=actor)
+                if actor
+                else Actor(kind="system", id="connectors"),
                 refs=EventRefs(connector=row["name"], user=user),
                 status=status or row["status"],
                 data=data,
@@ -284,13 +288,22 @@ class ConnectorService:
             raise BadInput(f"connector {name!r} is organization-wide; it has no per-user connections")
         return await self.connections.connection(row, user)
 
-    async def user_disconnect(self, name: str, user: str, actor: str) -> dict[str, Any]:
+    async def user_disconnect(self, name: str, user: str, actor: str | Actor) -> dict[str, Any]:
         row = await self._row(name)
         if row["scope"] != "per_user":
             raise BadInput(f"connector {name!r} is organization-wide; disconnect the connector instead")
         revoked = await self.connections.disconnect(row, user)
         self._emit(EventType.connector_disconnected, row, actor, user=user, revoked=_revocation_summary(revoked))
         return await self.connections.connection(row, user)
+
+    async def user_connections(self, user: str) -> list[dict[str, Any]]:
+        """The user's connection to every per-user connector that is not disconnected."""
+        rows = await self.store.list(None)
+        return [
+            await self.connections.connection(r, user)
+            for r in rows
+            if r["scope"] == "per_user" and r["auth_type"] == "oauth2" and r["status"] != "disconnected"
+        ]
 
     async def callback(self, params: dict[str, str]) -> tuple[str, str | None]:
         row, user_key = await self.connections.callback(params)

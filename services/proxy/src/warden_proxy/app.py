@@ -20,6 +20,7 @@ from warden_proxy.breaker import Breakers
 from warden_proxy.durable import DurableCalls
 from warden_proxy.handlers import register_handlers
 from warden_proxy.mcp_endpoint import McpEndpoint
+from warden_proxy.me_api import build_me_router
 from warden_proxy.service import CallPipeline
 from warden_proxy.settings import Settings
 from warden_proxy.store import Store
@@ -93,6 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     app.include_router(ops_router(runtime.checks()))
     app.include_router(build_router(admin_guard(settings.admin_token), resource_url))
+    app.include_router(build_me_router())
 
     # exact routes (no /mcp -> /mcp/ redirect); the SSE message path is a mount below /sse
     app.router.routes.append(Route("/mcp", _Asgi(lambda: holder["endpoint"]), methods=["GET", "POST", "DELETE"]))

@@ -9,7 +9,20 @@ from pydantic import Field, StringConstraints
 
 from warden_common.contracts.base import Message, Subject
 
-__all__ = ["CREDENTIALS_GET", "Credential", "CredentialRequest", "Transport"]
+__all__ = [
+    "CONNECTIONS_CONSENT",
+    "CONNECTIONS_DISCONNECT",
+    "CONNECTIONS_GET",
+    "CONNECTIONS_LIST",
+    "CREDENTIALS_GET",
+    "ConnectionList",
+    "ConnectionRequest",
+    "ConnectionState",
+    "ConnectionStatus",
+    "Credential",
+    "CredentialRequest",
+    "Transport",
+]
 
 Transport = Literal["streamable_http", "sse"]
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,47}$"
@@ -52,3 +65,38 @@ class Credential(Message):
 
 
 CREDENTIALS_GET = Subject("credentials.get", CredentialRequest, Credential)
+
+
+# -- an end user's own connections (per-user connectors), through the proxy ---------------------
+ConnectionState = Literal["connection_required", "verifying", "connected", "reauth_required", "expired"]
+
+
+class ConnectionRequest(Message):
+    """One user's connection to a per-user connector (all of them for `connections.list`).
+    `user` is whom the proxy authenticated (the agent key's user), never a caller's choice."""
+
+    connector: str | None = Field(default=None, pattern=NAME_PATTERN)
+    user: str = Field(min_length=1, max_length=200)
+
+
+class ConnectionStatus(Message):
+    connector: str
+    user: str
+    status: ConnectionState
+    scopes: list[str] = Field(default_factory=list)
+    connected_at: datetime | None = None
+    expires_at: datetime | None = None
+    reason: str | None = None
+    # only in the answer to `connections.consent`: where the user grants access
+    consent_url: str | None = None
+    consent_expires_at: datetime | None = None
+
+
+class ConnectionList(Message):
+    connections: list[ConnectionStatus]
+
+
+CONNECTIONS_LIST = Subject("connections.list", ConnectionRequest, ConnectionList)
+CONNECTIONS_GET = Subject("connections.get", ConnectionRequest, ConnectionStatus)
+CONNECTIONS_CONSENT = Subject("connections.consent", ConnectionRequest, ConnectionStatus)
+CONNECTIONS_DISCONNECT = Subject("connections.disconnect", ConnectionRequest, ConnectionStatus)

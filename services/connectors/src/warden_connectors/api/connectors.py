@@ -88,7 +88,8 @@ def build_admin_router(admin: Callable[..., Any]) -> APIRouter:
         await s.remove(name, actor)
         return Response(status_code=204)
 
-    # -- per-user connections (admin token for now; see the README) ---------------------------
+    # -- per-user connections of any user (admins); users manage their own through the proxy's
+    # /v1/me/connections, authenticated by their agent key -------------------------------------
     @router.post("/{name}/connections/{user}/consent")
     async def user_consent(name: str, user: str = User, _: str = Admin, s: ConnectorService = Svc) -> dict[str, Any]:
         return _consent(await s.user_consent(name, user))
