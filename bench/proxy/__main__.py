@@ -3,7 +3,8 @@
     python -m bench.proxy [--calls 2000] [--concurrency 1,8,32]
 
 Starts the embedded stack (NATS_URL / DATABASE_URL when set, else its own), an upstream
-echo server (stateless, `mcp` package) in its own process, and measures for each
+echo server (stateless, JSON responses, `mcp` package's low-level server; see
+echo_server.py) in its own process(es), and measures for each
 concurrency: direct (mcp client -> upstream), through the MCP endpoint (mcp client ->
 proxy -> upstream) and through the NATS API (WardenClient -> proxy -> upstream):
 p50/p99 latency, added latency vs direct, calls/s, and CPU ms per call spent by all
@@ -81,7 +82,8 @@ async def _measure(workers: list[Callable[[], Awaitable[Any]]], calls: int) -> t
     return lat, time.perf_counter() - t0
 
 
-async def main(calls: int, levels: list[int]) -> None:
+async def main(calls: int, levels: list[int], upstream_workers: int = 1) -> None:
+    load0 = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="warden-bench-"))
     cfg = StackConfig(
         data_dir=tmp,
@@ -101,7 +103,9 @@ async def main(calls: int, levels: list[int]) -> None:
         cfg.database_url = dsn.rsplit("/", 1)[0] + "/" + db
     stack = Stack(cfg, progress=lambda m: print(f"  · {m}", flush=True))
     up_port = free_port()
-    upstream = subprocess.Popen([sys.executable, "-m", "bench.proxy.echo_server", str(up_port)])
+    upstream = subprocess.Popen(
+        [sys.executable, "-m", "bench.proxy.echo_server", str(up_port), "--workers", str(upstream_workers)]
+    )
     try:
         await stack.start()
         await _wait_port(up_port)
@@ -186,6 +190,11 @@ async def main(calls: int, levels: list[int]) -> None:
                 )
         print()
         print(f"proxy overhead, {calls} calls per cell, echo tool, everything on this machine ({os.cpu_count()} cores)")
+        load1 = os.getloadavg()
+        print(
+            f"load average at start {load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f}, "
+            f"at end {load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f}; upstream workers: {upstream_workers}"
+        )
         print(
             f"{'conc':>4} {'path':<7} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} "
             f"{'calls/s':>9} {'warden cpu ms/call':>19} {'thrpt vs direct':>16}"
@@ -211,5 +220,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--upstream-workers", type=int, default=1, help="echo server processes (one port)")
     a = ap.parse_args()
-    asyncio.run(main(a.calls, [int(x) for x in a.concurrency.split(",")]))
+    asyncio.run(main(a.calls, [int(x) for x in a.concurrency.split(",")], a.upstream_workers))

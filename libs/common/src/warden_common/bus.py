@@ -7,7 +7,11 @@
   anything else is logged with its traceback and answers `internal`.
 - `emit(event)` queues an event; a background publisher sends it to JetStream with
   `Nats-Msg-Id` = event id (de-duplicated in the stream's window), retrying until the
-  stream acknowledges it. `close()` flushes what is queued before draining.
+  stream acknowledges it. `close()` flushes what is queued before draining. The
+  publisher sends what has queued up as one pipelined batch (one socket write, acks
+  awaited together) instead of one round trip per event; an event leaves the outbox
+  only once the stream has acknowledged it, and the unacknowledged ones of a batch are
+  sent again, in order, until it does.
 - Trace context travels as a W3C `traceparent` header.
 """
 
@@ -59,6 +63,8 @@ log = logging.getLogger(__name__)
 Req = TypeVar("Req", bound=Message)
 Rep = TypeVar("Rep", bound=BaseModel)
 _OUTBOX_MAX = 100_000
+_BATCH_MAX = 256  # events per pipelined publish
+_ACK_TIMEOUT_S = 5.0
 
 
 def validation_message(e: ValidationError) -> str:
@@ -262,6 +268,8 @@ class Bus:
             )
 
     def new_event(self, type: str, **kw: Any) -> Event:
+        if "trace_id" not in kw and (tid := current_trace_id()):
+            kw["trace_id"] = tid  # saves emit() a copy of the event
         return Event(type=type, source=self.service, **kw)
 
     async def publish_event_now(self, event: Event) -> None:
@@ -276,27 +284,55 @@ class Bus:
             timeout=5,
         )
 
+    def _encoded(self, event: Event) -> tuple[str, bytes, dict[str, str]]:
+        headers = {"Nats-Msg-Id": event.id}
+        if event.trace_id:
+            headers["traceparent"] = traceparent(event.trace_id)
+        return events_subject(self.root, event), event.model_dump_json().encode(), headers
+
+    async def _publish_batch(self, js: Any, batch: list[tuple[str, bytes, dict[str, str]]]) -> list[int]:
+        """Publish a batch without waiting between messages; the indexes not acknowledged."""
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for subject, payload, headers in batch:
+                futures.append(await js.publish_async(subject, payload, headers=headers, wait_stall=_ACK_TIMEOUT_S))
+        except asyncio.CancelledError:
+            for f in futures:
+                f.cancel()
+            raise
+        except Exception as e:  # noqa: BLE001 - what was not sent is retried
+            log.warning("events not yet sent (%s)", type(e).__name__)
+        if futures:
+            _, late = await asyncio.wait(futures, timeout=_ACK_TIMEOUT_S)
+            for f in late:
+                f.cancel()
+        failed = [i for i, f in enumerate(futures) if f.cancelled() or f.exception() is not None]
+        return failed + list(range(len(futures), len(batch)))
+
     async def _publish_loop(self) -> None:
-        delay = 0.05
+        js = self._nc.jetstream(publish_async_max_pending=4 * _BATCH_MAX)
         while True:
-            event = await self._outbox.get()
+            first = await self._outbox.get()
+            events = [first]
+            while len(events) < _BATCH_MAX and not self._outbox.empty():
+                events.append(self._outbox.get_nowait())
+            pending = [self._encoded(e) for e in events]
+            delay = 0.05
             while True:
-                try:
-                    await self.publish_event_now(event)
-                    delay = 0.05
+                failed = await self._publish_batch(js, pending)
+                if not failed:
                     break
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:  # noqa: BLE001 - keep retrying; the stream dedups by id
-                    log.warning(
-                        "event %s not yet stored (%s); retrying in %.2fs",
-                        event.id,
-                        type(e).__name__,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
-            self._outbox.task_done()
+                log.warning(
+                    "%d of %d events not yet stored; retrying in %.2fs (the stream dedups by id)",
+                    len(failed),
+                    len(pending),
+                    delay,
+                )
+                pending = [pending[i] for i in failed]
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            for _ in events:
+                self._outbox.task_done()
 
     @property
     def outbox_size(self) -> int:

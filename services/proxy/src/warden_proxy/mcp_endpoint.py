@@ -29,6 +29,7 @@ from warden_common.tracing import new_trace_id, set_trace_id
 
 from warden_proxy.agents import AgentKeys, Principal
 from warden_proxy.errors import InvalidArguments
+from warden_proxy.mcp_fast import FastPath
 from warden_proxy.service import CallPipeline
 
 __all__ = ["McpEndpoint"]
@@ -69,6 +70,15 @@ class McpEndpoint:
             allowed_origins=[f"http://{h}" for h in allowed_hosts] + [f"https://{h}" for h in allowed_hosts],
         )
         self.manager = StreamableHTTPSessionManager(app=self.server, security_settings=security)
+        # stateless tools/call without the SDK's per-request machinery; the rest goes to the SDK
+        self._fast = FastPath(
+            pipeline,
+            security,
+            self.server.server_info_stamp,
+            _SCOPE_KEY,
+            max_body=self.manager.max_request_body_size,
+            reserved_tools=frozenset({TOOL_SEARCH}),
+        )
         self._mcp_app = StreamableHTTPASGIApp(self.manager)
         # legacy HTTP+SSE transport (2024-11-05 clients): GET /sse, POST /sse/messages/
         self.sse = SseServerTransport("/messages/", security_settings=security)
@@ -170,7 +180,9 @@ class McpEndpoint:
             await self._mcp_app(scope, receive, send)
             return
         if await self._authenticate(scope, send):
-            await self._mcp_app(scope, receive, send)
+            rest = await self._fast(scope, receive, send)  # None: answered
+            if rest is not None:
+                await self._mcp_app(scope, rest, send)
 
     async def sse_app(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Legacy HTTP+SSE at /sse (GET opens the stream, POST /sse/messages/ sends)."""
