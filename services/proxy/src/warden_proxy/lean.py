@@ -2,9 +2,15 @@
 
 The SDK's client runs several tasks and memory streams per request; on two cores that
 was most of the proxy's CPU per call. This speaks only what the proxy needs from an
-upstream — initialize, tools/list, tools/call, progress and tools/list_changed
-notifications — and keeps one HTTP/1.1 keep-alive pool per session. The SDK client is
-still used for the legacy SSE transport.
+upstream — initialize, requests, progress and list_changed notifications — and keeps one
+HTTP/1.1 keep-alive pool per session. The SDK client is still used for the legacy SSE
+transport.
+
+What the upstream sends on a request's stream besides its answer goes to the `RELAY` of
+the task that made the request (the MCP endpoint sets one around an agent's call): log
+messages, and server-to-client requests (sampling, elicitation), whose answers are posted
+back upstream. Without a relay (internal callers, the notification stream), such a
+request is answered with an error at once, so the upstream never waits for nobody.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 import httpx
 
-__all__ = ["LeanSession", "RpcError", "UpstreamHttpError"]
+__all__ = ["CLIENT_CAPABILITIES", "RELAY", "LeanSession", "Relay", "RpcError", "UpstreamHttpError"]
 
 log = logging.getLogger(__name__)
 PROTOCOL_VERSION = "2025-06-18"
@@ -42,6 +49,23 @@ class RpcError(Exception):
 
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
+# what Warden offers upstream on behalf of its callers; a caller without the capability gets
+# the upstream's request refused by its relay
+CLIENT_CAPABILITIES: dict[str, Any] = {"sampling": {}, "elicitation": {}}
+_METHOD_NOT_FOUND = -32601
+
+
+class Relay(Protocol):
+    """The calling agent's side of one upstream request."""
+
+    async def log(self, params: dict[str, Any]) -> None: ...
+
+    async def request(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Ask the agent; raise `RpcError` to answer the upstream with an error."""
+        ...
+
+
+RELAY: ContextVar[Relay | None] = ContextVar("warden_upstream_relay", default=None)
 
 
 class LeanSession:
@@ -51,6 +75,7 @@ class LeanSession:
         headers: dict[str, str],
         timeout_s: float,
         on_tools_changed: Callable[[], Awaitable[None]] | None = None,
+        on_notification: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
     ) -> None:
         self.url = url
         self.timeout_s = timeout_s
@@ -64,6 +89,7 @@ class LeanSession:
         self.protocol_version = PROTOCOL_VERSION
         self._ids = itertools.count(1)
         self._on_tools_changed = on_tools_changed
+        self._on_notification = on_notification
         self._listener: asyncio.Task[None] | None = None
 
     def _headers(self) -> dict[str, str]:
@@ -77,7 +103,7 @@ class LeanSession:
             "initialize",
             {
                 "protocolVersion": PROTOCOL_VERSION,
-                "capabilities": {},
+                "capabilities": CLIENT_CAPABILITIES,
                 "clientInfo": {"name": "warden-proxy", "version": "0.1.0"},
             },
             initializing=True,
@@ -152,12 +178,38 @@ class LeanSession:
 
     async def _notification(self, doc: dict[str, Any], progress: ProgressFn | None) -> None:
         method = doc.get("method")
-        if method == "notifications/progress" and progress is not None:
+        if not isinstance(method, str):
+            return
+        if "id" in doc:
+            await self._serve(doc["id"], method, doc.get("params") or {})
+        elif method == "notifications/progress" and progress is not None:
             p = doc.get("params") or {}
             with contextlib.suppress(TypeError, ValueError):
                 await progress(float(p.get("progress", 0)), p.get("total"), p.get("message"))
         elif method == "notifications/tools/list_changed" and self._on_tools_changed is not None:
             await self._on_tools_changed()
+        elif method == "notifications/message" and (relay := RELAY.get()) is not None:
+            await relay.log(doc.get("params") or {})
+        elif self._on_notification is not None and method.startswith("notifications/"):
+            await self._on_notification(doc)
+
+    async def _serve(self, rid: Any, method: str, params: Any) -> None:
+        """Answer a request the upstream made of us: through the caller's relay, if any."""
+        relay = RELAY.get()
+        answer: dict[str, Any] = {"jsonrpc": "2.0", "id": rid}
+        if method == "ping":
+            answer["result"] = {}
+        elif relay is None or not isinstance(params, dict):
+            answer["error"] = {"code": _METHOD_NOT_FOUND, "message": f"{method} is not available through Warden here"}
+        else:
+            try:
+                answer["result"] = await relay.request(method, params)
+            except RpcError as e:
+                answer["error"] = {"code": e.code, "message": e.message}
+        try:
+            await self._post(answer)
+        except (httpx.HTTPError, UpstreamHttpError) as e:
+            log.debug("could not answer the upstream's %s: %s", method, type(e).__name__)
 
     async def _listen(self) -> None:
         """The standalone GET stream: server-initiated notifications (tools/list_changed)."""

@@ -29,6 +29,7 @@ from warden_common.tracing import new_trace_id, set_trace_id
 
 from warden_proxy.agents import AgentKeys, Principal
 from warden_proxy.errors import InvalidArguments
+from warden_proxy.federation import Federation
 from warden_proxy.mcp_fast import FastPath
 from warden_proxy.service import CallPipeline
 
@@ -64,6 +65,10 @@ class McpEndpoint:
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
         )
+        # resources, prompts, completion and logging from the profile's connectors; what an
+        # upstream asks during a tool call (sampling, elicitation, logs) goes to the caller
+        self.federation = Federation(pipeline, principal_of=_principal, client_key=_client_context)
+        self.federation.install(self.server)
         security = TransportSecuritySettings(
             enable_dns_rebinding_protection=bool(allowed_hosts),
             allowed_hosts=allowed_hosts,

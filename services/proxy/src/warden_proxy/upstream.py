@@ -112,6 +112,7 @@ def _translate(connector: str, exc: BaseException) -> UpstreamError:
 class _Session:
     digest: str
     connector: str
+    user: str = ""
     lean: LeanSession | None = None  # streamable HTTP: the lean client
     client: Client | None = None  # legacy SSE: the SDK client, living in its own task
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -142,6 +143,9 @@ class UpstreamPool:
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._on_tools_changed = on_tools_changed
+        # other notifications an upstream sends outside any request (resources/updated, ...):
+        # (connector, user, message); set by whoever fans them out to agents
+        self.on_notification: Callable[[str, str, dict[str, Any]], Awaitable[None]] | None = None
 
     async def _run_sse(self, s: _Session, cred: Credential) -> None:
         try:
@@ -179,7 +183,13 @@ class UpstreamPool:
             if self._on_tools_changed is not None:
                 await self._on_tools_changed(cred.connector)
 
-        lean = LeanSession(cred.url, dict(cred.headers), cred.timeout_s, on_tools_changed=changed)
+        async def notified(doc: dict[str, Any]) -> None:
+            if self.on_notification is not None:
+                await self.on_notification(s.connector, s.user, doc)
+
+        lean = LeanSession(
+            cred.url, dict(cred.headers), cred.timeout_s, on_tools_changed=changed, on_notification=notified
+        )
         try:
             await asyncio.wait_for(lean.open(), timeout=cred.timeout_s)
         except BaseException as e:
@@ -209,7 +219,7 @@ class UpstreamPool:
             if s is not None:
                 await self._close(key)
             await check_upstream_url(cred.url, allow_insecure=self.allow_insecure)
-            s = _Session(digest=digest, connector=cred.connector)
+            s = _Session(digest=digest, connector=cred.connector, user=user or "")
             await self._open(s, cred)
             self._sessions[key] = s
             return s
@@ -251,8 +261,42 @@ class UpstreamPool:
         if method == "tools/call":
             r = await client.call_tool(params["name"], params.get("arguments") or {}, progress_callback=progress)
             return r.model_dump(mode="json", by_alias=True, exclude_none=True)
-        page = await client.list_tools(cursor=params.get("cursor"))
-        return page.model_dump(mode="json", by_alias=True, exclude_none=True)
+        if method == "tools/list":
+            page = await client.list_tools(cursor=params.get("cursor"))
+            return page.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return await UpstreamPool._sdk_other(client, method, params)
+
+    @staticmethod
+    async def _sdk_other(client: Client, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Resources, prompts and completion over the SDK client (legacy SSE upstreams)."""
+        r: Any
+        if method == "resources/list":
+            r = await client.list_resources(cursor=params.get("cursor"), cache_mode="bypass")
+        elif method == "resources/templates/list":
+            r = await client.list_resource_templates(cursor=params.get("cursor"), cache_mode="bypass")
+        elif method == "resources/read":
+            r = await client.read_resource(params["uri"], cache_mode="bypass")
+        elif method == "resources/subscribe":
+            r = await client.subscribe_resource(params["uri"])
+        elif method == "resources/unsubscribe":
+            r = await client.unsubscribe_resource(params["uri"])
+        elif method == "prompts/list":
+            r = await client.list_prompts(cursor=params.get("cursor"), cache_mode="bypass")
+        elif method == "prompts/get":
+            r = await client.get_prompt(params["name"], params.get("arguments"))
+        elif method == "completion/complete":
+            ref_t = (
+                types.PromptReference if params["ref"].get("type") == "ref/prompt" else types.ResourceTemplateReference
+            )
+            ctx = (params.get("context") or {}).get("arguments")
+            r = await client.complete(ref_t.model_validate(params["ref"]), params["argument"], ctx)
+        else:
+            raise MCPError(-32601, f"{method} is not supported on SSE upstreams")
+        return dict(r.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+    async def request(self, cred: Credential, user: str | None, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Any other request (resources, prompts, completion) on the pooled session: the raw result."""
+        return await self._rpc(cred, user, method, params)
 
     async def call_tool(
         self, cred: Credential, user: str | None, name: str, arguments: dict[str, Any], progress: Any = None
