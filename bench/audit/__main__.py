@@ -52,18 +52,39 @@ def make_event(i: int, tool: str) -> Event:
     )
 
 
-async def publish_all(nc: nats.NATS, root: str, events: list[Event], window: int = 2000) -> float:
+async def publish_all(nc: nats.NATS, root: str, stream: str, events: list[Event], window: int = 2000) -> float:
+    """Core publishes (with the Nats-Msg-Id a producer sends), flushed every `window`, then
+    wait until the stream holds them all: much faster than a JetStream ack per message."""
     js = nc.jetstream()
     t0 = time.perf_counter()
     for k in range(0, len(events), window):
-        chunk = events[k : k + window]
-        await asyncio.gather(
-            *(
-                js.publish(events_subject(root, e), e.model_dump_json().encode(), headers={"Nats-Msg-Id": e.id})
-                for e in chunk
-            )
-        )
+        for e in events[k : k + window]:
+            await nc.publish(events_subject(root, e), e.model_dump_json().encode(), headers={"Nats-Msg-Id": e.id})
+        await nc.flush()
+    async with asyncio.timeout(60):
+        while (await js.stream_info(stream)).state.messages < len(events):
+            await asyncio.sleep(0.05)
     return time.perf_counter() - t0
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """utime + stime of processes on this machine (Linux /proc)."""
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+async def backends(admin: asyncpg.Connection, db: str) -> list[int]:
+    return [r[0] for r in await admin.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", db)]
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 async def raw_drain(nc: nats.NATS, stream: str, subject: str, n: int, batch: int, how: str) -> float:
@@ -113,6 +134,8 @@ def metrics(text: str) -> dict[str, float]:
         out[m.group(1)] = float(m.group(2))
     s = re.search(r"^warden_audit_events_stored_total ([0-9.e+]+)$", text, re.M)
     out["_stored"] = float(s.group(1)) if s else 0.0
+    s = re.search(r"^process_cpu_seconds_total ([0-9.e+]+)$", text, re.M)
+    out["_cpu"] = float(s.group(1)) if s else 0.0
     return out
 
 
@@ -133,6 +156,7 @@ async def main() -> None:
     ap.add_argument("--rate", type=int, default=2000)
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--batch", type=int, default=1000)
+    ap.add_argument("--nats-py-fetch", action="store_true", help="also time nats-py's own fetch() loop")
     args, _ = ap.parse_known_args()
 
     root = "b" + uuid.uuid4().hex[:10]
@@ -150,14 +174,18 @@ async def main() -> None:
     proc = None
     log = Path(tempfile.mkdtemp()) / "audit.log"
     try:
-        print(f"audit bench: {args.events} events, batch {args.batch}, {os.cpu_count()} cores", flush=True)
+        print(
+            f"audit bench: {args.events} events, batch {args.batch}, {os.cpu_count()} cores, load {loadavg()}",
+            flush=True,
+        )
         events = [make_event(i, "notion__search") for i in range(args.events)]
         size = sum(len(e.model_dump_json()) for e in events[:1000]) / 1000
-        pub = await publish_all(nc, root, events)
+        pub = await publish_all(nc, root, stream, events)
         print(f"  pre-published in {pub:.1f}s ({args.events / pub:,.0f}/s), ~{size:.0f} bytes/event", flush=True)
 
-        slow = args.events / await raw_drain(nc, stream, f"{root}.v1.events.>", args.events, args.batch, "nats-py")
-        print(f"  raw JetStream fetch+ack with nats-py's fetch(): {slow:,.0f} events/s", flush=True)
+        if args.nats_py_fetch:
+            slow = args.events / await raw_drain(nc, stream, f"{root}.v1.events.>", args.events, args.batch, "nats-py")
+            print(f"  raw JetStream fetch+ack with nats-py's fetch(): {slow:,.0f} events/s", flush=True)
         raw_rate = args.events / await raw_drain(nc, stream, f"{root}.v1.events.>", args.events, args.batch, "puller")
         print(f"  baseline, raw JetStream fetch+ack with audit's pull loop, no Postgres: {raw_rate:,.0f} events/s")
 
@@ -188,15 +216,22 @@ async def main() -> None:
                     if proc.poll() is not None:
                         sys.exit(f"audit exited; see {log}")
                     await asyncio.sleep(0.05)
+            pg0 = cpu_seconds(await backends(admin, db))
             t0 = time.perf_counter()
             before = await scrape(c, url)
             async with asyncio.timeout(600):
                 m = await until_stored(c, url, args.events)
             dt = time.perf_counter() - t0
+            pg_cpu = sum(v - pg0.get(pid, 0.0) for pid, v in cpu_seconds(await backends(admin, db)).items())
             rate = args.events / dt
             print(
                 f"  audit drain into Postgres (COPY, chained, committed, acked): {rate:,.0f} events/s"
-                f"  = {rate / raw_rate:.0%} of the raw baseline  ({dt:.1f}s for {args.events})",
+                f"  = {rate / raw_rate:.0%} of the raw baseline  ({dt:.1f}s for {args.events}), load {loadavg()}",
+                flush=True,
+            )
+            print(
+                f"  CPU per event: audit process {(m['_cpu'] - before['_cpu']) / args.events * 1e6:.1f} µs,"
+                f" its Postgres backends {pg_cpu / args.events * 1e6:.1f} µs",
                 flush=True,
             )
             phases = {k: m.get(k, 0) - before.get(k, 0) for k in m if not k.startswith("_")}
@@ -218,12 +253,11 @@ async def main() -> None:
             sent = 0
             while sent < n:
                 chunk = [make_event(sent + i, "lag__t") for i in range(min(per_tick, n - sent))]
-                await asyncio.gather(
-                    *(
-                        js.publish(events_subject(root, e), e.model_dump_json().encode(), headers={"Nats-Msg-Id": e.id})
-                        for e in chunk
+                for e in chunk:
+                    await nc.publish(
+                        events_subject(root, e), e.model_dump_json().encode(), headers={"Nats-Msg-Id": e.id}
                     )
-                )
+                await nc.flush()
                 sent += len(chunk)
                 ahead = t_start + sent / args.rate - time.perf_counter()
                 if ahead > 0:
@@ -240,7 +274,7 @@ async def main() -> None:
         await conn.close()
         print(
             f"  commit lag at a steady {achieved:,.0f} events/s for {args.seconds}s (publish -> stored):"
-            f" p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['mx']:.1f} ms",
+            f" p50 {r['p50']:.1f} ms, p99 {r['p99']:.1f} ms, max {r['mx']:.1f} ms; load {loadavg()}",
             flush=True,
         )
     finally:

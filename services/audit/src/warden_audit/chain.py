@@ -1,10 +1,12 @@
 """Tamper evidence: each stored event row is chained to the one before it, in ingest order.
 
-    hash = sha256(prev_hash || canonical(row))
+    hash = sha256(prev_hash || header || "\\n" || data)
 
-`canonical` is the row's columns as compact JSON (data with sorted keys). Values are
-normalized before storing (`normalize`) so that what Postgres gives back canonicalizes to
-the same bytes: NUL characters and lone surrogates are replaced, non-finite floats become
+`header` is the row's hashed columns (`HASHED_COLUMNS`) as a compact JSON array (orjson:
+times as RFC 3339 in UTC, non-finite floats as their name); `data` is the canonical JSON of
+the data payload (orjson, sorted keys), exactly the text stored in the jsonb column. Values
+are normalized before storing (`normalize`) so that what Postgres gives back canonicalizes
+to the same bytes: NUL characters and lone surrogates are replaced, non-finite floats become
 strings, integral floats past 1e16 become integers (jsonb prints them without exponent).
 """
 
@@ -13,20 +15,22 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 __all__ = [
     "HASHED_COLUMNS",
     "ZERO",
     "Break",
-    "ChainRow",
     "canonical_data",
     "clean_text",
+    "header",
     "link",
     "normalize",
-    "row_hash",
+    "record_hash",
 ]
 
 ZERO = bytes(32)
@@ -48,6 +52,8 @@ HASHED_COLUMNS = (
     "latency_ms",
     "trace_id",
 )
+_LATENCY = HASHED_COLUMNS.index("latency_ms")
+_SORT = orjson.OPT_SORT_KEYS
 
 
 def clean_text(s: str) -> str:
@@ -80,56 +86,31 @@ def normalize(v: Any) -> Any:
     return v
 
 
-def canonical_data(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+def canonical_data(data: Any) -> bytes:
+    """Canonical JSON (UTF-8, sorted keys, compact). orjson, or the json module for what
+    orjson cannot write (integers past 64 bits): a function of the value either way."""
+    try:
+        return orjson.dumps(data, option=_SORT)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
-def _iso(t: datetime) -> str:
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return t.astimezone(UTC).isoformat()
+def header(values: Sequence[Any]) -> bytes:
+    """The hashed columns of a row (the first 16 values of an events row, in order)."""
+    lat = values[_LATENCY]
+    if lat is not None and not math.isfinite(lat):
+        values = list(values)
+        values[_LATENCY] = str(lat)
+    return orjson.dumps(values)
 
 
-@dataclass(frozen=True, slots=True)
-class ChainRow:
-    """The hashed columns of one events row."""
-
-    seq: int
-    ingested_at: datetime
-    id: str
-    type: str
-    time: datetime
-    source: str
-    actor_kind: str | None
-    actor_id: str | None
-    connector: str | None
-    tool: str | None
-    profile: str | None
-    call_id: str | None
-    user_id: str | None
-    status: str | None
-    latency_ms: float | None
-    trace_id: str | None
-    data_text: str  # canonical_data(data)
-
-    def canonical(self) -> bytes:
-        header = [getattr(self, k) for k in HASHED_COLUMNS]
-        header[1] = _iso(self.ingested_at)
-        header[4] = _iso(self.time)
-        return json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode() + b"\n" + self.data_text.encode()
-
-    @classmethod
-    def from_record(cls, r: Any) -> ChainRow:
-        """From a stored row (a mapping with the event columns and `data` decoded)."""
-        return cls(**{k: r[k] for k in HASHED_COLUMNS}, data_text=canonical_data(r["data"]))
+def link(prev_hash: bytes, header_: bytes, data: bytes) -> bytes:
+    return hashlib.sha256(b"".join((prev_hash, header_, b"\n", data))).digest()
 
 
-def link(prev_hash: bytes, canonical: bytes) -> bytes:
-    return hashlib.sha256(prev_hash + canonical).digest()
-
-
-def row_hash(prev_hash: bytes, row: ChainRow) -> bytes:
-    return link(prev_hash, row.canonical())
+def record_hash(prev_hash: bytes, r: Mapping[str, Any]) -> bytes:
+    """The hash of a stored row (a mapping with the event columns and `data` decoded)."""
+    return link(prev_hash, header([r[k] for k in HASHED_COLUMNS]), canonical_data(r["data"]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import time
@@ -27,7 +26,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from warden_common.bus import Bus
 from warden_common.contracts import events_wildcard
 
-from warden_audit.service import PHASE, DeadLetter, Incoming, Ingestor, Parsed
+from warden_audit.parse import TIME, Batch
+from warden_audit.service import PHASE, Ingestor, Stored
 
 __all__ = ["DURABLE", "Consumer"]
 
@@ -150,7 +150,7 @@ class Consumer:
         self.db_ok = True
         self.db_error: str | None = None
         self._sub: Any = None
-        self._queue: asyncio.Queue[tuple[list[Parsed], list[DeadLetter]]] = asyncio.Queue(maxsize=2)
+        self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=2)
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -182,8 +182,7 @@ class Consumer:
         self._tasks = []
         # what was fetched but not stored goes back to the stream at once (not after ack_wait)
         while not self._queue.empty():
-            parsed, dead = self._queue.get_nowait()
-            for h in [p.incoming.handle for p in parsed] + [d.incoming.handle for d in dead]:
+            for h in self._queue.get_nowait().all_handles():
                 with contextlib.suppress(nats.errors.Error):
                     await h.nak()
         if self._sub is not None:
@@ -240,10 +239,10 @@ class Consumer:
             delay = 0.1
             fetch_time.inc(time.perf_counter() - t0)
             SEEN.inc(len(msgs))
-            parsed, dead = self.ingestor.parse([Incoming(m.data, m.subject, None, m) for m in msgs])
-            if dead:
-                dead = [_with_seq(d) for d in dead]
-            await self._queue.put((parsed, dead))
+            batch = self.ingestor.parse(msgs)
+            for d in batch.dead:
+                d.stream_seq = _stream_seq(d.handle)
+            await self._queue.put(batch)
 
     async def _recover(self, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -257,11 +256,10 @@ class Consumer:
     async def _write_loop(self) -> None:
         ack_time = PHASE.labels("ack")
         while True:
-            parsed, dead = await self._queue.get()
-            await self._store(parsed, dead)
+            batch = await self._queue.get()
+            await self._store(batch)
             t0 = time.perf_counter()
-            handles = [p.incoming.handle for p in parsed] + [d.incoming.handle for d in dead]
-            for h in handles:
+            for h in batch.all_handles():
                 try:
                     await h.ack()
                 except nats.errors.Error as e:
@@ -270,17 +268,18 @@ class Consumer:
             ack_time.inc(time.perf_counter() - t0)
             self._queue.task_done()
 
-    async def _store(self, parsed: list[Parsed], dead: list[DeadLetter]) -> None:
+    async def _store(self, batch: Batch) -> None:
         delay = 0.2
         failures = 0
         last_touch = time.monotonic()
         while True:
             t0 = time.perf_counter()
             try:
+                out: Stored
                 if failures >= 3:
-                    new, dead = await self.ingestor.write_isolating(parsed, dead)
+                    out = await self.ingestor.write_isolating(batch)
                 else:
-                    new = await self.ingestor.write(parsed, dead)
+                    out = await self.ingestor.write(batch)
             except asyncio.CancelledError:
                 raise
             except _DB_ERRORS as e:
@@ -298,9 +297,9 @@ class Consumer:
                 break
             if time.monotonic() - last_touch > self.ack_wait_s / 2:
                 last_touch = time.monotonic()
-                for p in parsed:
+                for h in batch.handles:
                     with contextlib.suppress(nats.errors.Error):
-                        await p.incoming.handle.in_progress()
+                        await h.in_progress()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
         WRITE.observe(time.perf_counter() - t0)
@@ -309,11 +308,11 @@ class Consumer:
         self.db_ok = True
         self.db_error = None
         DB_UP.set(1)
-        STORED.inc(len(new))
-        if dead:
-            DEAD.inc(len(dead))
-        if new:
-            DELAY.set(max(0.0, time.time() - new[-1].time.timestamp()))
+        STORED.inc(len(out.rows))
+        if out.dead:
+            DEAD.inc(len(out.dead))
+        if out.rows:
+            DELAY.set(max(0.0, time.time() - out.rows[-1][TIME].timestamp()))
 
     # -- lag ---------------------------------------------------------------------------------
     async def _lag_loop(self) -> None:
@@ -335,9 +334,8 @@ class Consumer:
         return self.lag
 
 
-def _with_seq(d: DeadLetter) -> DeadLetter:
+def _stream_seq(msg: Any) -> int | None:
     try:
-        seq = d.incoming.handle.metadata.sequence.stream
+        return int(msg.metadata.sequence.stream)
     except (AttributeError, ValueError, IndexError, nats.errors.Error):
-        seq = None
-    return DeadLetter(dataclasses.replace(d.incoming, stream_seq=seq), d.reason)
+        return None

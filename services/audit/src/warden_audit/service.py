@@ -1,5 +1,5 @@
-"""Audit logic: parse and redact events, chain them, assemble executions, write batches
-exactly once; verify the chain; retention. Imports neither FastAPI nor nats.
+"""Audit logic: write batches of parsed events exactly once, chained by hash, with their
+executions; verify the chain; retention. Imports neither FastAPI nor nats.
 
 Ingest in one transaction per batch, under the chain's advisory lock:
     claim ids (event_ids, ON CONFLICT DO NOTHING)  -> only never-seen events go on
@@ -7,10 +7,12 @@ Ingest in one transaction per batch, under the chain's advisory lock:
     fold call.* events into executions (upsert)    -> dead letters -> move the head -> commit
 The caller acks after commit. A batch Postgres rejects for its content (not for being
 down) is retried one event at a time; what still fails becomes a dead letter.
+Parsing (one pass per message) is in `warden_audit.parse`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time as _time
@@ -20,23 +22,37 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 from prometheus_client import Counter
-from pydantic import ValidationError
-from warden_common.contracts import Event, scrub
+from warden_common.contracts import scrub
 from warden_common.logging import redact
 
-from warden_audit.chain import ZERO, Break, ChainRow, canonical_data, clean_text, normalize, row_hash
-from warden_audit.query import Tail, envelope
-from warden_audit.redaction import Redactor, cap_json, capped_text
-from warden_audit.store import Head, Store, Writer
+from warden_audit.chain import ZERO, Break, canonical_data, clean_text, header, record_hash
+from warden_audit.parse import (
+    CALL_ID,
+    DATA,
+    HASH,
+    ID,
+    LATENCY,
+    PREV,
+    STATUS,
+    TIME,
+    TOOL,
+    TYPE,
+    Batch,
+    DeadLetter,
+    Parser,
+    Row,
+)
+from warden_audit.query import Tail, record_envelope
+from warden_audit.redaction import Redactor, cap_json
+from warden_audit.store import EVENT_COLUMNS, Head, Store, Writer
 
 __all__ = [
+    "Batch",
     "DeadLetter",
-    "Incoming",
     "Ingestor",
     "Maintenance",
-    "Parsed",
-    "Timings",
     "is_transient",
     "verify",
 ]
@@ -66,57 +82,6 @@ def is_transient(e: BaseException) -> bool:
     return not isinstance(e, _CONTENT_ERRORS)
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """One message off the stream; `handle` is the broker's (acked by the caller)."""
-
-    raw: bytes
-    subject: str
-    stream_seq: int | None
-    handle: Any = None
-
-
-@dataclass(slots=True)
-class Parsed:
-    incoming: Incoming
-    id: str
-    type: str
-    time: datetime
-    source: str
-    actor_kind: str | None
-    actor_id: str | None
-    connector: str | None
-    tool: str | None
-    profile: str | None
-    call_id: str | None
-    user_id: str | None
-    status: str | None
-    latency_ms: float | None
-    trace_id: str | None
-    data: dict[str, Any]
-    data_text: str
-    seq: int = 0
-    ingested_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    incoming: Incoming
-    reason: str
-
-
-@dataclass(slots=True)
-class Timings:
-    """Where ingest time goes (seconds, cumulative); read by the bench and /metrics."""
-
-    parse: float = 0.0
-    write: float = 0.0
-    batches: int = 0
-    events: int = 0
-    stored: int = 0
-    dead: int = 0
-
-
 def dead_payload(raw: bytes, cap: int) -> bytes:
     """What a dead letter keeps of a message: size-capped, with secret-looking values
     removed (a message that failed validation never went through the envelope's scrub)."""
@@ -127,13 +92,12 @@ def dead_payload(raw: bytes, cap: int) -> bytes:
     return json.dumps(scrub(doc), ensure_ascii=False).encode()[:cap]
 
 
-def _problem(e: ValidationError) -> str:
-    """Which fields are wrong, never their values."""
-    parts = []
-    for err in e.errors()[:3]:
-        loc = ".".join(str(x) for x in err.get("loc", ())) or "(body)"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts)
+def capped_text(value: Any, cap: int) -> bytes:
+    """Canonical JSON of `value`, or of the marker `cap_json` gives when it is too long."""
+    text = canonical_data(value)
+    if len(text) <= cap:
+        return text
+    return canonical_data(cap_json(value, cap))
 
 
 # execution state by event type: (state, rank); a higher rank wins whatever the arrival order
@@ -168,9 +132,9 @@ class _Execution:
     decided_at: datetime | None = None
     finished_at: datetime | None = None
     latency_ms: float | None = None
-    arguments: str | None = None
-    result: str | None = None
-    error: str | None = None
+    arguments: bytes | None = None
+    result: bytes | None = None
+    error: bytes | None = None
     approver: str | None = None
     events: int = 0
 
@@ -200,6 +164,15 @@ class _Execution:
         )
 
 
+@dataclass(slots=True)
+class Stored:
+    """What a write stored: the rows that were new (numbered, hashed) and their data."""
+
+    rows: list[Row] = field(default_factory=list)
+    data: list[dict[str, Any]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+
 class Ingestor:
     """Turns stream messages into stored rows. One per process; `write` is not re-entrant."""
 
@@ -215,227 +188,176 @@ class Ingestor:
     ) -> None:
         self.writer = writer
         self.tail = tail
-        self.redactor = redactor
-        self.data_cap = data_cap
+        self.parser = Parser(redactor, data_cap)
         self.execution_cap = execution_cap
         self.dead_cap = dead_cap
-        self.timings = Timings()
 
     # -- parse ---------------------------------------------------------------------------
-    def parse(self, incoming: Sequence[Incoming]) -> tuple[list[Parsed], list[DeadLetter]]:
+    def parse(self, msgs: Sequence[Any]) -> Batch:
+        """`msgs`: objects with `data` and `subject`, kept as the handles to ack."""
         t0 = _time.perf_counter()
-        good: list[Parsed] = []
-        dead: list[DeadLetter] = []
-        for inc in incoming:
-            try:
-                ev = Event.model_validate_json(inc.raw)
-            except ValidationError as e:
-                dead.append(DeadLetter(inc, f"not a valid event: {_problem(e)}"))
-                continue
-            good.append(self._parsed(inc, ev))
-        spent = _time.perf_counter() - t0
-        self.timings.parse += spent
-        _PHASES["parse"].inc(spent)
-        return good, dead
-
-    def _parsed(self, inc: Incoming, ev: Event) -> Parsed:
-        refs = ev.refs
-        data = normalize(ev.data)
-        if refs.tool is not None and self.redactor.rules and ("arguments" in data or "result" in data):
-            for key in ("arguments", "result"):
-                if key in data:
-                    data[key] = self.redactor.apply(refs.tool, data[key])
-        text = canonical_data(data)
-        if len(text) * 4 > self.data_cap and len(text.encode()) > self.data_cap:
-            data = cap_json(data, self.data_cap)
-            text = canonical_data(data)
-        t = ev.time if ev.time.tzinfo is not None else ev.time.replace(tzinfo=UTC)
-
-        def s(v: str | None) -> str | None:
-            return None if v is None else normalize(v)
-
-        return Parsed(
-            incoming=inc,
-            id=normalize(ev.id),
-            type=ev.type,
-            time=t,
-            source=str(ev.source),
-            actor_kind=ev.actor.kind if ev.actor else None,
-            actor_id=s(ev.actor.id) if ev.actor else None,
-            connector=s(refs.connector),
-            tool=s(refs.tool),
-            profile=s(refs.profile),
-            call_id=s(refs.call_id),
-            user_id=s(refs.user),
-            status=s(ev.status),
-            latency_ms=ev.latency_ms,
-            trace_id=s(ev.trace_id),
-            data=data,
-            data_text=text,
-        )
+        batch = self.parser.parse(msgs)
+        _PHASES["parse"].inc(_time.perf_counter() - t0)
+        return batch
 
     # -- write ---------------------------------------------------------------------------
-    async def write(self, events: list[Parsed], dead: list[DeadLetter]) -> list[Parsed]:
-        """Store a batch exactly once; returns the events that were new. Raises only errors
-        worth retrying (Postgres unreachable, ...): then nothing was stored, ack nothing."""
-        t0 = _time.perf_counter()
+    async def write(self, batch: Batch) -> Stored:
+        """Store a batch exactly once; returns what was new. Raises only errors worth
+        retrying (Postgres unreachable, ...): then nothing was stored, ack nothing."""
         try:
             try:
-                try:
-                    new = await self._write(events, dead)
-                except asyncpg.CheckViolationError as e:
-                    if "partition" not in str(e):
-                        raise
-                    # the day's partition went away (retention, maybe on another replica): make it again
-                    self.writer.known_days.clear()
-                    new = await self._write(events, dead)
-            except _CONTENT_ERRORS as e:
-                log.warning("audit: Postgres refused a batch (%s); storing its events one by one", type(e).__name__)
-                new, dead = await self._write_one_by_one(events, dead)
-        finally:
-            self.timings.write += _time.perf_counter() - t0
-        self.timings.batches += 1
-        self.timings.events += len(events) + len(dead)
-        self.timings.stored += len(new)
-        self.timings.dead += len(dead)
-        if new and self.tail.subscribers:
-            self.tail.publish([envelope(p) for p in new])
-        return new
+                out = await self._write(batch)
+            except asyncpg.CheckViolationError as e:
+                if "partition" not in str(e):
+                    raise
+                # the day's partition went away (retention, maybe on another replica): make it again
+                self.writer.known_days.clear()
+                out = await self._write(batch)
+        except _CONTENT_ERRORS as e:
+            log.warning("audit: Postgres refused a batch (%s); storing its events one by one", type(e).__name__)
+            out = await self.write_isolating(batch, unexpected=False)
+        self._publish(out)
+        return out
 
-    async def write_isolating(
-        self, events: list[Parsed], dead: list[DeadLetter]
-    ) -> tuple[list[Parsed], list[DeadLetter]]:
-        """Last resort after a batch failed unexpectedly more than once: one event at a time,
-        and an event that still fails becomes a dead letter. Database outages still raise."""
-        new: list[Parsed] = []
-        dead = list(dead)
-        for ev in events:
+    async def write_isolating(self, batch: Batch, *, unexpected: bool = True) -> Stored:
+        """One event at a time; an event that still fails becomes a dead letter. The last
+        resort after a batch failed (`unexpected`: for a reason other than its content).
+        Database outages still raise."""
+        out = Stored(dead=list(batch.dead))
+        for i in range(len(batch.rows)):
+            one = batch.one(i)
             try:
-                new += await self._write([ev], [])
+                got = await self._write(one)
             except _CONTENT_ERRORS as e:
-                dead.append(DeadLetter(ev.incoming, f"cannot be stored: {type(e).__name__} ({e.sqlstate})"))
+                out.dead.append(DeadLetter(one.handles[0].data, one.handles[0].subject, one.handles[0],
+                                           f"cannot be stored: {type(e).__name__} ({e.sqlstate})"))  # fmt: skip
+                continue
             except _DB_UNREACHABLE:
                 raise
-            except Exception:  # noqa: BLE001 - isolating a bug to one event; logged with its traceback
-                log.exception("audit: event %s cannot be stored; keeping it as a dead letter", ev.id)
-                dead.append(DeadLetter(ev.incoming, "internal error while storing (see the audit service log)"))
-        if dead:
-            await self._write([], dead)
-        self.timings.stored += len(new)
-        self.timings.dead += len(dead)
-        return new, dead
+            except Exception:
+                if not unexpected:
+                    raise
+                # isolating a bug to one event; logged with its traceback
+                log.exception("audit: event %s cannot be stored; keeping it as a dead letter", batch.rows[i][ID])
+                out.dead.append(DeadLetter(one.handles[0].data, one.handles[0].subject, one.handles[0],
+                                           "internal error while storing (see the audit service log)"))  # fmt: skip
+                continue
+            out.rows += got.rows
+            out.data += got.data
+        if out.dead:
+            await self._write(Batch(dead=out.dead))
+        return out
 
-    async def _write_one_by_one(
-        self, events: list[Parsed], dead: list[DeadLetter]
-    ) -> tuple[list[Parsed], list[DeadLetter]]:
-        new: list[Parsed] = []
-        dead = list(dead)
-        for ev in events:
-            try:
-                new += await self._write([ev], [])
-            except _CONTENT_ERRORS as e:
-                dead.append(DeadLetter(ev.incoming, f"cannot be stored: {type(e).__name__} ({e.sqlstate})"))
-        if dead:
-            await self._write([], dead)
-        return new, dead
+    def _publish(self, out: Stored) -> None:
+        if out.rows and self.tail.subscribers:
+            evs = []
+            for row, data in zip(out.rows, out.data, strict=True):
+                r = dict(zip(EVENT_COLUMNS, row, strict=True))
+                r["data"] = data
+                evs.append(record_envelope(r))
+            self.tail.publish(evs)
 
-    async def _write(self, events: list[Parsed], dead: list[DeadLetter]) -> list[Parsed]:
-        new: list[Parsed] = []
+    async def _write(self, batch: Batch) -> Stored:
+        out = Stored(dead=batch.dead)
         clock = _Clock()
         async with self.writer.batch() as tx:
-            if events:
+            if batch.rows:
                 head = await tx.lock_head()
-                fresh = await tx.claim_ids([e.id for e in events])
+                fresh = await tx.claim_ids([r[ID] for r in batch.rows])
                 clock.lap("claim")
-                for e in events:
-                    if e.id in fresh:
-                        fresh.discard(e.id)  # the first copy of an id in a batch wins
-                        new.append(e)
-                if new:
+                if fresh is None:  # all new (the usual case)
+                    out.rows, out.data = batch.rows, batch.data
+                else:
+                    for row, data in zip(batch.rows, batch.data, strict=True):
+                        if row[ID] in fresh:
+                            fresh.discard(row[ID])  # the first copy of an id in a batch wins
+                            out.rows.append(row)
+                            out.data.append(data)
+                if out.rows:
                     ingested = max(datetime.now(UTC), head.ingested_at)
-                    rows, head = self._chain(new, head, ingested)
+                    head = _chain(out.rows, head, ingested)
                     clock.lap("chain")
-                    await tx.copy_events(ingested.date(), rows)
+                    await tx.copy_events(ingested.date(), out.rows)
                     clock.lap("copy")
-                    executions = self._executions(new)
+                    executions = self._executions(out.rows, out.data)
                     if executions:
                         await tx.upsert_executions(executions)
                     await tx.set_head(head)
                     clock.lap("executions")
-            if dead:
+            if batch.dead:
                 await tx.dead_letters(
                     [
-                        (clean_text(d.incoming.subject), d.incoming.stream_seq, d.reason,
-                         dead_payload(d.incoming.raw, self.dead_cap), len(d.incoming.raw))
-                        for d in dead
+                        (clean_text(d.subject), d.stream_seq, d.reason, dead_payload(d.raw, self.dead_cap), len(d.raw))
+                        for d in batch.dead
                     ]
-                )  # fmt: skip
-        clock.lap("commit")
-        return new
-
-    @staticmethod
-    def _chain(new: list[Parsed], head: Head, ingested: datetime) -> tuple[list[tuple[Any, ...]], Head]:
-        rows = []
-        prev = head.hash
-        seq = head.seq
-        for e in new:
-            seq += 1
-            e.seq = seq
-            e.ingested_at = ingested
-            cr = ChainRow(
-                seq, ingested, e.id, e.type, e.time, e.source, e.actor_kind, e.actor_id, e.connector, e.tool,
-                e.profile, e.call_id, e.user_id, e.status, e.latency_ms, e.trace_id, e.data_text,
-            )  # fmt: skip
-            h = row_hash(prev, cr)
-            rows.append(
-                (
-                    seq, ingested, e.id, e.type, e.time, e.source, e.actor_kind, e.actor_id, e.connector, e.tool,
-                    e.profile, e.call_id, e.user_id, e.status, e.latency_ms, e.trace_id, e.data_text, prev, h,
                 )
-            )  # fmt: skip
-            prev = h
-        return rows, Head(seq, prev, ingested)
+        clock.lap("commit")
+        return out
 
-    def _executions(self, new: list[Parsed]) -> list[tuple[Any, ...]]:
+    def _executions(self, rows: list[Row], datas: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         calls: dict[str, _Execution] = {}
-        for e in new:
-            st = _CALL_STATES.get(e.type)
-            if st is None or e.call_id is None:
+        cap = self.execution_cap
+        for e, data in zip(rows, datas, strict=True):
+            typ = e[TYPE]
+            st = _CALL_STATES.get(typ)
+            call_id = e[CALL_ID]
+            if st is None or call_id is None:
                 continue
-            x = calls.get(e.call_id)
+            t = e[TIME]
+            x = calls.get(call_id)
             if x is None:
-                x = calls[e.call_id] = _Execution(e.call_id, st[0], st[1], e.time)
-            elif st[1] >= x.rank:
-                x.state, x.rank = st
-                x.status = e.status or x.status
-            if x.events == 0:
-                x.status = e.status
+                x = calls[call_id] = _Execution(call_id, st[0], st[1], t, status=e[STATUS])
+            else:
+                if st[1] >= x.rank:
+                    x.state, x.rank = st
+                    x.status = e[STATUS] or x.status
+                if t < x.started_at:
+                    x.started_at = t
             x.events += 1
-            x.started_at = min(x.started_at, e.time)
-            x.tool = x.tool or e.tool
-            x.connector = x.connector or e.connector
-            x.profile = x.profile or e.profile
-            x.user_id = x.user_id or e.user_id
-            x.trace_id = x.trace_id or e.trace_id
-            if e.type == "call.requested":
-                x.requested_at = e.time
-                x.actor_kind, x.actor_id = e.actor_kind, e.actor_id
-                if "arguments" in e.data:
-                    x.arguments = capped_text(e.data["arguments"], self.execution_cap)
-            elif e.type in ("call.approved", "call.rejected"):
-                x.decided_at = e.time
-                x.approver = e.actor_id
-            if e.type in _TERMINAL or e.type == "call.rejected":
-                x.finished_at = e.time
-                if e.latency_ms is not None:
-                    x.latency_ms = e.latency_ms
-            if e.type == "call.completed" and "result" in e.data:
-                x.result = capped_text(e.data["result"], self.execution_cap)
-            if e.type in ("call.failed", "call.denied", "call.rejected"):
-                err = {k: e.data[k] for k in ("error_code", "reason") if k in e.data}
+            # tool, connector, profile, user, trace: the first event that has one
+            x.tool = x.tool or e[TOOL]
+            x.connector = x.connector or e[8]
+            x.profile = x.profile or e[10]
+            x.user_id = x.user_id or e[12]
+            x.trace_id = x.trace_id or e[15]
+            if typ == "call.requested":
+                x.requested_at = t
+                x.actor_kind, x.actor_id = e[6], e[7]
+                if "arguments" in data:
+                    x.arguments = capped_text(data["arguments"], cap)
+            elif typ == "call.approved" or typ == "call.rejected":
+                x.decided_at = t
+                x.approver = e[7]
+            if typ in _TERMINAL or typ == "call.rejected":
+                x.finished_at = t
+                if e[LATENCY] is not None:
+                    x.latency_ms = e[LATENCY]
+            if typ == "call.completed":
+                if "result" in data:
+                    x.result = capped_text(data["result"], cap)
+            elif typ in ("call.failed", "call.denied", "call.rejected"):
+                err = {k: data[k] for k in ("error_code", "reason") if k in data}
                 if err:
-                    x.error = capped_text(err, self.execution_cap)
+                    x.error = capped_text(err, cap)
         return [x.row() for x in calls.values()]
+
+
+def _chain(rows: list[Row], head: Head, ingested: datetime) -> Head:
+    """Number and hash `rows` in place from `head`; returns the new head."""
+    prev = head.hash
+    seq = head.seq
+    sha = hashlib.sha256
+    dumps = orjson.dumps
+    for r in rows:
+        seq += 1
+        r[0] = seq
+        r[1] = ingested
+        lat = r[LATENCY]
+        # header() with its non-finite check only when it could matter
+        hdr = dumps(r[:16]) if lat is None or -1e308 < lat < 1e308 else header(r[:16])
+        r[PREV] = prev
+        prev = r[HASH] = sha(b"".join((prev, hdr, b"\n", r[DATA]))).digest()
+    return Head(seq, prev, ingested)
 
 
 # -- verify ------------------------------------------------------------------------------
@@ -472,7 +394,7 @@ async def verify(store: Store, since: datetime | None, until: datetime | None) -
             if bytes(r["prev_hash"]) != expect:
                 brk = Break(seq, r["id"], "prev_hash does not match the hash of the row before it")
                 break
-            h = row_hash(expect, ChainRow.from_record(r))
+            h = record_hash(expect, r)
             if h != bytes(r["hash"]):
                 brk = Break(seq, r["id"], "the row does not match its hash: it was changed after it was stored")
                 break

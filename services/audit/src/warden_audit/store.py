@@ -113,6 +113,9 @@ _EXEC_SELECT = (
     " COALESCE(latency_ms, EXTRACT(EPOCH FROM finished_at - requested_at) * 1000) AS latency_ms,"
     " arguments, result, error, approver, event_count, updated_at"
 )
+_CLAIM = "INSERT INTO event_ids (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
+# the rows of event_ids this transaction created (ingest uses no subtransactions)
+_CLAIMED = "SELECT id FROM event_ids WHERE id = ANY($1::text[]) AND xmin = pg_current_xact_id()::xid"
 CHAIN_LOCK = int.from_bytes(hashlib.sha256(b"warden.audit.chain").digest()[:8], "big", signed=True)
 MAINTENANCE_LOCK = int.from_bytes(hashlib.sha256(b"warden.audit.maintenance").digest()[:8], "big", signed=True)
 
@@ -145,11 +148,11 @@ class Head:
 
 
 async def _writer_init(conn: asyncpg.Connection) -> None:
-    # jsonb travels as already-canonical text in jsonb's binary format (version byte 1)
+    # jsonb travels as already-canonical UTF-8 bytes in jsonb's binary format (version byte 1)
     await conn.set_type_codec(
         "jsonb",
         schema="pg_catalog",
-        encoder=lambda s: b"\x01" + s.encode(),
+        encoder=b"\x01".__add__,
         decoder=lambda b: b[1:].decode(),
         format="binary",
     )
@@ -170,11 +173,13 @@ class Tx:
         )
         return Head(r["seq"], bytes(r["hash"]), r["ingested_at"])
 
-    async def claim_ids(self, ids: Sequence[str]) -> set[str]:
-        """Record event ids; returns those never stored before."""
-        rows = await self.conn.fetch(
-            "INSERT INTO event_ids (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING id", list(ids)
-        )
+    async def claim_ids(self, ids: Sequence[str]) -> set[str] | None:
+        """Record event ids. None when every one is new (the usual case, told by the row
+        count alone); else the ids this transaction inserted, i.e. those never stored before."""
+        status = await self.conn.execute(_CLAIM, ids)
+        if int(status.rpartition(" ")[2]) == len(ids):
+            return None
+        rows = await self.conn.fetch(_CLAIMED, ids)
         return {r[0] for r in rows}
 
     async def copy_events(self, day: date, rows: Sequence[tuple[Any, ...]]) -> None:

@@ -1,0 +1,261 @@
+"""Stream messages to event rows, in one pass per message (pure logic).
+
+The fast path reads a message with orjson and checks the envelope by hand. It takes only
+what it can prove it reads exactly as `warden_common.contracts.Event` would, and stores it
+exactly as the slow path would; anything else (a `\\u` escape, a number that would not
+survive jsonb unchanged, a missing id or time, a field of an unexpected type or length)
+goes through the contract's pydantic model, which also words the dead-letter reason.
+
+Cheap checks on the raw bytes decide whether the per-value walks are needed at all:
+- secret-looking keys: a bytes regex that matches wherever the contract's key regex could
+  (only `\\u` escapes or non-ASCII case folding could hide a key from it, and both take the
+  walk), and no more than 20 brackets (the contract's scrub replaces values deeper than 20);
+- values to normalize: NUL and lone surrogates only come as `\\u` escapes; numbers that jsonb
+  would give back differently (`-0.0`, exponents, 16+ digits, which orjson may also read
+  inexactly) are found by their tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from warden_common.contracts import Event, scrub
+
+from warden_audit.chain import canonical_data, normalize
+from warden_audit.redaction import Redactor, cap_json
+
+__all__ = ["Batch", "DeadLetter", "Parser", "Row"]
+
+# One events row, in EVENT_COLUMNS order; the write sets seq, ingested_at, prev_hash, hash.
+Row = list[Any]
+SEQ, INGESTED, ID, TYPE, TIME, SOURCE, ACTOR_KIND, ACTOR_ID = range(8)
+CONNECTOR, TOOL, PROFILE, CALL_ID, USER_ID, STATUS, LATENCY, TRACE_ID, DATA, PREV, HASH = range(8, 19)
+
+_TOP = frozenset(("id", "type", "source", "time", "trace_id", "actor", "refs", "status", "latency_ms", "data"))
+_REFS = frozenset(("connector", "tool", "profile", "call_id", "user"))
+_SOURCES = frozenset(("connectors", "registry", "proxy", "audit"))
+_KINDS = frozenset(("agent", "user", "admin", "service", "system"))
+_TYPE = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+")
+_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)")
+# in the lower-cased canonical text: wherever warden_common's secret-key regex can match a
+# key (orjson escapes no letter; non-ASCII keys take the walk, for Unicode case folding)
+_SECRETISH = re.compile(
+    rb"token|secret|password|passwd|authorization|api[_-]?key|cookie|credential|private[_-]?key|code_verifier"
+    rb'|"code"|assertion|jwt'
+)
+_MAX_BRACKETS = 20
+_SORT = orjson.OPT_SORT_KEYS
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    raw: bytes
+    subject: str
+    handle: Any
+    reason: str
+    stream_seq: int | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a fetch turned into: rows to store (with each row's data and message handle)
+    and dead letters. Parallel lists rather than an object per event: this is the hot path."""
+
+    rows: list[Row] = field(default_factory=list)
+    data: list[dict[str, Any]] = field(default_factory=list)
+    handles: list[Any] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows) + len(self.dead)
+
+    def one(self, i: int) -> Batch:
+        return Batch([self.rows[i]], [self.data[i]], [self.handles[i]], [])
+
+    def all_handles(self) -> list[Any]:
+        return self.handles + [d.handle for d in self.dead]
+
+
+def _problem(e: ValidationError) -> str:
+    """Which fields are wrong, never their values."""
+    parts = []
+    for err in e.errors()[:3]:
+        loc = ".".join(str(x) for x in err.get("loc", ())) or "(body)"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def _s(v: str | None) -> str | None:
+    return None if v is None else normalize(v)
+
+
+class Parser:
+    def __init__(self, redactor: Redactor, data_cap: int) -> None:
+        self.redactor = redactor
+        self.data_cap = data_cap
+        self.slow = 0  # valid messages that took the model (the tests look)
+
+    def parse(self, msgs: Sequence[Any]) -> Batch:
+        """`msgs`: objects with `data` (bytes) and `subject`; each is kept as its row's handle."""
+        out = Batch()
+        rows, datas, handles = out.rows, out.data, out.handles
+        fast = self._fast
+        for m in msgs:
+            raw = m.data
+            got = fast(raw)
+            if got is None:
+                got = self._slow(raw)
+                if isinstance(got, str):
+                    out.dead.append(DeadLetter(raw, m.subject, m, got))
+                    continue
+            rows.append(got[0])
+            datas.append(got[1])
+            handles.append(m)
+        return out
+
+    # -- fast ----------------------------------------------------------------------------
+    def _fast(self, raw: bytes) -> tuple[Row, dict[str, Any]] | None:
+        if b"\\u" in raw:
+            return None
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+        if type(doc) is not dict or not (doc.keys() <= _TOP):
+            return None
+        ident = doc.get("id")
+        typ = doc.get("type")
+        source = doc.get("source")
+        when = doc.get("time")
+        if (
+            type(ident) is not str
+            or not 8 <= len(ident) <= 64
+            or type(typ) is not str
+            or len(typ) > 100
+            or source not in _SOURCES
+            or type(when) is not str
+            or _TYPE.fullmatch(typ) is None
+            or _TIME.fullmatch(when) is None
+        ):
+            return None
+        try:
+            t = datetime.fromisoformat(when)
+        except ValueError:
+            return None
+        if t.utcoffset():
+            t = t.astimezone(UTC)
+        trace = doc.get("trace_id")
+        status = doc.get("status")
+        lat = doc.get("latency_ms")
+        if (
+            (trace is not None and (type(trace) is not str or len(trace) > 64))
+            or (status is not None and (type(status) is not str or len(status) > 40))
+            or (lat is not None and type(lat) is not float and type(lat) is not int)
+        ):
+            return None
+        if type(lat) is int:
+            lat = float(lat)
+        actor = doc.get("actor")
+        if actor is None:
+            kind = aid = None
+        else:
+            if type(actor) is not dict or len(actor) != 2:
+                return None
+            kind = actor.get("kind")
+            aid = actor.get("id")
+            if kind not in _KINDS or type(aid) is not str or len(aid) > 200:
+                return None
+        refs = doc.get("refs")
+        if refs is None:
+            if "refs" in doc:
+                return None
+            refs = {}
+        elif type(refs) is not dict or not (refs.keys() <= _REFS):
+            return None
+        connector = refs.get("connector")
+        tool = refs.get("tool")
+        profile = refs.get("profile")
+        call_id = refs.get("call_id")
+        user = refs.get("user")
+        for v in (connector, tool, profile, call_id, user):
+            if v is not None and type(v) is not str:
+                return None
+        data = doc.get("data")
+        if data is None:
+            if "data" in doc:
+                return None
+            data = {}
+        elif type(data) is not dict:
+            return None
+        got = self._data(tool, data)
+        if got is None:
+            return None
+        text, data = got
+        row = [0, None, ident, typ, t, source, kind, aid, connector, tool, profile, call_id, user, status, lat,
+               trace, text, None, None]  # fmt: skip
+        return row, data
+
+    def _data(self, tool: str | None, data: dict[str, Any]) -> tuple[bytes, dict[str, Any]] | None:
+        """A fast-path payload scrubbed, redacted and capped, with its canonical text; None
+        when it holds a number jsonb would not give back unchanged (the slow path normalizes)."""
+        text = orjson.dumps(data, option=_SORT)
+        # orjson writes floats past 1e16 (and integers it read past 64 bits) with "e+"
+        if b"e+" in text or b"-0.0" in text:
+            return None
+        if not text.isascii() or _SECRETISH.search(text.lower()) or text.count(b"{") + text.count(b"[") > _MAX_BRACKETS:
+            data = scrub(data)
+            text = b""
+        if self._redacts(tool, data):
+            self._redact(tool, data)
+            text = b""
+        if not text:
+            text = canonical_data(data)
+        if len(text) > self.data_cap:
+            data = cap_json(data, self.data_cap)
+            text = canonical_data(data)
+        return text, data
+
+    def _redacts(self, tool: str | None, data: dict[str, Any]) -> bool:
+        return (
+            tool is not None
+            and bool(self.redactor.rules)
+            and ("arguments" in data or "result" in data)
+            and self.redactor.rule_for(tool) is not None
+        )
+
+    def _redact(self, tool: str | None, data: dict[str, Any]) -> None:
+        for key in ("arguments", "result"):
+            if key in data:
+                data[key] = self.redactor.apply(tool, data[key])
+
+    # -- slow: the contract's model --------------------------------------------------------
+    def _slow(self, raw: bytes) -> tuple[Row, dict[str, Any]] | str:
+        try:
+            ev = Event.model_validate_json(raw)
+        except ValidationError as e:
+            return f"not a valid event: {_problem(e)}"
+        self.slow += 1
+        refs = ev.refs
+        tool = _s(refs.tool)
+        data = normalize(ev.data)
+        if self._redacts(tool, data):
+            self._redact(tool, data)
+        text = canonical_data(data)
+        if len(text) > self.data_cap:
+            data = cap_json(data, self.data_cap)
+            text = canonical_data(data)
+        t = ev.time if ev.time.tzinfo is not None else ev.time.replace(tzinfo=UTC)
+        t = t.astimezone(UTC)
+        row = [
+            0, None, normalize(ev.id), ev.type, t, str(ev.source),
+            ev.actor.kind if ev.actor else None, _s(ev.actor.id) if ev.actor else None,
+            _s(refs.connector), tool, _s(refs.profile), _s(refs.call_id), _s(refs.user),
+            _s(ev.status), ev.latency_ms, _s(ev.trace_id), text, None, None,
+        ]  # fmt: skip
+        return row, data
