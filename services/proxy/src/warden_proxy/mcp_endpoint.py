@@ -83,6 +83,7 @@ class McpEndpoint:
             _SCOPE_KEY,
             max_body=self.manager.max_request_body_size,
             reserved_tools=frozenset({TOOL_SEARCH}),
+            log_levels=self.federation.levels,
         )
         self._mcp_app = StreamableHTTPASGIApp(self.manager)
         # legacy HTTP+SSE transport (2024-11-05 clients): GET /sse, POST /sse/messages/

@@ -18,19 +18,26 @@ This answers the same request directly with the same checks and the same wire re
   replayed, so its answers and errors stay the SDK's.
 
 The answer is `application/json` when the call ends within the SDK's SSE deferral
-window (15 s), else `text/event-stream` with keep-alive comments, as the SDK does.
+window (15 s) without anything to relay, else `text/event-stream`, as the SDK does: the
+upstream's log messages for the call go to the caller on that stream (through the same
+`AgentRelay` as the SDK path, with the levels the caller set), its sampling and elicitation
+requests are refused as on the SDK's stateless path (no back-channel), and keep-alive
+comments hold a slow call open.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Coroutine
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import mcp_types as types
 from mcp.server.transport_security import DEFAULT_MAX_REQUEST_BODY_SIZE, TransportSecuritySettings
+from mcp.shared.exceptions import NoBackChannelError
 from mcp.shared.inbound import (
     ERROR_CODE_HTTP_STATUS,
     MCP_PROTOCOL_VERSION_HEADER,
@@ -47,6 +54,8 @@ from warden_common.tracing import new_trace_id, set_trace_id
 
 from warden_proxy.agents import Principal
 from warden_proxy.errors import InvalidArguments
+from warden_proxy.lean import RELAY
+from warden_proxy.relay import AgentRelay, LogLevels
 
 if TYPE_CHECKING:
     from warden_proxy.service import CallPipeline
@@ -100,6 +109,57 @@ def _host_ok(value: str | None, allowed: list[str]) -> bool:
     return value in allowed or any(a.endswith(":*") and value.startswith(a[:-2] + ":") for a in allowed)
 
 
+class _Exchange:
+    """The response to one request: JSON at the end, or an SSE stream once something is sent early."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.streaming = False
+        self._lock = asyncio.Lock()
+
+    async def stream(self, chunk: bytes) -> None:
+        async with self._lock:  # the start line before any chunk, chunks whole
+            if not self.streaming:
+                self.streaming = True
+                await self.send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+    async def notify(self, method: str, params: dict[str, Any]) -> None:
+        msg = {"jsonrpc": "2.0", "method": method, "params": params}
+        await self.stream(b"event: message\r\ndata: " + _dumps(msg) + b"\r\n\r\n")
+
+
+class _Session:
+    """What `AgentRelay` needs of a session, for a stateless request: the capabilities from
+    its envelope, notifications on its response stream, and no back-channel."""
+
+    def __init__(self, exchange: _Exchange, capabilities: Any) -> None:
+        self._exchange = exchange
+        self._raw_caps = capabilities
+
+    @cached_property
+    def client_capabilities(self) -> types.ClientCapabilities | None:
+        try:
+            return types.ClientCapabilities.model_validate(self._raw_caps)
+        except ValueError:
+            return None
+
+    async def send_log_message(self, level: str, data: Any, logger: str | None = None, **_: Any) -> None:
+        params: dict[str, Any] = {"level": level, "data": data}
+        if logger is not None:
+            params["logger"] = logger
+        await self._exchange.notify("notifications/message", params)
+
+    async def send_request(self, request: Any, *_: Any, **__: Any) -> Any:
+        raise NoBackChannelError(getattr(request, "method", "request"))
+
+
+class _Ctx:
+    def __init__(self, request_id: Any, session: _Session) -> None:
+        self.request_id = request_id
+        self.session = session
+
+
 class FastPath:
     def __init__(
         self,
@@ -110,6 +170,7 @@ class FastPath:
         *,
         max_body: int = DEFAULT_MAX_REQUEST_BODY_SIZE,
         reserved_tools: frozenset[str] = frozenset(),
+        log_levels: LogLevels | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.security = security
@@ -117,6 +178,7 @@ class FastPath:
         self.principal_key = principal_key
         self.max_body = max_body
         self.reserved = reserved_tools
+        self.levels = log_levels
         self._declares_headers: dict[int, tuple[Any, bool]] = {}
 
     # -- ASGI ------------------------------------------------------------------------
@@ -148,10 +210,17 @@ class FastPath:
         principal = scope.get(self.principal_key)
         if not isinstance(principal, Principal):
             return _replay(body, more, receive)
-        rid, version, name, arguments = call
+        rid, capabilities, name, arguments = call
         if arguments and await self._schema_declares_headers(principal, name):
             return _replay(body, more, receive)
-        await self._answer(send, rid, self._run(principal, rid, version, name, arguments))
+        exchange = _Exchange(send)
+        context = contextvars.copy_context()
+        if self.levels is not None:
+            sid = headers.get("mcp-session-id")
+            key = f"session:{sid}" if sid else f"key:{principal.kind}:{principal.id}"
+            relay = AgentRelay(_Ctx(rid, _Session(exchange, capabilities)), self.levels, key)  # type: ignore[arg-type]
+            context.run(RELAY.set, relay)
+        await self._answer(exchange, context, self._run(principal, rid, name, arguments))
         return None
 
     def _headers_ok(self, headers: dict[str, str]) -> bool:
@@ -207,7 +276,7 @@ class FastPath:
         route = classify_inbound_request(doc, headers=headers)
         if not isinstance(route, InboundModernRoute):
             return None
-        return rid, route.protocol_version, name, arguments
+        return rid, route.client_capabilities, name, arguments
 
     async def _schema_declares_headers(self, principal: Principal, name: str) -> bool:
         """Whether the tool's schema maps arguments to `Mcp-Param-*` headers (the SDK checks those)."""
@@ -222,7 +291,7 @@ class FastPath:
         return hit[1]
 
     # -- the call ----------------------------------------------------------------------
-    async def _run(self, p: Principal, rid: Any, version: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    async def _run(self, p: Principal, rid: Any, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         set_trace_id(new_trace_id())  # one trace per call, followed across all four services
         try:
             r = await self.pipeline.call(p, name, arguments)
@@ -247,29 +316,29 @@ class FastPath:
         result["_meta"] = {SERVER_INFO_META_KEY: self.server_info}
         return {"jsonrpc": "2.0", "id": rid, "result": result}
 
-    async def _answer(self, send: Send, rid: Any, work: Awaitable[dict[str, Any]]) -> None:
-        task = asyncio.ensure_future(work)
-        done, _ = await asyncio.wait((task,), timeout=_SSE_DEFERRAL_S)
-        if done:
-            msg = task.result()
-            err = msg.get("error")
-            status = ERROR_CODE_HTTP_STATUS.get(err["code"], 200) if err else 200
-            body = _dumps(msg)
-            headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-            return
-        # a slow call: commit to SSE and keep the connection alive until it ends
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+    async def _answer(
+        self, exchange: _Exchange, context: contextvars.Context, work: Coroutine[Any, Any, dict[str, Any]]
+    ) -> None:
+        task = asyncio.get_running_loop().create_task(work, context=context)
         try:
-            while not done:
-                await send({"type": "http.response.body", "body": b": ping\r\n\r\n", "more_body": True})
+            done, _ = await asyncio.wait((task,), timeout=_SSE_DEFERRAL_S)
+            while not done:  # a slow call: keep the stream open until it ends
+                await exchange.stream(b": ping\r\n\r\n")
                 done, _ = await asyncio.wait((task,), timeout=_SSE_DEFERRAL_S)
         except BaseException:
             task.cancel()
             raise
-        event = b"event: message\r\ndata: " + _dumps(task.result()) + b"\r\n\r\n"
-        await send({"type": "http.response.body", "body": event, "more_body": False})
+        msg = task.result()
+        if exchange.streaming:
+            event = b"event: message\r\ndata: " + _dumps(msg) + b"\r\n\r\n"
+            await exchange.send({"type": "http.response.body", "body": event, "more_body": False})
+            return
+        err = msg.get("error")
+        status = ERROR_CODE_HTTP_STATUS.get(err["code"], 200) if err else 200
+        body = _dumps(msg)
+        headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
+        await exchange.send({"type": "http.response.start", "status": status, "headers": headers})
+        await exchange.send({"type": "http.response.body", "body": body})
 
 
 def _error(rid: Any, code: int, message: str, data: Any = None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from warden_common.contracts import (
     REGISTRY_RESOLVE,
     REGISTRY_SEARCH,
     REGISTRY_VISIBLE,
+    Actor,
     Credential,
     CredentialRequest,
     ErrorCode,
@@ -106,6 +107,7 @@ class CallPipeline:
         self._visible = _TTLCache(cache_ttl_s)
         self._creds = _TTLCache(3600)
         self._validators: dict[str, Any] = {}
+        self._actors: dict[tuple[str, str], Actor] = {}  # immutable; one per caller
         self._consent_waiters: dict[tuple[str, str], asyncio.Event] = {}
         # (connector, user) -> digest of the credential a step-up found lacking
         self._stale: dict[tuple[str, str], str] = {}
@@ -210,8 +212,17 @@ class CallPipeline:
             raise InvalidArguments(f"invalid argument {where}: {_short(err)}", details={"field": where})
 
     # -- the pipeline --------------------------------------------------------------------
+    def _actor(self, principal: Principal) -> Actor:
+        key = (principal.kind, principal.id)
+        actor = self._actors.get(key)
+        if actor is None:
+            if len(self._actors) >= 10_000:
+                self._actors.clear()
+            actor = self._actors[key] = principal.actor()
+        return actor
+
     def _event(self, type: EventType, principal: Principal, refs: EventRefs, **kw: Any) -> None:
-        self.bus.emit(self.bus.new_event(type, actor=principal.actor(), refs=refs, **kw))
+        self.bus.emit(self.bus.new_event(type, actor=self._actor(principal), refs=refs, **kw))
 
     async def search(self, principal: Principal, query: str, k: int) -> list[ToolView]:
         res = await self.bus.request(REGISTRY_SEARCH, SearchRequest(profile=principal.profile, query=query, k=k))
@@ -241,7 +252,9 @@ class CallPipeline:
         self._event(EventType.call_requested, principal, refs, status="requested", data={"arguments": arguments})
         try:
             resolved = await self.resolve(principal.profile, tool)
-            refs = refs.model_copy(update={"connector": resolved.connector})
+            refs = EventRefs(
+                tool=tool, profile=principal.profile, call_id=call_id, user=principal.user, connector=resolved.connector
+            )
             self.validate(resolved, arguments)
         except WardenError as e:
             self._event(

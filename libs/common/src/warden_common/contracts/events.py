@@ -93,17 +93,29 @@ _SECRET_KEY = re.compile(
     re.IGNORECASE,
 )
 REDACTED = "[redacted]"
+# the verdict of _SECRET_KEY per key: event payloads repeat the same few keys (content, type,
+# text, arguments, …) on every call; bounded, since keys come from callers
+_SECRET_VERDICTS: dict[str, bool] = {}
+_LEAVES = (str, int, float, bool, type(None))
+
+
+def _secret(key: str) -> bool:
+    hit = _SECRET_VERDICTS.get(key)
+    if hit is None:
+        hit = _SECRET_KEY.search(key) is not None
+        if len(_SECRET_VERDICTS) < 4096:
+            _SECRET_VERDICTS[key] = hit
+    return hit
 
 
 def scrub(value: Any, _depth: int = 0) -> Any:
     """Return `value` with every secret-looking key's value replaced by a marker."""
     if _depth > 20:
         return REDACTED
+    if type(value) in _LEAVES:
+        return value
     if isinstance(value, dict):
-        return {
-            k: (REDACTED if isinstance(k, str) and _SECRET_KEY.search(k) else scrub(v, _depth + 1))
-            for k, v in value.items()
-        }
+        return {k: (REDACTED if isinstance(k, str) and _secret(k) else scrub(v, _depth + 1)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [scrub(v, _depth + 1) for v in value]
     return value
