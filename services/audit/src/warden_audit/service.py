@@ -260,10 +260,9 @@ class Ingestor:
     async def _write(self, batch: Batch) -> Stored:
         out = Stored(dead=batch.dead)
         clock = _Clock()
-        async with self.writer.batch() as tx:
+        async with self.writer.batch(chain=bool(batch.rows)) as tx:
             if batch.rows:
-                head = await tx.lock_head()
-                fresh = await tx.claim_ids([r[ID] for r in batch.rows])
+                fresh, head = await tx.claim_ids([r[ID] for r in batch.rows])
                 clock.lap("claim")
                 if fresh is None:  # all new (the usual case)
                     out.rows, out.data = batch.rows, batch.data
@@ -281,8 +280,9 @@ class Ingestor:
                     clock.lap("copy")
                     executions = self._executions(out.rows, out.data)
                     if executions:
-                        await tx.upsert_executions(executions)
-                    await tx.set_head(head)
+                        await tx.upsert_executions(executions, head)
+                    else:
+                        await tx.set_head(head)
                     clock.lap("executions")
             if batch.dead:
                 await tx.dead_letters(

@@ -81,6 +81,7 @@ _EXEC_TYPES = (
     "int4",
 )
 _EXEC_UPSERT = f"""
+WITH head AS (UPDATE chain_head SET seq = $22, hash = $23, ingested_at = $24)
 INSERT INTO executions AS x ({", ".join(EXECUTION_COLUMNS)})
 SELECT * FROM unnest({", ".join(f"${i}::{t}[]" for i, t in enumerate(_EXEC_TYPES, 1))})
 ON CONFLICT (call_id) DO UPDATE SET
@@ -113,7 +114,12 @@ _EXEC_SELECT = (
     " COALESCE(latency_ms, EXTRACT(EPOCH FROM finished_at - requested_at) * 1000) AS latency_ms,"
     " arguments, result, error, approver, event_count, updated_at"
 )
-_CLAIM = "INSERT INTO event_ids (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
+# the claim and the chain head in one round trip (the chain lock is already held)
+_CLAIM = (
+    "WITH ins AS (INSERT INTO event_ids (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING 1)"
+    " SELECT (SELECT count(*) FROM ins) AS n, h.seq, h.hash, h.ingested_at FROM chain_head h"
+)
+_SET_HEAD = "UPDATE chain_head SET seq = $1, hash = $2, ingested_at = $3"
 # the rows of event_ids this transaction created (ingest uses no subtransactions)
 _CLAIMED = "SELECT id FROM event_ids WHERE id = ANY($1::text[]) AND xmin = pg_current_xact_id()::xid"
 CHAIN_LOCK = int.from_bytes(hashlib.sha256(b"warden.audit.chain").digest()[:8], "big", signed=True)
@@ -159,28 +165,24 @@ async def _writer_init(conn: asyncpg.Connection) -> None:
 
 
 class Tx:
-    """The statements of one ingest batch, inside one transaction on the writer connection."""
+    """The statements of one ingest batch, inside one transaction on the writer connection.
+    Few round trips: the transaction starts with the chain lock, the claim reads the head,
+    the executions upsert moves the head."""
 
     def __init__(self, conn: asyncpg.Connection, known_days: set[date]) -> None:
         self.conn = conn
         self.known_days = known_days
 
-    async def lock_head(self) -> Head:
-        """Take the chain lock (held until commit) and read the end of the chain."""
-        r = await self.conn.fetchrow(
-            "SELECT h.seq, h.hash, h.ingested_at FROM (SELECT pg_advisory_xact_lock($1)) l CROSS JOIN chain_head h",
-            CHAIN_LOCK,
-        )
-        return Head(r["seq"], bytes(r["hash"]), r["ingested_at"])
-
-    async def claim_ids(self, ids: Sequence[str]) -> set[str] | None:
-        """Record event ids. None when every one is new (the usual case, told by the row
-        count alone); else the ids this transaction inserted, i.e. those never stored before."""
-        status = await self.conn.execute(_CLAIM, ids)
-        if int(status.rpartition(" ")[2]) == len(ids):
-            return None
+    async def claim_ids(self, ids: Sequence[str]) -> tuple[set[str] | None, Head]:
+        """Record event ids and read the end of the chain. The ids: None when every one is
+        new (the usual case, told by the row count alone); else the ids this transaction
+        inserted, i.e. those never stored before."""
+        r = await self.conn.fetchrow(_CLAIM, ids)
+        head = Head(r["seq"], bytes(r["hash"]), r["ingested_at"])
+        if r["n"] == len(ids):
+            return None, head
         rows = await self.conn.fetch(_CLAIMED, ids)
-        return {r[0] for r in rows}
+        return {r[0] for r in rows}, head
 
     async def copy_events(self, day: date, rows: Sequence[tuple[Any, ...]]) -> None:
         if day not in self.known_days:
@@ -189,9 +191,12 @@ class Tx:
             self.known_days.add(day)
         await self.conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
 
-    async def upsert_executions(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """One statement for the batch (one row per call: the caller folded them)."""
-        await self.conn.execute(_EXEC_UPSERT, *(list(col) for col in zip(*rows, strict=True)))
+    async def upsert_executions(self, rows: Sequence[tuple[Any, ...]], head: Head) -> None:
+        """One statement for the batch (one row per call: the caller folded them); it also
+        moves the chain head."""
+        await self.conn.execute(
+            _EXEC_UPSERT, *(list(col) for col in zip(*rows, strict=True)), head.seq, head.hash, head.ingested_at
+        )
 
     async def dead_letters(self, rows: Sequence[tuple[str, int | None, str, bytes, int]]) -> None:
         await self.conn.executemany(
@@ -200,9 +205,7 @@ class Tx:
         )
 
     async def set_head(self, head: Head) -> None:
-        await self.conn.execute(
-            "UPDATE chain_head SET seq = $1, hash = $2, ingested_at = $3", head.seq, head.hash, head.ingested_at
-        )
+        await self.conn.execute(_SET_HEAD, head.seq, head.hash, head.ingested_at)
 
 
 class Writer:
@@ -228,11 +231,21 @@ class Writer:
         return self._conn
 
     @asynccontextmanager
-    async def batch(self) -> AsyncIterator[Tx]:
+    async def batch(self, *, chain: bool) -> AsyncIterator[Tx]:
+        """One transaction; `chain`: it starts by taking the chain lock (held until commit),
+        in the same round trip as BEGIN."""
         conn = await self._connection()
         try:
-            async with conn.transaction():
+            await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK})" if chain else "BEGIN")
+            try:
                 yield Tx(conn, self.known_days)
+            except BaseException:
+                try:
+                    await conn.execute("ROLLBACK")
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                    await self.discard()  # a new connection starts clean
+                raise
+            await conn.execute("COMMIT")
         except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, TimeoutError):
             await self.discard()
             raise
