@@ -35,6 +35,7 @@ PEERS = ROOT / "tests" / "peers" / "mcp"
 sys.path.insert(0, str(ROOT / "tests"))
 
 from everything_upstream import build_server  # noqa: E402
+from mcp.shared.exceptions import MCPDeprecationWarning  # noqa: E402
 from support.infra import drop_stream  # noqa: E402
 from warden_cli.embedded import SERVICES, Stack, StackConfig, free_port  # noqa: E402
 from warden_common.contracts import durable_calls_stream_name, events_stream_name  # noqa: E402
@@ -93,7 +94,7 @@ def forwarder(target: str, key: str) -> Any:
 
 async def main(only: str | None) -> int:
     # the upstream uses sampling and logging on purpose: deprecated only from 2026-07-28 on
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
     db: str | None = None
     tmp = Path(tempfile.mkdtemp(prefix="warden-conf-"))
     cfg = StackConfig(

@@ -19,7 +19,7 @@ from typing import Any
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from mcp.shared.message import ServerMessageMetadata
 from pydantic import ValidationError
 
@@ -72,7 +72,7 @@ class AgentRelay:
             return
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # logging is deprecated in 2026-07-28 only
+                warnings.simplefilter("ignore", MCPDeprecationWarning)  # deprecated from 2026-07-28 on only
                 await self.ctx.session.send_log_message(
                     p.level, p.data, p.logger, related_request_id=self.ctx.request_id
                 )
