@@ -20,6 +20,8 @@ from mcp.shared.exceptions import MCPError
 from support.admin import Admin, admin_client
 from support.upstream import serve_asgi
 from warden_cli.embedded import Stack
+from warden_common.client import WardenClient
+from warden_common.errors import RemoteError
 
 pytestmark = pytest.mark.e2e
 
@@ -201,3 +203,25 @@ async def test_revoking_the_grant_cuts_resources_and_prompts_at_once(stack: Stac
                 await client.read_resource("test://static-text")
             with pytest.raises(MCPError):
                 await client.get_prompt(f"{c}__test_simple_prompt")
+
+
+async def test_progress_reaches_the_caller_and_internal_callers_are_never_asked(stack: Stack, nats_url: str) -> None:
+    async with everything() as (url, _), admin_client(stack) as admin:
+        c = await admin.connector(url, None)
+        await admin.register(c)
+        p = await _profile(admin, [f"{c}__*"])
+        seen: list[float] = []
+
+        async def progress(value: float, total: float | None, message: str | None) -> None:
+            seen.append(value)
+
+        async with agent(stack, await admin.key(p)) as client:
+            r = await client.call_tool(f"{c}__test_tool_with_progress", {}, progress_callback=progress)
+            assert not r.is_error and seen == [0, 50, 100]
+        # a service on NATS has no session to ask: the upstream's elicitation request is refused
+        # at once (this upstream then fails the call), rather than waiting for the timeout
+        async with WardenClient(nats_url=nats_url, profile=p, root=stack.cfg.root) as warden:
+            with pytest.raises(RemoteError) as refused:
+                async with asyncio.timeout(10):
+                    await warden.call(f"{c}__test_elicitation", {"message": "anyone?"})
+            assert "elicitation/create is not available through Warden" in refused.value.message
