@@ -18,6 +18,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from support.admin import Admin, admin_client
+from support.infra import wait_for
 from support.upstream import serve_asgi
 from warden_cli.embedded import Stack
 from warden_common.client import WardenClient
@@ -105,6 +106,17 @@ async def test_resources_prompts_and_completion_of_a_granted_connector(stack: St
                 await updated.wait()
             await client.unsubscribe_resource("test://watched-resource")
             assert "test://watched-resource" not in server.subscriptions
+
+        async def audited(type: str) -> list[dict[str, Any]]:
+            page = await admin.req("GET", "audit", "/v1/events", params={"type": type, "connector": c})
+            return list(page["items"])
+
+        reads = await wait_for(lambda: audited("resource.read"), timeout=10)
+        assert {"test://static-text", "test://static-binary"} <= {e["data"]["uri"] for e in reads}
+        assert all("contents" not in e["data"] and "text" not in e["data"] for e in reads)  # never contents
+        fetched = await wait_for(lambda: audited("prompt.fetched"), timeout=10)
+        assert fetched[0]["data"]["prompt"] == "test_prompt_with_arguments"
+        assert fetched[0]["refs"]["profile"] and fetched[0]["actor"]["kind"] == "agent"
 
 
 async def test_two_connectors_never_collide_and_a_profile_sees_only_its_grants(stack: Stack) -> None:
