@@ -40,6 +40,9 @@ async def test_cli_discovers_registers_grants_and_revokes(registry: Registry, pr
     out = await cli(profiles_app, "show", p)
     assert f"{c}__get_doc" in out and f"{c}__delete_doc" not in out.split("visible:")[1]
     assert f"{c}__get_doc" in await cli(tools_app, "search", p, "get a doc")
+    out = await cli(profiles_app, "set", p, "--tool-names", "bare")
+    assert "tool_names=bare" in out
+    assert "  get_doc" in (await cli(profiles_app, "show", p)).split("visible:")[1]
     await cli(profiles_app, "revoke", p, grant_id)
     assert f"{c}__get_doc" not in (await cli(profiles_app, "show", p)).split("visible:")[1]
     # errors are one clear line and a non-zero exit

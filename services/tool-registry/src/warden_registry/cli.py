@@ -181,11 +181,35 @@ def reapprove(name: str, url: str = URL, token: str = TOKEN) -> None:
 # -- profiles ----------------------------------------------------------------------------------
 
 
+_TOOL_NAMES_HELP = "namespaced (<alias>__<tool>) or bare (the upstream's name while unambiguous in the profile)"
+
+
 @profiles_app.command("create")
-def create(name: str, description: str = typer.Option(""), url: str = URL, token: str = TOKEN) -> None:
+def create(
+    name: str,
+    description: str = typer.Option(""),
+    tool_names: str = typer.Option("namespaced", help=_TOOL_NAMES_HELP),
+    url: str = URL,
+    token: str = TOKEN,
+) -> None:
     """Create a profile; it sees nothing until granted."""
-    _req("POST", f"{url}/v1/profiles", token, json={"name": name, "description": description})
+    body = {"name": name, "description": description, "tool_names": tool_names}
+    _req("POST", f"{url}/v1/profiles", token, json=body)
     typer.echo(f"created profile {name}")
+
+
+@profiles_app.command("set")
+def set_profile(
+    profile: str,
+    tool_names: str | None = typer.Option(None, help=_TOOL_NAMES_HELP),
+    description: str | None = typer.Option(None),
+    url: str = URL,
+    token: str = TOKEN,
+) -> None:
+    """Change a profile's description or how its agents see names."""
+    body = {k: v for k, v in {"tool_names": tool_names, "description": description}.items() if v is not None}
+    p = _req("PATCH", f"{url}/v1/profiles/{profile}", token, json=body)
+    typer.echo(f"profile {p['name']}: tool_names={p['tool_names']}")
 
 
 @profiles_app.command("grant")
@@ -221,7 +245,7 @@ def show_profile(profile: str, as_json: bool = JSON, url: str = URL, token: str 
     vis = _req("GET", f"{url}/v1/profiles/{profile}/visible", token)
     if as_json:
         return _dump({**p, "visible": vis["tools"]})
-    typer.echo(f"{p['name']}: {p['description']}")
+    typer.echo(f"{p['name']}: {p['description']} (tool names: {p.get('tool_names', 'namespaced')})")
     for g in p["grants"]:
         ro = " read-only" if g["read_only"] else ""
         typer.echo(f"  grant {g['id']}  {g['tool']}{ro}  by {g['granted_by']}: {g['reason']}")
