@@ -55,9 +55,17 @@ def _log(msg: str) -> None:
     print(f"[adapter {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def oauth_auth(context: dict[str, Any]) -> dict[str, Any]:
+def oauth_auth(context: dict[str, Any], scenario: str = "") -> dict[str, Any]:
     """The connector's `auth` block for this scenario."""
     auth: dict[str, Any] = {"type": "oauth2"}
+    if scenario.startswith("auth/client-credentials"):
+        # machine-to-machine (SEP-1046): the client's own token, no consent
+        auth.update(grant_type="client_credentials", client_id=context["client_id"], use_dcr=False)
+        if context.get("private_key_pem"):
+            auth.update(private_key=context["private_key_pem"], signing_alg=context.get("signing_algorithm") or "ES256")
+        else:
+            auth.update(client_secret=context["client_secret"], token_endpoint_auth_method="client_secret_basic")
+        return auth
     if context.get("client_id"):
         auth["client_id"] = context["client_id"]
         auth["use_dcr"] = False
@@ -114,19 +122,19 @@ async def run(server_url: str, scenario: str, context: dict[str, Any]) -> None:
         ) as http:
             admin = Admin(stack, http)
             name = "conf" + secrets.token_hex(3)
-            body = {"name": name, "url": server_url, "auth": oauth_auth(context)}
+            body = {"name": name, "url": server_url, "auth": oauth_auth(context, scenario)}
             r = await http.post(f"{stack.urls['connectors']}/v1/connectors?authorize=true", json=body)
             if r.status_code != 201:
                 raise Step(f"add connector: {r.status_code} {r.text[:300]}")
             view = r.json()
             consent = view.get("consent_url")
-            if not consent:
+            if consent:
+                _log(f"consent at {consent.split('?')[0]}")
+                page = await follow_to_callback(consent, f"{stack.urls['connectors']}/connect/callback")
+                if page.status_code != 200:
+                    raise Step(f"callback: {page.status_code} {page.text[:300]}")
+            elif not view.get("connected"):
                 raise Step(f"add connector: no consent_url (status {view.get('status')})")
-            _log(f"consent at {consent.split('?')[0]}")
-
-            page = await follow_to_callback(consent, f"{stack.urls['connectors']}/connect/callback")
-            if page.status_code != 200:
-                raise Step(f"callback: {page.status_code} {page.text[:300]}")
 
             deadline = time.monotonic() + 20
             while True:

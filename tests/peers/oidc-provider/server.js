@@ -72,6 +72,7 @@ server.listen(PORT, '127.0.0.1', () => {
       devInteractions: { enabled: false },           // replaced by the auto login/consent endpoint below
       registration: { enabled: true },                // RFC 7591 open DCR (no initial access token)
       clientIdMetadataDocument: CIMD ? { enabled: true, ack: 'draft-02' } : { enabled: false },
+      clientCredentials: { enabled: true },           // grant_type=client_credentials (machine-to-machine)
       revocation: { enabled: true },                  // RFC 7009 at /token/revocation
       introspection: { enabled: true },               // RFC 7662 at /token/introspection (handy for asserts)
       resourceIndicators: {                           // RFC 8707 -> JWT (RFC 9068) access token with aud=resource

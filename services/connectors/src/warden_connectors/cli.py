@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -83,8 +84,15 @@ def add(
     client_id: str | None = typer.Option(None, "--client-id"),
     client_secret: str | None = typer.Option(None, "--client-secret", help="or $WARDEN_CLIENT_SECRET"),
     token_auth_method: str | None = typer.Option(
-        None, "--token-auth-method", help="client_secret_post | client_secret_basic | none"
+        None, "--token-auth-method", help="client_secret_post | client_secret_basic | private_key_jwt | none"
     ),
+    client_credentials: bool = typer.Option(
+        False, "--client-credentials", help="machine-to-machine: the client's own token, no consent"
+    ),
+    private_key_file: Path | None = typer.Option(
+        None, "--private-key-file", help="PEM private key for private_key_jwt", exists=True, dir_okay=False
+    ),
+    signing_alg: str | None = typer.Option(None, "--signing-alg", help="ES256 (default) | ES384 | RS256 | PS256"),
     scopes: str | None = typer.Option(None, "--scopes", help="space or comma separated; replaces discovered"),
     audience: str | None = typer.Option(None, "--audience"),
     resource: str | None = typer.Option(None, "--resource", help="RFC 8707 resource (default: discovered)"),
@@ -103,8 +111,14 @@ def add(
     import os
 
     auth: dict[str, Any] = {"type": "oauth2", "use_dcr": dcr}
+    if client_credentials:
+        auth["grant_type"] = "client_credentials"
+    if private_key_file is not None:
+        auth["private_key"] = private_key_file.read_text()
+        auth.setdefault("token_endpoint_auth_method", "private_key_jwt")
     secret = client_secret or os.environ.get("WARDEN_CLIENT_SECRET")
     for key, value in (
+        ("signing_alg", signing_alg),
         ("client_id", client_id),
         ("client_secret", secret),
         ("token_endpoint_auth_method", token_auth_method),
@@ -130,6 +144,9 @@ def add(
     view = api("POST", "/v1/connectors?authorize=true", json=body)
     oauth = view.get("oauth") or {}
     out.print(f"added [bold]{name}[/bold]: issuer {oauth.get('issuer')}, client {oauth.get('client_id')}")
+    if not view.get("consent_url"):  # client credentials: connected already
+        out.print(f"[green]{name} is connected[/green] (client credentials)")
+        return
     out.print(f"open this URL to authorize (valid 10 minutes, once):\n{view['consent_url']}", soft_wrap=True)
     _wait_connected(api, name, None, wait_timeout)
 
@@ -184,6 +201,9 @@ def reconnect(name: str, wait_timeout: float = _WAIT, url: str = _URL, token: st
     api = _Api(url, token)
     before = (api("GET", f"/v1/connectors/{name}").get("oauth") or {}).get("connected_at")
     started = api("POST", f"/v1/connectors/{name}/reconnect")
+    if not started.get("consent_url"):
+        out.print(f"[green]{name} is connected[/green] (client credentials)")
+        return
     out.print(f"open this URL to authorize (valid 10 minutes, once):\n{started['consent_url']}", soft_wrap=True)
     since = before or time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(0))
     _wait_connected(api, name, since, wait_timeout)

@@ -18,11 +18,11 @@ from typing import Any, Literal, NoReturn
 from warden_common.contracts import EventType
 from warden_common.errors import NotFound
 
-from warden_connectors.consent import Consent, ConsentStart
+from warden_connectors.consent import Consent, ConsentStart, Finished
 from warden_connectors.errors import BadInput, ConsentRequired, ReauthRequired
 from warden_connectors.oauth import OAuthError, OAuthServer, TokenSet, step_up_scopes
 from warden_connectors.store import ConnectorRow, Store
-from warden_connectors.tokens import RefreshOutcome, TokenVault
+from warden_connectors.tokens import RefreshOutcome, TokenVault, is_client_credentials
 
 __all__ = ["ConnectionState", "Connections", "Emit"]
 
@@ -64,6 +64,8 @@ class Connections:
         self._require_oauth(row)
         if user_key and row["scope"] != "per_user":
             raise BadInput(f"connector {row['name']!r} is organization-wide: per-user connections do not apply")
+        if is_client_credentials(row):
+            raise BadInput(f"connector {row['name']!r} uses client credentials: there is no consent to give")
         # the organization's consent asks for what a step-up left pending
         extra = tuple(row["step_up_scopes"] or ()) if user_key == "" else ()
         return await self.consent.start(row, user_key, self.open_secret(row), fresh=fresh, scopes=extra)
@@ -123,6 +125,19 @@ class Connections:
         except OAuthError as e:
             await self._failed(row, flow.user, e)
             raise
+        return await self._connected(row, done), done.user_key
+
+    async def obtain(self, row: ConnectorRow, *, fresh: bool = False) -> ConnectorRow:
+        """Client credentials: the organization's token, from the token endpoint at once."""
+        self._require_oauth(row)
+        try:
+            done = await self.consent.obtain(row, self.open_secret(row), fresh=fresh)
+        except OAuthError as e:
+            await self._failed(row, "", e)
+            raise
+        return await self._connected(row, done)
+
+    async def _connected(self, row: ConnectorRow, done: Finished) -> ConnectorRow:
         await self.vault.save(row, done.user_key, done.tokens, done.server, done.client.client_id)
         if done.user_key == "" and row["step_up_scopes"]:
             row = await self.store.set_step_up(row["id"], []) or row  # the consent asked for them
@@ -138,7 +153,7 @@ class Connections:
         )
         if new is not row:
             self.emit(EventType.connector_status_changed, new, None, previous=row["status"])
-        return new, done.user_key
+        return new
 
     async def _failed(self, row: ConnectorRow, user_key: str, e: OAuthError) -> None:
         """A consent that came back refused: an organization connection not yet active says so."""
@@ -154,6 +169,9 @@ class Connections:
         try:
             tokens = await self.vault.access(row, key, secret, force=force)
         except ConsentRequired:
+            if is_client_credentials(row):  # nobody has to consent: get the token now
+                await self.obtain(row)
+                return await self.headers(row, user, force=False)
             if key:
                 started = await self.consent.start(row, key, secret)
                 raise ConsentRequired(
@@ -257,6 +275,8 @@ class Connections:
                 token_endpoint_auth_method=cfg.get("token_endpoint_auth_method")
                 or ("client_secret_basic" if row["secret_sealed"] is not None else "none"),
                 client_secret_stored="client_secret" in self.open_secret(row),
+                private_key_stored="private_key" in self.open_secret(row),
+                grant_type=cfg.get("grant_type", "authorization_code"),
             )
         elif server is not None and (rec := await self.store.get_client(row["id"], server.issuer)) is not None:
             out.update(

@@ -40,6 +40,7 @@ from warden_connectors.oauth import (
     StaticClient,
     TokenSet,
     authorization_url,
+    client_credentials,
     exchange_code,
     obtain_client,
     parse_callback,
@@ -144,10 +145,13 @@ class Consent:
         if not cfg.get("client_id"):
             return None
         cs = secret.get("client_secret")
+        pk = secret.get("private_key")
         return StaticClient(
             client_id=cfg["client_id"],
             client_secret=SecretStr(cs) if cs else None,
-            token_endpoint_auth_method=cfg.get("token_endpoint_auth_method"),
+            token_endpoint_auth_method=cfg.get("token_endpoint_auth_method") or ("private_key_jwt" if pk else None),
+            private_key=SecretStr(pk) if pk else None,
+            signing_alg=cfg.get("signing_alg"),
         )
 
     def _open_client(self, row: ConnectorRow, issuer: str, rec: Any) -> ClientRegistration:
@@ -225,6 +229,17 @@ class Consent:
         code = parse_callback(params, server, consumed)
         tokens = await exchange_code(self.http, server, client, code, consumed)
         return Finished(row["id"], consumed.user, tokens, server, client)
+
+    # -- client credentials --------------------------------------------------------------
+    async def obtain(self, row: ConnectorRow, secret: Mapping[str, Any], *, fresh: bool = False) -> Finished:
+        """A token for the client itself (grant client_credentials): no one to send anywhere."""
+        server = await self.server(row, fresh=fresh)
+        client = await self.client(row, server, secret)
+        extra = tuple(row["step_up_scopes"] or ())
+        tokens = await client_credentials(
+            self.http, server, client, scopes=tuple(dict.fromkeys([*server.scopes, *extra]))
+        )
+        return Finished(row["id"], "", tokens, server, client)
 
     # -- revocation --------------------------------------------------------------------
     async def revoke(self, row: ConnectorRow, tokens: TokenSet, secret: Mapping[str, Any]) -> RevocationResult | None:

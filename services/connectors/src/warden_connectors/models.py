@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from warden_common.contracts.credentials import NAME_PATTERN, Transport
 
 __all__ = [
@@ -120,12 +120,20 @@ class JwtPassthroughAuth(_Strict):
 
 
 class OAuth2Auth(_Strict):
-    """OAuth 2.1 authorization code + PKCE. Every discovered value may be overridden."""
+    """OAuth 2.1: authorization code + PKCE (someone consents), or client credentials (Warden
+    itself is the client's only user: machine-to-machine, organization scope only). Every
+    discovered value may be overridden."""
 
     type: Literal["oauth2"]
+    grant_type: Literal["authorization_code", "client_credentials"] = "authorization_code"
     client_id: str | None = Field(default=None, max_length=500)
     client_secret: SecretStr | None = None
-    token_endpoint_auth_method: Literal["client_secret_post", "client_secret_basic", "none"] | None = None
+    token_endpoint_auth_method: (
+        Literal["client_secret_post", "client_secret_basic", "private_key_jwt", "none"] | None
+    ) = None
+    # private_key_jwt (RFC 7523): the client's private key, PEM, and its signing algorithm
+    private_key: SecretStr | None = Field(default=None, description="PEM; private_key_jwt only")
+    signing_alg: Literal["ES256", "ES384", "RS256", "PS256", "EdDSA"] | None = None
     use_dcr: bool = True
     scopes: list[str] | None = None
     resource: str | None = None
@@ -137,6 +145,16 @@ class OAuth2Auth(_Strict):
     registration_endpoint: str | None = None
     revocation_endpoint: str | None = None
     extra_headers: dict[str, SecretStr] = Field(default_factory=dict, max_length=32)
+
+    @model_validator(mode="after")
+    def _client_fits(self) -> OAuth2Auth:
+        if self.grant_type == "client_credentials" and not self.client_id:
+            raise ValueError("client_credentials needs the client_id (and its secret or private key)")
+        if self.token_endpoint_auth_method == "private_key_jwt" and self.private_key is None:
+            raise ValueError("private_key_jwt needs private_key (the client's PEM private key)")
+        if self.private_key is not None and self.token_endpoint_auth_method not in (None, "private_key_jwt"):
+            raise ValueError("private_key is only used with token_endpoint_auth_method private_key_jwt")
+        return self
 
 
 AuthSpec = Annotated[

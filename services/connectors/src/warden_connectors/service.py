@@ -46,7 +46,7 @@ from warden_connectors.models import (
 from warden_connectors.passthrough import open_passthrough, render_headers
 from warden_connectors.specs import check_url, secret_aad, split_auth
 from warden_connectors.store import ConnectorRow, Store
-from warden_connectors.tokens import TokenVault
+from warden_connectors.tokens import TokenVault, is_client_credentials
 from warden_connectors.views import as_json, render
 
 __all__ = ["STATUS_GROUPS", "ConnectorService", "check_url"]
@@ -148,6 +148,12 @@ class ConnectorService:
         check_url(spec.url, allow_insecure=self.allow_insecure)
         if spec.scope == "per_user" and not isinstance(spec.auth, OAuth2Auth):
             raise BadInput("per_user connectors need auth type oauth2 (each user consents for their own tokens)")
+        if (
+            spec.scope == "per_user"
+            and isinstance(spec.auth, OAuth2Auth)
+            and spec.auth.grant_type != "authorization_code"
+        ):
+            raise BadInput("per_user connectors need the authorization_code grant (client credentials have no user)")
         cfg, secret = split_auth(spec.auth)
         status = "pending" if isinstance(spec.auth, OAuth2Auth) else "active"
         row = await self.store.insert(
@@ -204,8 +210,10 @@ class ConnectorService:
         if "expires_at" in changed:
             fields["secret_expires_at"] = patch.expires_at
         if patch.auth is not None:
-            if row["scope"] == "per_user" and not isinstance(patch.auth, OAuth2Auth):
-                raise BadInput("per_user connectors need auth type oauth2")
+            if row["scope"] == "per_user" and (
+                not isinstance(patch.auth, OAuth2Auth) or patch.auth.grant_type != "authorization_code"
+            ):
+                raise BadInput("per_user connectors need auth type oauth2 with the authorization_code grant")
             cfg, secret = split_auth(patch.auth)
             fields["auth_type"] = patch.auth.type
             fields["auth_config"] = cfg
@@ -267,11 +275,16 @@ class ConnectorService:
         self._emit(EventType.connector_removed, row, actor, revoked=_revocation_summary(revoked))
 
     # -- OAuth consent and connections -------------------------------------------------------
-    async def authorize(self, name: str, actor: str, *, fresh: bool = False) -> ConsentStart:
-        """An organization-wide consent URL (for a per-user connector: the admin's connection)."""
-        return await self.connections.start(await self._row(name), "", fresh=fresh)
+    async def authorize(self, name: str, actor: str, *, fresh: bool = False) -> ConsentStart | None:
+        """An organization-wide consent URL (for a per-user connector: the admin's connection).
+        A client-credentials connector has no one to ask: its token is obtained now (None)."""
+        row = await self._row(name)
+        if is_client_credentials(row):
+            await self.connections.obtain(row, fresh=fresh)
+            return None
+        return await self.connections.start(row, "", fresh=fresh)
 
-    async def reconnect(self, name: str, actor: str) -> ConsentStart:
+    async def reconnect(self, name: str, actor: str) -> ConsentStart | None:
         """A fresh consent for the same connector identity: discovery runs again; the tokens
         held now stay until the new consent completes."""
         return await self.authorize(name, actor, fresh=True)

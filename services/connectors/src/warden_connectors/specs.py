@@ -74,11 +74,13 @@ def split_auth(auth: AuthSpec) -> tuple[dict[str, Any], dict[str, Any] | None]:
             }
             return cfg, {"jwe_private_key": pem, "header_templates": auth.headers}
         case OAuth2Auth():
-            cfg = auth.model_dump(exclude={"type", "client_secret", "extra_headers"}, exclude_none=True)
+            cfg = auth.model_dump(exclude={"type", "client_secret", "private_key", "extra_headers"}, exclude_none=True)
             cfg["extra_header_names"] = sorted(auth.extra_headers)
             secret: dict[str, Any] = {}
             if auth.client_secret is not None:
                 secret["client_secret"] = auth.client_secret.get_secret_value()
+            if auth.private_key is not None:
+                secret["private_key"] = auth.private_key.get_secret_value()
             if auth.extra_headers:
                 secret["headers"] = {k: v.get_secret_value() for k, v in auth.extra_headers.items()}
             return cfg, secret or None

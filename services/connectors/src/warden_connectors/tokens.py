@@ -30,16 +30,20 @@ from warden_common.logging import register_secret
 
 from warden_connectors.consent import Consent
 from warden_connectors.errors import ConsentRequired, CredentialExpired, ReauthRequired
-from warden_connectors.oauth import OAuthError, OAuthServer, TokenSet, refresh
+from warden_connectors.oauth import OAuthError, OAuthServer, TokenSet, client_credentials, refresh
 from warden_connectors.oauth import ReauthRequired as OAuthReauth
 from warden_connectors.store import ConnectorRow, Store, TokenRow
 
-__all__ = ["RefreshOutcome", "TokenVault", "token_aad"]
+__all__ = ["RefreshOutcome", "TokenVault", "is_client_credentials", "token_aad"]
 
 log = logging.getLogger(__name__)
 
 RefreshOutcome = Literal["refreshed", "refresh_failed", "reauth_required", "expired"]
 OnChange = Callable[[ConnectorRow, str, RefreshOutcome, dict[str, Any]], Awaitable[None]]
+
+
+def is_client_credentials(row: ConnectorRow) -> bool:
+    return row["auth_type"] == "oauth2" and row["auth_config"].get("grant_type") == "client_credentials"
 
 
 def token_aad(cid: uuid.UUID, user_key: str) -> str:
@@ -131,7 +135,7 @@ class TokenVault:
         held = self._usable(row, trow)
         if not force and not self.needs_refresh(held.tokens):
             return held.tokens
-        if held.tokens.refresh_token is None:
+        if held.tokens.refresh_token is None and not is_client_credentials(row):
             if self.expired(held.tokens):
                 await self._mark(row, user_key, "expired", "the access token expired and there is no refresh token")
                 raise CredentialExpired(
@@ -161,13 +165,17 @@ class TokenVault:
             held = self._usable(row, trow)
             if held.version != seen or not (force or self.needs_refresh(held.tokens)):
                 return held.tokens  # someone else refreshed while we waited (any replica)
-            if held.tokens.refresh_token is None:
+            cc = is_client_credentials(row)
+            if held.tokens.refresh_token is None and not cc:
                 return held.tokens
             server = await self.consent.server(row)
             client = await self.consent.client(row, server, secret, create=False)
             reason: str | None = None
             try:
-                fresh = await refresh(self.http, server, client, held.tokens.refresh_token)
+                if held.tokens.refresh_token is not None:
+                    fresh = await refresh(self.http, server, client, held.tokens.refresh_token)
+                else:  # client credentials: simply ask again (single-flight, like a refresh)
+                    fresh = await client_credentials(self.http, server, client, scopes=server.scopes)
             except OAuthReauth as e:
                 await self.store.set_token_status(row["id"], user_key, "reauth_required", e.message, conn=conn)
                 reason = e.message

@@ -65,6 +65,8 @@ def as_json(row: ConnectorRow, secret: dict[str, Any]) -> dict[str, Any]:
             auth.update({k: v for k, v in cfg.items() if k != "extra_header_names" and v is not None})
             if "client_secret" in secret:
                 omitted.append("auth.client_secret")
+            if "private_key" in secret:
+                omitted.append("auth.private_key")
             omitted += [f"auth.extra_headers.{h}" for h in cfg.get("extra_header_names", [])]
     body: dict[str, Any] = {
         "name": row["name"],

@@ -21,7 +21,9 @@ def svc(request: Request) -> ConnectorService:
     return s
 
 
-def _consent(started: ConsentStart) -> dict[str, Any]:
+def _consent(started: ConsentStart | None) -> dict[str, Any]:
+    if started is None:  # client credentials: the token was obtained, nobody has to consent
+        return {"consent_url": None, "connected": True}
     return {"consent_url": started.url, "expires_at": started.expires_at.isoformat()}
 
 

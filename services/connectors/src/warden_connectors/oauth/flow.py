@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import base64
 import logging
+import secrets as secrets_mod
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import import_key
 from pydantic import SecretStr
 from warden_common.logging import register_secret
 
@@ -41,6 +46,7 @@ __all__ = [
     "AuthorizationRequest",
     "RevocationOutcome",
     "RevocationResult",
+    "client_credentials",
     "authorization_url",
     "complete",
     "exchange_code",
@@ -162,9 +168,39 @@ def parse_callback(params: Mapping[str, str], server: OAuthServer, flow: FlowSta
     return auth_code
 
 
-def _client_auth(client: ClientRegistration, form: dict[str, str]) -> dict[str, str]:
+def _client_assertion(client: ClientRegistration, audience: str) -> str:
+    """RFC 7523 §2.2 client assertion: iss = sub = client_id, aud = the authorization server's
+    issuer identifier (what RFC 7523bis recommends), short-lived, single-use jti."""
+    if client.private_key is None:
+        raise ClientAuthFailed("private_key_jwt is configured but the client has no private key")
+    alg = client.signing_alg or "ES256"
+    try:
+        key = import_key(client.private_key.get_secret_value())
+    except (ValueError, TypeError, JoseError):
+        raise ClientAuthFailed("the client's private key cannot be read (PEM, EC/RSA/OKP)") from None
+    now = int(time.time())
+    claims = {
+        "iss": client.client_id,
+        "sub": client.client_id,
+        "aud": audience,
+        "iat": now,
+        "exp": now + 60,
+        "jti": secrets_mod.token_urlsafe(16),
+    }
+    try:
+        return jwt.encode({"alg": alg, "typ": "JWT"}, claims, key, algorithms=[alg])
+    except (ValueError, TypeError, JoseError):
+        raise ClientAuthFailed(f"the client's private key cannot sign with {alg}") from None
+
+
+def _client_auth(client: ClientRegistration, form: dict[str, str], audience: str = "") -> dict[str, str]:
     """Add client authentication to `form`; return headers to send."""
     method = client.token_endpoint_auth_method
+    if method == "private_key_jwt":
+        form["client_id"] = client.client_id
+        form["client_assertion_type"] = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        form["client_assertion"] = _client_assertion(client, audience)
+        return {}
     secret = client.client_secret.get_secret_value() if client.client_secret else None
     if method == "client_secret_basic":
         if secret is None:
@@ -185,7 +221,7 @@ async def _token_request(
     client: ClientRegistration,
     form: dict[str, str],
     *,
-    grant: Literal["authorization_code", "refresh_token"],
+    grant: Literal["authorization_code", "refresh_token", "client_credentials"],
     secrets: Sequence[str | None],
     requested_scopes: Sequence[str],
     previous_refresh_token: SecretStr | None = None,
@@ -194,7 +230,7 @@ async def _token_request(
         form["resource"] = server.resource
     if server.audience:
         form["audience"] = server.audience
-    headers = {"Accept": "application/json", **_client_auth(client, form)}
+    headers = {"Accept": "application/json", **_client_auth(client, form, server.issuer)}
     hide = [*secrets, *client.secrets()]
     r = await http.request("POST", server.token_endpoint, data=form, headers=headers)
     if r.status_code >= 500 or r.status_code == 429:
@@ -272,6 +308,23 @@ async def complete(
     flow = await codec.consume(params.get("state"), user=user)
     code = parse_callback(params, server, flow)
     return flow, await exchange_code(http, server, client, code, flow)
+
+
+async def client_credentials(
+    http: GuardedHttp,
+    server: OAuthServer,
+    client: ClientRegistration,
+    *,
+    scopes: Sequence[str] = (),
+) -> TokenSet:
+    """An access token for the client itself (OAuth 2.1 §4.2, MCP SEP-1046): no user, no
+    consent, no refresh token; asked for again when it nears expiry."""
+    form = {"grant_type": "client_credentials"}
+    if scopes:
+        form["scope"] = " ".join(scopes)
+    return await _token_request(
+        http, server, client, form, grant="client_credentials", secrets=(), requested_scopes=tuple(scopes)
+    )
 
 
 async def refresh(

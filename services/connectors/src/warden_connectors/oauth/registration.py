@@ -38,6 +38,8 @@ async def obtain_client(
             token_endpoint_auth_method=static.auth_method,
             source="static",
             redirect_uri=redirect_uri,
+            private_key=static.private_key,
+            signing_alg=static.signing_alg,
         )
     if cimd is not None and server.cimd_supported:
         if redirect_uri not in cimd.redirect_uris:
