@@ -57,6 +57,7 @@ async def test_typed_request_gets_typed_result_and_trace_travels(buses):
     with pytest.raises(RemoteError) as e:
         await b.request(CREDENTIALS_GET, CredentialRequest(connector="refused"))
     assert e.value.code == ErrorCode.consent_required and e.value.details["consent_url"] == "https://x"
+    assert e.value.http_status == 409  # an HTTP edge relaying it says "conflict", not "server error"
 
 
 async def test_malformed_request_gets_an_invalid_error_without_echoing_values(buses):

@@ -116,6 +116,19 @@ _BY_CODE: dict[ErrorCode, type[WardenError]] = {
 }
 
 
+# the HTTP status an edge answers for another service's domain refusal
+_REMOTE_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.consent_required: 409,
+    ErrorCode.reauth_required: 409,
+    ErrorCode.expired: 409,
+    ErrorCode.disconnected: 409,
+    ErrorCode.approval_rejected: 403,
+    ErrorCode.approval_timeout: 504,
+    ErrorCode.upstream_error: 502,
+    ErrorCode.circuit_open: 503,
+}
+
+
 class RemoteError(WardenError):
     """A typed error answered by another service; carries that service's code."""
 
@@ -123,6 +136,7 @@ class RemoteError(WardenError):
         super().__init__(error.message, details=dict(error.details), code=error.code)
         self.reply_error = error
         self.retryable = error.retryable  # type: ignore[misc]
+        self.http_status = _REMOTE_STATUS.get(error.code, 500)  # type: ignore[misc]
 
 
 def from_reply_error(error: ReplyError) -> WardenError:
