@@ -39,6 +39,27 @@ class _Asgi:
         await self.target()(scope, receive, send)
 
 
+class _ProxyApp(FastAPI):
+    """FastAPI, except that POST /mcp (the agents' hot path) goes straight to the MCP endpoint,
+    past the HTTP API's middleware (error pages, body limit, exception handlers) that the
+    endpoint does not use: it answers its own errors, and uvicorn logs a crash as a 500."""
+
+    mcp_target: Callable[[], Any] = staticmethod(lambda: None)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["path"] == "/mcp"
+            and scope["method"] == "POST"
+            and not scope.get("root_path")
+            and (endpoint := self.mcp_target()) is not None
+        ):
+            scope["app"] = self
+            await endpoint(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(settings: Settings) -> FastAPI:
     runtime = Runtime.build(Service.proxy, settings, schema="proxy")
     public = settings.http.public_url or f"http://{settings.http.host}:{settings.http.port}"
@@ -90,7 +111,8 @@ def create_app(settings: Settings) -> FastAPI:
             await pool.close()
             await runtime.stop()
 
-    app = FastAPI(title="Warden proxy", version="0.1.0", lifespan=lifespan)
+    app = _ProxyApp(title="Warden proxy", version="0.1.0", lifespan=lifespan)
+    app.mcp_target = lambda: holder.get("endpoint")  # type: ignore[method-assign]
     install_error_handlers(app)
     app.include_router(ops_router(runtime.checks()))
     app.include_router(build_router(admin_guard(settings.admin_token), resource_url))

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from warden_proxy.h1 import H1Pool, H1Response, usable_for
+
 __all__ = ["CLIENT_CAPABILITIES", "RELAY", "LeanSession", "Relay", "RpcError", "UpstreamHttpError"]
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,9 @@ class LeanSession:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             follow_redirects=False,
         )
+        # requests (the hot path) on the lean HTTP/1.1 client; the rest stays on httpx
+        self._h1 = H1Pool(url, connect_timeout_s=timeout_s) if usable_for(url) else None
+        self._h1_headers = {"User-Agent": "warden-proxy", **headers, "Accept": _ACCEPT}
         self.session_id: str | None = None
         self.protocol_version = PROTOCOL_VERSION
         self._ids = itertools.count(1)
@@ -122,6 +127,8 @@ class LeanSession:
             with contextlib.suppress(httpx.HTTPError):
                 await self.http.delete(self.url, headers=self._headers(), timeout=2)
         await self.http.aclose()
+        if self._h1 is not None:
+            self._h1.close()
 
     async def _post(self, body: dict[str, Any]) -> httpx.Response:
         r = await self.http.post(
@@ -138,13 +145,17 @@ class LeanSession:
         body: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}
         if progress is not None:
             body["params"] = {**params, "_meta": {"progressToken": rid}}
-        req = self.http.build_request(
-            "POST",
-            self.url,
-            content=json.dumps(body).encode(),
-            headers={**self._headers(), "Content-Type": "application/json"},
-        )
-        r = await self.http.send(req, stream=True)
+        content = json.dumps(body).encode()
+        r: httpx.Response | H1Response
+        if self._h1 is not None:
+            r = await self._h1.post(
+                {**self._h1_headers, **self._headers(), "Content-Type": "application/json"}, content
+            )
+        else:
+            req = self.http.build_request(
+                "POST", self.url, content=content, headers={**self._headers(), "Content-Type": "application/json"}
+            )
+            r = await self.http.send(req, stream=True)
         try:
             if r.status_code >= 400:
                 raise UpstreamHttpError(r.status_code, r.headers.get("www-authenticate"))
@@ -237,7 +248,7 @@ class LeanSession:
             delay = min(delay * 2, 30.0)
 
 
-async def _sse_messages(r: httpx.Response) -> Any:
+async def _sse_messages(r: httpx.Response | H1Response) -> Any:
     """JSON-RPC messages from an SSE body (data lines joined per event)."""
     data: list[str] = []
     size = 0
