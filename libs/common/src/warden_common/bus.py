@@ -8,10 +8,11 @@
 - `emit(event)` queues an event; a background publisher sends it to JetStream with
   `Nats-Msg-Id` = event id (de-duplicated in the stream's window), retrying until the
   stream acknowledges it. `close()` flushes what is queued before draining. The
-  publisher sends what has queued up as one pipelined batch (one socket write, acks
-  awaited together) instead of one round trip per event; an event leaves the outbox
-  only once the stream has acknowledged it, and the unacknowledged ones of a batch are
-  sent again, in order, until it does.
+  publisher lingers a moment (2 ms) after an event arrives, then sends what has queued
+  up as one pipelined batch (one socket write, acks awaited together) instead of one
+  round trip per event: a call's events and its reply share writes. An event leaves the
+  outbox only once the stream has acknowledged it; the unacknowledged ones of a batch
+  are sent again, in order, until it does.
 - Trace context travels as a W3C `traceparent` header.
 """
 
@@ -65,6 +66,7 @@ Rep = TypeVar("Rep", bound=BaseModel)
 _OUTBOX_MAX = 100_000
 _BATCH_MAX = 256  # events per pipelined publish
 _ACK_TIMEOUT_S = 5.0
+_LINGER_S = 0.002  # gather the events of calls in flight into one batch
 
 
 def validation_message(e: ValidationError) -> str:
@@ -77,8 +79,9 @@ def validation_message(e: ValidationError) -> str:
 
 
 class Bus:
-    def __init__(self, settings: NatsSettings, service: Service) -> None:
+    def __init__(self, settings: NatsSettings, service: Service, *, event_linger_s: float = _LINGER_S) -> None:
         self.settings = settings
+        self.event_linger_s = event_linger_s
         self.service = service
         self.root = settings.root
         self.nc: NatsClient | None = None
@@ -295,7 +298,9 @@ class Bus:
         futures: list[asyncio.Future[Any]] = []
         try:
             for subject, payload, headers in batch:
-                futures.append(await js.publish_async(subject, payload, headers=headers, wait_stall=_ACK_TIMEOUT_S))
+                # no stall timeout: it would run each publish in a task (and a write of its own);
+                # at most _BATCH_MAX are pending, well under the context's limit
+                futures.append(await js.publish_async(subject, payload, headers=headers))
         except asyncio.CancelledError:
             for f in futures:
                 f.cancel()
@@ -313,6 +318,8 @@ class Bus:
         js = self._nc.jetstream(publish_async_max_pending=4 * _BATCH_MAX)
         while True:
             first = await self._outbox.get()
+            if self.event_linger_s > 0 and self._outbox.empty():
+                await asyncio.sleep(self.event_linger_s)
             events = [first]
             while len(events) < _BATCH_MAX and not self._outbox.empty():
                 events.append(self._outbox.get_nowait())
