@@ -19,6 +19,7 @@ from warden_common.contracts import Actor, EventType
 from warden_common.contracts.registry import PROFILE_PATTERN
 from warden_common.errors import NotFound, Unauthorized
 
+from warden_proxy.jwt_callers import JwtCallers
 from warden_proxy.store import Store
 
 __all__ = ["AgentKeyCreate", "AgentKeys", "Principal"]
@@ -28,8 +29,8 @@ __all__ = ["AgentKeyCreate", "AgentKeys", "Principal"]
 class Principal:
     """Who is calling: an agent key (bound to a profile) or an internal service."""
 
-    kind: str  # "agent" | "service"
-    id: str  # key prefix or service name
+    kind: str  # "agent" | "user" (a bearer JWT from the configured issuer) | "service"
+    id: str  # key prefix, "jwt:<user>" or service name
     profile: str
     user: str | None = None
     # the embedding site's JWE for jwt_passthrough connectors (a secret; never printed)
@@ -39,7 +40,7 @@ class Principal:
         return replace(self, jwe=jwe) if jwe else self
 
     def actor(self) -> Actor:
-        return Actor(kind="agent" if self.kind == "agent" else "service", id=self.id)
+        return Actor(kind=self.kind if self.kind in ("agent", "user") else "service", id=self.id)
 
 
 class AgentKeyCreate(BaseModel):
@@ -65,10 +66,12 @@ def _hash(key: str) -> str:
 
 
 class AgentKeys:
-    def __init__(self, store: Store, bus: Bus, ttl_s: float) -> None:
+    def __init__(self, store: Store, bus: Bus, ttl_s: float, *, jwt: JwtCallers | None = None) -> None:
         self.store = store
         self.bus = bus
         self.ttl_s = ttl_s
+        # callers with a bearer JWT from the configured issuer (optional)
+        self.jwt = jwt
         self._cache: dict[str, tuple[float, Principal]] = {}
 
     async def create(self, body: AgentKeyCreate, actor: str) -> dict[str, Any]:
@@ -119,6 +122,9 @@ class AgentKeys:
             raise Unauthorized("send Authorization: Bearer <agent API key>")
         scheme, _, key = authorization.partition(" ")
         key = key.strip()
+        if scheme.lower() == "bearer" and self.jwt is not None and not key.startswith("wk_"):
+            user, profile = await self.jwt.authenticate(key)
+            return Principal(kind="user", id=f"jwt:{user}"[:200], profile=profile, user=user)
         if scheme.lower() != "bearer" or not key.startswith("wk_"):
             raise Unauthorized("send Authorization: Bearer <agent API key>")
         h = _hash(key)

@@ -36,14 +36,22 @@ async def _agent(request: Request) -> Principal:
     return principal.with_jwe(request.headers.get("x-warden-jwe"))
 
 
-def build_router(admin: object, resource_url: str) -> APIRouter:
+def build_router(admin: object, resource_url: str, *, jwt_issuer: str | None = None) -> APIRouter:
     router = APIRouter()
     Admin = Depends(admin)  # noqa: N806
+    meta = protected_resource_metadata(resource_url)
+    if jwt_issuer:  # MCP clients may get a token there instead of using an agent key
+        meta = {
+            **meta,
+            "authorization_servers": [jwt_issuer],
+            "resource_documentation": "Authenticate with an agent API key (Authorization: Bearer wk_...) "
+            f"or an access token from {jwt_issuer} whose audience is {resource_url}",
+        }
 
     @router.get("/.well-known/oauth-protected-resource/mcp", tags=["mcp"])
     @router.get("/.well-known/oauth-protected-resource", tags=["mcp"])
     async def prm() -> dict[str, Any]:
-        return protected_resource_metadata(resource_url)
+        return meta
 
     @router.post("/v1/agent-keys", status_code=201, tags=["agent keys"])
     async def create_key(body: AgentKeyCreate, actor: str = Admin, keys: AgentKeys = Depends(_keys)) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from warden_proxy.approvals import Approvals
 from warden_proxy.breaker import Breakers
 from warden_proxy.durable import DurableCalls
 from warden_proxy.handlers import register_handlers
+from warden_proxy.jwt_callers import jwt_callers_from
 from warden_proxy.mcp_endpoint import McpEndpoint
 from warden_proxy.me_api import build_me_router
 from warden_proxy.service import CallPipeline
@@ -81,8 +82,9 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await runtime.start("warden_proxy.migrations")
+        jwt = jwt_callers_from(settings, resource_url)  # bearer JWTs from an IdP, when configured
         try:
-            keys = AgentKeys(Store(runtime.db.pool), runtime.bus, ttl_s=settings.cache_ttl_s)
+            keys = AgentKeys(Store(runtime.db.pool), runtime.bus, ttl_s=settings.cache_ttl_s, jwt=jwt)
             approvals = Approvals(runtime.db.pool, runtime.bus, settings.approval_timeout_s)
             pipeline = CallPipeline(
                 runtime.bus,
@@ -109,13 +111,15 @@ def create_app(settings: Settings) -> FastAPI:
                 await durable.stop()
         finally:
             await pool.close()
+            if jwt is not None:
+                await jwt.aclose()
             await runtime.stop()
 
     app = _ProxyApp(title="Warden proxy", version="0.1.0", lifespan=lifespan)
     app.mcp_target = lambda: holder.get("endpoint")  # type: ignore[method-assign]
     install_error_handlers(app)
     app.include_router(ops_router(runtime.checks()))
-    app.include_router(build_router(admin_guard(settings.admin_token), resource_url))
+    app.include_router(build_router(admin_guard(settings.admin_token), resource_url, jwt_issuer=settings.jwt_issuer))
     app.include_router(build_me_router())
 
     # exact routes (no /mcp -> /mcp/ redirect); the SSE message path is a mount below /sse

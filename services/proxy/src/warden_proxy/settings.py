@@ -27,3 +27,13 @@ class Settings(ServiceSettings):
     max_argument_bytes: int = Field(default=1_000_000, ge=1024)
     # Host header values the MCP endpoint accepts (DNS-rebinding guard); empty = any
     allowed_hosts: list[str] = Field(default_factory=list)
+    # optional: callers with a bearer JWT from this issuer (an enterprise IdP) besides agent keys
+    jwt_issuer: str | None = None
+    # the `aud` the token must carry (default: the MCP endpoint's URL, RFC 8707 / RFC 9068)
+    jwt_audience: str | None = None
+    # where the issuer's keys are (default: `jwks_uri` of its OpenID discovery document)
+    jwt_jwks_url: str | None = None
+    # which claim names the user, and which the profile (else `jwt_default_profile`)
+    jwt_user_claim: str = "sub"
+    jwt_profile_claim: str = "warden_profile"
+    jwt_default_profile: str | None = None
