@@ -16,8 +16,8 @@ the same one; those (and only those) become `<alias>+<uri>`. The `<alias>+<uri>`
 accepted for any URI. A URI no connector lists is routed by the connectors' URI templates,
 or to the profile's only connector; an ambiguous one is refused with a hint.
 
-Subscriptions: one upstream subscription per (connector, user, URI), shared by every agent
-session that asked; `notifications/resources/updated` from the upstream goes to each of them.
+Subscriptions (`subscriptions.py`): one upstream subscription per (connector, user, URI),
+shared by every agent session that asked; the upstream's updates go to each of them.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from typing import Any
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
-from mcp.server.session import ServerSession
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 from warden_common.contracts import (
@@ -49,6 +48,7 @@ from warden_proxy.agents import Principal
 from warden_proxy.errors import UpstreamError
 from warden_proxy.relay import LogLevels, relayed
 from warden_proxy.service import CallPipeline
+from warden_proxy.subscriptions import Subscriptions
 from warden_proxy.upstream import UpstreamUnauthorized
 
 __all__ = ["Federation"]
@@ -118,9 +118,7 @@ class Federation:
         self.index_ttl_s = index_ttl_s
         self.levels = LogLevels()
         self._indexes: dict[tuple[str, str], _Index] = {}
-        # (connector, user, upstream uri) -> {agent session key: (session, shown uri)}
-        self._subs: dict[tuple[str, str, str], dict[str, tuple[ServerSession, str]]] = {}
-        self._sub_lock = asyncio.Lock()
+        self.subscriptions = Subscriptions()
         pipeline.pool.on_notification = self._upstream_notification
 
     def install(self, server: Server[Any]) -> None:
@@ -330,12 +328,13 @@ class Federation:
         p = self.principal_of(ctx)
         uri = str(params.uri)
         connector, raw = await self._resolve_uri(p, uri)
-        key = (connector, p.user or "", raw)
-        async with self._sub_lock:
-            first = key not in self._subs
-            if first:
-                await self._wrap(self._ask(p, connector, "resources/subscribe", {"uri": raw}))
-            self._subs.setdefault(key, {})[self.client_key(ctx, p)] = (ctx.session, uri)
+        await self.subscriptions.add(
+            (connector, p.user or "", raw),
+            self.client_key(ctx, p),
+            ctx.session,
+            uri,
+            lambda: self._wrap(self._ask(p, connector, "resources/subscribe", {"uri": raw})),
+        )
         return types.EmptyResult()
 
     async def _unsubscribe(
@@ -344,25 +343,16 @@ class Federation:
         p = self.principal_of(ctx)
         uri = str(params.uri)
         connector, raw = await self._resolve_uri(p, uri)
-        key = (connector, p.user or "", raw)
-        async with self._sub_lock:
-            subs = self._subs.get(key, {})
-            subs.pop(self.client_key(ctx, p), None)
-            if key in self._subs and not subs:
-                del self._subs[key]
-                await self._wrap(self._ask(p, connector, "resources/unsubscribe", {"uri": raw}))
+        await self.subscriptions.remove(
+            (connector, p.user or "", raw),
+            self.client_key(ctx, p),
+            lambda: self._wrap(self._ask(p, connector, "resources/unsubscribe", {"uri": raw})),
+        )
         return types.EmptyResult()
 
     async def _upstream_notification(self, connector: str, user: str, doc: dict[str, Any]) -> None:
-        if doc.get("method") != "notifications/resources/updated":
-            return
-        raw = str((doc.get("params") or {}).get("uri", ""))
-        subs = self._subs.get((connector, user, raw))
-        for sid, (session, shown) in list((subs or {}).items()):
-            try:
-                await session.send_resource_updated(shown)
-            except Exception:  # noqa: BLE001 - that agent is gone: forget it
-                subs.pop(sid, None)  # type: ignore[union-attr]
+        if doc.get("method") == "notifications/resources/updated":
+            await self.subscriptions.updated(connector, user, str((doc.get("params") or {}).get("uri", "")))
 
     async def _list_prompts(self, ctx: ServerRequestContext[Any, Any], params: Any) -> types.ListPromptsResult:
         idx = await self._wrap(self._index(self.principal_of(ctx), fresh=True))
