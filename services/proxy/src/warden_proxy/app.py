@@ -25,6 +25,7 @@ from warden_proxy.me_api import build_me_router
 from warden_proxy.service import CallPipeline
 from warden_proxy.settings import Settings
 from warden_proxy.store import Store
+from warden_proxy.stream_api import build_stream_router
 from warden_proxy.upstream import UpstreamPool
 
 __all__ = ["create_app"]
@@ -121,6 +122,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(ops_router(runtime.checks()))
     app.include_router(build_router(admin_guard(settings.admin_token), resource_url, jwt_issuer=settings.jwt_issuer))
     app.include_router(build_me_router())
+    app.include_router(build_stream_router())
 
     # exact routes (no /mcp -> /mcp/ redirect); the SSE message path is a mount below /sse
     app.router.routes.append(Route("/mcp", _Asgi(lambda: holder["endpoint"]), methods=["GET", "POST", "DELETE"]))
