@@ -19,7 +19,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from support.admin import Admin, admin_client
 from support.infra import wait_for
-from support.upstream import serve_asgi
+from support.upstream import catalog_upstream, serve_asgi
 from warden_cli.embedded import Stack
 from warden_common.client import WardenClient
 from warden_common.errors import RemoteError
@@ -237,3 +237,18 @@ async def test_progress_reaches_the_caller_and_internal_callers_are_never_asked(
                 async with asyncio.timeout(10):
                     await warden.call(f"{c}__test_elicitation", {"message": "anyone?"})
             assert "elicitation/create is not available through Warden" in refused.value.message
+
+
+async def test_an_upstream_without_resources_or_prompts_keeps_its_tools(stack: Stack) -> None:
+    tools = {"echo": {"description": "Echo the arguments.", "input_schema": {"type": "object"}}}
+    async with catalog_upstream(tools) as cat, admin_client(stack) as admin:
+        c = await admin.connector(cat.url, None)
+        await admin.register(c)
+        async with agent(stack, await admin.key(await _profile(admin, [f"{c}__*"]))) as client:
+            for _ in range(5):  # each listing meets "method not found" upstream: more than the breaker's threshold
+                assert (await client.list_resources()).resources == []
+                assert (await client.list_prompts()).prompts == []
+                with pytest.raises(MCPError):
+                    await client.read_resource("test://static-text")
+            r = await client.call_tool(f"{c}__echo", {"x": 1})
+            assert not r.is_error and json.loads(_text(r)) == {"x": 1}

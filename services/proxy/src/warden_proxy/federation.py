@@ -45,7 +45,6 @@ from warden_common.contracts import (
 from warden_common.errors import WardenError
 
 from warden_proxy.agents import Principal
-from warden_proxy.errors import UpstreamError
 from warden_proxy.relay import LogLevels, relayed
 from warden_proxy.service import CallPipeline
 from warden_proxy.subscriptions import Subscriptions
@@ -145,24 +144,18 @@ class Federation:
 
     # -- upstream access -------------------------------------------------------------------
     async def _ask(self, p: Principal, connector: str, method: str, params: dict[str, Any]) -> dict[str, Any]:
-        breakers = self.pipeline.breakers
-        breakers.check(connector)
+        """One request with the caller's credential. An open breaker is respected, but these
+        requests never move it: an upstream without resources or prompts answers an error to
+        each listing, and that must not stop its tools."""
+        self.pipeline.breakers.check(connector)
         cred = await self.pipeline.credential(connector, p.user, jwe=p.jwe)
         pool = self.pipeline.pool
         try:
-            try:
-                out = await pool.request(cred, p.user, method, params)
-            except UpstreamUnauthorized:
-                cred = await self.pipeline.credential(connector, p.user, force=True, jwe=p.jwe)
-                await pool.close_connector(connector)
-                out = await pool.request(cred, p.user, method, params)
+            return await pool.request(cred, p.user, method, params)
         except UpstreamUnauthorized:
-            raise
-        except UpstreamError:
-            breakers.failure(connector)
-            raise
-        breakers.success(connector)
-        return out
+            cred = await self.pipeline.credential(connector, p.user, force=True, jwe=p.jwe)
+            await pool.close_connector(connector)
+            return await pool.request(cred, p.user, method, params)
 
     async def _list_all(self, p: Principal, connector: str, method: str, key: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
