@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,9 +20,12 @@ from warden_common.bus import Bus
 from warden_common.contracts import Actor, ErrorCode, EventRefs, EventType
 from warden_common.errors import Conflict, NotFound, WardenError
 
-__all__ = ["ApprovalDecision", "ApprovalRejected", "ApprovalTimeout", "Approvals", "ApprovalView"]
+__all__ = ["ApprovalDecision", "ApprovalRejected", "ApprovalTimeout", "Approvals", "ApprovalView", "AskApproval"]
 
 log = logging.getLogger(__name__)
+
+# ask the user at the calling client: (tool, arguments) -> (approve, reason), or None for no answer
+AskApproval = Callable[[str, dict[str, Any]], Awaitable[tuple[bool, str | None] | None]]
 
 
 class ApprovalRejected(WardenError):
@@ -90,8 +94,12 @@ class Approvals:
         actor: Actor,
         arguments: dict[str, Any],
         refs: EventRefs,
+        ask: AskApproval | None = None,
+        asker: Actor | None = None,
     ) -> None:
-        """Wait for a decision on this call; return when approved, raise otherwise."""
+        """Wait for a decision on this call; return when approved, raise otherwise.
+        With `ask` (the calling client can show a form), the user at the client is asked too:
+        the first decision wins, theirs or an admin's through the API."""
         row = await self.pool.fetchrow(
             f"INSERT INTO approvals (id, call_key, call_id, tool, profile, actor, arguments, expires_at)"
             f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (call_key) DO NOTHING RETURNING {_COLS}",
@@ -118,6 +126,9 @@ class Approvals:
             )
         approval_id = str(row["id"])
         event = self._waiters.setdefault(approval_id, asyncio.Event())
+        asking = None
+        if ask is not None and row["status"] == "pending":
+            asking = asyncio.create_task(self._ask(approval_id, ask, tool, arguments, asker or actor))
         try:
             while True:
                 row = await self.pool.fetchrow(f"SELECT {_COLS} FROM approvals WHERE id = $1", row["id"])
@@ -139,6 +150,24 @@ class Approvals:
                     pass
         finally:
             self._waiters.pop(approval_id, None)
+            if asking is not None and not asking.done():
+                asking.cancel()  # decided elsewhere (or timed out): stop asking the user
+
+    async def _ask(self, approval_id: str, ask: AskApproval, tool: str, arguments: dict[str, Any], by: Actor) -> None:
+        try:
+            decision = await ask(tool, arguments)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the client could not answer: the API or the timeout decides
+            log.debug("asking the caller to approve failed", exc_info=True)
+            return
+        if decision is None:
+            return
+        approve, reason = decision
+        try:
+            await self.decide(approval_id, approve, ApprovalDecision(reason=reason or ""), by.id, kind=by.kind)
+        except WardenError:
+            pass  # decided or expired meanwhile: that decision stands
 
     async def _expire(self, approval_id: uuid.UUID) -> None:
         await self.pool.execute(
@@ -151,7 +180,11 @@ class Approvals:
         if approval_id and (ev := self._waiters.get(approval_id)) is not None:
             ev.set()
 
-    async def decide(self, approval_id: str, approve: bool, body: ApprovalDecision, admin: str) -> ApprovalView:
+    async def decide(
+        self, approval_id: str, approve: bool, body: ApprovalDecision, admin: str, *, kind: str = "admin"
+    ) -> ApprovalView:
+        """Approve or reject a pending call: an admin through the API, or (`kind` user/agent)
+        the user at the calling client, asked with a form."""
         try:
             aid = uuid.UUID(approval_id)
         except ValueError:
@@ -172,7 +205,7 @@ class Approvals:
         self.bus.emit(
             self.bus.new_event(
                 EventType.call_approved if approve else EventType.call_rejected,
-                actor=Actor(kind="admin", id=admin),
+                actor=Actor(kind=kind if kind in ("admin", "user", "agent") else "admin", id=admin),  # type: ignore[arg-type]
                 refs=EventRefs(tool=row["tool"], profile=row["profile"], call_id=row["call_id"]),
                 status="approved" if approve else "rejected",
                 data={"approval_id": approval_id, "reason": body.reason},

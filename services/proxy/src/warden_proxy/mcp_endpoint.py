@@ -28,6 +28,7 @@ from warden_common.errors import WardenError
 from warden_common.tracing import new_trace_id, set_trace_id
 
 from warden_proxy.agents import AgentKeys, Principal
+from warden_proxy.approvals import AskApproval
 from warden_proxy.errors import InvalidArguments
 from warden_proxy.federation import Federation
 from warden_proxy.mcp_fast import FastPath
@@ -155,6 +156,7 @@ class McpEndpoint:
                 dict(params.arguments or {}),
                 progress=progress,
                 on_consent=_consent_prompt(ctx, progress),
+                on_approval=_approval_prompt(ctx),
             )
         except InvalidArguments as e:
             raise MCPError(types.INVALID_PARAMS, e.message, data=e.details) from None
@@ -251,6 +253,45 @@ def _consent_prompt(
         return False
 
     return prompt
+
+
+_APPROVAL_FORM: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "approve": {"type": "boolean", "title": "Allow this call", "default": False},
+        "reason": {"type": "string", "title": "Reason (optional)", "maxLength": 500},
+    },
+    "required": ["approve"],
+}
+
+
+def _approval_prompt(ctx: ServerRequestContext[Any, Any]) -> AskApproval | None:
+    """When the client can show forms (elicitation, form mode), a held call asks its user.
+    Accept with approve=true approves, approve=false or decline rejects, cancel leaves the
+    decision to an admin (or the timeout)."""
+    caps = ctx.session.client_capabilities
+    elicitation = getattr(caps, "elicitation", None) if caps is not None else None
+    if elicitation is None:
+        return None
+    form, url = getattr(elicitation, "form", None), getattr(elicitation, "url", None)
+    if form is None and url is not None:  # URL mode only: no forms
+        return None
+
+    async def ask(tool: str, arguments: dict[str, Any]) -> tuple[bool, str | None] | None:
+        shown = json.dumps(arguments, ensure_ascii=False)
+        shown = shown if len(shown) <= 500 else shown[:500] + "…"
+        result = await ctx.session.elicit_form(
+            f"Allow the agent to call {tool}?\nArguments: {shown}", requested_schema=_APPROVAL_FORM
+        )
+        if result.action == "cancel":
+            return None
+        if result.action == "decline":
+            return False, "declined by the user"
+        content = result.content or {}
+        reason = content.get("reason")
+        return bool(content.get("approve")), str(reason)[:500] if reason else None
+
+    return ask
 
 
 def _progress_forwarder(

@@ -45,7 +45,7 @@ from warden_common.errors import WardenError
 from warden_common.rfc6750 import parse_bearer_challenge
 
 from warden_proxy.agents import Principal
-from warden_proxy.approvals import Approvals
+from warden_proxy.approvals import Approvals, AskApproval
 from warden_proxy.breaker import Breakers
 from warden_proxy.errors import BadInput, InvalidArguments, Unavailable, UpstreamError
 from warden_proxy.upstream import UpstreamPool, UpstreamUnauthorized
@@ -245,6 +245,7 @@ class CallPipeline:
         before_upstream: Callable[[], Awaitable[None]] | None = None,
         progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None,
         on_consent: Callable[[str, str], Awaitable[bool]] | None = None,
+        on_approval: AskApproval | None = None,
     ) -> ToolCallResult:
         call_id = uuid.uuid4().hex
         started = time.perf_counter()
@@ -275,6 +276,8 @@ class CallPipeline:
                     actor=principal.actor(),
                     arguments=arguments,
                     refs=refs,
+                    ask=on_approval,
+                    asker=Actor(kind="user", id=principal.user) if principal.user else None,
                 )
             if before_upstream is not None:
                 await before_upstream()
