@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import jsonschema
 import mcp_types as types
 from jsonschema.exceptions import SchemaError, ValidationError
+from prometheus_client import Counter
 from warden_common.bus import Bus
 from warden_common.contracts import (
     CREDENTIALS_GET,
@@ -53,6 +54,13 @@ from warden_proxy.upstream import UpstreamPool, UpstreamUnauthorized
 __all__ = ["CallPipeline"]
 
 log = logging.getLogger(__name__)
+
+CALLS = Counter(
+    "warden_proxy_calls_total",
+    "tool calls this replica ran: ok, error (the tool said isError), denied (grant or arguments), failed",
+    ["outcome"],
+)
+_CALLS = {o: CALLS.labels(o) for o in ("ok", "error", "denied", "failed")}
 
 
 class _TTLCache:
@@ -265,6 +273,7 @@ class CallPipeline:
                 status="denied",
                 data={"error_code": str(e.code), "reason": e.message},
             )
+            _CALLS["denied"].inc()
             raise
         try:
             if not resolved.auto_approve:
@@ -292,9 +301,11 @@ class CallPipeline:
                 latency_ms=latency,
                 data={"error_code": str(e.code), "reason": e.message},
             )
+            _CALLS["failed"].inc()
             raise
         out = _result_to_contract(result, call_id)
         latency = (time.perf_counter() - started) * 1000
+        _CALLS["error" if out.is_error else "ok"].inc()
         self._event(
             EventType.call_completed,
             principal,

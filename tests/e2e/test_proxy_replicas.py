@@ -1,0 +1,93 @@
+"""Two proxy replicas behind one NATS queue group: internal callers' requests are shared between
+them, and a disconnect fails the connector's tools closed in both at once (each replica drops its
+cached credential on the connector event)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import httpx2
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from support.admin import admin_client
+from support.infra import wait_for
+from support.upstream import bearer_upstream
+from warden_cli.embedded import Stack, free_port
+from warden_common.client import WardenClient
+
+pytestmark = pytest.mark.e2e
+
+
+@asynccontextmanager
+async def _second_proxy(stack: Stack) -> AsyncIterator[str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = stack.service_env("proxy", "WARDEN_PROXY_")
+    env.update({"WARDEN_PROXY_HTTP__PORT": str(port), "WARDEN_PROXY_HTTP__PUBLIC_URL": url})
+    proc = stack._spawn("proxy-2", [sys.executable, "-m", "warden_proxy"], env)
+    try:
+        async with httpx.AsyncClient(timeout=2, trust_env=False) as http:
+
+            async def ready() -> bool:
+                assert proc.popen.poll() is None, proc.log_path.read_text()[-2000:]
+                try:
+                    return (await http.get(f"{url}/readyz")).status_code == 200
+                except httpx.HTTPError:
+                    return False
+
+            assert await wait_for(ready, timeout=30, interval=0.1)
+        yield url
+    finally:
+        proc.popen.terminate()
+        proc.popen.wait(timeout=15)
+        stack.procs.remove(proc)
+
+
+async def _ok_calls(http: httpx.AsyncClient, url: str) -> float:
+    text = (await http.get(f"{url}/metrics")).text
+    m = re.search(r'^warden_proxy_calls_total\{outcome="ok"\} ([0-9.e+]+)$', text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+@asynccontextmanager
+async def _agent(url: str, key: str) -> AsyncIterator[Client]:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    try:
+        async with Client(streamable_http_client(f"{url}/mcp", http_client=http)) as c:
+            yield c
+    finally:
+        await http.aclose()
+
+
+async def test_two_replicas_share_calls_and_both_fail_closed_on_disconnect(stack: Stack, nats_url: str) -> None:
+    async with (
+        _second_proxy(stack) as second,
+        bearer_upstream() as up,
+        admin_client(stack) as admin,
+        httpx.AsyncClient(timeout=5, trust_env=False) as http,
+    ):
+        replicas = [stack.urls["proxy"], second]
+        c, p, key = await admin.setup(up.url, up.token)
+        before = [await _ok_calls(http, u) for u in replicas]
+        async with WardenClient(nats_url=nats_url, profile=p, root=stack.cfg.root) as warden:
+            results = await asyncio.gather(*(warden.call(f"{c}__echo", {"text": str(i)}) for i in range(60)))
+        assert sorted(r.content[0]["text"] for r in results) == sorted(str(i) for i in range(60))
+        served = [await _ok_calls(http, u) - b for u, b in zip(replicas, before, strict=True)]
+        assert sum(served) == 60 and all(n > 0 for n in served), served  # the queue group split them
+
+        async with _agent(replicas[0], key) as a, _agent(replicas[1], key) as b:
+            for client in (a, b):  # both replicas hold the credential now
+                assert not (await client.call_tool(f"{c}__echo", {"text": "warm"})).is_error
+            await admin.req("POST", "connectors", f"/v1/connectors/{c}/disconnect")
+            for client in (a, b):
+
+                async def refused(client: Client = client) -> bool:
+                    return bool((await client.call_tool(f"{c}__echo", {"text": "after"})).is_error)
+
+                assert await wait_for(refused, timeout=2, interval=0.01)
