@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ import uvicorn
 
 ROOT = Path(__file__).resolve().parents[2]
 PEERS = ROOT / "tests" / "peers" / "mcp"
+INDEX = str(PEERS / "node_modules/@modelcontextprotocol/conformance/dist/index.js")
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from everything_upstream import build_server  # noqa: E402
 from mcp.shared.exceptions import MCPDeprecationWarning  # noqa: E402
@@ -92,6 +95,81 @@ def forwarder(target: str, key: str) -> Any:
     return app
 
 
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[int]:
+    """Serve an ASGI app on a free loopback port (quietly: the suite drops streams at will)."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", timeout_graceful_shutdown=2)
+    )
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.05)
+        yield port
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 10)
+
+
+async def wire(urls: dict[str, str], admin_token: str, upstream_url: str) -> str:
+    """Connector `everything` (unique suffix) with every tool registered and granted to a profile
+    whose agents see bare names; returns that profile's agent key."""
+    suffix = secrets.token_hex(3)
+    name, profile = f"everything-{suffix}", f"conformance-{suffix}"
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {admin_token}"}, timeout=60) as h:
+
+        async def post(service: str, path: str, body: dict[str, Any]) -> Any:
+            r = await h.post(f"{urls[service]}{path}", json=body)
+            r.raise_for_status()
+            return r.json()
+
+        await post("connectors", "/v1/connectors", {"name": name, "url": upstream_url})
+        await post("registry", f"/v1/connectors/{name}/tools", {})
+        await post("registry", "/v1/profiles", {"name": profile, "tool_names": "bare"})
+        await post("registry", f"/v1/profiles/{profile}/grants", {"tool": f"{name}__*", "reason": "conformance"})
+        return str((await post("proxy", "/v1/agent-keys", {"name": "conformance", "profile": profile}))["key"])
+
+
+def scenario_names() -> list[str]:
+    listing = subprocess.run([node(), INDEX, "list"], capture_output=True, text=True, check=True).stdout
+    return re.findall(r"^\s+-\s+(\S+)", listing.split("Client scenarios")[0], re.M)
+
+
+async def run_scenario(url: str, scenario: str) -> tuple[bool, str]:
+    """Run one server scenario against `url`: (passed, the suite's output)."""
+    p = await asyncio.create_subprocess_exec(
+        node(),
+        INDEX,
+        "server",
+        "--url",
+        url,
+        "--scenario",
+        scenario,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(p.communicate(), timeout=45)
+    except TimeoutError:
+        p.kill()
+        await p.wait()
+        return False, "timeout"
+    return p.returncode == 0, out.decode(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def suite_target(urls: dict[str, str], admin_token: str) -> AsyncIterator[str]:
+    """The conformance upstream behind a running stack; yields the URL to point the suite at."""
+    async with serving(build_server().streamable_http_app()) as up:
+        key = await wire(urls, admin_token, f"http://127.0.0.1:{up}/mcp")
+        async with serving(forwarder(f"{urls['proxy']}/mcp", key)) as fwd:
+            yield f"http://127.0.0.1:{fwd}/mcp"
+
+
 async def main(only: str | None) -> int:
     # the upstream uses sampling and logging on purpose: deprecated only from 2026-07-28 on
     warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
@@ -112,102 +190,23 @@ async def main(only: str | None) -> int:
         await conn.close()
         cfg.database_url = dsn.rsplit("/", 1)[0] + "/" + db
     stack = Stack(cfg)
-    ev_port = free_port()
-    everything = uvicorn.Server(
-        uvicorn.Config(
-            build_server().streamable_http_app(),
-            host="127.0.0.1",
-            port=ev_port,
-            log_level="critical",
-            lifespan="on",
-            timeout_graceful_shutdown=2,
-        )
-    )
-    ev_task = asyncio.create_task(everything.serve())
-    fwd_port = free_port()
-    results: list[tuple[str, str]] = []
+    results: list[tuple[str, bool]] = []
     try:
-        while not everything.started:
-            if ev_task.done():
-                ev_task.result()
-            await asyncio.sleep(0.05)
         await stack.start()
-        admin = {"Authorization": f"Bearer {stack.admin_token}"}
-        async with httpx.AsyncClient(headers=admin, timeout=60) as h:
-            (
-                await h.post(
-                    f"{stack.urls['connectors']}/v1/connectors",
-                    json={"name": "everything", "url": f"http://127.0.0.1:{ev_port}/mcp"},
-                )
-            ).raise_for_status()
-            (await h.post(f"{stack.urls['registry']}/v1/connectors/everything/tools", json={})).raise_for_status()
-            (
-                await h.post(
-                    f"{stack.urls['registry']}/v1/profiles", json={"name": "conformance", "tool_names": "bare"}
-                )
-            ).raise_for_status()
-            (
-                await h.post(
-                    f"{stack.urls['registry']}/v1/profiles/conformance/grants",
-                    json={"tool": "everything__*", "reason": "conformance run"},
-                )
-            ).raise_for_status()
-            key = (
-                await h.post(
-                    f"{stack.urls['proxy']}/v1/agent-keys", json={"name": "conformance", "profile": "conformance"}
-                )
-            ).json()["key"]
-        server = uvicorn.Server(
-            uvicorn.Config(
-                forwarder(f"{stack.urls['proxy']}/mcp", key),
-                host="127.0.0.1",
-                port=fwd_port,
-                log_level="critical",
-                timeout_graceful_shutdown=2,
-            )
-        )
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.05)
-        index = str(PEERS / "node_modules/@modelcontextprotocol/conformance/dist/index.js")
-        listing = subprocess.run([node(), index, "list"], capture_output=True, text=True, check=True).stdout
-        server_part = listing.split("Client scenarios")[0]
-        scenarios = re.findall(r"^\s+-\s+(\S+)", server_part, re.M)
-        for sc in scenarios:
-            if only and sc != only:
-                continue
-            p = await asyncio.create_subprocess_exec(
-                node(),
-                index,
-                "server",
-                "--url",
-                f"http://127.0.0.1:{fwd_port}/mcp",
-                "--scenario",
-                sc,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-            )
-            try:
-                out, _ = await asyncio.wait_for(p.communicate(), timeout=45)
-            except TimeoutError:
-                p.kill()
-                out = b"timeout"
-            text = out.decode(errors="replace")
-            verdict = "PASS" if p.returncode == 0 else "FAIL"
-            results.append((sc, verdict))
-            last = [ln for ln in text.strip().splitlines() if ln.strip()][-1:] or [""]
-            print(f"{verdict}  {sc:<34} {last[0][:100]}", flush=True)
-            if verdict == "FAIL":
-                for ln in text.splitlines():
-                    if "FAILURE" in ln or "errorMessage" in ln:
-                        print("      " + re.sub(r"\x1b\[[0-9;]*m", "", ln).strip()[:300], flush=True)
-        server.should_exit = True
-        await task
+        async with suite_target(stack.urls, stack.admin_token) as url:
+            for sc in scenario_names():
+                if only and sc != only:
+                    continue
+                ok, text = await run_scenario(url, sc)
+                results.append((sc, ok))
+                last = [ln for ln in text.strip().splitlines() if ln.strip()][-1:] or [""]
+                print(f"{'PASS' if ok else 'FAIL'}  {sc:<34} {last[0][:100]}", flush=True)
+                if not ok:
+                    for ln in text.splitlines():
+                        if "FAILURE" in ln or "errorMessage" in ln:
+                            print("      " + re.sub(r"\x1b\[[0-9;]*m", "", ln).strip()[:300], flush=True)
     finally:
         stack.stop()
-        everything.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(ev_task, 10)
         if cfg.nats_url:  # the machine's NATS: remove this run's streams
             for stream in (events_stream_name(cfg.root), durable_calls_stream_name(cfg.root)):
                 await drop_stream(cfg.nats_url, stream)
@@ -217,9 +216,9 @@ async def main(only: str | None) -> int:
                 await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
             finally:
                 await conn.close()
-    passed = sum(1 for _, v in results if v == "PASS")
+    passed = sum(1 for _, ok in results if ok)
     print(f"\n{passed}/{len(results)} server scenarios passed")
-    return 0
+    return 0 if results and passed == len(results) else 1
 
 
 if __name__ == "__main__":
