@@ -113,7 +113,7 @@ async def raw_drain(nc: nats.NATS, stream: str, subject: str, n: int, batch: int
         while got < n:
             msgs = await puller.take(batch, 5)
             for m in msgs:
-                await m.ack()
+                await nc.publish(m.reply, b"+ACK")
             got += len(msgs)
         await puller.stop()
     await nc.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -86,6 +87,9 @@ def create_app(settings: Settings) -> FastAPI:
             await consumer.start()
             parts["consumer"] = consumer
             retention = asyncio.create_task(retention_loop(maintenance), name="audit-retention")
+            # what start-up built lives as long as the process: keep it out of the collector's
+            # full passes (ingest allocates a lot; a full pass over everything stalled batches)
+            gc.freeze()
             runtime.ready = True
             yield {"audit": AuditState(store=store, tail=tail)}
         finally:
