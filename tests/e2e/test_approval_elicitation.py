@@ -4,30 +4,16 @@ admin's), is audited as theirs, and the upstream runs only after an approval."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx2
 import pytest
-from mcp import Client, types
-from mcp.client.streamable_http import streamable_http_client
-from support.admin import admin_client
+from mcp import types
+from support.admin import admin_client, agent
 from support.infra import wait_for
 from support.upstream import trouble_upstream
 from warden_cli.embedded import Stack
 
 pytestmark = pytest.mark.e2e
-
-
-@asynccontextmanager
-async def _client(stack: Stack, key: str, **kw: Any) -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60)
-    try:
-        async with Client(streamable_http_client(f"{stack.urls['proxy']}/mcp", http_client=http), **kw) as c:
-            yield c
-    finally:
-        await http.aclose()
 
 
 async def test_the_user_at_the_client_approves_or_rejects_a_held_call(stack: Stack) -> None:
@@ -43,7 +29,7 @@ async def test_the_user_at_the_client_approves_or_rejects_a_held_call(stack: Sta
             asked.append(params.message)
             return types.ElicitResult(action="accept", content=next(answers))
 
-        async with _client(stack, str(key["key"]), elicitation_callback=on_elicit, mode="legacy") as client:
+        async with agent(stack, str(key["key"]), elicitation_callback=on_elicit, mode="legacy") as client:
             ok = await client.call_tool(f"{c}__record", {"key": "yes"})
             no = await client.call_tool(f"{c}__record", {"key": "nope"})
         assert not ok.is_error and ok.content[0].text == "yes:1"  # type: ignore[union-attr]

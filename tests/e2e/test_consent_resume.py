@@ -8,14 +8,11 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx2
 import pytest
-from mcp import Client, types
-from mcp.client.streamable_http import streamable_http_client
-from support.admin import Admin, admin_client
+from mcp import types
+from support.admin import Admin, admin_client, agent
 from support.consent import callback_url, complete_consent, jwt_claims, open_tokens
 from support.oauth import registered_clients
 from support.oidc import oidc_provider
@@ -51,16 +48,6 @@ async def _per_user_setup(stack: Stack, admin: Admin, upstream: ProtectedMcp, us
     return name, str(key["key"])
 
 
-@asynccontextmanager
-async def _client(stack: Stack, key: str, **kw: Any) -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120)
-    try:
-        async with Client(streamable_http_client(f"{stack.urls['proxy']}/mcp", http_client=http), **kw) as c:
-            yield c
-    finally:
-        await http.aclose()
-
-
 async def test_url_elicitation_consent_then_the_original_call_returns(stack: Stack, upstream: ProtectedMcp) -> None:
     async with admin_client(stack) as admin:
         name, key = await _per_user_setup(stack, admin, upstream, "alice")
@@ -76,7 +63,7 @@ async def test_url_elicitation_consent_then_the_original_call_returns(stack: Sta
             return types.ElicitResult(action="accept")
 
         # a 2025-11-25 session (initialize handshake): server-to-client requests ride its stream
-        async with _client(stack, key, elicitation_callback=on_elicit, mode="legacy") as client, asyncio.timeout(90):
+        async with agent(stack, key, elicitation_callback=on_elicit, mode="legacy") as client, asyncio.timeout(90):
             result = await client.call_tool(f"{name}__whoami", {})
         assert not result.is_error, result
         assert result.content[0].text == "alice"  # type: ignore[union-attr]
@@ -101,7 +88,7 @@ async def test_progress_message_consent_then_the_original_call_returns(stack: St
                 url = message[message.index("http") :].split()[0]
                 consents.append(asyncio.create_task(complete_consent(stack, url, "bruno")))
 
-        async with _client(stack, key, mode="legacy") as client, asyncio.timeout(90):
+        async with agent(stack, key, mode="legacy") as client, asyncio.timeout(90):
             result = await client.call_tool(f"{name}__whoami", {}, progress_callback=on_progress)
         assert not result.is_error, result
         assert result.content[0].text == "bruno"  # type: ignore[union-attr]
@@ -113,7 +100,7 @@ async def test_a_client_that_can_show_nothing_gets_the_consent_url_in_the_result
 ) -> None:
     async with admin_client(stack) as admin:
         name, key = await _per_user_setup(stack, admin, upstream, "cyd")
-        async with _client(stack, key) as client:
+        async with agent(stack, key) as client:
             result = await client.call_tool(f"{name}__whoami", {})
         text = result.content[0].text  # type: ignore[union-attr]
         assert result.is_error and upstream.issuer in text and "connect" in text.lower()
@@ -126,7 +113,7 @@ async def test_a_call_without_an_end_user_never_runs_on_the_admins_connection(
         name, _ = await _per_user_setup(stack, admin, upstream, "dora")
         profile = await admin.profile([f"{name}__whoami"])
         userless = await admin.key(profile)  # an agent key that acts for nobody
-        async with _client(stack, userless) as client:
+        async with agent(stack, userless) as client:
             r = await client.call_tool(f"{name}__whoami", {})
         text = " ".join(getattr(c, "text", "") for c in r.content)
         assert r.is_error and "per-user" in text and "the-admin" not in text

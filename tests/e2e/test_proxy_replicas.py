@@ -11,11 +11,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-import httpx2
 import pytest
 from mcp import Client
-from mcp.client.streamable_http import streamable_http_client
-from support.admin import admin_client
+from support.admin import admin_client, agent
 from support.infra import wait_for
 from support.upstream import bearer_upstream
 from warden_cli.embedded import Stack, free_port
@@ -55,16 +53,6 @@ async def _ok_calls(http: httpx.AsyncClient, url: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
-@asynccontextmanager
-async def _agent(url: str, key: str) -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=30)
-    try:
-        async with Client(streamable_http_client(f"{url}/mcp", http_client=http)) as c:
-            yield c
-    finally:
-        await http.aclose()
-
-
 async def test_two_replicas_share_calls_and_both_fail_closed_on_disconnect(stack: Stack, nats_url: str) -> None:
     async with (
         _second_proxy(stack) as second,
@@ -81,7 +69,7 @@ async def test_two_replicas_share_calls_and_both_fail_closed_on_disconnect(stack
         served = [await _ok_calls(http, u) - b for u, b in zip(replicas, before, strict=True)]
         assert sum(served) == 60 and all(n > 0 for n in served), served  # the queue group split them
 
-        async with _agent(replicas[0], key) as a, _agent(replicas[1], key) as b:
+        async with agent(stack, key, base_url=replicas[0]) as a, agent(stack, key, base_url=replicas[1]) as b:
             for client in (a, b):  # both replicas hold the credential now
                 assert not (await client.call_tool(f"{c}__echo", {"text": "warm"})).is_error
             await admin.req("POST", "connectors", f"/v1/connectors/{c}/disconnect")

@@ -13,15 +13,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx2
 import pytest
-from mcp import Client, types
-from mcp.client.streamable_http import streamable_http_client
-from support.admin import Admin, admin_client
+from mcp import types
+from support.admin import Admin, admin_client, agent
 from support.consent import callback_url, complete_consent, jwt_claims, open_tokens
 from support.infra import wait_for
 from support.oauth import registered_clients
@@ -39,16 +36,6 @@ async def upstream(stack: Stack) -> AsyncIterator[ProtectedMcp]:
         protected_mcp(op.issuer, tool_scopes={"admin_echo": "mcp:admin"}) as mcp,
     ):
         yield mcp
-
-
-@asynccontextmanager
-async def _client(stack: Stack, key: str, **kw: Any) -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120)
-    try:
-        async with Client(streamable_http_client(f"{stack.urls['proxy']}/mcp", http_client=http), **kw) as c:
-            yield c
-    finally:
-        await http.aclose()
 
 
 def _scopes(consent_url: str) -> set[str]:
@@ -86,7 +73,7 @@ async def test_per_user_step_up_consents_to_the_union_and_resumes_the_call(
             consents.append(asyncio.create_task(complete_consent(stack, url, "erin")))
             return types.ElicitResult(action="accept")
 
-        async with _client(stack, str(key["key"]), elicitation_callback=on_elicit, mode="legacy") as client:
+        async with agent(stack, str(key["key"]), elicitation_callback=on_elicit, mode="legacy") as client:
             async with asyncio.timeout(120):
                 # first erin's own connection (a plain consent), then the tool that needs more
                 r = await client.call_tool(f"{name}__echo", {"text": "hi"})
@@ -116,7 +103,7 @@ async def test_organization_step_up_needs_the_admin_and_the_next_consent_asks_fo
         name = await _connector(stack, admin, upstream, "organization")
         profile = await admin.profile([f"{name}__admin_echo", f"{name}__echo"])
         key = await admin.key(profile)
-        async with _client(stack, key) as client:
+        async with agent(stack, key) as client:
             ok = await client.call_tool(f"{name}__echo", {"text": "hi"})
             assert not ok.is_error, ok
             refused = await client.call_tool(f"{name}__admin_echo", {"text": "hi"})
@@ -135,7 +122,7 @@ async def test_organization_step_up_needs_the_admin_and_the_next_consent_asks_fo
 
         view = await admin.req("GET", "connectors", f"/v1/connectors/{name}")
         assert not any("mcp:admin" in w for w in view["warnings"])
-        async with _client(stack, key) as client, asyncio.timeout(60):
+        async with agent(stack, key) as client, asyncio.timeout(60):
             r = await client.call_tool(f"{name}__admin_echo", {"text": "hi"})
         assert not r.is_error, r
         assert r.content[0].text == "admin: hi"  # type: ignore[union-attr]

@@ -71,10 +71,13 @@ async def admin_client(stack: Stack) -> AsyncIterator[Admin]:
 
 
 @asynccontextmanager
-async def agent(stack: Stack, key: str) -> AsyncIterator[Client]:
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60)
+async def agent(stack: Stack, key: str, *, base_url: str | None = None, **kw: Any) -> AsyncIterator[Client]:
+    """An MCP client of the proxy's `/mcp` (or another replica's, `base_url`) with this agent key
+    (or JWT); `kw` goes to `mcp.Client` (callbacks, `mode="legacy"` for a session)."""
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120)
+    url = f"{base_url or stack.urls['proxy']}/mcp"
     try:
-        async with Client(streamable_http_client(f"{stack.urls['proxy']}/mcp", http_client=http)) as c:
+        async with Client(streamable_http_client(url, http_client=http), **kw) as c:
             yield c
     finally:
         await http.aclose()
