@@ -46,7 +46,7 @@ from warden_audit.parse import (
 )
 from warden_audit.query import Tail, record_envelope
 from warden_audit.redaction import Redactor, cap_json
-from warden_audit.store import EVENT_COLUMNS, Head, Store, Writer
+from warden_audit.store import EVENT_COLUMNS, Head, Store, Writer, execution_rows
 
 __all__ = [
     "Batch",
@@ -280,7 +280,7 @@ class Ingestor:
                     clock.lap("copy")
                     executions = self._executions(out.rows, out.data)
                     if executions:
-                        await tx.upsert_executions(executions, head)
+                        await tx.upsert_executions(execution_rows(executions), head)
                     else:
                         await tx.set_head(head)
                     clock.lap("executions")

@@ -7,6 +7,7 @@ binary COPY); `Store` reads through the service's pool (jsonb decoded).
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import orjson
 
 from warden_audit.chain import HASHED_COLUMNS
 
@@ -57,33 +59,18 @@ EXECUTION_COLUMNS = (
     "approver",
     "event_count",
 )
-_EXEC_TYPES = (
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "text",
-    "int2",
-    "text",
-    "timestamptz",
-    "timestamptz",
-    "timestamptz",
-    "timestamptz",
-    "float8",
-    "jsonb",
-    "jsonb",
-    "jsonb",
-    "text",
-    "int4",
-)
+# Executions travel as one jsonb array of rows (21 values each, in EXECUTION_COLUMNS order;
+# a jsonb column as [value], or [] when absent, so that absent and JSON null differ):
+# Postgres unpacks it faster than asyncpg encodes 21 arrays.
+_EXEC_CASTS = (
+    "r->>{}", "r->>{}", "r->>{}", "r->>{}", "r->>{}", "r->>{}", "r->>{}", "r->>{}", "r->>{}", "(r->>{})::int2",
+    "r->>{}", "(r->>{})::timestamptz", "(r->>{})::timestamptz", "(r->>{})::timestamptz", "(r->>{})::timestamptz",
+    "(r->>{})::float8", "r->{}->0", "r->{}->0", "r->{}->0", "r->>{}", "(r->>{})::int4",
+)  # fmt: skip
 _EXEC_UPSERT = f"""
-WITH head AS (UPDATE chain_head SET seq = $22, hash = $23, ingested_at = $24)
+WITH head AS (UPDATE chain_head SET seq = $2, hash = $3, ingested_at = $4)
 INSERT INTO executions AS x ({", ".join(EXECUTION_COLUMNS)})
-SELECT * FROM unnest({", ".join(f"${i}::{t}[]" for i, t in enumerate(_EXEC_TYPES, 1))})
+SELECT {", ".join(c.format(i) for i, c in enumerate(_EXEC_CASTS))} FROM jsonb_array_elements($1::jsonb) r
 ON CONFLICT (call_id) DO UPDATE SET
     tool = COALESCE(x.tool, EXCLUDED.tool),
     connector = COALESCE(x.connector, EXCLUDED.connector),
@@ -108,6 +95,8 @@ ON CONFLICT (call_id) DO UPDATE SET
     event_count = x.event_count + EXCLUDED.event_count,
     updated_at = now()
 """
+_JSONB_AT = (16, 17, 18)
+_LATENCY_AT = 15
 _EXEC_SELECT = (
     "call_id, tool, connector, profile, user_id, actor_kind, actor_id, trace_id, state, status, started_at,"
     " requested_at, decided_at, finished_at,"
@@ -116,14 +105,33 @@ _EXEC_SELECT = (
 )
 # the claim and the chain head in one round trip (the chain lock is already held)
 _CLAIM = (
-    "WITH ins AS (INSERT INTO event_ids (id) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING RETURNING 1)"
+    "WITH ins AS (INSERT INTO event_ids (id) SELECT jsonb_array_elements_text($1::jsonb)"
+    " ON CONFLICT DO NOTHING RETURNING 1)"
     " SELECT (SELECT count(*) FROM ins) AS n, h.seq, h.hash, h.ingested_at FROM chain_head h"
 )
 _SET_HEAD = "UPDATE chain_head SET seq = $1, hash = $2, ingested_at = $3"
 # the rows of event_ids this transaction created (ingest uses no subtransactions)
-_CLAIMED = "SELECT id FROM event_ids WHERE id = ANY($1::text[]) AND xmin = pg_current_xact_id()::xid"
+_CLAIMED = (
+    "SELECT id FROM event_ids WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))"
+    " AND xmin = pg_current_xact_id()::xid"
+)
 CHAIN_LOCK = int.from_bytes(hashlib.sha256(b"warden.audit.chain").digest()[:8], "big", signed=True)
 MAINTENANCE_LOCK = int.from_bytes(hashlib.sha256(b"warden.audit.maintenance").digest()[:8], "big", signed=True)
+
+
+def execution_rows(rows: Sequence[Sequence[Any]]) -> bytes:
+    """Folded executions (EXECUTION_COLUMNS order; jsonb columns as canonical bytes or None)
+    as the jsonb document `Tx.upsert_executions` takes."""
+    out = []
+    for r in rows:
+        r = list(r)
+        for i in _JSONB_AT:
+            r[i] = [] if r[i] is None else [orjson.Fragment(r[i])]
+        lat = r[_LATENCY_AT]
+        if lat is not None and not math.isfinite(lat):
+            r[_LATENCY_AT] = str(lat)  # "inf" / "nan": float8 reads them, JSON has no such number
+        out.append(r)
+    return orjson.dumps(out)
 
 
 def partition_name(day: date) -> str:
@@ -177,11 +185,12 @@ class Tx:
         """Record event ids and read the end of the chain. The ids: None when every one is
         new (the usual case, told by the row count alone); else the ids this transaction
         inserted, i.e. those never stored before."""
-        r = await self.conn.fetchrow(_CLAIM, ids)
+        doc = orjson.dumps(ids)  # one jsonb array: cheaper to send than a text[]
+        r = await self.conn.fetchrow(_CLAIM, doc)
         head = Head(r["seq"], bytes(r["hash"]), r["ingested_at"])
         if r["n"] == len(ids):
             return None, head
-        rows = await self.conn.fetch(_CLAIMED, ids)
+        rows = await self.conn.fetch(_CLAIMED, doc)
         return {r[0] for r in rows}, head
 
     async def copy_events(self, day: date, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -191,12 +200,10 @@ class Tx:
             self.known_days.add(day)
         await self.conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
 
-    async def upsert_executions(self, rows: Sequence[tuple[Any, ...]], head: Head) -> None:
-        """One statement for the batch (one row per call: the caller folded them); it also
-        moves the chain head."""
-        await self.conn.execute(
-            _EXEC_UPSERT, *(list(col) for col in zip(*rows, strict=True)), head.seq, head.hash, head.ingested_at
-        )
+    async def upsert_executions(self, rows: bytes, head: Head) -> None:
+        """One statement for the batch (`rows`: the jsonb array `execution_rows` makes, one
+        row per call); it also moves the chain head."""
+        await self.conn.execute(_EXEC_UPSERT, rows, head.seq, head.hash, head.ingested_at)
 
     async def dead_letters(self, rows: Sequence[tuple[str, int | None, str, bytes, int]]) -> None:
         await self.conn.executemany(
