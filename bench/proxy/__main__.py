@@ -52,13 +52,14 @@ async def _wait_port(port: int) -> None:
 
 
 def _cpu(pids: dict[str, int]) -> dict[str, float]:
-    """CPU seconds (user + system) so far of each Warden process (and its children)."""
+    """CPU seconds (user + system) so far of each process (and its children)."""
     out: dict[str, float] = {}
     for name, pid in pids.items():
         total = 0.0
         try:
             proc = psutil.Process(pid)
-            for p in [proc, *proc.children(recursive=True)]:
+            # this process's children are the stack and the upstream: the generator is itself only
+            for p in [proc] if pid == os.getpid() else [proc, *proc.children(recursive=True)]:
                 t = p.cpu_times()
                 total += t.user + t.system
         except psutil.NoSuchProcess:
@@ -128,6 +129,8 @@ async def main(calls: int, levels: list[int], upstream_workers: int = 1) -> None
                 await h.post(f"{stack.urls['proxy']}/v1/agent-keys", json={"name": "bench", "profile": "demo"})
             ).json()["key"]
         warden_pids = {p.name: p.popen.pid for p in stack.procs if p.name != "nats"}
+        # not Warden, shown beside it: the upstream (with its workers) and this load generator
+        other_pids = {"upstream": upstream.pid, "generator": os.getpid()}
         nats_kw: dict[str, Any] = {}
         if stack.passwords:
             nats_kw = {"user": "demo-service", "password": stack.passwords["demo-service"]}
@@ -161,11 +164,13 @@ async def main(calls: int, levels: list[int], upstream_workers: int = 1) -> None
                 ("mcp", [lambda c=c: c.call_tool("bench__echo", {"text": "hi"}) for c in proxied]),
                 ("nats", [lambda: warden.call("bench__echo", {"text": "hi"}) for _ in range(n)]),
             ):
-                cpu0 = _cpu(warden_pids)
+                cpu0 = _cpu({**warden_pids, **other_pids})
                 lat, wall = await _measure(workers, calls)
-                cpu1 = _cpu(warden_pids)
+                cpu1 = _cpu({**warden_pids, **other_pids})
                 split = {k: (cpu1[k] - cpu0[k]) * 1000 / len(lat) for k in cpu1}
-                cpu = sum(split.values())
+                cpu = sum(v for k, v in split.items() if k in warden_pids)
+                if label == "direct":
+                    splits.append((n, label, {k: v for k, v in split.items() if k in other_pids}))
                 res[label] = (lat, wall, cpu)
                 if label != "direct":
                     splits.append((n, label, split))
@@ -205,8 +210,11 @@ async def main(calls: int, levels: list[int], upstream_workers: int = 1) -> None
                 f"{cpu if label != 'direct' else 0:>19.2f} {ratio:>15.2f}x"
             )
         print()
-        print("where Warden's CPU goes (ms per call, by process; audit ingests every call's events)")
-        names = sorted(warden_pids)
+        print(
+            "where the CPU goes (ms per call, by process; audit ingests every call's events; "
+            "upstream and generator are not Warden)"
+        )
+        names = [*sorted(warden_pids), *other_pids]
         print(f"{'conc':>4} {'path':<7} " + " ".join(f"{x:>11}" for x in names))
         for n, label, split in splits:
             print(f"{n:>4} {label:<7} " + " ".join(f"{split.get(x, 0):>11.2f}" for x in names))

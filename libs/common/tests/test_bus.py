@@ -92,3 +92,49 @@ async def test_events_are_deduplicated_by_id_in_the_stream(buses):
         await a._outbox.join()
     info = await a.nc.jetstream().stream_info(a.events_stream)
     assert info.state.messages == 1
+
+
+async def test_concurrent_responders_answer_while_an_earlier_request_still_runs(buses):
+    a, b = buses
+    second_arrived = asyncio.Event()
+    seen: list[str] = []
+
+    async def handler(req: CredentialRequest) -> Credential:
+        seen.append(req.connector)
+        if req.connector == "first":
+            await second_arrived.wait()  # answered only once the second request is in
+        else:
+            second_arrived.set()
+        return Credential(connector=req.connector, url="https://example.test/mcp", headers={})
+
+    await a.serve(CREDENTIALS_GET, handler, concurrency=4)
+    async with asyncio.timeout(5):
+        first, second = await asyncio.gather(
+            b.request(CREDENTIALS_GET, CredentialRequest(connector="first")),
+            b.request(CREDENTIALS_GET, CredentialRequest(connector="second")),
+        )
+    assert (first.connector, second.connector) == ("first", "second") and sorted(seen) == ["first", "second"]
+
+
+async def test_close_waits_for_the_requests_being_answered(nats_url):
+    root = "t" + uuid.uuid4().hex[:10]
+    a = Bus(NatsSettings(url=nats_url, root=root), Service.connectors)
+    b = Bus(NatsSettings(url=nats_url, root=root, request_timeout_s=5), Service.proxy)
+    await a.connect()
+    await b.connect()
+    started = asyncio.Event()
+
+    async def handler(req: CredentialRequest) -> Credential:
+        started.set()
+        await asyncio.sleep(0.2)
+        return Credential(connector=req.connector, url="https://example.test/mcp", headers={})
+
+    try:
+        await a.serve(CREDENTIALS_GET, handler, concurrency=4)
+        pending = asyncio.create_task(b.request(CREDENTIALS_GET, CredentialRequest(connector="slow")))
+        async with asyncio.timeout(5):
+            await started.wait()
+            await a.close()  # drains: the request in flight is still answered
+            assert (await pending).connector == "slow"
+    finally:
+        await b.close()

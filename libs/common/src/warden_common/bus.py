@@ -4,7 +4,10 @@
   or raises the typed error the responder answered with.
 - `serve(subject, handler)` answers requests in a queue group (replicas share load);
   a handler raising `WardenError` answers its code; bad input answers `invalid`;
-  anything else is logged with its traceback and answers `internal`.
+  anything else is logged with its traceback and answers `internal`. Requests are
+  answered one at a time unless `concurrency` > 1: then up to that many run at once
+  (each in a task the bus tracks and waits for on `close()`), and the rest wait their
+  turn in the subscription's queue.
 - `emit(event)` queues an event; a background publisher sends it to JetStream with
   `Nats-Msg-Id` = event id (de-duplicated in the stream's window), retrying until the
   stream acknowledges it. `close()` flushes what is queued before draining. The
@@ -88,6 +91,7 @@ class Bus:
         self._outbox: asyncio.Queue[Event] = asyncio.Queue(maxsize=_OUTBOX_MAX)
         self._publisher: asyncio.Task[None] | None = None
         self._subs: list[Subscription] = []
+        self._inflight: set[asyncio.Task[None]] = set()  # concurrent handlers being answered
         self.events_stream = events_stream_name(self.root)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -140,6 +144,10 @@ class Bus:
             except Exception:  # noqa: BLE001 - shutdown boundary
                 log.debug("drain failed", exc_info=True)
         self._subs.clear()
+        if self._inflight:
+            _, late = await asyncio.wait(set(self._inflight), timeout=10)
+            for t in late:
+                t.cancel()
         if self._publisher is not None:
             try:
                 await asyncio.wait_for(self._outbox.join(), timeout=5)
@@ -202,8 +210,11 @@ class Bus:
         handler: Callable[[Req], Awaitable[Rep]],
         *,
         queue: str | None = None,
+        concurrency: int = 1,
     ) -> Subscription:
-        return await self.serve_on(subject.on(self.root), subject.request, handler, queue=queue)
+        return await self.serve_on(
+            subject.on(self.root), subject.request, handler, queue=queue, concurrency=concurrency
+        )
 
     async def serve_on(
         self,
@@ -213,6 +224,7 @@ class Bus:
         *,
         queue: str | None = None,
         with_msg: bool = False,
+        concurrency: int = 1,
     ) -> Subscription:
         async def _cb(m: Msg) -> None:
             set_trace_id(from_traceparent((m.headers or {}).get("traceparent")) or new_trace_id())
@@ -238,10 +250,25 @@ class Bus:
                 except Exception:  # noqa: BLE001 - the requester may be gone
                     log.debug("respond failed", exc_info=True)
 
+        cb = _cb
+        if concurrency > 1:
+            slots = asyncio.Semaphore(concurrency)
+
+            def _done(t: asyncio.Task[None]) -> None:
+                self._inflight.discard(t)
+                slots.release()
+
+            async def _spawn(m: Msg) -> None:
+                await slots.acquire()  # at the limit, the next request waits in the subscription
+                t = asyncio.create_task(_cb(m))
+                self._inflight.add(t)
+                t.add_done_callback(_done)
+
+            cb = _spawn
         sub = await self._nc.subscribe(
             subject,
             queue=queue or f"warden-{self.service}",
-            cb=_cb,
+            cb=cb,
             pending_msgs_limit=65536,
         )
         self._subs.append(sub)

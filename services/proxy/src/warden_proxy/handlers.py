@@ -17,10 +17,11 @@ from warden_proxy.service import CallPipeline
 __all__ = ["register_handlers"]
 
 log = logging.getLogger(__name__)
+_MAX_CALLS_IN_FLIGHT = 1024  # per replica; held approvals count too
 
 
 async def register_handlers(bus: Bus, pipeline: CallPipeline, keys: AgentKeys, approvals: Approvals) -> None:
-    await bus.serve(UPSTREAM_LIST_TOOLS, pipeline.list_upstream)
+    await bus.serve(UPSTREAM_LIST_TOOLS, pipeline.list_upstream, concurrency=16)
 
     async def on_call(req: ToolCall, msg: Msg) -> ToolCallResult:
         profile = msg.subject.rsplit(".", 1)[-1]
@@ -28,7 +29,14 @@ async def register_handlers(bus: Bus, pipeline: CallPipeline, keys: AgentKeys, a
         principal = Principal(kind="service", id=caller, profile=profile, user=req.user)
         return await pipeline.call(principal, req.tool, req.arguments, idempotency_key=req.idempotency_key)
 
-    await bus.serve_on(calls_wildcard(bus.root), ToolCall, on_call, with_msg=True)  # type: ignore[arg-type]
+    # calls run concurrently: one slow upstream or held approval must not queue every other call
+    await bus.serve_on(
+        calls_wildcard(bus.root),
+        ToolCall,
+        on_call,  # type: ignore[arg-type]
+        with_msg=True,
+        concurrency=_MAX_CALLS_IN_FLIGHT,
+    )
 
     async def on_registry_event(_: Msg) -> None:
         pipeline.on_registry_event()
