@@ -246,13 +246,15 @@ class Writer:
             await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK})" if chain else "BEGIN")
             try:
                 yield Tx(conn, self.known_days)
+                await conn.execute("COMMIT")
             except BaseException:
+                # also when cancelled mid-statement: never leave this connection inside a
+                # transaction the next batch would join
                 try:
                     await conn.execute("ROLLBACK")
                 except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
                     await self.discard()  # a new connection starts clean
                 raise
-            await conn.execute("COMMIT")
         except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, TimeoutError):
             await self.discard()
             raise
