@@ -88,8 +88,10 @@ def create_app(settings: Settings) -> FastAPI:
             parts["consumer"] = consumer
             retention = asyncio.create_task(retention_loop(maintenance), name="audit-retention")
             # what start-up built lives as long as the process: keep it out of the collector's
-            # full passes (ingest allocates a lot; a full pass over everything stalled batches)
+            # full passes; and collect the young generation less often (ingest allocates a
+            # batch's worth of short-lived containers at a time; see bench/audit)
             gc.freeze()
+            gc.set_threshold(10_000, 10, 10)
             runtime.ready = True
             yield {"audit": AuditState(store=store, tail=tail)}
         finally:
