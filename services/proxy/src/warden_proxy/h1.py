@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import httpx
+from warden_common.netguard import NetPolicy, ResolveFailed, resolve_checked
 
 __all__ = ["H1Pool", "H1Response", "usable_for"]
 
@@ -150,7 +151,7 @@ class H1Response:
 class H1Pool:
     """Kept-alive connections to one origin; a request takes one, its response gives it back."""
 
-    def __init__(self, url: str, *, connect_timeout_s: float) -> None:
+    def __init__(self, url: str, *, connect_timeout_s: float, policy: NetPolicy | None = None) -> None:
         parts = urlsplit(url)
         if parts.hostname is None:
             raise ValueError("absolute URL required")
@@ -162,6 +163,8 @@ class H1Pool:
         self.authority = host if default else f"{host}:{self.port}"
         self.target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.connect_timeout_s = connect_timeout_s
+        # the address guard (libs/common netguard): connect only to checked addresses; None = dev
+        self.policy = policy
         self._ssl: ssl.SSLContext | None = None
         if self.tls:
             self._ssl = httpx.create_ssl_context()
@@ -170,22 +173,33 @@ class H1Pool:
         self._closed = False
 
     async def _connect(self) -> _Conn:
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    self.host,
-                    self.port,
-                    ssl=self._ssl,
-                    server_hostname=self.host if self.tls else None,
-                    limit=_LIMIT,
-                ),
-                self.connect_timeout_s,
-            )
-        except TimeoutError:
-            raise httpx.ConnectTimeout(f"connecting to {self.authority} timed out") from None
-        except (OSError, ssl.SSLError) as e:
-            raise httpx.ConnectError(f"cannot connect to {self.authority} ({type(e).__name__})") from None
-        return _Conn(reader, writer)
+        targets: list[str] = [self.host]
+        if self.policy is not None:  # resolve once, check every address, connect to a checked one
+            try:
+                targets = [str(ip) for ip in await resolve_checked(self.host, self.port, self.policy)]
+            except ResolveFailed:
+                raise httpx.ConnectError(f"cannot resolve {self.host}") from None
+        last: Exception | None = None
+        for target in targets:
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(
+                        target,
+                        self.port,
+                        ssl=self._ssl,
+                        server_hostname=self.host if self.tls else None,
+                        limit=_LIMIT,
+                    ),
+                    self.connect_timeout_s,
+                )
+            except TimeoutError:
+                last = httpx.ConnectTimeout(f"connecting to {self.authority} timed out")
+            except (OSError, ssl.SSLError) as e:
+                last = httpx.ConnectError(f"cannot connect to {self.authority} ({type(e).__name__})")
+            else:
+                return _Conn(reader, writer)
+        assert last is not None
+        raise last
 
     def _release(self, conn: _Conn) -> None:
         if self._closed or len(self._idle) >= _MAX_IDLE:

@@ -25,6 +25,7 @@ from contextvars import ContextVar
 from typing import Any, Protocol
 
 import httpx
+from warden_common.netguard import NetPolicy, PinnedBackend, PinnedTransport
 
 from warden_proxy.h1 import H1Pool, H1Response, usable_for
 
@@ -78,7 +79,9 @@ class LeanSession:
         timeout_s: float,
         on_tools_changed: Callable[[], Awaitable[None]] | None = None,
         on_notification: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        policy: NetPolicy | None = None,
     ) -> None:
+        """`policy`: the address guard every connection obeys (None: dev setting, no guard)."""
         self.url = url
         self.timeout_s = timeout_s
         self.http = httpx.AsyncClient(
@@ -86,9 +89,13 @@ class LeanSession:
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             follow_redirects=False,
+            **({"transport": PinnedTransport(PinnedBackend(policy, timeout_s=timeout_s))} if policy else {}),
         )
-        # requests (the hot path) on the lean HTTP/1.1 client; the rest stays on httpx
-        self._h1 = H1Pool(url, connect_timeout_s=timeout_s) if usable_for(url) else None
+        # requests (the hot path) on the lean HTTP/1.1 client; the rest stays on httpx. A guarded
+        # session never uses an environment proxy (the guard decides where bytes go).
+        self._h1 = (
+            H1Pool(url, connect_timeout_s=timeout_s, policy=policy) if policy is not None or usable_for(url) else None
+        )
         self._h1_headers = {"User-Agent": "warden-proxy", **headers, "Accept": _ACCEPT}
         self.session_id: str | None = None
         self.protocol_version = PROTOCOL_VERSION

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import ipaddress
 import logging
-import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +25,7 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 from warden_common.contracts import Credential
 from warden_common.errors import BadInput
+from warden_common.netguard import AddressRefused, NetPolicy, ResolveFailed, resolve_checked
 
 from warden_proxy.errors import UpstreamError
 from warden_proxy.lean import LeanSession, RpcError, UpstreamHttpError
@@ -34,6 +33,9 @@ from warden_proxy.lean import LeanSession, RpcError, UpstreamHttpError
 __all__ = ["UpstreamPool", "UpstreamUnauthorized"]
 
 log = logging.getLogger(__name__)
+
+# production address policy for upstream connections: public addresses only, https only
+GUARD = NetPolicy()
 
 
 class UpstreamUnauthorized(UpstreamError):
@@ -54,7 +56,8 @@ def _digest(cred: Credential) -> str:
 
 
 async def check_upstream_url(url: str, *, allow_insecure: bool) -> None:
-    """Refuse URLs that point inside our network unless the dev setting allows it."""
+    """Fail fast, with a reason, on URLs the address guard (libs/common netguard) would refuse;
+    the connections themselves are pinned to checked addresses (`LeanSession(policy=...)`)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadInput("upstream URL must be absolute http(s)")
@@ -62,15 +65,12 @@ async def check_upstream_url(url: str, *, allow_insecure: bool) -> None:
         return
     if parts.scheme != "https":
         raise BadInput("upstream URL must use https")
-    loop = asyncio.get_running_loop()
     try:
-        infos = await asyncio.wait_for(loop.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM), 5)
-    except (OSError, TimeoutError):
+        await resolve_checked(parts.hostname, parts.port or 443, GUARD, timeout_s=5)
+    except ResolveFailed:
         raise UpstreamError(f"cannot resolve upstream host {parts.hostname}") from None
-    for info in infos:
-        ip = ipaddress.ip_address(info[4][0])
-        if not ip.is_global:
-            raise BadInput(f"upstream host {parts.hostname} resolves to a non-public address; refused")
+    except AddressRefused as e:
+        raise BadInput(f"upstream host {parts.hostname}: {e.message}") from None
 
 
 def _status_of(exc: BaseException) -> tuple[int | None, str | None]:
@@ -94,6 +94,8 @@ def _status_of(exc: BaseException) -> tuple[int | None, str | None]:
 
 
 def _translate(connector: str, exc: BaseException) -> UpstreamError:
+    if isinstance(exc, AddressRefused):
+        return UpstreamError(f"upstream {connector}: {exc.message}")
     status, www = _status_of(exc)
     if status in (401, 403):
         return UpstreamUnauthorized(
@@ -188,7 +190,12 @@ class UpstreamPool:
                 await self.on_notification(s.connector, s.user, doc)
 
         lean = LeanSession(
-            cred.url, dict(cred.headers), cred.timeout_s, on_tools_changed=changed, on_notification=notified
+            cred.url,
+            dict(cred.headers),
+            cred.timeout_s,
+            on_tools_changed=changed,
+            on_notification=notified,
+            policy=None if self.allow_insecure else GUARD,
         )
         try:
             await asyncio.wait_for(lean.open(), timeout=cred.timeout_s)
@@ -200,7 +207,7 @@ class UpstreamPool:
                 raise _http_error(cred.connector, e) from None
             if isinstance(e, RpcError):
                 raise UpstreamError(f"upstream {cred.connector} refused the MCP handshake: {e.message[:200]}") from None
-            if isinstance(e, httpx.HTTPError | OSError | ValueError):
+            if isinstance(e, httpx.HTTPError | OSError | ValueError | AddressRefused):
                 raise _translate(cred.connector, e) from None
             raise
         s.lean = lean

@@ -1,7 +1,8 @@
 """The one door every OAuth-related request goes through (MCP URL, metadata, endpoints, CIMD, JWKS).
 
 - Scheme: https, unless the host is in `UrlPolicy.allow_http_hosts`. No userinfo in URLs.
-- Addresses: the host is resolved, *every* address is checked, and the connection is made to an
+- Addresses (the policy and the pinning live in `warden_common.netguard`, shared with the proxy's
+  upstream calls): the host is resolved, *every* address is checked, and the connection is made to an
   address that was checked (pinned): a custom httpcore network backend does resolve-then-connect,
   so a name that re-resolves to 127.0.0.1 between check and connect cannot slip through. TLS still
   verifies the certificate against the host name (SNI comes from the URL, not the address).
@@ -16,16 +17,26 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
-import socket
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpcore
 import httpx
+from warden_common import netguard
+from warden_common.netguard import (
+    AddressRefused,
+    IPAddress,
+    NetPolicy,
+    PinnedBackend,
+    PinnedTransport,
+    ResolveFailed,
+    Resolver,
+    literal_ip,
+    system_resolver,
+)
 
 from .errors import (
     BadResponse,
@@ -51,21 +62,14 @@ __all__ = [
 
 log = logging.getLogger("warden.connectors.oauth")
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
-
-_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _REDIRECTS = {301, 302, 303, 307, 308}
 
 
 @dataclass(frozen=True)
-class UrlPolicy:
-    """What the guard lets through. The defaults are the production ones."""
+class UrlPolicy(NetPolicy):
+    """What the guard lets through: the address policy (libs/common `netguard`) plus fetch
+    limits. The defaults are the production ones."""
 
-    allow_http_hosts: frozenset[str] = frozenset()
-    allow_loopback: bool = False
-    allowed_networks: tuple[IPNetwork, ...] = ()
     max_redirects: int = 3
     max_response_bytes: int = 1_000_000
     timeout_s: float = 10.0
@@ -78,63 +82,16 @@ class UrlPolicy:
         return cls(**kw)
 
 
-def _embedded_v4(ip: IPAddress) -> ipaddress.IPv4Address | None:
-    if isinstance(ip, ipaddress.IPv4Address):
-        return None
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip.sixtofour is not None:
-        return ip.sixtofour
-    if ip.teredo is not None:
-        return ip.teredo[1]
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    return None
-
-
-def _why_refused(ip: IPAddress) -> str | None:
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_multicast:
-        return "multicast"
-    if ip.is_unspecified:
-        return "unspecified"
-    if ip.is_private:
-        return "private"
-    if ip.is_reserved:
-        return "reserved"
-    if not ip.is_global:
-        return "not globally routable"
-    return None
+def _forbidden(e: AddressRefused) -> ForbiddenAddress:
+    return ForbiddenAddress(e.message, details={"host": e.host, "reason": e.reason})
 
 
 def check_address(ip: IPAddress, policy: UrlPolicy, *, host: str | None = None) -> None:
     """Raise ForbiddenAddress unless `ip` may be connected to under `policy`."""
-    if any(ip in net for net in policy.allowed_networks if net.version == ip.version):
-        return
-    inner = _embedded_v4(ip)
-    for candidate in (ip, inner) if inner is not None else (ip,):
-        why = _why_refused(candidate)
-        if why is None:
-            continue
-        if why == "loopback" and policy.allow_loopback:
-            continue
-        if any(candidate in net for net in policy.allowed_networks if net.version == candidate.version):
-            continue
-        name = f"{host} resolves to {ip}" if host and host != str(ip) else f"{ip}"
-        raise ForbiddenAddress(
-            f"refused: {name}, a {why} address; Warden only connects to public addresses",
-            details={"host": host or str(ip), "reason": why},
-        )
-
-
-def _literal_ip(host: str) -> IPAddress | None:
     try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
+        netguard.check_address(ip, policy, host=host)
+    except AddressRefused as e:
+        raise _forbidden(e) from None
 
 
 def check_url(url: str | httpx.URL, policy: UrlPolicy) -> httpx.URL:
@@ -157,81 +114,29 @@ def check_url(url: str | httpx.URL, policy: UrlPolicy) -> httpx.URL:
             )
     elif u.scheme != "https":
         raise InsecureUrl(f"refused: scheme {u.scheme!r} is not https", details={"url": shown})
-    ip = _literal_ip(host)
+    ip = literal_ip(host)
     if ip is not None:
         check_address(ip, policy, host=host)
     return u
 
 
-async def system_resolver(host: str, port: int) -> list[IPAddress]:
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    out: list[IPAddress] = []
-    for _family, _type, _proto, _canon, sockaddr in infos:
-        ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
-        if ip not in out:
-            out.append(ip)
-    return out
+class _PinnedBackend(PinnedBackend):
+    """libs/common's pinned backend, its refusals as this package's errors."""
 
-
-class _PinnedBackend(httpcore.AsyncNetworkBackend):
-    """Resolve, check every address, connect to a checked address. Never lets the OS re-resolve."""
-
-    def __init__(self, policy: UrlPolicy, resolver: Resolver) -> None:
-        self._policy = policy
-        self._resolver = resolver
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        literal = _literal_ip(host)
-        if literal is not None:
-            addresses = [literal]
-        else:
-            try:
-                async with asyncio.timeout(timeout or self._policy.timeout_s):
-                    addresses = await self._resolver(host, port)
-            except (OSError, UnicodeError) as e:
-                raise ProviderUnavailable(f"cannot resolve {host}", details={"host": host}) from e
-            if not addresses:
-                raise ProviderUnavailable(f"cannot resolve {host}", details={"host": host})
-        for ip in addresses:  # every address, so round-robin DNS cannot smuggle one in
-            check_address(ip, self._policy, host=host)
-        last: Exception | None = None
-        for ip in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    str(ip), port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
-                last = e
-        assert last is not None
-        raise last
+    async def connect_tcp(self, host: str, port: int, *a: Any, **kw: Any) -> httpcore.AsyncNetworkStream:
+        try:
+            return await super().connect_tcp(host, port, *a, **kw)
+        except AddressRefused as e:
+            raise _forbidden(e) from None
+        except ResolveFailed as e:
+            raise ProviderUnavailable(f"cannot resolve {host}", details={"host": host}) from e
 
     async def connect_unix_socket(self, *a: Any, **kw: Any) -> httpcore.AsyncNetworkStream:
         raise UrlRefused("refused: unix sockets are not reachable through the URL guard")
 
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
 
-
-class _PinnedTransport(httpx.AsyncHTTPTransport):
-    def __init__(self, policy: UrlPolicy, resolver: Resolver, verify: Any = True) -> None:
-        super().__init__(verify=verify, trust_env=False)
-        ssl_context = self._pool._ssl_context  # the context httpx built from `verify`
-        # httpx exposes no network_backend knob: rebuild its pool with ours (same settings otherwise).
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=100,
-            max_keepalive_connections=20,
-            keepalive_expiry=5.0,
-            network_backend=_PinnedBackend(policy, resolver),
-        )
+def _PinnedTransport(policy: UrlPolicy, resolver: Resolver, verify: Any = True) -> PinnedTransport:  # noqa: N802
+    return PinnedTransport(_PinnedBackend(policy, resolver, timeout_s=policy.timeout_s), verify=verify)
 
 
 @dataclass(frozen=True)
