@@ -19,6 +19,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -218,7 +219,11 @@ async def main(only: str | None) -> int:
                 await conn.close()
     passed = sum(1 for _, ok in results if ok)
     print(f"\n{passed}/{len(results)} server scenarios passed")
-    return 0 if results and passed == len(results) else 1
+    if results and passed == len(results):
+        shutil.rmtree(tmp, ignore_errors=True)
+        return 0
+    print(f"service logs: {tmp / 'logs'}")
+    return 1
 
 
 if __name__ == "__main__":
