@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import secrets
 import subprocess
@@ -33,6 +34,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from warden_cli.embedded import SERVICES, Stack, StackConfig, free_port
 from warden_common.client import WardenClient
+from warden_common.contracts import durable_calls_stream_name, events_stream_name
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -94,7 +96,8 @@ async def main(calls: int, levels: list[int], upstream_workers: int = 1) -> None
         ports={n: free_port() for n, _, _ in SERVICES},
         log_level="warning",
     )
-    if dsn := os.environ.get("DATABASE_URL"):
+    dsn_admin = os.environ.get("DATABASE_URL")
+    if dsn := dsn_admin:
         import asyncpg
 
         db = "warden_bench_" + secrets.token_hex(4)
@@ -222,6 +225,30 @@ async def main(calls: int, levels: list[int], upstream_workers: int = 1) -> None
         stack.stop()
         upstream.terminate()
         upstream.wait(10)
+        await _clean(cfg, dsn_admin)
+
+
+async def _clean(cfg: StackConfig, dsn_admin: str | None) -> None:
+    """Drop what the run left on a shared NATS / Postgres: its streams and its database."""
+    if cfg.nats_url:
+        import nats
+
+        nc = await nats.connect(cfg.nats_url)
+        try:
+            for stream in (events_stream_name(cfg.root), durable_calls_stream_name(cfg.root)):
+                with contextlib.suppress(Exception):
+                    await nc.jetstream().delete_stream(stream)
+        finally:
+            await nc.close()
+    if dsn_admin and cfg.database_url:
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn_admin)
+        try:
+            db = cfg.database_url.rsplit("/", 1)[1]
+            await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        finally:
+            await conn.close()
 
 
 if __name__ == "__main__":
