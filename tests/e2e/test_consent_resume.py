@@ -117,3 +117,23 @@ async def test_a_call_without_an_end_user_never_runs_on_the_admins_connection(
             r = await client.call_tool(f"{name}__whoami", {})
         text = " ".join(getattr(c, "text", "") for c in r.content)
         assert r.is_error and "per-user" in text and "the-admin" not in text
+
+
+async def test_a_refused_consent_ends_the_waiting_call_at_once_with_the_reason(
+    stack: Stack, upstream: ProtectedMcp
+) -> None:
+    async with admin_client(stack) as admin:
+        name, key = await _per_user_setup(stack, admin, upstream, "fay")
+        consents: list[asyncio.Task[Any]] = []
+
+        async def on_elicit(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+            # fay opens the link and refuses at the provider (login_hint=deny)
+            consents.append(asyncio.create_task(complete_consent(stack, str(params.url), "deny")))  # type: ignore[union-attr]
+            return types.ElicitResult(action="accept")
+
+        # the proxy would wait 120 s for a consent; a refused one ends the call as soon as it is known
+        async with agent(stack, key, elicitation_callback=on_elicit, mode="legacy") as client, asyncio.timeout(60):
+            result = await client.call_tool(f"{name}__whoami", {})
+        text = " ".join(getattr(c, "text", "") for c in result.content)
+        assert result.is_error and "failed" in text and "denied" in text, text
+        assert (await consents[0]).status_code >= 400

@@ -156,7 +156,9 @@ class Connections:
         return new
 
     async def _failed(self, row: ConnectorRow, user_key: str, e: OAuthError) -> None:
-        """A consent that came back refused: an organization connection not yet active says so."""
+        """A consent that came back refused: an event (a call waiting for it ends at once, with
+        the reason), and an organization connection not yet active says so in its status."""
+        self.emit(EventType.connector_consent_failed, row, None, user=user_key or None, reason=e.message[:500])
         if user_key == "" and row["status"] != "active":
             new = await self.store.set_status(row["id"], "error", e.message[:500])
             if new is not None:

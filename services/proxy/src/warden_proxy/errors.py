@@ -5,7 +5,16 @@ from __future__ import annotations
 from warden_common.contracts import ErrorCode
 from warden_common.errors import BadInput, Forbidden, NotFound, Unauthorized, Unavailable, WardenError
 
-__all__ = ["BadInput", "Forbidden", "InvalidArguments", "NotFound", "Unauthorized", "Unavailable", "UpstreamError"]
+__all__ = [
+    "BadInput",
+    "ConsentFailed",
+    "Forbidden",
+    "InvalidArguments",
+    "NotFound",
+    "Unauthorized",
+    "Unavailable",
+    "UpstreamError",
+]
 
 
 class InvalidArguments(BadInput):
@@ -16,3 +25,10 @@ class UpstreamError(WardenError):
     code = ErrorCode.upstream_error
     http_status = 502
     retryable = True
+
+
+class ConsentFailed(WardenError):
+    """The consent a call was waiting for came back refused: a connection is still required."""
+
+    code = ErrorCode.consent_required
+    http_status = 409

@@ -16,6 +16,12 @@ from warden_proxy.service import CallPipeline
 
 __all__ = ["register_handlers"]
 
+# connector events after which pooled upstream sessions stay open (no URL or credential change
+# for everyone; the credential cache is dropped all the same)
+_KEEPS_SESSIONS = frozenset(
+    {"connector.refreshed", "connector.connected", "connector.consent_failed", "connector.step_up_required"}
+)
+
 log = logging.getLogger(__name__)
 _MAX_CALLS_IN_FLIGHT = 1024  # per replica; held approvals count too
 
@@ -48,11 +54,13 @@ async def register_handlers(bus: Bus, pipeline: CallPipeline, keys: AgentKeys, a
             doc = {}
         refs = doc.get("refs") or {}
         data = doc.get("data") or {}
-        changed = doc.get("type") not in ("connector.refreshed", "connector.connected") or bool(
-            data.get("config_changed")
-        )
+        changed = doc.get("type") not in _KEEPS_SESSIONS or bool(data.get("config_changed"))
         await pipeline.on_connector_event(
-            refs.get("connector"), changed, type=doc.get("type", ""), user=refs.get("user")
+            refs.get("connector"),
+            changed,
+            type=doc.get("type", ""),
+            user=refs.get("user"),
+            reason=data.get("reason") if isinstance(data.get("reason"), str) else None,
         )
 
     async def on_proxy_event(msg: Msg) -> None:

@@ -48,7 +48,7 @@ from warden_common.rfc6750 import parse_bearer_challenge
 from warden_proxy.agents import Principal
 from warden_proxy.approvals import Approvals, AskApproval
 from warden_proxy.breaker import Breakers
-from warden_proxy.errors import BadInput, InvalidArguments, Unavailable, UpstreamError
+from warden_proxy.errors import BadInput, ConsentFailed, InvalidArguments, Unavailable, UpstreamError
 from warden_proxy.upstream import UpstreamPool, UpstreamUnauthorized
 
 __all__ = ["CallPipeline"]
@@ -119,6 +119,8 @@ class CallPipeline:
         self._consent_waiters: dict[tuple[str, str], asyncio.Event] = {}
         # (connector, user) -> digest of the credential a step-up found lacking
         self._stale: dict[tuple[str, str], str] = {}
+        # (connector, user) -> why the consent a call is waiting for failed
+        self._consent_failed: dict[tuple[str, str], str] = {}
         self.consent_wait_s = consent_wait_s
         self.max_consents = 10
 
@@ -128,13 +130,21 @@ class CallPipeline:
         self._visible.drop()
 
     async def on_connector_event(
-        self, connector: str | None, config_changed: bool, *, type: str = "", user: str | None = None
+        self,
+        connector: str | None,
+        config_changed: bool,
+        *,
+        type: str = "",
+        user: str | None = None,
+        reason: str | None = None,
     ) -> None:
         if connector is None:
             self._creds.drop()
             return
-        if type == "connector.connected":
-            for key in [k for k in self._consent_waiters if k[0] == connector and (user is None or k[1] == user)]:
+        if type in ("connector.connected", "connector.consent_failed"):
+            for key in [k for k in self._consent_waiters if k[0] == connector and k[1] == (user or "")]:
+                if type == "connector.consent_failed":  # the call waiting for it ends at once, saying why
+                    self._consent_failed[key] = reason or "the authorization server refused"
                 self._consent_waiters[key].set()
         self._creds.drop(lambda k: k[0] == connector)
         if config_changed:
@@ -355,6 +365,8 @@ class CallPipeline:
             while (left := deadline - time.monotonic()) > 0:
                 try:
                     await asyncio.wait_for(waiter.wait(), timeout=min(left, 5.0))
+                    if (why := self._consent_failed.pop(key, None)) is not None:
+                        raise ConsentFailed(f"connecting {connector} failed: {why}; call again to retry")
                     return True
                 except TimeoutError:
                     # events can be missed across reconnects: ask connectors directly too
@@ -372,6 +384,7 @@ class CallPipeline:
         finally:
             self._consent_waiters.pop(key, None)
             self._stale.pop(key, None)
+            self._consent_failed.pop(key, None)
 
     async def _call_upstream(
         self, tool: ResolvedTool, principal: Principal, arguments: dict[str, Any], progress: Any = None

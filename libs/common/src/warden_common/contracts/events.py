@@ -44,6 +44,7 @@ class EventType(StrEnum):
     connector_removed = "connector.removed"
     connector_status_changed = "connector.status_changed"
     connector_step_up_required = "connector.step_up_required"
+    connector_consent_failed = "connector.consent_failed"
     credential_issued = "credential.issued"
     credential_refused = "credential.refused"
     tools_discovered = "tools.discovered"
