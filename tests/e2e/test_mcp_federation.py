@@ -252,3 +252,18 @@ async def test_an_upstream_without_resources_or_prompts_keeps_its_tools(stack: S
                     await client.read_resource("test://static-text")
             r = await client.call_tool(f"{c}__echo", {"x": 1})
             assert not r.is_error and json.loads(_text(r)) == {"x": 1}
+
+
+async def test_a_call_by_bare_name_is_audited_under_the_catalog_name(stack: Stack) -> None:
+    async with everything() as (url, _), admin_client(stack) as admin:
+        c = await admin.connector(url, None)
+        await admin.register(c)
+        key = await admin.key(await _profile(admin, [f"{c}__*"], tool_names="bare"))
+        async with agent(stack, key) as client:
+            assert not (await client.call_tool("test_simple_text", {})).is_error
+
+        async def audited() -> bool:  # an SRE filtering on `<alias>__*` finds the bare call
+            page = await admin.req("GET", "audit", "/v1/events", params={"type": "call.completed", "tool": f"{c}__*"})
+            return any(e["refs"]["tool"] == f"{c}__test_simple_text" for e in page["items"])
+
+        assert await wait_for(audited, timeout=10)

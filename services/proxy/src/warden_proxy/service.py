@@ -271,8 +271,12 @@ class CallPipeline:
         self._event(EventType.call_requested, principal, refs, status="requested", data={"arguments": arguments})
         try:
             resolved = await self.resolve(principal.profile, tool)
-            refs = EventRefs(
-                tool=tool, profile=principal.profile, call_id=call_id, user=principal.user, connector=resolved.connector
+            refs = EventRefs(  # a bare name is recorded as the catalog's, so `<alias>__*` filters find it
+                tool=resolved.registered_name or tool,
+                profile=principal.profile,
+                call_id=call_id,
+                user=principal.user,
+                connector=resolved.connector,
             )
             self.validate(resolved, arguments)
         except WardenError as e:

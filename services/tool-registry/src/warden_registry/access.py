@@ -254,7 +254,7 @@ class Snapshot:
 
     def resolve(self, profile: str, name: str) -> ResolvedTool:
         if profile in self.naming and (registered := self.cut(profile).registered.get(name)) is not None:
-            return self._resolve(profile, registered).model_copy(update={"name": name})
+            return self._resolve(profile, registered).model_copy(update={"name": name, "registered_name": registered})
         return self._resolve(profile, name)
 
     def _resolve(self, profile: str, name: str) -> ResolvedTool:

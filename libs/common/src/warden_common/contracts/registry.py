@@ -60,6 +60,8 @@ class ResolveRequest(Message):
 class ResolvedTool(Message):
     name: str
     connector: str
+    # the catalog's `<alias>__<tool>` when `name` is a profile's bare name for it (audit records this)
+    registered_name: str | None = None
     upstream_name: str
     description: str = ""
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
