@@ -11,9 +11,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from mcp import types
 from support.admin import Admin, admin_client, agent
-from support.consent import callback_url, complete_consent, jwt_claims, open_tokens
+from support.consent import ElicitedConsents, callback_url, complete_consent, jwt_claims, open_tokens
 from support.oauth import registered_clients
 from support.oidc import oidc_provider
 from support.protected_mcp import ProtectedMcp, protected_mcp
@@ -51,24 +50,14 @@ async def _per_user_setup(stack: Stack, admin: Admin, upstream: ProtectedMcp, us
 async def test_url_elicitation_consent_then_the_original_call_returns(stack: Stack, upstream: ProtectedMcp) -> None:
     async with admin_client(stack) as admin:
         name, key = await _per_user_setup(stack, admin, upstream, "alice")
-        shown: list[str] = []
-        consents: list[asyncio.Task[Any]] = []
-
-        async def on_elicit(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
-            url = getattr(params, "url", None)
-            assert url, params
-            shown.append(url)
-            # alice opens the link in her browser while the agent's call waits
-            consents.append(asyncio.create_task(complete_consent(stack, url, "alice")))
-            return types.ElicitResult(action="accept")
-
+        alice = ElicitedConsents(stack, "alice")  # she opens the link while the agent's call waits
         # a 2025-11-25 session (initialize handshake): server-to-client requests ride its stream
-        async with agent(stack, key, elicitation_callback=on_elicit, mode="legacy") as client, asyncio.timeout(90):
+        async with agent(stack, key, elicitation_callback=alice, mode="legacy") as client, asyncio.timeout(90):
             result = await client.call_tool(f"{name}__whoami", {})
         assert not result.is_error, result
         assert result.content[0].text == "alice"  # type: ignore[union-attr]
-        assert len(shown) == 1 and shown[0].startswith(upstream.issuer)
-        page = await consents[0]
+        assert len(alice.shown) == 1 and alice.shown[0].startswith(upstream.issuer)
+        page = await alice.pages[0]
         assert page.status_code == 200 and page.json()["user"] == "alice"
         tokens = await open_tokens(stack, name, "alice")
         assert tokens is not None and jwt_claims(tokens["access_token"])["sub"] == "alice"
@@ -124,16 +113,10 @@ async def test_a_refused_consent_ends_the_waiting_call_at_once_with_the_reason(
 ) -> None:
     async with admin_client(stack) as admin:
         name, key = await _per_user_setup(stack, admin, upstream, "fay")
-        consents: list[asyncio.Task[Any]] = []
-
-        async def on_elicit(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
-            # fay opens the link and refuses at the provider (login_hint=deny)
-            consents.append(asyncio.create_task(complete_consent(stack, str(params.url), "deny")))  # type: ignore[union-attr]
-            return types.ElicitResult(action="accept")
-
+        fay = ElicitedConsents(stack, "deny")  # fay opens the link and refuses at the provider
         # the proxy would wait 120 s for a consent; a refused one ends the call as soon as it is known
-        async with agent(stack, key, elicitation_callback=on_elicit, mode="legacy") as client, asyncio.timeout(60):
+        async with agent(stack, key, elicitation_callback=fay, mode="legacy") as client, asyncio.timeout(60):
             result = await client.call_tool(f"{name}__whoami", {})
         text = " ".join(getattr(c, "text", "") for c in result.content)
         assert result.is_error and "failed" in text and "denied" in text, text
-        assert (await consents[0]).status_code >= 400
+        assert (await fay.pages[0]).status_code >= 400

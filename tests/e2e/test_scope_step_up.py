@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import AsyncIterator
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from mcp import types
 from support.admin import Admin, admin_client, agent
-from support.consent import callback_url, complete_consent, jwt_claims, open_tokens
+from support.consent import ElicitedConsents, callback_url, complete_consent, jwt_claims, open_tokens
 from support.infra import wait_for
 from support.oauth import registered_clients
 from support.oidc import oidc_provider
@@ -63,30 +61,21 @@ async def test_per_user_step_up_consents_to_the_union_and_resumes_the_call(
         name = await _connector(stack, admin, upstream, "per_user")
         profile = await admin.profile([f"{name}__admin_echo", f"{name}__echo"])
         key = await admin.req("POST", "proxy", "/v1/agent-keys", json={"name": "t", "profile": profile, "user": "erin"})
-        shown: list[str] = []
-        consents: list[asyncio.Task[Any]] = []
-
-        async def on_elicit(ctx: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
-            url = getattr(params, "url", None)
-            assert url, params
-            shown.append(url)
-            consents.append(asyncio.create_task(complete_consent(stack, url, "erin")))
-            return types.ElicitResult(action="accept")
-
-        async with agent(stack, str(key["key"]), elicitation_callback=on_elicit, mode="legacy") as client:
+        erin = ElicitedConsents(stack, "erin")
+        async with agent(stack, str(key["key"]), elicitation_callback=erin, mode="legacy") as client:
             async with asyncio.timeout(120):
                 # first erin's own connection (a plain consent), then the tool that needs more
                 r = await client.call_tool(f"{name}__echo", {"text": "hi"})
                 assert not r.is_error, r
-                assert len(shown) == 1 and "mcp:admin" not in _scopes(shown[0])
-                await consents[0]
+                assert len(erin.shown) == 1 and "mcp:admin" not in _scopes(erin.shown[0])
+                await erin.pages[0]
                 r = await client.call_tool(f"{name}__admin_echo", {"text": "hi"})
         assert not r.is_error, r
         assert r.content[0].text == "admin: hi"  # type: ignore[union-attr]
         # the second consent asked for the union of what erin held and what the server required
-        assert len(shown) == 2, shown
-        assert {"mcp:tools", "mcp:admin"} <= _scopes(shown[1])
-        assert (await consents[1]).status_code == 200
+        assert len(erin.shown) == 2, erin.shown
+        assert {"mcp:tools", "mcp:admin"} <= _scopes(erin.shown[1])
+        assert (await erin.pages[1]).status_code == 200
         tokens = await open_tokens(stack, name, "erin")
         assert tokens is not None
         claims = jwt_claims(tokens["access_token"])

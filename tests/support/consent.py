@@ -23,6 +23,7 @@ from warden_common.settings import CryptoSettings, NatsSettings
 from support.oauth import follow_consent
 
 __all__ = [
+    "ElicitedConsents",
     "callback_url",
     "complete_consent",
     "connectors_db",
@@ -103,3 +104,23 @@ def jwt_claims(token: str) -> dict[str, Any]:
 async def gather_bounded(*aws: Any, timeout: float = 60) -> list[Any]:
     async with asyncio.timeout(timeout):
         return list(await asyncio.gather(*aws, return_exceptions=True))
+
+
+class ElicitedConsents:
+    """An MCP client's elicitation callback that plays the person: each consent URL the proxy
+    shows is opened in a browser (`complete_consent` as `login_hint`) while the call waits."""
+
+    def __init__(self, stack: Stack, login_hint: str) -> None:
+        self.stack = stack
+        self.login_hint = login_hint
+        self.shown: list[str] = []
+        self.pages: list[asyncio.Task[httpx.Response]] = []
+
+    async def __call__(self, ctx: Any, params: Any) -> Any:
+        from mcp import types
+
+        url = getattr(params, "url", None)
+        assert url, params
+        self.shown.append(url)
+        self.pages.append(asyncio.create_task(complete_consent(self.stack, url, self.login_hint)))
+        return types.ElicitResult(action="accept")
