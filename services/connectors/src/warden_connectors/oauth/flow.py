@@ -231,7 +231,7 @@ async def _token_request(
     if server.audience:
         form["audience"] = server.audience
     headers = {"Accept": "application/json", **_client_auth(client, form, server.issuer)}
-    hide = [*secrets, *client.secrets()]
+    hide = [*secrets, *client.secrets(), form.get("client_assertion")]
     r = await http.request("POST", server.token_endpoint, data=form, headers=headers)
     if r.status_code >= 500 or r.status_code == 429:
         raise ProviderUnavailable(
