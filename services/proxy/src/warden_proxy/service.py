@@ -350,13 +350,15 @@ class CallPipeline:
             try:
                 return await self._call_upstream(tool, principal, arguments, progress)
             except WardenError as e:
+                key = (tool.connector, principal.user or "")
                 url = e.details.get("consent_url") if e.code == ErrorCode.consent_required else None
                 if not url or on_consent is None:
+                    self._stale.pop(key, None)  # no consent to wait for: forget a step-up's marker
                     raise
-                key = (tool.connector, principal.user or "")
                 waiter = self._consent_waiters.setdefault(key, asyncio.Event())
                 if not await on_consent(str(url), tool.connector):
                     self._consent_waiters.pop(key, None)
+                    self._stale.pop(key, None)
                     raise
                 if not await self._wait_connected(tool.connector, principal, waiter):
                     raise
