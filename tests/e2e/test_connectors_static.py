@@ -11,6 +11,7 @@ from joserfc import jwe, jwt
 from joserfc.jwe import JWERegistry
 from joserfc.jwk import RSAKey
 from support.admin import admin_client
+from support.infra import wait_for
 from support.upstream import header_upstream
 from warden_cli.embedded import Stack
 
@@ -47,6 +48,11 @@ async def test_api_key_and_custom_headers_reach_upstream_and_never_come_back(sta
         shown = await admin.req("GET", "connectors", f"/v1/connectors/{c}")
         assert shown["secret_stored"] is True and shown["auth_config"] == {"header": "X-Test-Key"}
         assert secret not in "".join(admin.responses) and secret not in r.text
+
+        async def last_used() -> bool:  # the call is recorded as the connector's last use
+            return (await admin.req("GET", "connectors", f"/v1/connectors/{c}"))["last_used_at"] is not None
+
+        assert await wait_for(last_used, timeout=5)
 
 
 async def test_static_credential_expiry_warns_then_refuses(stack: Stack) -> None:

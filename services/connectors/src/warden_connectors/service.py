@@ -6,8 +6,10 @@ egress) to list a connector's tools for `test`. OAuth connections live in `conne
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, NoReturn
@@ -87,6 +89,8 @@ class ConnectorService:
         self.allow_insecure = allow_insecure
         self.warning_days = warning_days
         self._cache: dict[tuple[str, str, str], tuple[Credential, datetime | None]] = {}
+        self._touched: dict[str, float] = {}  # connector -> when last_used_at was last written
+        self._touching: set[asyncio.Task[None]] = set()
         self.connections = Connections(
             store,
             consent,
@@ -344,9 +348,26 @@ class ConnectorService:
         return as_json(row, self._open_secret(row))
 
     # -- the proxy's credential request ---------------------------------------------------
+    def _used(self, name: str) -> None:
+        """Record `last_used_at`, at most once a minute per connector and off the hot path."""
+        now = time.monotonic()
+        if now - self._touched.get(name, -1e9) < 60:
+            return
+        self._touched[name] = now
+        task = asyncio.create_task(self.store.touch_by_name(name))
+        self._touching.add(task)
+        task.add_done_callback(self._touched_done)
+
+    def _touched_done(self, task: asyncio.Task[None]) -> None:
+        self._touching.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("recording last use failed: %s", type(task.exception()).__name__)
+
     async def credential(self, req: CredentialRequest) -> Credential:
         if req.step_up_scopes:
             await self._step_up(req)
+        if req.purpose == "call":
+            self._used(req.connector)
         key = (req.connector, req.user or "", req.purpose)
         now = datetime.now(UTC)
         if req.jwe is None and not req.force_refresh and (hit := self._cache.get(key)) is not None:

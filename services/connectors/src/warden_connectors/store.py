@@ -135,8 +135,8 @@ class Store:
     async def set_oauth_server(self, cid: uuid.UUID, server: dict[str, Any] | None) -> None:
         await self.pool.execute("UPDATE connectors SET oauth_server = $2 WHERE id = $1", cid, server)
 
-    async def touch(self, cid: uuid.UUID) -> None:
-        await self.pool.execute("UPDATE connectors SET last_used_at = now() WHERE id = $1", cid)
+    async def touch_by_name(self, name: str) -> None:
+        await self.pool.execute("UPDATE connectors SET last_used_at = now() WHERE name = $1", name)
 
     async def delete(self, name: str) -> bool:
         res = await self.pool.execute("DELETE FROM connectors WHERE name = $1", name)
