@@ -146,7 +146,7 @@ async def scrape(c: httpx.AsyncClient, url: str) -> dict[str, float]:
 async def until_stored(c: httpx.AsyncClient, url: str, n: int) -> dict[str, float]:
     """Poll the audit process's stored-events counter (bounded by the caller)."""
     while (m := await scrape(c, url))["_stored"] < n:  # noqa: ASYNC110 - another process's counter
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.25)  # each scrape costs the audit process a little
     return m
 
 
