@@ -81,10 +81,11 @@ def _hookable() -> bool:
     task, which cost more than the rest of ingest's Python work per message (see
     bench/audit). With another nats-py the puller uses a plain subscription callback."""
     try:
-        params = list(inspect.signature(NatsClient._process_msg).parameters)
+        method = NatsClient._process_msg
+        params = list(inspect.signature(method).parameters)
     except (AttributeError, TypeError, ValueError):
         return False
-    return params == ["self", "sid", "subject", "reply", "data", "headers"]
+    return inspect.iscoroutinefunction(method) and params == ["self", "sid", "subject", "reply", "data", "headers"]
 
 
 _HOOKABLE = _hookable()
