@@ -1,0 +1,190 @@
+"""The admin's curation of the catalog: tools, connector settings, profiles and grants.
+
+A mixin of `Registry` (service.py): every change is stored, drops the access snapshot and
+publishes an event, like the rest of the registry's logic. No FastAPI, no NATS handlers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from warden_common.contracts import EventRefs, EventType
+
+from warden_registry.errors import Conflict, NotFound
+from warden_registry.models import (
+    ConnectorSettingsOut,
+    ConnectorSettingsPatch,
+    GrantCreate,
+    GrantOut,
+    ProfileCreate,
+    ProfileOut,
+    ProfilePatch,
+    ToolOut,
+    ToolPatch,
+)
+from warden_registry.store import Store
+
+__all__ = ["Curation"]
+
+
+def _tool_out(r: Any) -> ToolOut:
+    return ToolOut(**{k: r[k] for k in ToolOut.model_fields})
+
+
+def _grant_out(g: Any) -> GrantOut:
+    return GrantOut(
+        id=str(g["id"]),
+        tool=g["tool"],
+        read_only=g["read_only"],
+        reason=g["reason"],
+        granted_by=g["granted_by"],
+        created_at=g["created_at"],
+    )
+
+
+class Curation:
+    store: Store
+
+    if TYPE_CHECKING:  # provided by Registry
+
+        def invalidate(self) -> None: ...
+
+        def _emit(self, type: EventType, actor: str | None, refs: EventRefs, **data: Any) -> None: ...
+
+    # -- tools ---------------------------------------------------------------------------
+    async def unregister(self, connector: str, name: str, actor: str) -> None:
+        if not await self.store.delete_tool(connector, name):
+            raise NotFound(f"no tool {name} on connector {connector}")
+        self.invalidate()
+        self._emit(EventType.tool_unregistered, actor, EventRefs(connector=connector, tool=name))
+
+    async def list_tools(
+        self, *, connector: str | None = None, q: str | None = None, **flags: str | bool | None
+    ) -> list[ToolOut]:
+        rows = await (self.store.tools_of(connector) if connector else self.store.all_tools())
+        needle = q.lower() if q else None
+        out = []
+        for r in rows:
+            if needle and needle not in f"{r['name']} {r['description']}".lower():
+                continue
+            if any(v is not None and r[k] != v for k, v in flags.items()):
+                continue
+            out.append(_tool_out(r))
+        return out
+
+    async def get_tool(self, name: str) -> ToolOut:
+        r = await self.store.tool(name)
+        if r is None:
+            raise NotFound(f"no tool named {name}")
+        return _tool_out(r)
+
+    async def update_tool(self, name: str, patch: ToolPatch, actor: str) -> ToolOut:
+        fields = patch.model_dump(exclude_none=True)
+        if not fields:
+            return await self.get_tool(name)
+        r = await self.store.update_tool(name, fields)
+        if r is None:
+            raise NotFound(f"no tool named {name}")
+        self.invalidate()
+        self._emit(EventType.tool_updated, actor, EventRefs(connector=r["connector"], tool=name), **fields)
+        return _tool_out(r)
+
+    # -- connector settings ---------------------------------------------------------------
+    async def connector_settings(self, connector: str) -> ConnectorSettingsOut:
+        s = await self.store.connector_settings(connector)
+        if s is None:
+            return ConnectorSettingsOut(
+                connector=connector,
+                alias=connector,
+                auto_approve_default=True,
+                cache_enabled=True,
+                refreshed_at=None,
+                tools=0,
+            )
+        return ConnectorSettingsOut(**{**dict(s), "alias": s["alias"] or connector})
+
+    async def update_connector_settings(
+        self, connector: str, patch: ConnectorSettingsPatch, actor: str
+    ) -> ConnectorSettingsOut:
+        fields = patch.model_dump(exclude_none=True)
+        if fields:
+            await self.store.set_connector_settings(connector, **fields)
+            self.invalidate()
+            # `tool.updated` with no tool: every registry replica and proxy drops its cache
+            self._emit(EventType.tool_updated, actor, EventRefs(connector=connector), connector_settings=fields)
+        return await self.connector_settings(connector)
+
+    # -- profiles and grants --------------------------------------------------------------
+    async def create_profile(self, body: ProfileCreate, actor: str) -> ProfileOut:
+        if not await self.store.insert_profile(body.name, body.description, actor, body.tool_names):
+            raise Conflict(f"profile {body.name} exists")
+        if body.tool_names != "namespaced":
+            self.invalidate()
+        self._emit(
+            EventType.profile_created,
+            actor,
+            EventRefs(profile=body.name),
+            description=body.description,
+            tool_names=body.tool_names,
+        )
+        return await self.get_profile(body.name)
+
+    async def update_profile(self, name: str, patch: ProfilePatch, actor: str) -> ProfileOut:
+        fields = patch.model_dump(exclude_none=True)
+        if fields:
+            if await self.store.update_profile(name, **fields) is None:
+                raise NotFound(f"no profile named {name}")
+            self.invalidate()
+            self._emit(EventType.profile_updated, actor, EventRefs(profile=name), **fields)
+        return await self.get_profile(name)
+
+    async def get_profile(self, name: str) -> ProfileOut:
+        p = await self.store.profile(name)
+        if p is None:
+            raise NotFound(f"no profile named {name}")
+        return ProfileOut(**dict(p), grants=[_grant_out(g) for g in await self.store.grants(name)])
+
+    async def list_profiles(self) -> list[ProfileOut]:
+        grants: dict[str, list[GrantOut]] = {}
+        for g in await self.store.grants():
+            grants.setdefault(g["profile"], []).append(_grant_out(g))
+        return [ProfileOut(**dict(p), grants=grants.get(p["name"], [])) for p in await self.store.profiles()]
+
+    async def delete_profile(self, name: str, actor: str) -> None:
+        if not await self.store.delete_profile(name):
+            raise NotFound(f"no profile named {name}")
+        self.invalidate()
+        self._emit(EventType.profile_deleted, actor, EventRefs(profile=name))
+
+    async def grant(self, profile: str, body: GrantCreate, actor: str) -> GrantOut:
+        g = await self.store.insert_grant(profile, body.tool, body.read_only, body.reason, actor)
+        if g is None:
+            raise NotFound(f"no profile named {profile}")
+        self.invalidate()
+        self._emit(
+            EventType.grant_added,
+            actor,
+            EventRefs(profile=profile, tool=body.tool),
+            grant_id=str(g["id"]),
+            read_only=body.read_only,
+            reason=body.reason,
+        )
+        return _grant_out(g)
+
+    async def revoke(self, profile: str, grant_id: str, actor: str) -> None:
+        try:
+            gid = uuid.UUID(grant_id)
+        except ValueError:
+            raise NotFound(f"no grant {grant_id} in profile {profile}") from None
+        g = await self.store.delete_grant(profile, gid)
+        if g is None:
+            raise NotFound(f"no grant {grant_id} in profile {profile}")
+        self.invalidate()
+        self._emit(
+            EventType.grant_revoked,
+            actor,
+            EventRefs(profile=profile, tool=g["tool"]),
+            grant_id=grant_id,
+            read_only=g["read_only"],
+        )
