@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from warden_proxy.service import _insufficient_scope
+from warden_proxy.consent import insufficient_scope as _insufficient_scope
 from warden_proxy.upstream import UpstreamUnauthorized
 
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any
 
 import jsonschema
 import mcp_types as types
@@ -29,7 +28,6 @@ from warden_common.contracts import (
     Actor,
     Credential,
     CredentialRequest,
-    ErrorCode,
     EventRefs,
     EventType,
     ListUpstreamTools,
@@ -43,12 +41,12 @@ from warden_common.contracts import (
     VisibleRequest,
 )
 from warden_common.errors import WardenError
-from warden_common.rfc6750 import parse_bearer_challenge
 
 from warden_proxy.agents import Principal
 from warden_proxy.approvals import Approvals, AskApproval
 from warden_proxy.breaker import Breakers
-from warden_proxy.errors import BadInput, ConsentFailed, InvalidArguments, Unavailable, UpstreamError
+from warden_proxy.consent import ConsentFlow, insufficient_scope
+from warden_proxy.errors import BadInput, InvalidArguments, UpstreamError
 from warden_proxy.upstream import UpstreamPool, UpstreamUnauthorized
 
 __all__ = ["CallPipeline"]
@@ -94,7 +92,7 @@ def _result_to_contract(r: types.CallToolResult, call_id: str) -> ToolCallResult
     )
 
 
-class CallPipeline:
+class CallPipeline(ConsentFlow):
     def __init__(
         self,
         bus: Bus,
@@ -194,22 +192,6 @@ class CallPipeline:
             ttl = max(0.0, (cred.expires_at - self.skew - datetime.now(UTC)).total_seconds())
         self._creds.put(key, cred, ttl)
         return cred
-
-    async def step_up(
-        self, connector: str, principal: Principal, scopes: tuple[str, ...], failed: Credential
-    ) -> NoReturn:
-        """Hand an upstream's `insufficient_scope` to connectors; it always refuses, with the
-        consent that grants the scopes. Never served from or stored in the cache. Until that
-        consent lands, the connection's current credential is `failed`: waiting for the
-        consent must not take it for the new one."""
-        user = principal.user or ""
-        self._creds.drop(lambda k: k[0] == connector and k[1] == user)
-        self._stale[(connector, user)] = _headers_digest(failed)
-        await self.bus.request(
-            CREDENTIALS_GET,
-            CredentialRequest(connector=connector, user=principal.user, jwe=principal.jwe, step_up_scopes=scopes),
-        )
-        raise Unavailable(f"connector {connector} could not grant the scopes the upstream asks for")
 
     # -- validation ----------------------------------------------------------------------
     def validate(self, tool: ResolvedTool, arguments: dict[str, Any]) -> None:
@@ -336,62 +318,6 @@ class CallPipeline:
         )
         return out
 
-    async def _call_with_consent(
-        self,
-        tool: ResolvedTool,
-        principal: Principal,
-        arguments: dict[str, Any],
-        progress: Any,
-        on_consent: Callable[[str, str], Awaitable[bool]] | None,
-    ) -> types.CallToolResult:
-        """Call upstream; when a per-user connection is missing, show the consent URL, wait
-        for that user's connection to become active, and finish the call (up to 10 times)."""
-        for _ in range(self.max_consents):
-            try:
-                return await self._call_upstream(tool, principal, arguments, progress)
-            except WardenError as e:
-                key = (tool.connector, principal.user or "")
-                url = e.details.get("consent_url") if e.code == ErrorCode.consent_required else None
-                if not url or on_consent is None:
-                    self._stale.pop(key, None)  # no consent to wait for: forget a step-up's marker
-                    raise
-                waiter = self._consent_waiters.setdefault(key, asyncio.Event())
-                if not await on_consent(str(url), tool.connector):
-                    self._consent_waiters.pop(key, None)
-                    self._stale.pop(key, None)
-                    raise
-                if not await self._wait_connected(tool.connector, principal, waiter):
-                    raise
-        raise Unavailable(f"gave up after {self.max_consents} consents in one call")
-
-    async def _wait_connected(self, connector: str, principal: Principal, waiter: asyncio.Event) -> bool:
-        key = (connector, principal.user or "")
-        deadline = time.monotonic() + self.consent_wait_s
-        try:
-            while (left := deadline - time.monotonic()) > 0:
-                try:
-                    await asyncio.wait_for(waiter.wait(), timeout=min(left, 5.0))
-                    if (why := self._consent_failed.pop(key, None)) is not None:
-                        raise ConsentFailed(f"connecting {connector} failed: {why}; call again to retry")
-                    return True
-                except TimeoutError:
-                    # events can be missed across reconnects: ask connectors directly too
-                    # (after a step-up, without a refresh: a refreshed token is not a new consent)
-                    stale = self._stale.get(key)
-                    try:
-                        cred = await self.credential(
-                            connector, principal.user, force=stale is None, uncached=True, jwe=principal.jwe
-                        )
-                    except WardenError:
-                        continue
-                    if stale is None or _headers_digest(cred) != stale:
-                        return True
-            return False
-        finally:
-            self._consent_waiters.pop(key, None)
-            self._stale.pop(key, None)
-            self._consent_failed.pop(key, None)
-
     async def _call_upstream(
         self, tool: ResolvedTool, principal: Principal, arguments: dict[str, Any], progress: Any = None
     ) -> types.CallToolResult:
@@ -402,7 +328,7 @@ class CallPipeline:
             try:
                 result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments, progress)
             except UpstreamUnauthorized as e:
-                if (scopes := _insufficient_scope(e)) is not None:
+                if (scopes := insufficient_scope(e)) is not None:
                     # step-up: connectors answers with a consent for the union of scopes (a
                     # per-user connection: `consent_required` + URL, which `_call_with_consent`
                     # shows and resumes after) or `reauth_required` for the organization's
@@ -442,28 +368,6 @@ class CallPipeline:
                 for t in tools
             ],
         )
-
-
-def _headers_digest(cred: Credential) -> str:
-    h = hashlib.sha256()
-    for k in sorted(cred.headers):
-        h.update(f"{k}\0{cred.headers[k]}\0".encode())
-    return h.hexdigest()
-
-
-def _insufficient_scope(e: UpstreamUnauthorized) -> tuple[str, ...] | None:
-    """The scopes a `403 insufficient_scope` challenge requires (RFC 6750 §3.1, MCP step-up),
-    or None when this is not one. Malformed scope tokens are dropped, not forwarded."""
-    if e.status != 403:
-        return None
-    challenge = parse_bearer_challenge(e.www_authenticate)
-    if challenge is None or not challenge.insufficient_scope:
-        return None
-    scopes = tuple(s for s in challenge.scope if _SCOPE_TOKEN.fullmatch(s))[:50]
-    return scopes or None
-
-
-_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]{1,200}")
 
 
 def _short(err: ValidationError) -> str:
