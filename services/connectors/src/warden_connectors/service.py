@@ -9,35 +9,29 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 import uuid
-from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from datetime import datetime
+from typing import Any
 
 from warden_common.bus import Bus
 from warden_common.contracts import (
     UPSTREAM_LIST_TOOLS,
     Actor,
     Credential,
-    CredentialRequest,
     EventRefs,
     EventType,
     ListUpstreamTools,
 )
 from warden_common.crypto import Sealer
-from warden_common.errors import Unauthorized, WardenError
-from warden_common.logging import register_secret
+from warden_common.errors import WardenError
 
 from warden_connectors.connections import Connections
 from warden_connectors.consent import Consent, ConsentStart
+from warden_connectors.credentials import CredentialDesk
 from warden_connectors.errors import (
     BadInput,
     Conflict,
     ConnectorNotFound,
-    CredentialExpired,
-    Disconnected,
-    Forbidden,
-    ReauthRequired,
 )
 from warden_connectors.models import (
     ConnectorCreate,
@@ -45,7 +39,6 @@ from warden_connectors.models import (
     ConnectorView,
     OAuth2Auth,
 )
-from warden_connectors.passthrough import open_passthrough, render_headers
 from warden_connectors.specs import check_url, secret_aad, split_auth
 from warden_connectors.store import ConnectorRow, Store
 from warden_connectors.tokens import TokenVault, is_client_credentials
@@ -71,7 +64,10 @@ def _revocation_summary(outcomes: dict[str, str]) -> dict[str, int]:
     return out
 
 
-class ConnectorService:
+class ConnectorService(CredentialDesk):
+    """Connectors, their OAuth consent and connections; the proxy's credential requests come
+    from `CredentialDesk` (credentials.py)."""
+
     def __init__(
         self,
         store: Store,
@@ -346,121 +342,6 @@ class ConnectorService:
     async def as_json(self, name: str) -> dict[str, Any]:
         row = await self._row(name)
         return as_json(row, self._open_secret(row))
-
-    # -- the proxy's credential request ---------------------------------------------------
-    def _used(self, name: str) -> None:
-        """Record `last_used_at`, at most once a minute per connector and off the hot path."""
-        now = time.monotonic()
-        if now - self._touched.get(name, -1e9) < 60:
-            return
-        self._touched[name] = now
-        task = asyncio.create_task(self.store.touch_by_name(name))
-        self._touching.add(task)
-        task.add_done_callback(self._touched_done)
-
-    def _touched_done(self, task: asyncio.Task[None]) -> None:
-        self._touching.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("recording last use failed: %s", type(task.exception()).__name__)
-
-    async def credential(self, req: CredentialRequest) -> Credential:
-        if req.step_up_scopes:
-            await self._step_up(req)
-        if req.purpose == "call":
-            self._used(req.connector)
-        key = (req.connector, req.user or "", req.purpose)
-        now = datetime.now(UTC)
-        if req.jwe is None and not req.force_refresh and (hit := self._cache.get(key)) is not None:
-            cred, fresh_until = hit
-            if fresh_until is None or fresh_until > now:
-                return cred
-        row = await self._row(req.connector)
-        status = row["status"]
-        if status == "disconnected":
-            raise Disconnected(f"connector {req.connector!r} is disconnected; an admin must reconnect it")
-        if row["scope"] == "per_user" and not req.user and req.purpose != "discovery":
-            # fail closed: a call without an end user must not run on the admin's own connection
-            raise Unauthorized(
-                f"connector {req.connector!r} is per-user: calls must carry the end user "
-                "(use an agent key bound to a user)"
-            )
-        org = row["auth_type"] != "oauth2" or self.connections.user_key(row, req.user) == ""
-        if org and status == "reauth_required":
-            raise ReauthRequired(f"connector {req.connector!r} needs to be authorized again: {row['status_reason']}")
-        if org and status == "expired" and row["auth_type"] == "oauth2":
-            raise CredentialExpired(f"the connection of connector {req.connector!r} expired; an admin must reconnect")
-        exp = row["secret_expires_at"]
-        if exp is not None and exp <= now:
-            raise CredentialExpired(f"the credential of connector {req.connector!r} expired; an admin must replace it")
-        fresh_until = exp - timedelta(seconds=30) if exp is not None else None
-        if row["auth_type"] == "jwt_passthrough":
-            headers, exp = self._passthrough_headers(row, req.jwe)
-        elif row["auth_type"] == "oauth2":
-            headers, tokens = await self.connections.headers(row, req.user, force=req.force_refresh)
-            exp = tokens.expires_at
-            if exp is not None:  # cached only until the vault would refresh it
-                fresh_until = exp - timedelta(seconds=self.connections.vault.threshold(tokens))
-        else:
-            headers = self._static_headers(row)
-        for v in headers.values():
-            register_secret(v.split(" ", 1)[-1])
-        cred = Credential(
-            connector=row["name"],
-            url=row["url"],
-            transport=row["transport"],
-            headers=headers,
-            expires_at=exp,
-            config_version=row["config_version"],
-            timeout_s=row["timeout_s"],
-        )
-        if row["auth_type"] != "jwt_passthrough":
-            self._cache[key] = (cred, fresh_until)
-        return cred
-
-    async def _step_up(self, req: CredentialRequest) -> NoReturn:
-        row = await self._row(req.connector)
-        if row["status"] == "disconnected":
-            raise Disconnected(f"connector {req.connector!r} is disconnected; an admin must reconnect it")
-        if row["auth_type"] != "oauth2":
-            raise Forbidden(
-                f"upstream {req.connector} asks for scopes ({' '.join(req.step_up_scopes)}) that its static "
-                "credential does not carry; an admin must replace the credential"
-            )
-        if row["scope"] == "per_user" and not req.user:
-            raise Unauthorized(f"connector {req.connector!r} is per-user: calls must carry the end user")
-        await self.connections.step_up(row, req.user, tuple(req.step_up_scopes))
-
-    def _passthrough_headers(self, row: ConnectorRow, token: str | None) -> tuple[dict[str, str], datetime | None]:
-        if not token:
-            raise Unauthorized(
-                f"connector {row['name']!r} needs the embedding site's token: send it in the X-Warden-JWE header"
-            )
-        cfg = row["auth_config"]
-        secret = self._open_secret(row)
-        jwt_token, claims = open_passthrough(
-            token,
-            private_pem=secret["jwe_private_key"],
-            site_jwk=cfg["site_public_jwk"],
-            audience=cfg["audience"],
-            issuer=cfg.get("issuer"),
-        )
-        register_secret(jwt_token)
-        exp = datetime.fromtimestamp(int(claims["exp"]), UTC)
-        return render_headers(secret["header_templates"], jwt_token), exp
-
-    def _static_headers(self, row: ConnectorRow) -> dict[str, str]:
-        secret = self._open_secret(row)
-        cfg = row["auth_config"]
-        match row["auth_type"]:
-            case "none":
-                return {}
-            case "bearer":
-                return {"Authorization": f"Bearer {secret['token']}"}
-            case "api_key":
-                return {str(cfg.get("header", "X-API-Key")): secret["key"]}
-            case "custom_headers":
-                return dict(secret.get("headers", {}))
-        raise ReauthRequired(f"connector {row['name']!r} has no usable credential yet")
 
     def on_peer_event(self, connector: str | None) -> None:
         """Another replica changed a connector: forget what we cached for it."""
