@@ -15,7 +15,7 @@ import pytest
 from audit_support import Audit, event, publisher, run_audit, wait_for
 from typer.testing import CliRunner
 from warden_audit.cli import app as cli_app
-from warden_audit.service import Maintenance
+from warden_audit.maintenance import Maintenance
 from warden_audit.store import Store
 from warden_common.contracts import EventRefs
 

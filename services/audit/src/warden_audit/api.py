@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from warden_audit.errors import BadFilter, ExecutionNotFound
+from warden_audit.maintenance import verify
 from warden_audit.query import (
     ExecutionFilters,
     Filters,
@@ -26,7 +27,6 @@ from warden_audit.query import (
     execution_view,
     record_envelope,
 )
-from warden_audit.service import verify
 from warden_audit.store import Store
 
 __all__ = ["AuditState", "build_router"]

@@ -18,9 +18,10 @@ from warden_common.web import admin_guard, install_error_handlers, ops_router
 
 from warden_audit.api import AuditState, build_router
 from warden_audit.handlers import Consumer
+from warden_audit.maintenance import Maintenance
 from warden_audit.query import Tail
 from warden_audit.redaction import Redactor
-from warden_audit.service import Ingestor, Maintenance
+from warden_audit.service import Ingestor
 from warden_audit.settings import Settings
 from warden_audit.store import Store, Writer
 
