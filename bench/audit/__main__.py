@@ -30,7 +30,7 @@ import asyncpg
 import httpx
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig
-from warden_audit.handlers import Puller
+from warden_audit.puller import Puller
 from warden_common.contracts import Actor, Event, EventRefs, Service, events_stream_name, events_subject
 
 NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")

@@ -11,10 +11,7 @@ that cannot be parsed or stored becomes a dead letter (acked), never a blocked s
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import inspect
-import json
 import logging
 import time
 from typing import Any
@@ -22,7 +19,6 @@ from typing import Any
 import asyncpg
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import Counter, Gauge, Histogram
@@ -30,6 +26,7 @@ from warden_common.bus import Bus
 from warden_common.contracts import events_wildcard
 
 from warden_audit.parse import TIME, Batch
+from warden_audit.puller import ConsumerGone, Delivery, Puller
 from warden_audit.service import PHASE, Ingestor, Stored
 
 __all__ = ["DURABLE", "Consumer"]
@@ -50,174 +47,6 @@ WRITE = Histogram(
     "warden_audit_batch_write_seconds", "one batch's transaction", buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5)
 )
 _DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-
-
-class ConsumerGone(Exception):
-    """The durable consumer (or its stream) is not there: re-create it."""
-
-
-class Delivery:
-    """One message off the stream: what ingest needs of it, and its ack subject."""
-
-    __slots__ = ("data", "reply", "subject")
-
-    def __init__(self, subject: str, reply: str, data: bytes) -> None:
-        self.subject = subject
-        self.reply = reply
-        self.data = data
-
-    @property
-    def stream_seq(self) -> int | None:
-        try:
-            return int(Msg(None, subject=self.subject, reply=self.reply).metadata.sequence.stream)  # type: ignore[arg-type]
-        except (ValueError, IndexError, nats.errors.Error):
-            return None
-
-
-def _hookable() -> bool:
-    """Whether this nats-py hands every incoming message to `Client._process_msg(sid,
-    subject, reply, data, headers)` (2.x does): then the puller takes its messages there,
-    before nats-py parses their headers and builds a `Msg` and queues it for a callback
-    task, which cost more than the rest of ingest's Python work per message (see
-    bench/audit). With another nats-py the puller uses a plain subscription callback."""
-    try:
-        method = NatsClient._process_msg
-        params = list(inspect.signature(method).parameters)
-    except (AttributeError, TypeError, ValueError):
-        return False
-    return inspect.iscoroutinefunction(method) and params == ["self", "sid", "subject", "reply", "data", "headers"]
-
-
-_HOOKABLE = _hookable()
-_SINKS = "_warden_audit_sinks"
-
-
-def _sinks(nc: Any) -> dict[int, Any]:
-    """Per-subscription sinks on this client, installed once in front of `_process_msg`."""
-    sinks: dict[int, Any] | None = getattr(nc, _SINKS, None)
-    if sinks is None:
-        sinks = {}
-        process = nc._process_msg
-        table = sinks
-
-        async def _process_msg(sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
-            sink = table.get(sid)
-            if sink is None:
-                await process(sid, subject, reply, data, headers)
-            else:
-                sink(subject, reply, data, headers)
-
-        nc._process_msg = _process_msg
-        setattr(nc, _SINKS, sinks)
-    return sinks
-
-
-class Puller:
-    """A pull subscription that keeps pull requests outstanding and buffers what arrives.
-
-    nats-py's `fetch` waits for each message on its own future; taking the whole buffer at
-    once is what lets ingest keep up (see bench/audit). `take(n)` returns as soon as at least
-    one message is there, so a quiet stream costs no latency and a busy one fills batches.
-    A new request for `n` goes out once less than half of what was asked for is still to
-    come, so the server always has somewhere to send the next messages.
-    """
-
-    def __init__(self, nc: Any, stream: str, durable: str) -> None:
-        self.nc = nc
-        self.subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
-        self.inbox = nc.new_inbox()
-        self._buf: list[Delivery] = []
-        self._wake = asyncio.Event()
-        self._requests: collections.deque[int] = collections.deque()  # still to come, per request (FIFO)
-        self._outstanding = 0
-        self._requested_at = 0.0
-        self._expires_s = 1.0
-        self._gone = False
-        self._sub: Any = None
-
-    async def start(self) -> None:
-        if _HOOKABLE:
-            self._sub = await self.nc.subscribe(self.inbox)
-            _sinks(self.nc)[self._sub._id] = self._on_raw
-        else:
-            self._sub = await self.nc.subscribe(self.inbox, cb=self._on_msg, pending_msgs_limit=1_000_000)
-
-    async def stop(self) -> None:
-        if self._sub is not None:
-            getattr(self.nc, _SINKS, {}).pop(self._sub._id, None)
-            with contextlib.suppress(nats.errors.Error):
-                await self._sub.unsubscribe()
-            self._sub = None
-
-    def _on_raw(self, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
-        if not reply:
-            # a status from the server: "NATS/1.0 408 Request Timeout\r\n..."
-            line = (headers or b"")[9:].split(b"\r\n", 1)[0]
-            self._status(line[:3].decode(errors="replace"), line[4:].decode(errors="replace"))
-            return
-        self._buf.append(Delivery(subject.decode(), reply.decode(), data))
-        self._got(1)
-
-    async def _on_msg(self, msg: Msg) -> None:
-        headers = msg.headers or {}
-        status = headers.get("Status")
-        if status:
-            self._status(status, headers.get("Description") or "")
-            return
-        self._buf.append(Delivery(msg.subject, msg.reply, msg.data))
-        self._got(1)
-
-    def _got(self, n: int) -> None:
-        self._outstanding -= n
-        if self._requests:
-            self._requests[0] -= n
-            if self._requests[0] <= 0:
-                self._requests.popleft()
-        self._wake.set()
-
-    def _status(self, status: str, description: str) -> None:
-        # 408 request expired (the oldest: same expiry, served in order), 409 limits or
-        # consumer deleted, 503 nobody serves that consumer
-        if status == "408" and self._requests:
-            self._outstanding -= self._requests.popleft()
-        else:
-            self._requests.clear()
-            self._outstanding = 0
-        if status == "503" or (status == "409" and "deleted" in description.lower()):
-            self._gone = True
-        self._wake.set()
-
-    async def take(self, n: int, timeout_s: float) -> list[Delivery]:
-        if self._gone:
-            self._gone = False
-            raise ConsumerGone
-        now = time.monotonic()
-        if self._outstanding > 0 and now - self._requested_at > self._expires_s + 2:
-            self._requests.clear()  # the requests were lost (e.g. NATS restarted): ask again
-            self._outstanding = 0
-        if self._outstanding < n // 2 + 1 and len(self._buf) < n:
-            self._expires_s = timeout_s
-            await self.nc.publish(
-                self.subject,
-                json.dumps({"batch": n, "expires": int(timeout_s * 1e9)}).encode(),
-                reply=self.inbox,
-            )
-            self._requests.append(n)
-            self._outstanding += n
-            self._requested_at = now
-        if not self._buf:
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=timeout_s)
-        if self._gone and not self._buf:
-            self._gone = False
-            raise ConsumerGone
-        out, self._buf = self._buf[:n], self._buf[n:]
-        return out
-
-    def release(self) -> list[Delivery]:
-        out, self._buf = self._buf, []
-        return out
 
 
 class Consumer:
