@@ -38,21 +38,8 @@ class ConsentFlow:
 
     if TYPE_CHECKING:  # provided by CallPipeline
         _creds: Any
-
-        async def credential(
-            self,
-            connector: str,
-            user: str | None,
-            *,
-            force: bool = False,
-            jwe: str | None = None,
-            purpose: str = "call",
-            uncached: bool = False,
-        ) -> Credential: ...
-
-        async def _call_upstream(
-            self, tool: ResolvedTool, principal: Principal, arguments: dict[str, Any], progress: Any = None
-        ) -> types.CallToolResult: ...
+        credential: Callable[..., Awaitable[Credential]]
+        _call_upstream: Callable[..., Awaitable[types.CallToolResult]]
 
     async def step_up(
         self, connector: str, principal: Principal, scopes: tuple[str, ...], failed: Credential
