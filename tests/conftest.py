@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from support.infra import drop_stream, fresh_database, nats_server, postgres_server, unique_root
 from warden_cli.embedded import SERVICES, Stack, StackConfig, free_port
-from warden_common.contracts import events_stream_name
+from warden_common.contracts import durable_calls_stream_name, events_stream_name
 
 
 @pytest.fixture(scope="session")
@@ -54,3 +54,4 @@ async def stack(nats_url: str, admin_dsn: str, tmp_path_factory: pytest.TempPath
         finally:
             st.stop()
             await drop_stream(nats_url, events_stream_name(root))
+            await drop_stream(nats_url, durable_calls_stream_name(root))

@@ -22,7 +22,7 @@ from support.oauth import REDIRECT_URI, follow_consent, registered_clients
 from support.oidc import OidcProvider, oidc_provider
 from support.upstream import bearer_upstream
 from warden_cli.embedded import SERVICES, Stack, StackConfig, free_port
-from warden_common.contracts import events_stream_name
+from warden_common.contracts import durable_calls_stream_name, events_stream_name
 from warden_connectors.oauth.pkce import challenge_s256, new_verifier
 
 pytestmark = pytest.mark.e2e
@@ -52,6 +52,7 @@ async def env(
         finally:
             stack.stop()
             await drop_stream(nats_url, events_stream_name(root))
+            await drop_stream(nats_url, durable_calls_stream_name(root))
 
 
 async def _token(op: OidcProvider, user: str, resource: str) -> str:
