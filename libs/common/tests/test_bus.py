@@ -1,7 +1,9 @@
 import asyncio
+import contextlib
 import uuid
 
 import nats
+import nats.js.errors
 import pytest
 from warden_common.bus import Bus
 from warden_common.contracts import (
@@ -138,3 +140,7 @@ async def test_close_waits_for_the_requests_being_answered(nats_url):
             assert (await pending).connector == "slow"
     finally:
         await b.close()
+        nc = await nats.connect(nats_url)  # the run's events stream, if a bus made one
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await nc.jetstream().delete_stream(events_stream_name(root))
+        await nc.close()
