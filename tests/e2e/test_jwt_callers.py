@@ -17,12 +17,11 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from support.admin import admin_client, agent
-from support.infra import drop_stream, fresh_database, unique_root, wait_for
+from support.infra import isolated_stack, wait_for
 from support.oauth import REDIRECT_URI, follow_consent, registered_clients
 from support.oidc import OidcProvider, oidc_provider
 from support.upstream import bearer_upstream
-from warden_cli.embedded import SERVICES, Stack, StackConfig, free_port
-from warden_common.contracts import durable_calls_stream_name, events_stream_name
+from warden_cli.embedded import Stack
 from warden_connectors.oauth.pkce import challenge_s256, new_verifier
 
 pytestmark = pytest.mark.e2e
@@ -34,25 +33,11 @@ PROFILE = "jwt-callers"
 async def env(
     nats_url: str, admin_dsn: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[Stack, OidcProvider]]:
-    root = unique_root()
-    async with oidc_provider(clients=registered_clients()) as op, fresh_database(admin_dsn) as dsn:
-        cfg = StackConfig(
-            data_dir=Path(tmp_path_factory.mktemp("warden-jwt")),
-            root=root,
-            nats_url=nats_url,
-            database_url=dsn,
-            ports={name: free_port() for name, _, _ in SERVICES},
-            admin_token="adm-" + secrets.token_urlsafe(24),
-            extra_env={"proxy": {"WARDEN_PROXY_JWT_ISSUER": op.issuer, "WARDEN_PROXY_JWT_DEFAULT_PROFILE": PROFILE}},
-        )
-        stack = Stack(cfg)
-        try:
-            await stack.start()
+    async with oidc_provider(clients=registered_clients()) as op:
+        proxy = {"WARDEN_PROXY_JWT_ISSUER": op.issuer, "WARDEN_PROXY_JWT_DEFAULT_PROFILE": PROFILE}
+        data = Path(tmp_path_factory.mktemp("warden-jwt"))
+        async with isolated_stack(nats_url, admin_dsn, data, {"proxy": proxy}) as stack:
             yield stack, op
-        finally:
-            stack.stop()
-            await drop_stream(nats_url, events_stream_name(root))
-            await drop_stream(nats_url, durable_calls_stream_name(root))
 
 
 async def _token(op: OidcProvider, user: str, resource: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -20,12 +21,21 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import nats
 
-__all__ = ["fresh_database", "nats_server", "postgres_server", "unique_root", "drop_stream", "wait_tcp"]
+__all__ = [
+    "drop_stream",
+    "fresh_database",
+    "isolated_stack",
+    "nats_server",
+    "postgres_server",
+    "unique_root",
+    "wait_tcp",
+]
 
 
 def unique_root() -> str:
@@ -132,3 +142,33 @@ async def wait_for(pred, timeout: float = 10.0, interval: float = 0.05):  # type
             if v:
                 return v
             await asyncio.sleep(interval)
+
+
+@asynccontextmanager
+async def isolated_stack(
+    nats_url: str, admin_dsn: str, data_dir: Path, extra_env: dict[str, dict[str, str]] | None = None
+) -> AsyncIterator[Any]:
+    """A whole Warden stack on a shared NATS and Postgres, isolated by its own subject root and
+    database; its streams and database are dropped afterwards."""
+    from warden_cli.embedded import SERVICES, Stack, StackConfig
+    from warden_common.contracts import durable_calls_stream_name, events_stream_name
+
+    root = unique_root()
+    async with fresh_database(admin_dsn) as dsn:
+        cfg = StackConfig(
+            data_dir=data_dir,
+            root=root,
+            nats_url=nats_url,
+            database_url=dsn,
+            ports={name: free_port() for name, _, _ in SERVICES},
+            admin_token="adm-" + secrets.token_urlsafe(24),
+            extra_env=extra_env or {},
+        )
+        st = Stack(cfg)
+        try:
+            await st.start()
+            yield st
+        finally:
+            st.stop()
+            await drop_stream(nats_url, events_stream_name(root))
+            await drop_stream(nats_url, durable_calls_stream_name(root))

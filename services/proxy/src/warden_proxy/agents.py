@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
+from starlette.requests import Request
 from warden_common.bus import Bus
 from warden_common.contracts import Actor, EventType
 from warden_common.contracts.registry import PROFILE_PATTERN
@@ -22,7 +23,7 @@ from warden_common.errors import NotFound, Unauthorized
 from warden_proxy.jwt_callers import JwtCallers
 from warden_proxy.store import Store
 
-__all__ = ["AgentKeyCreate", "AgentKeys", "Principal"]
+__all__ = ["AgentKeyCreate", "AgentKeys", "Principal", "request_principal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,3 +155,11 @@ def _view(row: Any) -> AgentKeyView:
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
     )
+
+
+async def request_principal(request: Request) -> Principal:
+    """The caller of an HTTP route (agent key or JWT in Authorization), with the embedding
+    site's JWE (X-Warden-JWE) when it sends one. A FastAPI dependency for every agent route."""
+    keys: AgentKeys = request.state.keys
+    principal = await keys.authenticate(request.headers.get("authorization"))
+    return principal.with_jwe(request.headers.get("x-warden-jwe"))

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Request
 from warden_common.tracing import new_trace_id, set_trace_id
 
-from warden_proxy.agents import AgentKeyCreate, AgentKeys, AgentKeyView, Principal
+from warden_proxy.agents import AgentKeyCreate, AgentKeys, AgentKeyView, Principal, request_principal
 from warden_proxy.approvals import ApprovalDecision, Approvals, ApprovalView
 from warden_proxy.mcp_endpoint import protected_resource_metadata
 from warden_proxy.service import CallPipeline
@@ -28,12 +28,6 @@ def _pipeline(request: Request) -> CallPipeline:
 def _approvals(request: Request) -> Approvals:
     a: Approvals = request.state.approvals
     return a
-
-
-async def _agent(request: Request) -> Principal:
-    keys: AgentKeys = request.state.keys
-    principal = await keys.authenticate(request.headers.get("authorization"))
-    return principal.with_jwe(request.headers.get("x-warden-jwe"))
 
 
 def build_router(admin: object, resource_url: str, *, jwt_issuer: str | None = None) -> APIRouter:
@@ -94,7 +88,7 @@ def build_router(admin: object, resource_url: str, *, jwt_issuer: str | None = N
     async def call_tool(
         name: str,
         arguments: dict[str, Any] = Body(default_factory=dict, embed=True),
-        principal: Principal = Depends(_agent),
+        principal: Principal = Depends(request_principal),
         pipeline: CallPipeline = Depends(_pipeline),
     ) -> dict[str, Any]:
         """Call a tool as the agent whose key is in Authorization; same pipeline as MCP."""

@@ -9,7 +9,6 @@ A mixin of `CallPipeline` (service.py). No FastAPI, no MCP server machinery.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -18,12 +17,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import mcp_types as types
 from warden_common.bus import Bus
 from warden_common.contracts import CREDENTIALS_GET, Credential, CredentialRequest, ErrorCode, ResolvedTool
+from warden_common.contracts.credentials import SCOPE_TOKEN_PATTERN
 from warden_common.errors import WardenError
 from warden_common.rfc6750 import parse_bearer_challenge
 
 from warden_proxy.agents import Principal
 from warden_proxy.errors import ConsentFailed, Unavailable
-from warden_proxy.upstream import UpstreamUnauthorized
+from warden_proxy.upstream import UpstreamUnauthorized, credential_digest
 
 __all__ = ["ConsentFlow", "insufficient_scope"]
 
@@ -50,7 +50,7 @@ class ConsentFlow:
         consent must not take it for the new one."""
         user = principal.user or ""
         self._creds.drop(lambda k: k[0] == connector and k[1] == user)
-        self._stale[(connector, user)] = _headers_digest(failed)
+        self._stale[(connector, user)] = credential_digest(failed)
         await self.bus.request(
             CREDENTIALS_GET,
             CredentialRequest(connector=connector, user=principal.user, jwe=principal.jwe, step_up_scopes=scopes),
@@ -105,20 +105,13 @@ class ConsentFlow:
                         )
                     except WardenError:
                         continue
-                    if stale is None or _headers_digest(cred) != stale:
+                    if stale is None or credential_digest(cred) != stale:
                         return True
             return False
         finally:
             self._consent_waiters.pop(key, None)
             self._stale.pop(key, None)
             self._consent_failed.pop(key, None)
-
-
-def _headers_digest(cred: Credential) -> str:
-    h = hashlib.sha256()
-    for k in sorted(cred.headers):
-        h.update(f"{k}\0{cred.headers[k]}\0".encode())
-    return h.hexdigest()
 
 
 def insufficient_scope(e: UpstreamUnauthorized) -> tuple[str, ...] | None:
@@ -133,4 +126,4 @@ def insufficient_scope(e: UpstreamUnauthorized) -> tuple[str, ...] | None:
     return scopes or None
 
 
-_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]{1,200}")
+_SCOPE_TOKEN = re.compile(SCOPE_TOKEN_PATTERN)

@@ -22,7 +22,7 @@ from warden_common.contracts.credentials import (
 )
 from warden_common.errors import Forbidden
 
-from warden_proxy.agents import AgentKeys
+from warden_proxy.agents import request_principal
 
 __all__ = ["build_me_router"]
 
@@ -30,8 +30,7 @@ Connector = Path(pattern=NAME_PATTERN, description="the connector's name")
 
 
 async def _user(request: Request) -> str:
-    keys: AgentKeys = request.state.keys
-    principal = await keys.authenticate(request.headers.get("authorization"))
+    principal = await request_principal(request)
     if not principal.user:
         raise Forbidden("this agent key acts for no user: per-user connections need a key bound to a user")
     return principal.user

@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from warden_common.errors import WardenError
 from warden_common.tracing import new_trace_id, set_trace_id
 
-from warden_proxy.agents import AgentKeys, Principal
+from warden_proxy.agents import Principal, request_principal
 from warden_proxy.service import CallPipeline
 
 __all__ = ["build_stream_router"]
@@ -34,12 +34,6 @@ def _sse(event: str, data: Any) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-async def _agent(request: Request) -> Principal:
-    keys: AgentKeys = request.state.keys
-    principal = await keys.authenticate(request.headers.get("authorization"))
-    return principal.with_jwe(request.headers.get("x-warden-jwe"))
-
-
 def build_stream_router() -> APIRouter:
     router = APIRouter(tags=["calls"])
 
@@ -48,7 +42,7 @@ def build_stream_router() -> APIRouter:
         name: str,
         request: Request,
         arguments: dict[str, Any] = Body(default_factory=dict, embed=True),
-        principal: Principal = Depends(_agent),
+        principal: Principal = Depends(request_principal),
     ) -> StreamingResponse:
         """Call a tool as the agent whose key is in Authorization; answers text/event-stream."""
         pipeline: CallPipeline = request.state.pipeline

@@ -30,7 +30,7 @@ from warden_common.netguard import AddressRefused, NetPolicy, ResolveFailed, res
 from warden_proxy.errors import UpstreamError
 from warden_proxy.lean import LeanSession, RpcError, UpstreamHttpError
 
-__all__ = ["UpstreamPool", "UpstreamUnauthorized"]
+__all__ = ["UpstreamPool", "UpstreamUnauthorized", "credential_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,8 @@ class UpstreamUnauthorized(UpstreamError):
         self.status = status
 
 
-def _digest(cred: Credential) -> str:
+def credential_digest(cred: Credential) -> str:
+    """What identifies a credential's use: its headers, URL, transport and config version."""
     h = hashlib.sha256()
     for k in sorted(cred.headers):
         h.update(k.encode() + b"\0" + cred.headers[k].encode() + b"\0")
@@ -214,7 +215,7 @@ class UpstreamPool:
 
     async def _session(self, cred: Credential, user: str | None) -> _Session:
         key = (cred.connector, user or "")
-        digest = _digest(cred)
+        digest = credential_digest(cred)
         s = self._sessions.get(key)
         if s is not None and s.digest == digest and s.open:
             return s

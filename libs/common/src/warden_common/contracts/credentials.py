@@ -10,6 +10,7 @@ from pydantic import Field, StringConstraints
 from warden_common.contracts.base import Message, Subject
 
 __all__ = [
+    "SCOPE_TOKEN_PATTERN",
     "CONNECTIONS_CONSENT",
     "CONNECTIONS_DISCONNECT",
     "CONNECTIONS_GET",
@@ -27,7 +28,8 @@ __all__ = [
 Transport = Literal["streamable_http", "sse"]
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,47}$"
 # an OAuth scope token (RFC 6749 §3.3: printable ASCII without space, quote or backslash)
-ScopeToken = Annotated[str, StringConstraints(pattern=r"^[\x21\x23-\x5B\x5D-\x7E]{1,200}$")]
+SCOPE_TOKEN_PATTERN = r"^[\x21\x23-\x5B\x5D-\x7E]{1,200}$"
+ScopeToken = Annotated[str, StringConstraints(pattern=SCOPE_TOKEN_PATTERN)]
 
 
 class CredentialRequest(Message):
