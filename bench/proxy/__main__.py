@@ -1,14 +1,21 @@
 """Proxy overhead: direct MCP calls vs the same calls through Warden, in one run.
 
-    python -m bench.proxy [--calls 2000] [--concurrency 1,8,32]
+    python -m bench.proxy [--calls 2000] [--concurrency 1,8,32] [--upstream python|node]
+                          [--upstream-workers 1] [--proxy-replicas 1]
 
 Starts the embedded stack (NATS_URL / DATABASE_URL when set, else its own), an upstream
-echo server (stateless, JSON responses, `mcp` package's low-level server; see
-echo_server.py) in its own process(es), and measures for each
-concurrency: direct (mcp client -> upstream), through the MCP endpoint (mcp client ->
-proxy -> upstream) and through the NATS API (WardenClient -> proxy -> upstream):
-p50/p99 latency, added latency vs direct, calls/s, and CPU ms per call spent by all
-Warden processes (from /proc via psutil).
+echo server in its own process(es) — `python`: the `mcp` package's low-level server
+(echo_server.py); `node`: the official TypeScript SDK's McpServer (echo_server.mjs, a
+cheaper upstream, to show Warden's own ceiling); both stateless with JSON responses —
+and measures for each concurrency: direct (mcp client -> upstream), through the MCP
+endpoint (mcp client -> proxy -> upstream) and through the NATS API (WardenClient ->
+proxy -> upstream): p50/p99 latency, added latency vs direct, calls/s, and CPU ms per
+call spent by all Warden processes (from /proc via psutil), with the upstream's and the
+load generator's beside them.
+
+`--proxy-replicas N` runs N proxy processes in one queue group: NATS splits the calls
+between them, and the MCP clients are dealt round-robin over the replicas' HTTP ports;
+the CPU table shows each replica's share.
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -85,7 +94,69 @@ async def _measure(workers: list[Callable[[], Awaitable[Any]]], calls: int) -> t
     return lat, time.perf_counter() - t0
 
 
-async def main(calls: int, levels: list[int], upstream_workers: int = 1) -> None:
+_ECHO_JS = Path(__file__).with_name("echo_server.mjs")
+
+
+def _upstream_argv(kind: str, port: int, workers: int) -> list[str]:
+    if kind == "node":
+        node = shutil.which("node")
+        if node is None:
+            raise SystemExit("--upstream node needs node (>= 18) on PATH")
+        return [node, str(_ECHO_JS), str(port), "--workers", str(workers)]
+    return [sys.executable, "-m", "bench.proxy.echo_server", str(port), "--workers", str(workers)]
+
+
+def _start_replicas(stack: Stack, cfg: StackConfig, n: int) -> list[tuple[str, subprocess.Popen[bytes], int]]:
+    """Proxy replicas 2..n beside the stack's own: same settings, their own HTTP ports, one queue group."""
+    prefix = next(p for name, _, p in SERVICES if name == "proxy")
+    out = []
+    for i in range(2, n + 1):
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WARDEN_")}
+        env.update(stack.service_env("proxy", prefix))
+        env[f"{prefix}HTTP__PORT"] = str(port)
+        env[f"{prefix}HTTP__PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+        log = open(cfg.data_dir / f"proxy-{i}.log", "ab")  # noqa: SIM115 - the child's for its lifetime
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "warden_proxy"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        log.close()
+        out.append((f"proxy-{i}", proc, port))
+    return out
+
+
+async def _wait_ready(url: str, proc: subprocess.Popen[bytes]) -> None:
+    async with httpx.AsyncClient(timeout=2) as http, asyncio.timeout(60):
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"a proxy replica exited with code {proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(f"{url}/readyz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+
+
+async def main(
+    calls: int, levels: list[int], upstream_workers: int = 1, upstream_kind: str = "python", replicas: int = 1
+) -> None:
     load0 = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="warden-bench-"))
     cfg = StackConfig(
@@ -107,11 +178,14 @@ async def main(calls: int, levels: list[int], upstream_workers: int = 1) -> None
         cfg.database_url = dsn.rsplit("/", 1)[0] + "/" + db
     stack = Stack(cfg, progress=lambda m: print(f"  · {m}", flush=True))
     up_port = free_port()
-    upstream = subprocess.Popen(
-        [sys.executable, "-m", "bench.proxy.echo_server", str(up_port), "--workers", str(upstream_workers)]
-    )
+    upstream = subprocess.Popen(_upstream_argv(upstream_kind, up_port, upstream_workers))
+    extra: list[tuple[str, subprocess.Popen[bytes], int]] = []
     try:
         await stack.start()
+        extra = _start_replicas(stack, cfg, replicas)
+        for _, proc, port in extra:
+            await _wait_ready(f"http://127.0.0.1:{port}", proc)
+        proxy_urls = [stack.urls["proxy"], *(f"http://127.0.0.1:{port}" for _, _, port in extra)]
         await _wait_port(up_port)
         up_url = f"http://127.0.0.1:{up_port}/mcp"
         admin = {"Authorization": f"Bearer {stack.admin_token}"}
@@ -132,6 +206,7 @@ async def main(calls: int, levels: list[int], upstream_workers: int = 1) -> None
                 await h.post(f"{stack.urls['proxy']}/v1/agent-keys", json={"name": "bench", "profile": "demo"})
             ).json()["key"]
         warden_pids = {p.name: p.popen.pid for p in stack.procs if p.name != "nats"}
+        warden_pids.update({name: proc.pid for name, proc, _ in extra})
         # not Warden, shown beside it: the upstream (with its workers) and this load generator
         other_pids = {"upstream": upstream.pid, "generator": os.getpid()}
         nats_kw: dict[str, Any] = {}
@@ -143,23 +218,24 @@ async def main(calls: int, levels: list[int], upstream_workers: int = 1) -> None
         for n in levels:
             exits = AsyncExitStack()
 
-            async def mcp_clients(url: str, headers: dict[str, str]) -> list[Client]:
+            async def mcp_clients(urls: list[str], headers: dict[str, str]) -> list[Client]:
                 out = []
-                for _ in range(n):
+                for i in range(n):  # round-robin over the URLs (one per proxy replica)
                     http = httpx2.AsyncClient(headers=headers, timeout=60)
-                    out.append(await exits.enter_async_context(Client(streamable_http_client(url, http_client=http))))
+                    transport = streamable_http_client(urls[i % len(urls)], http_client=http)
+                    out.append(await exits.enter_async_context(Client(transport)))
                 return out
 
-            direct = await mcp_clients(up_url, {})
-            proxied = await mcp_clients(f"{stack.urls['proxy']}/mcp", {"Authorization": f"Bearer {key}"})
+            direct = await mcp_clients([up_url], {})
+            proxied = await mcp_clients([f"{u}/mcp" for u in proxy_urls], {"Authorization": f"Bearer {key}"})
             warden = WardenClient(nats_url=stack.nats_url, profile="demo", root=cfg.root, **nats_kw)
             await warden.connect()
-            # warm up every path (sessions, caches, credential)
+            # warm up every path (sessions, caches, credential) on every replica
             for c in direct:
                 await c.call_tool("echo", {"text": "hi"})
-            for c in proxied:
+            for c in proxied:  # each client is bound to one replica
                 await c.call_tool("bench__echo", {"text": "hi"})
-            await warden.call("bench__echo", {"text": "hi"})
+            await asyncio.gather(*(warden.call("bench__echo", {"text": "hi"}) for _ in range(8 * len(proxy_urls))))
 
             res: dict[str, tuple[list[float], float, float]] = {}
             for label, workers in (
@@ -201,7 +277,8 @@ async def main(calls: int, levels: list[int], upstream_workers: int = 1) -> None
         load1 = os.getloadavg()
         print(
             f"load average at start {load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f}, "
-            f"at end {load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f}; upstream workers: {upstream_workers}"
+            f"at end {load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f}; upstream: {upstream_kind} "
+            f"x{upstream_workers}; proxy replicas: {replicas}"
         )
         print(
             f"{'conc':>4} {'path':<7} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} "
@@ -218,10 +295,13 @@ async def main(calls: int, levels: list[int], upstream_workers: int = 1) -> None
             "upstream and generator are not Warden)"
         )
         names = [*sorted(warden_pids), *other_pids]
-        print(f"{'conc':>4} {'path':<7} " + " ".join(f"{x:>11}" for x in names))
+        print(f"{'conc':>4} {'path':<7} " + " ".join(f"{x:>11}" for x in names) + f" {'warden':>11}")
         for n, label, split in splits:
-            print(f"{n:>4} {label:<7} " + " ".join(f"{split.get(x, 0):>11.2f}" for x in names))
+            total = sum(v for k, v in split.items() if k in warden_pids)
+            cells = " ".join(f"{split.get(x, 0):>11.2f}" for x in names)
+            print(f"{n:>4} {label:<7} {cells} {total if label != 'direct' else 0:>11.2f}")
     finally:
+        _stop([proc for _, proc, _ in extra])
         stack.stop()
         upstream.terminate()
         upstream.wait(10)
@@ -255,6 +335,17 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument(
+        "--upstream",
+        choices=("python", "node"),
+        default="python",
+        help="the echo upstream: the `mcp` package (python) or the official TypeScript SDK (node)",
+    )
     ap.add_argument("--upstream-workers", type=int, default=1, help="echo server processes (one port)")
+    ap.add_argument("--proxy-replicas", type=int, default=1, help="proxy processes in one queue group")
     a = ap.parse_args()
-    asyncio.run(main(a.calls, [int(x) for x in a.concurrency.split(",")], a.upstream_workers))
+    if a.proxy_replicas < 1 or a.upstream_workers < 1:
+        ap.error("--proxy-replicas and --upstream-workers must be >= 1")
+    asyncio.run(
+        main(a.calls, [int(x) for x in a.concurrency.split(",")], a.upstream_workers, a.upstream, a.proxy_replicas)
+    )
