@@ -30,7 +30,7 @@ import asyncpg
 import httpx
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig
-from warden_audit.puller import Puller
+from warden_audit.puller import Puller, reply_all
 from warden_common.contracts import Actor, Event, EventRefs, Service, events_stream_name, events_subject
 
 NATS_URL = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
@@ -83,6 +83,19 @@ async def backends(admin: asyncpg.Connection, db: str) -> list[int]:
     return [r[0] for r in await admin.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", db)]
 
 
+def nats_server_pids() -> list[int]:
+    """A NATS server on this machine, when there is one (its CPU is part of the cost)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if (d / "comm").read_text().strip() == "nats-server":
+                    out.append(int(d.name))
+            except OSError:
+                continue
+    return out
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -112,8 +125,7 @@ async def raw_drain(nc: nats.NATS, stream: str, subject: str, n: int, batch: int
         t0 = time.perf_counter()
         while got < n:
             msgs = await puller.take(batch, 5)
-            for m in msgs:
-                await nc.publish(m.reply, b"+ACK")
+            await reply_all(nc, msgs, b"+ACK")
             got += len(msgs)
         await puller.stop()
     await nc.flush()
@@ -139,13 +151,18 @@ def metrics(text: str) -> dict[str, float]:
     return out
 
 
-async def scrape(c: httpx.AsyncClient, url: str) -> dict[str, float]:
-    return metrics((await c.get(f"{url}/metrics")).text)
+async def scrape(c: httpx.AsyncClient, urls: list[str]) -> dict[str, float]:
+    """The audit processes' counters, summed."""
+    out: dict[str, float] = {}
+    for url in urls:
+        for k, v in metrics((await c.get(f"{url}/metrics")).text).items():
+            out[k] = out.get(k, 0.0) + v
+    return out
 
 
-async def until_stored(c: httpx.AsyncClient, url: str, n: int) -> dict[str, float]:
-    """Poll the audit process's stored-events counter (bounded by the caller)."""
-    while (m := await scrape(c, url))["_stored"] < n:  # noqa: ASYNC110 - another process's counter
+async def until_stored(c: httpx.AsyncClient, urls: list[str], n: int) -> dict[str, float]:
+    """Poll the audit processes' stored-events counters (bounded by the caller)."""
+    while (m := await scrape(c, urls))["_stored"] < n:  # noqa: ASYNC110 - another process's counter
         await asyncio.sleep(0.25)  # each scrape costs the audit process a little
     return m
 
@@ -157,6 +174,7 @@ async def main() -> None:
     ap.add_argument("--seconds", type=int, default=20)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--nats-py-fetch", action="store_true", help="also time nats-py's own fetch() loop")
+    ap.add_argument("--replicas", type=int, default=1, help="audit processes sharing the durable consumer")
     args, _ = ap.parse_known_args()
 
     root = "b" + uuid.uuid4().hex[:10]
@@ -171,7 +189,7 @@ async def main() -> None:
     from nats.js.api import StreamConfig
 
     await js.add_stream(StreamConfig(name=stream, subjects=[f"{root}.v1.events.>"], duplicate_window=120))
-    proc = None
+    procs: list[subprocess.Popen[bytes]] = []
     log = Path(tempfile.mkdtemp()) / "audit.log"
     try:
         print(
@@ -189,57 +207,68 @@ async def main() -> None:
         raw_rate = args.events / await raw_drain(nc, stream, f"{root}.v1.events.>", args.events, args.batch, "puller")
         print(f"  baseline, raw JetStream fetch+ack with audit's pull loop, no Postgres: {raw_rate:,.0f} events/s")
 
-        port = free_port()
         token = secrets.token_urlsafe(24)
-        env = os.environ | {
-            "WARDEN_AUDIT_NATS__URL": NATS_URL,
-            "WARDEN_AUDIT_NATS__ROOT": root,
-            "WARDEN_AUDIT_POSTGRES__DSN": dsn,
-            "WARDEN_AUDIT_ADMIN_TOKEN": token,
-            "WARDEN_AUDIT_HTTP__PORT": str(port),
-            "WARDEN_AUDIT_BATCH_SIZE": str(args.batch),
-            "WARDEN_AUDIT_LOG_LEVEL": "warning",
-        }
-        url = f"http://127.0.0.1:{port}"
-        with log.open("wb") as out:
-            proc = subprocess.Popen(  # noqa: ASYNC220
-                [sys.executable, "-m", "warden_audit"], env=env, stdout=out, stderr=out
-            )
+        urls: list[str] = []
         async with httpx.AsyncClient(timeout=10) as c:
-            async with asyncio.timeout(60):
-                while True:
-                    try:
-                        if (await c.get(f"{url}/readyz")).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if proc.poll() is not None:
-                        sys.exit(f"audit exited; see {log}")
-                    await asyncio.sleep(0.05)
+            for k in range(args.replicas):
+                port = free_port()
+                env = os.environ | {
+                    "WARDEN_AUDIT_NATS__URL": NATS_URL,
+                    "WARDEN_AUDIT_NATS__ROOT": root,
+                    "WARDEN_AUDIT_POSTGRES__DSN": dsn,
+                    "WARDEN_AUDIT_ADMIN_TOKEN": token,
+                    "WARDEN_AUDIT_HTTP__PORT": str(port),
+                    "WARDEN_AUDIT_BATCH_SIZE": str(args.batch),
+                    "WARDEN_AUDIT_LOG_LEVEL": "warning",
+                }
+                url = f"http://127.0.0.1:{port}"
+                with (log.parent / f"audit{k}.log").open("wb") as out:
+                    procs.append(
+                        subprocess.Popen(  # noqa: ASYNC220
+                            [sys.executable, "-m", "warden_audit"], env=env, stdout=out, stderr=out
+                        )
+                    )
+                async with asyncio.timeout(60):  # one at a time: the first one migrates
+                    while True:
+                        try:
+                            if (await c.get(f"{url}/readyz")).status_code == 200:
+                                break
+                        except httpx.HTTPError:
+                            pass
+                        if procs[-1].poll() is not None:
+                            sys.exit(f"audit exited; see {log.parent}")
+                        await asyncio.sleep(0.05)
+                urls.append(url)
             pg0 = cpu_seconds(await backends(admin, db))
+            nats0 = cpu_seconds(nats_server_pids())
             t0 = time.perf_counter()
-            before = await scrape(c, url)
+            before = await scrape(c, urls)
             async with asyncio.timeout(600):
-                m = await until_stored(c, url, args.events)
+                m = await until_stored(c, urls, args.events)
             dt = time.perf_counter() - t0
             pg_cpu = sum(v - pg0.get(pid, 0.0) for pid, v in cpu_seconds(await backends(admin, db)).items())
-            rate = args.events / dt
+            nats_cpu = sum(v - nats0.get(pid, 0.0) for pid, v in cpu_seconds(list(nats0)).items())
+            drained = args.events - before["_stored"]  # a replica may start before the next is ready
+            rate = drained / dt
             print(
                 f"  audit drain into Postgres (COPY, chained, committed, acked): {rate:,.0f} events/s"
-                f"  = {rate / raw_rate:.0%} of the raw baseline  ({dt:.1f}s for {args.events}), load {loadavg()}",
+                f"  = {rate / raw_rate:.0%} of the raw baseline  ({dt:.1f}s for {drained:,.0f}), load {loadavg()}",
                 flush=True,
             )
+            plural = "es" if len(urls) > 1 else ""
             print(
-                f"  CPU per event: audit process {(m['_cpu'] - before['_cpu']) / args.events * 1e6:.1f} µs,"
-                f" its Postgres backends {pg_cpu / args.events * 1e6:.1f} µs",
+                f"  CPU per event: audit process{plural} {(m['_cpu'] - before['_cpu']) / drained * 1e6:.1f} µs,"
+                f" its Postgres backends {pg_cpu / drained * 1e6:.1f} µs"
+                + (f", the NATS server {nats_cpu / drained * 1e6:.1f} µs" if nats0 else "")
+                + f"; all of it {(m['_cpu'] - before['_cpu'] + pg_cpu + nats_cpu) / dt:.2f} of {os.cpu_count()} cores",
                 flush=True,
             )
             phases = {k: m.get(k, 0) - before.get(k, 0) for k in m if not k.startswith("_")}
             total = sum(phases.values())
             print("  where the audit process spent its ingest time (per event, and share):")
-            for k in ("fetch", "parse", "claim", "chain", "copy", "executions", "commit", "ack"):
+            for k in ("fetch", "parse", "claim", "fold", "lock", "chain", "copy", "executions", "commit", "ack"):
                 v = phases.get(k, 0.0)
-                print(f"    {k:<11} {v / args.events * 1e6:7.1f} µs  {v / total:5.1%}")
+                print(f"    {k:<11} {v / drained * 1e6:7.1f} µs  {v / total:5.1%}")
             print(
                 "    (fetch and parse overlap with the Postgres phases: a fetcher task feeds the writer; "
                 "claim+copy+executions+commit are the transaction)"
@@ -264,7 +293,7 @@ async def main() -> None:
                     await asyncio.sleep(ahead)
             achieved = n / (time.perf_counter() - t_start)
             async with asyncio.timeout(120):
-                await until_stored(c, url, args.events + n)
+                await until_stored(c, urls, args.events + n)
         conn = await asyncpg.connect(dsn, server_settings={"search_path": "audit"})
         r = await conn.fetchrow(
             "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d) p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY d)"
@@ -278,8 +307,9 @@ async def main() -> None:
             flush=True,
         )
     finally:
-        if proc is not None:
+        for proc in procs:
             proc.terminate()
+        for proc in procs:
             proc.wait(timeout=30)
         try:
             await js.delete_stream(stream)

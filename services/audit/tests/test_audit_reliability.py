@@ -181,6 +181,42 @@ async def test_sigkill_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -
             await drop_stream(NATS_URL, events_stream_name(root))
 
 
+async def _stored(p: AuditProcess) -> float:
+    async with httpx.AsyncClient() as c:
+        text = (await c.get(f"{p.url}/metrics", timeout=5)).text
+    line = next(x for x in text.splitlines() if x.startswith("warden_audit_events_stored_total "))
+    return float(line.split()[1])
+
+
+async def test_two_replicas_share_the_stream_one_killed_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """Two audit processes on one durable consumer: both ingest (ids are claimed outside
+    the chain's lock, the chain is extended one transaction at a time), one is SIGKILLed
+    and comes back; every event is stored once and the chain still verifies."""
+    root = unique_root()
+    token = "adm-" + secrets.token_urlsafe(24)
+    async with fresh_database() as dsn:
+        env = audit_env(root, dsn, NATS_URL, token, WARDEN_AUDIT_BATCH_SIZE="200")
+        a = AuditProcess(env, tmp_path / "a.log")
+        b = AuditProcess(env, tmp_path / "b.log")
+        try:
+            await a.start()
+            await b.start()
+            async with Load(root, NATS_URL, rate=800) as load:
+                await load.until(2500)
+                assert await _stored(a) > 0
+                assert await _stored(b) > 0, "the second replica took no part"
+                b.kill()
+                await load.until(3500)
+                await b.start()
+                await load.until(5000)
+            await _assert_exactly_once(dsn, load.published)
+            await _verify_ok(a)
+        finally:
+            a.stop()
+            b.stop()
+            await drop_stream(NATS_URL, events_stream_name(root))
+
+
 class NatsServer:
     def __init__(self, store: Path) -> None:
         self.port = free_port()

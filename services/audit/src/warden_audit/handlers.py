@@ -26,7 +26,7 @@ from warden_common.bus import Bus
 from warden_common.contracts import events_wildcard
 
 from warden_audit.parse import TIME, Batch
-from warden_audit.puller import ConsumerGone, Delivery, Puller
+from warden_audit.puller import ConsumerGone, Delivery, Puller, reply_all
 from warden_audit.service import PHASE, Ingestor, Stored
 
 __all__ = ["DURABLE", "Consumer"]
@@ -110,15 +110,13 @@ class Consumer:
             self._sub = None
 
     async def _reply(self, deliveries: list[Delivery], what: bytes) -> None:
-        """Ack (nak, in progress) each message: a publish to its reply subject. One that
-        fails is not acked: JetStream redelivers it, and its id makes that a no-op."""
+        """Ack (nak, in progress) each message, all in one write. If that fails they are not
+        acked: JetStream redelivers them, and their ids make that a no-op."""
         assert self.bus.nc is not None
-        publish = self.bus.nc.publish
-        for d in deliveries:
-            try:
-                await publish(d.reply, what)
-            except nats.errors.Error as e:
-                log.debug("audit: ack failed (%s)", type(e).__name__)
+        try:
+            await reply_all(self.bus.nc, deliveries, what)
+        except nats.errors.Error as e:
+            log.debug("audit: ack failed (%s)", type(e).__name__)
 
     async def _subscribe(self) -> None:
         assert self.bus.nc is not None

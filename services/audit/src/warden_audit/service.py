@@ -59,10 +59,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 PHASE = Counter(
     "warden_audit_ingest_seconds_total",
-    "where ingest time goes: fetch, parse, claim (lock + ids), chain (hashing), copy, executions, commit, ack",
+    "where ingest time goes: fetch, parse, claim (ids), fold (executions), lock (chain head), chain (hashing),"
+    " copy, executions, commit, ack",
     ["phase"],
 )
-_PHASES = {name: PHASE.labels(name) for name in ("parse", "claim", "chain", "copy", "executions", "commit")}
+_PHASES = {
+    name: PHASE.labels(name) for name in ("parse", "claim", "fold", "lock", "chain", "copy", "executions", "commit")
+}
 
 # Postgres refused this content; retrying the same bytes will not help.
 _CONTENT_ERRORS = (
@@ -259,9 +262,9 @@ class Ingestor:
     async def _write(self, batch: Batch) -> Stored:
         out = Stored(dead=batch.dead)
         clock = _Clock()
-        async with self.writer.batch(chain=bool(batch.rows)) as tx:
+        async with self.writer.batch() as tx:
             if batch.rows:
-                fresh, head = await tx.claim_ids([r[ID] for r in batch.rows])
+                fresh = await tx.claim_ids([r[ID] for r in batch.rows])
                 clock.lap("claim")
                 if fresh is None:  # all new (the usual case)
                     out.rows, out.data = batch.rows, batch.data
@@ -272,14 +275,18 @@ class Ingestor:
                             out.rows.append(row)
                             out.data.append(data)
                 if out.rows:
+                    executions = self._executions(out.rows, out.data)
+                    folded = execution_rows(executions) if executions else None
+                    clock.lap("fold")
+                    head = await tx.lock_head()  # from here until commit, other writers wait
+                    clock.lap("lock")
                     ingested = max(datetime.now(UTC), head.ingested_at)
                     head = _chain(out.rows, head, ingested)
                     clock.lap("chain")
                     await tx.copy_events(ingested.date(), out.rows)
                     clock.lap("copy")
-                    executions = self._executions(out.rows, out.data)
-                    if executions:
-                        await tx.upsert_executions(execution_rows(executions), head)
+                    if folded is not None:
+                        await tx.upsert_executions(folded, head)
                     else:
                         await tx.set_head(head)
                     clock.lap("executions")

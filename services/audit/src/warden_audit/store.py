@@ -103,19 +103,20 @@ _EXEC_SELECT = (
     " COALESCE(latency_ms, EXTRACT(EPOCH FROM finished_at - requested_at) * 1000) AS latency_ms,"
     " arguments, result, error, approver, event_count, updated_at"
 )
-# the claim and the chain head in one round trip (the chain lock is already held)
+# ids are claimed before the chain is locked: a replica claims while another holds the chain
 _CLAIM = (
     "WITH ins AS (INSERT INTO event_ids (id) SELECT jsonb_array_elements_text($1::jsonb)"
-    " ON CONFLICT DO NOTHING RETURNING 1)"
-    " SELECT (SELECT count(*) FROM ins) AS n, h.seq, h.hash, h.ingested_at FROM chain_head h"
+    " ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
 )
+# the chain's lock is its head row: held until commit, and read after the wait (READ
+# COMMITTED re-reads a row it waited for), so the head is the one the last writer committed
+_LOCK_HEAD = "SELECT seq, hash, ingested_at FROM chain_head FOR UPDATE"
 _SET_HEAD = "UPDATE chain_head SET seq = $1, hash = $2, ingested_at = $3"
 # the rows of event_ids this transaction created (ingest uses no subtransactions)
 _CLAIMED = (
     "SELECT id FROM event_ids WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))"
     " AND xmin = pg_current_xact_id()::xid"
 )
-CHAIN_LOCK = int.from_bytes(hashlib.sha256(b"warden.audit.chain").digest()[:8], "big", signed=True)
 MAINTENANCE_LOCK = int.from_bytes(hashlib.sha256(b"warden.audit.maintenance").digest()[:8], "big", signed=True)
 
 
@@ -174,24 +175,29 @@ async def _writer_init(conn: asyncpg.Connection) -> None:
 
 class Tx:
     """The statements of one ingest batch, inside one transaction on the writer connection.
-    Few round trips: the transaction starts with the chain lock, the claim reads the head,
-    the executions upsert moves the head."""
+    Few round trips, and little done while the chain is locked: ids are claimed and
+    executions folded first; then the head is locked and read, the rows chained and copied,
+    and the executions upsert moves the head."""
 
     def __init__(self, conn: asyncpg.Connection, known_days: set[date]) -> None:
         self.conn = conn
         self.known_days = known_days
 
-    async def claim_ids(self, ids: Sequence[str]) -> tuple[set[str] | None, Head]:
-        """Record event ids and read the end of the chain. The ids: None when every one is
-        new (the usual case, told by the row count alone); else the ids this transaction
-        inserted, i.e. those never stored before."""
+    async def claim_ids(self, ids: Sequence[str]) -> set[str] | None:
+        """Record event ids: None when every one is new (the usual case, told by the row
+        count alone); else the ids this transaction inserted, i.e. those never stored before.
+        An id another replica's open transaction holds waits for that one to end."""
         doc = orjson.dumps(ids)  # one jsonb array: cheaper to send than a text[]
-        r = await self.conn.fetchrow(_CLAIM, doc)
-        head = Head(r["seq"], bytes(r["hash"]), r["ingested_at"])
-        if r["n"] == len(ids):
-            return None, head
+        n = await self.conn.fetchval(_CLAIM, doc)
+        if n == len(ids):
+            return None
         rows = await self.conn.fetch(_CLAIMED, doc)
-        return {r[0] for r in rows}, head
+        return {r[0] for r in rows}
+
+    async def lock_head(self) -> Head:
+        """The end of the chain, locked until this transaction ends."""
+        r = await self.conn.fetchrow(_LOCK_HEAD)
+        return Head(r["seq"], bytes(r["hash"]), r["ingested_at"])
 
     async def copy_events(self, day: date, rows: Sequence[tuple[Any, ...]]) -> None:
         if day not in self.known_days:
@@ -238,12 +244,11 @@ class Writer:
         return self._conn
 
     @asynccontextmanager
-    async def batch(self, *, chain: bool) -> AsyncIterator[Tx]:
-        """One transaction; `chain`: it starts by taking the chain lock (held until commit),
-        in the same round trip as BEGIN."""
+    async def batch(self) -> AsyncIterator[Tx]:
+        """One transaction."""
         conn = await self._connection()
         try:
-            await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK})" if chain else "BEGIN")
+            await conn.execute("BEGIN")
             try:
                 yield Tx(conn, self.known_days)
                 await conn.execute("COMMIT")
