@@ -188,10 +188,46 @@ async def _stored(p: AuditProcess) -> float:
     return float(line.split()[1])
 
 
+class TailReader:
+    """A live tail (`GET /v1/tail`) on one audit process, collecting event ids."""
+
+    def __init__(self, p: AuditProcess, tool: str) -> None:
+        self.p, self.tool = p, tool
+        self.ids: list[str] = []
+        self.live = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> TailReader:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.live.wait(), timeout=15)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self) -> None:
+        import json
+
+        headers = {"authorization": f"Bearer {self.p.token}"}
+        async with (
+            httpx.AsyncClient(base_url=self.p.url, headers=headers, timeout=None) as c,
+            c.stream("GET", "/v1/tail", params={"tool": self.tool}) as r,
+        ):
+            async for line in r.aiter_lines():
+                if line == ": live":
+                    self.live.set()
+                elif line.startswith("data:"):
+                    self.ids.append(json.loads(line[5:])["id"])
+
+
 async def test_two_replicas_share_the_stream_one_killed_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     """Two audit processes on one durable consumer: both ingest (ids are claimed outside
     the chain's lock, the chain is extended one transaction at a time), one is SIGKILLed
-    and comes back; every event is stored once and the chain still verifies."""
+    and comes back; every event is stored once, the chain still verifies, and a live tail
+    on one replica shows every event once, those the other replica stored included."""
     root = unique_root()
     token = "adm-" + secrets.token_urlsafe(24)
     async with fresh_database() as dsn:
@@ -201,15 +237,21 @@ async def test_two_replicas_share_the_stream_one_killed_loses_and_duplicates_not
         try:
             await a.start()
             await b.start()
-            async with Load(root, NATS_URL, rate=800) as load:
-                await load.until(2500)
-                assert await _stored(a) > 0
-                assert await _stored(b) > 0, "the second replica took no part"
-                b.kill()
-                await load.until(3500)
-                await b.start()
-                await load.until(5000)
-            await _assert_exactly_once(dsn, load.published)
+            async with TailReader(a, "load__t") as tail:
+                async with Load(root, NATS_URL, rate=800) as load:
+                    await load.until(2500)
+                    assert await _stored(a) > 0
+                    assert await _stored(b) > 0, "the second replica took no part"
+                    b.kill()
+                    await load.until(3500)
+                    await b.start()
+                    await load.until(5000)
+                await _assert_exactly_once(dsn, load.published)
+                await wait_for(
+                    lambda: _true(len(tail.ids) >= len(load.published)), timeout=30, what="the tail caught up"
+                )
+                assert len(tail.ids) == len(load.published)
+                assert set(tail.ids) == set(load.published)
             await _verify_ok(a)
         finally:
             a.stop()

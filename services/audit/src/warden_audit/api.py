@@ -291,7 +291,7 @@ def build_router(admin: Callable[[Request], Awaitable[str]], keepalive_s: float 
     async def tail(request: Request, f: Filters = Depends(_filters), st: AuditState = Depends(_state)) -> Any:
         """Server-Sent Events: new events matching the filters as they are stored. With
         `since`, first the stored events from then on, then live ones (no gap, no repeat)."""
-        sub = st.tail.subscribe()
+        sub = await st.tail.subscribe()
         live = replace(f, since=None, until=None)
         match = live.matcher()
 

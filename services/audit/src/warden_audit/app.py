@@ -63,9 +63,10 @@ def create_app(settings: Settings) -> FastAPI:
         writer = Writer(settings.postgres.dsn.get_secret_value(), SCHEMA, timeout_s=settings.postgres.command_timeout_s)
         retention: asyncio.Task[None] | None = None
         consumer: Consumer | None = None
+        tail: Tail | None = None
         try:
             store = Store(runtime.db.pool)
-            tail = Tail(settings.tail_buffer)
+            tail = Tail(store, settings.tail_buffer)
             maintenance = Maintenance(store, settings.retention_days, settings.retention_batch)
             await maintenance.ensure_partitions()
             key = settings.redaction_hash_key.get_secret_value().encode() if settings.redaction_hash_key else None
@@ -103,6 +104,8 @@ def create_app(settings: Settings) -> FastAPI:
                     await retention
             if consumer is not None:
                 await consumer.stop()
+            if tail is not None:
+                await tail.close()
             await writer.close()
             await runtime.stop()
 

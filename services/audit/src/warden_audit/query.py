@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -13,6 +15,8 @@ from datetime import datetime
 from typing import Any
 
 from warden_audit.errors import BadCursor, BadFilter
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ExecutionFilters",
@@ -285,21 +289,73 @@ class Subscriber:
 
 
 class Tail:
-    """Fan-out of freshly committed events to live-tail listeners, fed by ingest after commit."""
+    """Fan-out of committed events to live-tail listeners.
 
-    def __init__(self, buffer: int = 10_000) -> None:
+    It follows the chain in Postgres rather than this replica's own ingest: seq order is
+    commit order (a batch holds the chain's head from numbering its rows until it commits),
+    so reading `seq > last` misses nothing and shows every replica's events to every
+    replica's listeners. A local commit wakes it at once; other replicas' commits are seen
+    within `poll_s`. It runs only while someone listens."""
+
+    def __init__(self, store: Any, buffer: int = 10_000, poll_s: float = 0.25, page: int = 1000) -> None:
+        self.store = store
         self.buffer = buffer
+        self.poll_s = poll_s
+        self.page = page
         self.subscribers: set[Subscriber] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._starting = asyncio.Lock()
+
+    def nudge(self) -> None:
+        """Something was committed here: look now."""
+        if self._task is not None:
+            self._wake.set()
 
     def publish(self, events: list[dict[str, Any]]) -> None:
         for sub in list(self.subscribers):
             for ev in events:
                 sub.offer(ev)
 
-    def subscribe(self) -> Subscriber:
+    async def subscribe(self) -> Subscriber:
+        """A listener for what is committed from now on (the head is read before this
+        returns, so nothing committed after it is missed)."""
         sub = Subscriber(self.buffer)
-        self.subscribers.add(sub)
+        async with self._starting:
+            if self._task is None or self._task.done():
+                last = await self.store.head_seq()
+                self._task = asyncio.create_task(self._follow(last), name="audit-tail")
+            self.subscribers.add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+        if not self.subscribers and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def close(self) -> None:
+        self.subscribers.clear()
+        if self._task is not None:
+            task, self._task = self._task, None
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _follow(self, last: int) -> None:
+        while True:
+            try:
+                rows = await self.store.events_after_seq(last, self.page)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - Postgres away: listeners wait, the tail goes on after
+                log.warning("audit: tail cannot read the store (%s); retrying", type(e).__name__)
+                rows = []
+            if rows:
+                last = rows[-1]["seq"]
+                self.publish([record_envelope(r) for r in rows])
+                if len(rows) == self.page:
+                    continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)

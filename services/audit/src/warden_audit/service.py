@@ -45,9 +45,9 @@ from warden_audit.parse import (
     Parser,
     Row,
 )
-from warden_audit.query import Tail, record_envelope
+from warden_audit.query import Tail
 from warden_audit.redaction import Redactor, cap_json
-from warden_audit.store import EVENT_COLUMNS, Head, Writer, execution_rows
+from warden_audit.store import Head, Writer, execution_rows
 
 __all__ = [
     "Batch",
@@ -251,13 +251,8 @@ class Ingestor:
         return out
 
     def _publish(self, out: Stored) -> None:
-        if out.rows and self.tail.subscribers:
-            evs = []
-            for row, data in zip(out.rows, out.data, strict=True):
-                r = dict(zip(EVENT_COLUMNS, row, strict=True))
-                r["data"] = data
-                evs.append(record_envelope(r))
-            self.tail.publish(evs)
+        if out.rows:
+            self.tail.nudge()
 
     async def _write(self, batch: Batch) -> Stored:
         out = Stored(dead=batch.dead)

@@ -311,6 +311,15 @@ class Store:
             async for r in conn.cursor(sql, *args, prefetch=1000):
                 yield r
 
+    async def events_after_seq(self, seq: int, limit: int) -> list[asyncpg.Record]:
+        """Committed events past `seq`, in chain order (the live tail)."""
+        return await self.pool.fetch(
+            f"SELECT {_EVENT_SELECT} FROM events WHERE seq > $1 ORDER BY seq LIMIT {int(limit)}", seq
+        )
+
+    async def head_seq(self) -> int:
+        return int(await self.pool.fetchval("SELECT seq FROM chain_head"))
+
     async def events_of_call(self, call_id: str) -> list[asyncpg.Record]:
         return await self.pool.fetch(
             f"SELECT {_EVENT_SELECT} FROM events WHERE call_id = $1 ORDER BY time, seq LIMIT 1000", call_id
