@@ -208,14 +208,22 @@ class H1Pool:
         conn.reused = True
         self._idle.append(conn)
 
-    async def post(self, headers: dict[str, str], body: bytes) -> H1Response:
+    def head(self, headers: dict[str, str]) -> bytes:
+        """The request line and headers (all but Content-Length), checked and encoded once: a
+        session sends the same ones with every request (`post_head`)."""
         head = [f"POST {self.target} HTTP/1.1", f"Host: {self.authority}"]
         for k, v in headers.items():
             if "\r" in k or "\n" in k or "\r" in v or "\n" in v or ":" in k:
                 raise httpx.LocalProtocolError("a header name or value has a line break")
             head.append(f"{k}: {v}")
-        head.append(f"Content-Length: {len(body)}")
-        wire = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+        return ("\r\n".join(head) + "\r\n").encode()
+
+    async def post(self, headers: dict[str, str], body: bytes) -> H1Response:
+        return await self.post_head(self.head(headers), body)
+
+    async def post_head(self, head: bytes, body: bytes) -> H1Response:
+        """POST `body` after a block from `head()`: one write on a kept-alive connection."""
+        wire = b"%sContent-Length: %d\r\n\r\n%s" % (head, len(body), body)
         conn: _Conn | None = None
         while self._idle:
             candidate = self._idle.pop()

@@ -97,12 +97,22 @@ class LeanSession:
             H1Pool(url, connect_timeout_s=timeout_s, policy=policy) if policy is not None or usable_for(url) else None
         )
         self._h1_headers = {"User-Agent": "warden-proxy", **headers, "Accept": _ACCEPT}
+        self._h1_cached: tuple[tuple[str, str | None], bytes] | None = None
         self.session_id: str | None = None
         self.protocol_version = PROTOCOL_VERSION
         self._ids = itertools.count(1)
         self._on_tools_changed = on_tools_changed
         self._on_notification = on_notification
         self._listener: asyncio.Task[None] | None = None
+
+    def _h1_head(self) -> bytes:
+        """The lean client's header block, encoded once per protocol version and session id."""
+        key = (self.protocol_version, self.session_id)
+        if self._h1_cached is None or self._h1_cached[0] != key:
+            assert self._h1 is not None
+            headers = {**self._h1_headers, **self._headers(), "Content-Type": "application/json"}
+            self._h1_cached = (key, self._h1.head(headers))
+        return self._h1_cached[1]
 
     def _headers(self) -> dict[str, str]:
         h = {"MCP-Protocol-Version": self.protocol_version}
@@ -155,9 +165,7 @@ class LeanSession:
         content = json.dumps(body).encode()
         r: httpx.Response | H1Response
         if self._h1 is not None:
-            r = await self._h1.post(
-                {**self._h1_headers, **self._headers(), "Content-Type": "application/json"}, content
-            )
+            r = await self._h1.post_head(self._h1_head(), content)
         else:
             req = self.http.build_request(
                 "POST", self.url, content=content, headers={**self._headers(), "Content-Type": "application/json"}

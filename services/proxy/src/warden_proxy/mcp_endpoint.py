@@ -173,10 +173,18 @@ class McpEndpoint:
 
     # -- ASGI --------------------------------------------------------------------------
     async def _authenticate(self, scope: Scope, send: Send) -> bool:
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        # the two headers it needs (the last of each, as a dict of them all would keep), without
+        # decoding every header of every request
+        authorization = jwe = None
+        for k, v in scope.get("headers", []):
+            name = k.lower()
+            if name == b"authorization":
+                authorization = v.decode("latin-1")
+            elif name == b"x-warden-jwe":
+                jwe = v.decode("latin-1")
         try:
-            principal = await self.keys.authenticate(headers.get("authorization"))
-            scope[_SCOPE_KEY] = principal.with_jwe(headers.get("x-warden-jwe"))
+            principal = await self.keys.authenticate(authorization)
+            scope[_SCOPE_KEY] = principal.with_jwe(jwe)
         except WardenError as e:
             await self._unauthorized(send, e.message)
             return False

@@ -116,6 +116,7 @@ class _Session:
     digest: str
     connector: str
     user: str = ""
+    cred: Credential | None = None  # the last credential object seen with this digest
     lean: LeanSession | None = None  # streamable HTTP: the lean client
     client: Client | None = None  # legacy SSE: the SDK client, living in its own task
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -215,9 +216,12 @@ class UpstreamPool:
 
     async def _session(self, cred: Credential, user: str | None) -> _Session:
         key = (cred.connector, user or "")
-        digest = credential_digest(cred)
         s = self._sessions.get(key)
+        if s is not None and s.cred is cred and s.open:
+            return s  # the very credential (cached, immutable) the session was opened or last checked with
+        digest = credential_digest(cred)
         if s is not None and s.digest == digest and s.open:
+            s.cred = cred
             return s
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
@@ -227,7 +231,7 @@ class UpstreamPool:
             if s is not None:
                 await self._close(key)
             await check_upstream_url(cred.url, allow_insecure=self.allow_insecure)
-            s = _Session(digest=digest, connector=cred.connector, user=user or "")
+            s = _Session(digest=digest, connector=cred.connector, user=user or "", cred=cred)
             await self._open(s, cred)
             self._sessions[key] = s
             return s
@@ -240,12 +244,12 @@ class UpstreamPool:
         for attempt in (0, 1):
             s = await self._session(cred, user)
             try:
-                if s.lean is not None:
-                    return await asyncio.wait_for(
-                        s.lean.request(method, params, progress=progress), timeout=cred.timeout_s
-                    )
-                assert s.client is not None
-                return await asyncio.wait_for(self._sdk(s.client, method, params, progress), timeout=cred.timeout_s)
+                # a timeout scope, not wait_for: no task of its own per request (same context, too)
+                async with asyncio.timeout(cred.timeout_s):
+                    if s.lean is not None:
+                        return await s.lean.request(method, params, progress=progress)
+                    assert s.client is not None
+                    return await self._sdk(s.client, method, params, progress)
             except TimeoutError:
                 raise UpstreamError(f"upstream {cred.connector} did not answer within {cred.timeout_s:g}s") from None
             except UpstreamHttpError as e:
