@@ -1,7 +1,7 @@
 """Proxy overhead: direct MCP calls vs the same calls through Warden, in one run.
 
     python -m bench.proxy [--calls 2000] [--concurrency 1,8,32] [--upstream python|node]
-                          [--upstream-workers 1] [--proxy-replicas 1]
+                          [--upstream-workers 1] [--proxy-replicas 1] [--client sdk|raw]
 
 Starts the embedded stack (NATS_URL / DATABASE_URL when set, else its own), an upstream
 echo server in its own process(es) — `python`: the `mcp` package's low-level server
@@ -16,6 +16,13 @@ load generator's beside them.
 `--proxy-replicas N` runs N proxy processes in one queue group: NATS splits the calls
 between them, and the MCP clients are dealt round-robin over the replicas' HTTP ports;
 the CPU table shows each replica's share.
+
+`--client raw` replaces the `mcp` SDK client of the direct and MCP paths by a raw HTTP/1.1
+client (one kept-alive connection each) that sends the same JSON-RPC `tools/call` — to the
+upstream as a stateless 2025-06-18 request, to Warden as a 2026-07-28 one with its `_meta`
+envelope and `Mcp-Method` / `Mcp-Name` headers — and checks the answer. The SDK client costs
+2.5-4 ms of CPU per call, more than Warden: on two cores it decides what the MCP path
+measures; the raw client shows what Warden's endpoint itself can do.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -44,6 +52,9 @@ from mcp.client.streamable_http import streamable_http_client
 from warden_cli.embedded import SERVICES, Stack, StackConfig, free_port
 from warden_common.client import WardenClient
 from warden_common.contracts import durable_calls_stream_name, events_stream_name
+from warden_proxy.h1 import H1Pool
+
+_MODERN = "2026-07-28"  # the stateless revision Warden's endpoint serves
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -154,8 +165,53 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait(5)
 
 
+class _RawMcp:
+    """A stateless MCP `tools/call` over one kept-alive HTTP/1.1 connection; raises unless the
+    answer is a result that is not an error."""
+
+    def __init__(self, url: str, headers: dict[str, str], *, modern: bool) -> None:
+        self.pool = H1Pool(url, connect_timeout_s=10)
+        self.headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream", **headers}
+        self.modern = modern
+        self._ids = 0
+
+    async def call_tool(self, name: str, arguments: dict[str, Any]) -> Any:
+        self._ids += 1
+        params: dict[str, Any] = {"name": name, "arguments": arguments}
+        headers = dict(self.headers)
+        if self.modern:
+            params["_meta"] = {
+                "io.modelcontextprotocol/protocolVersion": _MODERN,
+                "io.modelcontextprotocol/clientCapabilities": {},
+                "io.modelcontextprotocol/clientInfo": {"name": "bench-raw", "version": "0.1.0"},
+            }
+            headers.update({"MCP-Protocol-Version": _MODERN, "Mcp-Method": "tools/call", "Mcp-Name": name})
+        else:
+            headers["MCP-Protocol-Version"] = "2025-06-18"
+        body = json.dumps({"jsonrpc": "2.0", "id": self._ids, "method": "tools/call", "params": params}).encode()
+        r = await self.pool.post(headers, body)
+        try:
+            data = await r.aread()
+        finally:
+            await r.aclose()
+        if r.status_code != 200 or not r.headers.get("content-type", "").startswith("application/json"):
+            raise RuntimeError(f"tools/call answered HTTP {r.status_code} ({r.headers.get('content-type')})")
+        doc = json.loads(data)
+        if "result" not in doc or doc["result"].get("isError"):
+            raise RuntimeError(f"tools/call failed: {str(doc)[:200]}")
+        return doc["result"]
+
+    async def aclose(self) -> None:
+        self.pool.close()
+
+
 async def main(
-    calls: int, levels: list[int], upstream_workers: int = 1, upstream_kind: str = "python", replicas: int = 1
+    calls: int,
+    levels: list[int],
+    upstream_workers: int = 1,
+    upstream_kind: str = "python",
+    replicas: int = 1,
+    client: str = "sdk",
 ) -> None:
     load0 = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="warden-bench-"))
@@ -218,15 +274,21 @@ async def main(
         for n in levels:
             exits = AsyncExitStack()
 
-            async def mcp_clients(urls: list[str], headers: dict[str, str]) -> list[Client]:
-                out = []
+            async def mcp_clients(urls: list[str], headers: dict[str, str]) -> list[Any]:
+                out: list[Any] = []
                 for i in range(n):  # round-robin over the URLs (one per proxy replica)
+                    if client == "raw":
+                        raw = _RawMcp(urls[i % len(urls)], headers, modern=urls is not direct_urls)
+                        exits.push_async_callback(raw.aclose)
+                        out.append(raw)
+                        continue
                     http = httpx2.AsyncClient(headers=headers, timeout=60)
                     transport = streamable_http_client(urls[i % len(urls)], http_client=http)
                     out.append(await exits.enter_async_context(Client(transport)))
                 return out
 
-            direct = await mcp_clients([up_url], {})
+            direct_urls = [up_url]
+            direct = await mcp_clients(direct_urls, {})
             proxied = await mcp_clients([f"{u}/mcp" for u in proxy_urls], {"Authorization": f"Bearer {key}"})
             warden = WardenClient(nats_url=stack.nats_url, profile="demo", root=cfg.root, **nats_kw)
             await warden.connect()
@@ -278,7 +340,7 @@ async def main(
         print(
             f"load average at start {load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f}, "
             f"at end {load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f}; upstream: {upstream_kind} "
-            f"x{upstream_workers}; proxy replicas: {replicas}"
+            f"x{upstream_workers}; proxy replicas: {replicas}; MCP client: {client}"
         )
         print(
             f"{'conc':>4} {'path':<7} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} "
@@ -343,9 +405,22 @@ if __name__ == "__main__":
     )
     ap.add_argument("--upstream-workers", type=int, default=1, help="echo server processes (one port)")
     ap.add_argument("--proxy-replicas", type=int, default=1, help="proxy processes in one queue group")
+    ap.add_argument(
+        "--client",
+        choices=("sdk", "raw"),
+        default="sdk",
+        help="the direct and MCP paths' client: the `mcp` SDK's, or a raw HTTP/1.1 one (cheaper)",
+    )
     a = ap.parse_args()
     if a.proxy_replicas < 1 or a.upstream_workers < 1:
         ap.error("--proxy-replicas and --upstream-workers must be >= 1")
     asyncio.run(
-        main(a.calls, [int(x) for x in a.concurrency.split(",")], a.upstream_workers, a.upstream, a.proxy_replicas)
+        main(
+            a.calls,
+            [int(x) for x in a.concurrency.split(",")],
+            a.upstream_workers,
+            a.upstream,
+            a.proxy_replicas,
+            a.client,
+        )
     )
