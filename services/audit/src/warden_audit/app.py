@@ -60,7 +60,12 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await runtime.start("warden_audit.migrations")
-        writer = Writer(settings.postgres.dsn.get_secret_value(), SCHEMA, timeout_s=settings.postgres.command_timeout_s)
+        writer = Writer(
+            settings.postgres.dsn.get_secret_value(),
+            SCHEMA,
+            timeout_s=settings.postgres.command_timeout_s,
+            connections=settings.writers,
+        )
         retention: asyncio.Task[None] | None = None
         consumer: Consumer | None = None
         tail: Tail | None = None
@@ -82,6 +87,7 @@ def create_app(settings: Settings) -> FastAPI:
                 runtime.bus,
                 ingestor,
                 batch=settings.batch_size,
+                writers=settings.writers,
                 fetch_timeout_s=settings.fetch_timeout_s,
                 ack_wait_s=settings.ack_wait_s,
                 max_ack_pending=settings.max_ack_pending,

@@ -56,6 +56,7 @@ class Consumer:
         ingestor: Ingestor,
         *,
         batch: int,
+        writers: int = 1,
         fetch_timeout_s: float,
         ack_wait_s: float,
         max_ack_pending: int,
@@ -63,6 +64,7 @@ class Consumer:
         self.bus = bus
         self.ingestor = ingestor
         self.batch = batch
+        self.writers = writers
         self.fetch_timeout_s = fetch_timeout_s
         self.ack_wait_s = ack_wait_s
         self.max_ack_pending = max_ack_pending
@@ -71,7 +73,7 @@ class Consumer:
         self.db_ok = True
         self.db_error: str | None = None
         self._sub: Any = None
-        self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=2)
+        self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=writers + 1)
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -79,8 +81,8 @@ class Consumer:
         await self._subscribe()
         self._tasks = [
             asyncio.create_task(self._fetch_loop(), name="audit-fetch"),
-            asyncio.create_task(self._write_loop(), name="audit-write"),
             asyncio.create_task(self._lag_loop(), name="audit-lag"),
+            *(asyncio.create_task(self._write_loop(), name=f"audit-write-{i}") for i in range(self.writers)),
         ]
 
     @property
@@ -91,12 +93,13 @@ class Consumer:
         """Stop fetching, give the writer a moment to finish what it holds, then stop."""
         if not self._tasks:
             return
-        fetch, write, lag = self._tasks
+        fetch, lag, *writes = self._tasks
         for t in (fetch, lag):
             t.cancel()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), timeout=timeout_s)
-        write.cancel()
+        for t in writes:
+            t.cancel()
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t

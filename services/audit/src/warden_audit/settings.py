@@ -35,6 +35,9 @@ class Settings(ServiceSettings):
 
     # ingest
     batch_size: int = Field(default=1000, ge=1, le=10_000)
+    # batches written at once, each on its own connection: one claims its ids while another
+    # holds the chain (bench/README.md, audit)
+    writers: int = Field(default=2, ge=1, le=8)
     fetch_timeout_s: float = Field(default=1.0, gt=0, le=30)
     ack_wait_s: float = Field(default=30.0, ge=1, le=3600)
     max_ack_pending: int = Field(default=20_000, ge=1)

@@ -6,6 +6,7 @@ binary COPY); `Store` reads through the service's pool (jsonb decoded).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import math
 from collections.abc import AsyncIterator, Sequence
@@ -222,17 +223,23 @@ class Tx:
 
 
 class Writer:
-    """The ingest connection. Reconnects on the next batch after a failure."""
+    """The ingest connections (`connections` of them, so that one batch's transaction can
+    claim its ids while another's holds the chain). Each reconnects on its next batch after
+    a failure."""
 
-    def __init__(self, dsn: str, schema: str, timeout_s: float) -> None:
+    def __init__(self, dsn: str, schema: str, timeout_s: float, connections: int = 1) -> None:
         self.dsn = dsn
         self.schema = schema
         self.timeout_s = timeout_s
-        self._conn: asyncpg.Connection | None = None
+        self._conns: list[asyncpg.Connection | None] = [None] * connections
+        self._free: asyncio.Queue[int] = asyncio.Queue()
+        for i in range(connections):
+            self._free.put_nowait(i)
         self.known_days: set[date] = set()
 
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
+    async def _connection(self, i: int) -> asyncpg.Connection:
+        conn = self._conns[i]
+        if conn is None or conn.is_closed():
             conn = await asyncpg.connect(
                 self.dsn,
                 timeout=self.timeout_s,
@@ -240,38 +247,44 @@ class Writer:
                 server_settings={"search_path": self.schema},
             )
             await _writer_init(conn)
-            self._conn = conn
-        return self._conn
+            self._conns[i] = conn
+        return conn
 
     @asynccontextmanager
     async def batch(self) -> AsyncIterator[Tx]:
-        """One transaction."""
-        conn = await self._connection()
+        """One transaction, on whichever connection is free."""
+        i = await self._free.get()
         try:
-            await conn.execute("BEGIN")
+            conn = await self._connection(i)
             try:
-                yield Tx(conn, self.known_days)
-                await conn.execute("COMMIT")
-            except BaseException:
-                # also when cancelled mid-statement: never leave this connection inside a
-                # transaction the next batch would join
+                await conn.execute("BEGIN")
                 try:
-                    await conn.execute("ROLLBACK")
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
-                    await self.discard()  # a new connection starts clean
+                    yield Tx(conn, self.known_days)
+                    await conn.execute("COMMIT")
+                except BaseException:
+                    # also when cancelled mid-statement: never leave this connection inside a
+                    # transaction the next batch would join
+                    try:
+                        await conn.execute("ROLLBACK")
+                    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
+                        self._discard(i)  # a new connection starts clean
+                    raise
+            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, TimeoutError):
+                self._discard(i)
                 raise
-        except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, TimeoutError):
-            await self.discard()
-            raise
+        finally:
+            self._free.put_nowait(i)
 
-    async def discard(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
+    def _discard(self, i: int) -> None:
+        conn, self._conns[i] = self._conns[i], None
+        if conn is not None:
             conn.terminate()
 
     async def close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
+        for i, conn in enumerate(self._conns):
+            if conn is None:
+                continue
+            self._conns[i] = None
             try:
                 await conn.close(timeout=2)
             except (OSError, asyncpg.InterfaceError, TimeoutError):
