@@ -168,7 +168,7 @@ class Consumer:
             delay = 0.1
             fetch_time.inc(time.perf_counter() - t0)
             SEEN.inc(len(msgs))
-            batch = self.ingestor.parse(msgs)
+            batch = await self.ingestor.parse_yielding(msgs)
             for d in batch.dead:
                 d.stream_seq = d.handle.stream_seq
             await self._queue.put(batch)

@@ -75,6 +75,12 @@ class Batch:
     def __len__(self) -> int:
         return len(self.rows) + len(self.dead)
 
+    def extend(self, other: Batch) -> None:
+        self.rows += other.rows
+        self.data += other.data
+        self.handles += other.handles
+        self.dead += other.dead
+
     def one(self, i: int) -> Batch:
         return Batch([self.rows[i]], [self.data[i]], [self.handles[i]], [])
 
