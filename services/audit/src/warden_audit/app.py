@@ -23,7 +23,8 @@ from warden_audit.query import Tail
 from warden_audit.redaction import Redactor
 from warden_audit.service import Ingestor
 from warden_audit.settings import Settings
-from warden_audit.store import Store, Writer
+from warden_audit.store import Store
+from warden_audit.writer import Writer
 
 __all__ = ["create_app"]
 

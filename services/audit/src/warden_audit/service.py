@@ -48,7 +48,8 @@ from warden_audit.parse import (
 )
 from warden_audit.query import Tail
 from warden_audit.redaction import Redactor, cap_json
-from warden_audit.store import Head, Writer, execution_rows
+from warden_audit.store import Head
+from warden_audit.writer import Writer, execution_rows
 
 __all__ = [
     "Batch",

@@ -1,14 +1,9 @@
-"""SQL of the audit schema.
-
-`Writer` owns the one connection ingest writes on (jsonb passed through as canonical text,
-binary COPY); `Store` reads through the service's pool (jsonb decoded).
-"""
+"""SQL of the audit schema, read side: `Store` reads and maintains through the service's
+pool (jsonb decoded). Ingest writes through `writer.Writer`."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,17 +11,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import orjson
 
 from warden_audit.chain import HASHED_COLUMNS
 
 __all__ = [
     "EVENT_COLUMNS",
-    "EXECUTION_COLUMNS",
     "Head",
     "Store",
-    "Tx",
-    "Writer",
+    "ensure_partition",
     "partition_name",
 ]
 
@@ -37,103 +29,13 @@ EVENT_COLUMNS = (
     "hash",
 )
 _EVENT_SELECT = ", ".join(c for c in EVENT_COLUMNS)
-EXECUTION_COLUMNS = (
-    "call_id",
-    "tool",
-    "connector",
-    "profile",
-    "user_id",
-    "actor_kind",
-    "actor_id",
-    "trace_id",
-    "state",
-    "state_rank",
-    "status",
-    "started_at",
-    "requested_at",
-    "decided_at",
-    "finished_at",
-    "latency_ms",
-    "arguments",
-    "result",
-    "error",
-    "approver",
-    "event_count",
-)
-# Executions travel as one jsonb array of rows (21 values each, in EXECUTION_COLUMNS order;
-# a jsonb column as [value], or [] when absent, so that absent and JSON null differ):
-# Postgres unpacks it faster than asyncpg encodes 21 arrays.
-_EXEC_CASTS = (
-    "r->>{}", "r->>{}", "r->>{}", "r->>{}", "r->>{}", "r->>{}", "r->>{}", "r->>{}", "r->>{}", "(r->>{})::int2",
-    "r->>{}", "(r->>{})::timestamptz", "(r->>{})::timestamptz", "(r->>{})::timestamptz", "(r->>{})::timestamptz",
-    "(r->>{})::float8", "r->{}->0", "r->{}->0", "r->{}->0", "r->>{}", "(r->>{})::int4",
-)  # fmt: skip
-_EXEC_UPSERT = f"""
-WITH head AS (UPDATE chain_head SET seq = $2, hash = $3, ingested_at = $4)
-INSERT INTO executions AS x ({", ".join(EXECUTION_COLUMNS)})
-SELECT {", ".join(c.format(i) for i, c in enumerate(_EXEC_CASTS))} FROM jsonb_array_elements($1::jsonb) r
-ON CONFLICT (call_id) DO UPDATE SET
-    tool = COALESCE(x.tool, EXCLUDED.tool),
-    connector = COALESCE(x.connector, EXCLUDED.connector),
-    profile = COALESCE(x.profile, EXCLUDED.profile),
-    user_id = COALESCE(x.user_id, EXCLUDED.user_id),
-    actor_kind = COALESCE(x.actor_kind, EXCLUDED.actor_kind),
-    actor_id = COALESCE(x.actor_id, EXCLUDED.actor_id),
-    trace_id = COALESCE(x.trace_id, EXCLUDED.trace_id),
-    state = CASE WHEN EXCLUDED.state_rank >= x.state_rank THEN EXCLUDED.state ELSE x.state END,
-    status = CASE WHEN EXCLUDED.state_rank >= x.state_rank THEN COALESCE(EXCLUDED.status, x.status)
-             ELSE x.status END,
-    state_rank = GREATEST(EXCLUDED.state_rank, x.state_rank),
-    started_at = LEAST(x.started_at, EXCLUDED.started_at),
-    requested_at = COALESCE(x.requested_at, EXCLUDED.requested_at),
-    decided_at = COALESCE(EXCLUDED.decided_at, x.decided_at),
-    finished_at = COALESCE(EXCLUDED.finished_at, x.finished_at),
-    latency_ms = COALESCE(EXCLUDED.latency_ms, x.latency_ms),
-    arguments = COALESCE(x.arguments, EXCLUDED.arguments),
-    result = COALESCE(EXCLUDED.result, x.result),
-    error = COALESCE(EXCLUDED.error, x.error),
-    approver = COALESCE(EXCLUDED.approver, x.approver),
-    event_count = x.event_count + EXCLUDED.event_count,
-    updated_at = now()
-"""
-_JSONB_AT = (16, 17, 18)
-_LATENCY_AT = 15
 _EXEC_SELECT = (
     "call_id, tool, connector, profile, user_id, actor_kind, actor_id, trace_id, state, status, started_at,"
     " requested_at, decided_at, finished_at,"
     " COALESCE(latency_ms, EXTRACT(EPOCH FROM finished_at - requested_at) * 1000) AS latency_ms,"
     " arguments, result, error, approver, event_count, updated_at"
 )
-# ids are claimed before the chain is locked: a replica claims while another holds the chain
-_CLAIM = (
-    "WITH ins AS (INSERT INTO event_ids (id) SELECT jsonb_array_elements_text($1::jsonb)"
-    " ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
-)
-# the chain's lock is its head row: held until commit, and read after the wait (READ
-# COMMITTED re-reads a row it waited for), so the head is the one the last writer committed
-_LOCK_HEAD = "SELECT seq, hash, ingested_at FROM chain_head FOR UPDATE"
-_SET_HEAD = "UPDATE chain_head SET seq = $1, hash = $2, ingested_at = $3"
-# the rows of event_ids this transaction created (ingest uses no subtransactions)
-_CLAIMED = (
-    "SELECT id FROM event_ids WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))"
-    " AND xmin = pg_current_xact_id()::xid"
-)
 MAINTENANCE_LOCK = int.from_bytes(hashlib.sha256(b"warden.audit.maintenance").digest()[:8], "big", signed=True)
-
-
-def execution_rows(rows: Sequence[Sequence[Any]]) -> bytes:
-    """Folded executions (EXECUTION_COLUMNS order; jsonb columns as canonical bytes or None)
-    as the jsonb document `Tx.upsert_executions` takes."""
-    out = []
-    for r in rows:
-        r = list(r)
-        for i in _JSONB_AT:
-            r[i] = [] if r[i] is None else [orjson.Fragment(r[i])]
-        lat = r[_LATENCY_AT]
-        if lat is not None and not math.isfinite(lat):
-            r[_LATENCY_AT] = str(lat)  # "inf" / "nan": float8 reads them, JSON has no such number
-        out.append(r)
-    return orjson.dumps(out)
 
 
 def partition_name(day: date) -> str:
@@ -161,134 +63,6 @@ class Head:
     seq: int
     hash: bytes
     ingested_at: datetime
-
-
-async def _writer_init(conn: asyncpg.Connection) -> None:
-    # jsonb travels as already-canonical UTF-8 bytes in jsonb's binary format (version byte 1)
-    await conn.set_type_codec(
-        "jsonb",
-        schema="pg_catalog",
-        encoder=b"\x01".__add__,
-        decoder=lambda b: b[1:].decode(),
-        format="binary",
-    )
-
-
-class Tx:
-    """The statements of one ingest batch, inside one transaction on the writer connection.
-    Few round trips, and little done while the chain is locked: ids are claimed and
-    executions folded first; then the head is locked and read, the rows chained and copied,
-    and the executions upsert moves the head."""
-
-    def __init__(self, conn: asyncpg.Connection, known_days: set[date]) -> None:
-        self.conn = conn
-        self.known_days = known_days
-
-    async def claim_ids(self, ids: Sequence[str]) -> set[str] | None:
-        """Record event ids: None when every one is new (the usual case, told by the row
-        count alone); else the ids this transaction inserted, i.e. those never stored before.
-        An id another replica's open transaction holds waits for that one to end."""
-        doc = orjson.dumps(ids)  # one jsonb array: cheaper to send than a text[]
-        n = await self.conn.fetchval(_CLAIM, doc)
-        if n == len(ids):
-            return None
-        rows = await self.conn.fetch(_CLAIMED, doc)
-        return {r[0] for r in rows}
-
-    async def lock_head(self) -> Head:
-        """The end of the chain, locked until this transaction ends."""
-        r = await self.conn.fetchrow(_LOCK_HEAD)
-        return Head(r["seq"], bytes(r["hash"]), r["ingested_at"])
-
-    async def copy_events(self, day: date, rows: Sequence[tuple[Any, ...]]) -> None:
-        if day not in self.known_days:
-            await self.conn.execute("SET LOCAL lock_timeout = '5s'")
-            await ensure_partition(self.conn, day)
-            self.known_days.add(day)
-        await self.conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
-
-    async def upsert_executions(self, rows: bytes, head: Head) -> None:
-        """One statement for the batch (`rows`: the jsonb array `execution_rows` makes, one
-        row per call); it also moves the chain head."""
-        await self.conn.execute(_EXEC_UPSERT, rows, head.seq, head.hash, head.ingested_at)
-
-    async def dead_letters(self, rows: Sequence[tuple[str, int | None, str, bytes, int]]) -> None:
-        await self.conn.executemany(
-            "INSERT INTO dead_letters (subject, stream_seq, reason, payload, payload_size) VALUES ($1, $2, $3, $4, $5)",
-            rows,
-        )
-
-    async def set_head(self, head: Head) -> None:
-        await self.conn.execute(_SET_HEAD, head.seq, head.hash, head.ingested_at)
-
-
-class Writer:
-    """The ingest connections (`connections` of them, so that one batch's transaction can
-    claim its ids while another's holds the chain). Each reconnects on its next batch after
-    a failure."""
-
-    def __init__(self, dsn: str, schema: str, timeout_s: float, connections: int = 1) -> None:
-        self.dsn = dsn
-        self.schema = schema
-        self.timeout_s = timeout_s
-        self._conns: list[asyncpg.Connection | None] = [None] * connections
-        self._free: asyncio.Queue[int] = asyncio.Queue()
-        for i in range(connections):
-            self._free.put_nowait(i)
-        self.known_days: set[date] = set()
-
-    async def _connection(self, i: int) -> asyncpg.Connection:
-        conn = self._conns[i]
-        if conn is None or conn.is_closed():
-            conn = await asyncpg.connect(
-                self.dsn,
-                timeout=self.timeout_s,
-                command_timeout=self.timeout_s,
-                server_settings={"search_path": self.schema},
-            )
-            await _writer_init(conn)
-            self._conns[i] = conn
-        return conn
-
-    @asynccontextmanager
-    async def batch(self) -> AsyncIterator[Tx]:
-        """One transaction, on whichever connection is free."""
-        i = await self._free.get()
-        try:
-            conn = await self._connection(i)
-            try:
-                await conn.execute("BEGIN")
-                try:
-                    yield Tx(conn, self.known_days)
-                    await conn.execute("COMMIT")
-                except BaseException:
-                    # also when cancelled mid-statement: never leave this connection inside a
-                    # transaction the next batch would join
-                    try:
-                        await conn.execute("ROLLBACK")
-                    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
-                        self._discard(i)  # a new connection starts clean
-                    raise
-            except (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError, TimeoutError):
-                self._discard(i)
-                raise
-        finally:
-            self._free.put_nowait(i)
-
-    def _discard(self, i: int) -> None:
-        conn, self._conns[i] = self._conns[i], None
-        if conn is not None:
-            conn.terminate()
-
-    async def close(self) -> None:
-        for i, conn in enumerate(self._conns):
-            if conn is None:
-                continue
-            self._conns[i] = None
-            try:
-                await conn.close(timeout=2)
-            except (OSError, asyncpg.InterfaceError, TimeoutError):
-                conn.terminate()
 
 
 class Store:
