@@ -1,10 +1,11 @@
 """Stream messages to event rows, in one pass per message (pure logic).
 
-The fast path reads a message with orjson and checks the envelope by hand. It takes only
-what it can prove it reads exactly as `warden_common.contracts.Event` would, and stores it
-exactly as the slow path would; anything else (a `\\u` escape, a number that would not
-survive jsonb unchanged, a missing id or time, a field of an unexpected type or length)
-goes through the contract's pydantic model, which also words the dead-letter reason.
+The fast path decodes a message with msgspec into a struct that mirrors the envelope of
+`warden_common.contracts.Event` (types, lengths, patterns and unknown fields checked in C).
+It takes only what it can prove it reads exactly as that model would, and stores it exactly
+as the slow path would; anything else (a `\\u` escape, a number that would not survive jsonb
+unchanged, a missing id or time, a field of an unexpected type or length) goes through the
+contract's pydantic model, which also words the dead-letter reason.
 
 Cheap checks on the raw bytes decide whether the per-value walks are needed at all:
 - secret-looking keys: a bytes regex that matches wherever the contract's key regex could
@@ -21,8 +22,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import orjson
 from pydantic import ValidationError
 from warden_common.contracts import Event, scrub
@@ -37,12 +39,40 @@ Row = list[Any]
 SEQ, INGESTED, ID, TYPE, TIME, SOURCE, ACTOR_KIND, ACTOR_ID = range(8)
 CONNECTOR, TOOL, PROFILE, CALL_ID, USER_ID, STATUS, LATENCY, TRACE_ID, DATA, PREV, HASH = range(8, 19)
 
-_TOP = frozenset(("id", "type", "source", "time", "trace_id", "actor", "refs", "status", "latency_ms", "data"))
-_REFS = frozenset(("connector", "tool", "profile", "call_id", "user"))
-_SOURCES = frozenset(("connectors", "registry", "proxy", "audit"))
-_KINDS = frozenset(("agent", "user", "admin", "service", "system"))
-_TYPE = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+")
-_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)")
+
+class _Actor(msgspec.Struct, forbid_unknown_fields=True):
+    kind: Literal["agent", "user", "admin", "service", "system"]
+    id: Annotated[str, msgspec.Meta(max_length=200)]
+
+
+class _Refs(msgspec.Struct, forbid_unknown_fields=True):
+    connector: str | None = None
+    tool: str | None = None
+    profile: str | None = None
+    call_id: str | None = None
+    user: str | None = None
+
+
+class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+    """What the fast path accepts: `Event`'s fields and limits, minus what the model would
+    supply or convert (no default id or time; no numeric strings; null refs or data refused,
+    as the model refuses them). Patterns end in `\\Z`: msgspec searches, and `$` would let a
+    trailing newline through."""
+
+    id: Annotated[str, msgspec.Meta(min_length=8, max_length=64)]
+    type: Annotated[str, msgspec.Meta(max_length=100, pattern=r"^[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*)+\Z")]
+    source: Literal["connectors", "registry", "proxy", "audit"]
+    time: Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)\Z")]
+    trace_id: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    actor: _Actor | None = None
+    refs: _Refs = msgspec.field(default_factory=_Refs)
+    status: Annotated[str, msgspec.Meta(max_length=40)] | None = None
+    latency_ms: float | None = None
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_DECODE = msgspec.json.Decoder(_Envelope).decode
+_NOT_PROVEN = (msgspec.ValidationError, msgspec.DecodeError)
 # in the lower-cased canonical text: wherever warden_common's secret-key regex can match a
 # key (orjson escapes no letter; non-ASCII keys take the walk, for Unicode case folding)
 _SECRETISH = re.compile(
@@ -130,87 +160,31 @@ class Parser:
         if b"\\u" in raw:
             return None
         try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return None
-        if type(doc) is not dict or not (doc.keys() <= _TOP):
-            return None
-        ident = doc.get("id")
-        typ = doc.get("type")
-        source = doc.get("source")
-        when = doc.get("time")
-        if (
-            type(ident) is not str
-            or not 8 <= len(ident) <= 64
-            or type(typ) is not str
-            or len(typ) > 100
-            or source not in _SOURCES
-            or type(when) is not str
-            or _TYPE.fullmatch(typ) is None
-            or _TIME.fullmatch(when) is None
-        ):
-            return None
-        try:
-            t = datetime.fromisoformat(when)
-        except ValueError:
+            ev = _DECODE(raw)
+            t = datetime.fromisoformat(ev.time)
+        except (*_NOT_PROVEN, ValueError):
             return None
         if t.utcoffset():
             t = t.astimezone(UTC)
-        trace = doc.get("trace_id")
-        status = doc.get("status")
-        lat = doc.get("latency_ms")
-        if (
-            (trace is not None and (type(trace) is not str or len(trace) > 64))
-            or (status is not None and (type(status) is not str or len(status) > 40))
-            or (lat is not None and type(lat) is not float and type(lat) is not int)
-        ):
-            return None
-        if type(lat) is int:
-            lat = float(lat)
-        actor = doc.get("actor")
-        if actor is None:
-            kind = aid = None
-        else:
-            if type(actor) is not dict or len(actor) != 2:
-                return None
-            kind = actor.get("kind")
-            aid = actor.get("id")
-            if kind not in _KINDS or type(aid) is not str or len(aid) > 200:
-                return None
-        refs = doc.get("refs")
-        if refs is None:
-            if "refs" in doc:
-                return None
-            refs = {}
-        elif type(refs) is not dict or not (refs.keys() <= _REFS):
-            return None
-        connector = refs.get("connector")
-        tool = refs.get("tool")
-        profile = refs.get("profile")
-        call_id = refs.get("call_id")
-        user = refs.get("user")
-        for v in (connector, tool, profile, call_id, user):
-            if v is not None and type(v) is not str:
-                return None
-        data = doc.get("data")
-        if data is None:
-            if "data" in doc:
-                return None
-            data = {}
-        elif type(data) is not dict:
-            return None
-        got = self._data(tool, data)
+        actor = ev.actor
+        refs = ev.refs
+        tool = refs.tool
+        got = self._data(tool, ev.data)
         if got is None:
             return None
         text, data = got
-        row = [0, None, ident, typ, t, source, kind, aid, connector, tool, profile, call_id, user, status, lat,
-               trace, text, None, None]  # fmt: skip
+        kind, aid = (None, None) if actor is None else (actor.kind, actor.id)
+        row = [0, None, ev.id, ev.type, t, ev.source, kind, aid, refs.connector, tool, refs.profile,
+               refs.call_id, refs.user, ev.status, ev.latency_ms, ev.trace_id, text, None, None]  # fmt: skip
         return row, data
 
     def _data(self, tool: str | None, data: dict[str, Any]) -> tuple[bytes, dict[str, Any]] | None:
         """A fast-path payload scrubbed, redacted and capped, with its canonical text; None
         when it holds a number jsonb would not give back unchanged (the slow path normalizes)."""
-        text = orjson.dumps(data, option=_SORT)
+        try:
+            text = orjson.dumps(data, option=_SORT)
+        except orjson.JSONEncodeError:  # an integer past 64 bits: the slow path normalizes it
+            return None
         # orjson writes floats past 1e16 (and integers it read past 64 bits) with "e+"
         if b"e+" in text or b"-0.0" in text:
             return None
