@@ -89,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
                 ingestor,
                 batch=settings.batch_size,
                 writers=settings.writers,
+                linger_s=settings.linger_s,
                 fetch_timeout_s=settings.fetch_timeout_s,
                 ack_wait_s=settings.ack_wait_s,
                 max_ack_pending=settings.max_ack_pending,

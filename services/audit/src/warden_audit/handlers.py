@@ -57,6 +57,7 @@ class Consumer:
         *,
         batch: int,
         writers: int = 1,
+        linger_s: float = 0.0,
         fetch_timeout_s: float,
         ack_wait_s: float,
         max_ack_pending: int,
@@ -65,6 +66,7 @@ class Consumer:
         self.ingestor = ingestor
         self.batch = batch
         self.writers = writers
+        self.linger_s = linger_s
         self.fetch_timeout_s = fetch_timeout_s
         self.ack_wait_s = ack_wait_s
         self.max_ack_pending = max_ack_pending
@@ -150,6 +152,11 @@ class Consumer:
             t0 = time.perf_counter()
             try:
                 msgs = await self._sub.take(self.batch, self.fetch_timeout_s)
+                if 0 < len(msgs) < self.batch // 4 and self.linger_s > 0:
+                    # a trickle: wait a moment for more, so a quiet stream costs one
+                    # transaction per linger rather than one per event or two
+                    await asyncio.sleep(self.linger_s)
+                    msgs += self._sub.take_now(self.batch - len(msgs))
             except asyncio.CancelledError:
                 raise
             except (ConsumerGone, nats.js.errors.NotFoundError, nats.js.errors.ServiceUnavailableError) as e:

@@ -301,6 +301,11 @@ class Puller:
         out, self._buf = self._buf[:n], self._buf[n:]
         return out
 
+    def take_now(self, n: int) -> list[Delivery]:
+        """Up to `n` of what has already arrived, without waiting or asking for more."""
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
+
     def release(self) -> list[Delivery]:
         out, self._buf = self._buf, []
         return out

@@ -38,6 +38,9 @@ class Settings(ServiceSettings):
     # batches written at once, each on its own connection: one claims its ids while another
     # holds the chain (bench/README.md, audit)
     writers: int = Field(default=2, ge=1, le=8)
+    # when a fetch brings only a few events, wait this long for more before writing them:
+    # a light load then costs a transaction per linger, not per event (adds up to this much lag)
+    linger_s: float = Field(default=0.01, ge=0, le=1)
     fetch_timeout_s: float = Field(default=1.0, gt=0, le=30)
     ack_wait_s: float = Field(default=30.0, ge=1, le=3600)
     max_ack_pending: int = Field(default=20_000, ge=1)
