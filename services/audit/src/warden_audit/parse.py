@@ -144,12 +144,12 @@ class Parser:
         fast = self._fast
         for m in msgs:
             raw = m.data
-            got = fast(raw)
+            got: tuple[Row, dict[str, Any]] | str | None = fast(raw)
             if got is None:
                 got = self._slow(raw)
-                if isinstance(got, str):
-                    out.dead.append(DeadLetter(raw, m.subject, m, got))
-                    continue
+            if isinstance(got, str):
+                out.dead.append(DeadLetter(raw, m.subject, m, got))
+                continue
             rows.append(got[0])
             datas.append(got[1])
             handles.append(m)

@@ -146,7 +146,7 @@ class Tx:
         r = await self.conn.fetchrow(_LOCK_HEAD)
         return Head(r["seq"], bytes(r["hash"]), r["ingested_at"])
 
-    async def copy_events(self, day: date, rows: Sequence[tuple[Any, ...]]) -> None:
+    async def copy_events(self, day: date, rows: Sequence[Sequence[Any]]) -> None:
         if day not in self.known_days:
             await self.conn.execute("SET LOCAL lock_timeout = '5s'")
             await ensure_partition(self.conn, day)
