@@ -178,6 +178,7 @@ async def test_sigkill_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -
             await _assert_exactly_once(dsn, load.published)
             await _verify_ok(audit)
         finally:
+            audit.stop()  # first: a running audit re-creates a stream that goes away
             await drop_stream(NATS_URL, events_stream_name(root))
 
 
