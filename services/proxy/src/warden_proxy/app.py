@@ -30,8 +30,6 @@ from warden_proxy.upstream import UpstreamPool
 
 __all__ = ["create_app"]
 
-_EVENT_LINGER_S = 0.008
-
 
 class _Asgi:
     """An ASGI endpoint resolved at request time (it is built in the lifespan)."""
@@ -66,9 +64,9 @@ class _ProxyApp(FastAPI):
 
 def create_app(settings: Settings) -> FastAPI:
     runtime = Runtime.build(Service.proxy, settings, schema="proxy")
-    # a call's requested and completed events usually fit in one batch this way: on two cores
-    # that measured ~25% less proxy and audit CPU per call at concurrency 1 than the bus's 2 ms
-    runtime.bus.event_linger_s = _EVENT_LINGER_S
+    # a light load's events go in fewer, larger batches: on two cores that measured less proxy
+    # and audit CPU per call, and less added latency, at concurrency 1 (bench/README.md, proxy)
+    runtime.bus.event_linger_s = settings.event_linger_s
     public = settings.http.public_url or f"http://{settings.http.host}:{settings.http.port}"
     resource_url = public.rstrip("/") + "/mcp"
 

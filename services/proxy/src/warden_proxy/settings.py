@@ -13,6 +13,10 @@ class Settings(ServiceSettings):
     allow_insecure_upstreams: bool = False
     # how long a resolved tool / visible list / agent key stays cached (events invalidate sooner)
     cache_ttl_s: float = Field(default=30.0, ge=0, le=3600)
+    # after a quiet spell, the events publisher waits this long for more before sending: fewer
+    # wake-ups of NATS and audit per call under a light load (bench/README.md, proxy); a busy
+    # proxy sends at once. Events reach the stream up to this much later.
+    event_linger_s: float = Field(default=0.05, ge=0, le=1)
     # drop a cached credential this long before it expires
     credential_skew_s: float = Field(default=30.0, ge=0, le=600)
     # a call held for approval fails with a timeout after this long
