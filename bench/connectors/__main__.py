@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import secrets
 import statistics
@@ -20,12 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import asyncpg
 import httpx
 import nats
 import nats.js.errors
 from warden_cli.embedded import Stack, StackConfig, free_port
-from warden_common.contracts import CREDENTIALS_GET, CredentialRequest, events_stream_name
+from warden_common.contracts import CREDENTIALS_GET, CredentialRequest
+
+from bench.scratch import clean, use_fresh_database
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -55,13 +55,8 @@ async def main(n: int) -> None:
         ports={"connectors": free_port()},
         log_level="warning",
     )
-    db = None
-    if dsn := os.environ.get("DATABASE_URL"):
-        db = "warden_bench_" + secrets.token_hex(4)
-        conn = await asyncpg.connect(dsn)
-        await conn.execute(f'CREATE DATABASE "{db}"')
-        await conn.close()
-        cfg.database_url = dsn.rsplit("/", 1)[0] + "/" + db
+    admin_dsn = os.environ.get("DATABASE_URL")
+    await use_fresh_database(cfg, admin_dsn)
     stack = Stack(cfg)
     try:
         stack._local_secrets()
@@ -120,22 +115,7 @@ async def main(n: int) -> None:
         await nc.close()
     finally:
         stack.stop()
-        await _cleanup(cfg.root, dsn, db)
-
-
-async def _cleanup(root: str, dsn: str | None, db: str | None) -> None:
-    """Drop what this run made on a shared NATS / Postgres (its events stream, its database)."""
-    if os.environ.get("NATS_URL"):
-        nc = await nats.connect(os.environ["NATS_URL"])
-        with contextlib.suppress(nats.js.errors.NotFoundError):  # nothing to drop
-            await nc.jetstream().delete_stream(events_stream_name(root))
-        await nc.close()
-    if dsn and db:
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await clean(cfg, admin_dsn)
 
 
 if __name__ == "__main__":

@@ -51,8 +51,9 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from warden_cli.embedded import SERVICES, Stack, StackConfig, free_port
 from warden_common.client import WardenClient
-from warden_common.contracts import durable_calls_stream_name, events_stream_name
 from warden_proxy.h1 import H1Pool
+
+from bench.scratch import clean, use_fresh_database
 
 _MODERN = "2026-07-28"  # the stateless revision Warden's endpoint serves
 
@@ -224,14 +225,7 @@ async def main(
         log_level="warning",
     )
     dsn_admin = os.environ.get("DATABASE_URL")
-    if dsn := dsn_admin:
-        import asyncpg
-
-        db = "warden_bench_" + secrets.token_hex(4)
-        conn = await asyncpg.connect(dsn)
-        await conn.execute(f'CREATE DATABASE "{db}"')
-        await conn.close()
-        cfg.database_url = dsn.rsplit("/", 1)[0] + "/" + db
+    await use_fresh_database(cfg, dsn_admin)
     stack = Stack(cfg, progress=lambda m: print(f"  · {m}", flush=True))
     up_port = free_port()
     upstream = subprocess.Popen(_upstream_argv(upstream_kind, up_port, upstream_workers))
@@ -367,30 +361,7 @@ async def main(
         stack.stop()
         upstream.terminate()
         upstream.wait(10)
-        await _clean(cfg, dsn_admin)
-
-
-async def _clean(cfg: StackConfig, dsn_admin: str | None) -> None:
-    """Drop what the run left on a shared NATS / Postgres: its streams and its database."""
-    if cfg.nats_url:
-        import nats
-
-        nc = await nats.connect(cfg.nats_url)
-        try:
-            for stream in (events_stream_name(cfg.root), durable_calls_stream_name(cfg.root)):
-                with contextlib.suppress(Exception):
-                    await nc.jetstream().delete_stream(stream)
-        finally:
-            await nc.close()
-    if dsn_admin and cfg.database_url:
-        import asyncpg
-
-        conn = await asyncpg.connect(dsn_admin)
-        try:
-            db = cfg.database_url.rsplit("/", 1)[1]
-            await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await clean(cfg, dsn_admin)
 
 
 if __name__ == "__main__":

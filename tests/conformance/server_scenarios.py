@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import uvicorn
 
@@ -40,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from everything_upstream import build_server  # noqa: E402
 from mcp.shared.exceptions import MCPDeprecationWarning  # noqa: E402
-from support.infra import drop_stream  # noqa: E402
+from support.infra import drop_stream, fresh_database  # noqa: E402
 from warden_cli.embedded import SERVICES, Stack, StackConfig, free_port  # noqa: E402
 from warden_common.contracts import durable_calls_stream_name, events_stream_name  # noqa: E402
 
@@ -174,7 +173,6 @@ async def suite_target(urls: dict[str, str], admin_token: str) -> AsyncIterator[
 async def main(only: str | None) -> int:
     # the upstream uses sampling and logging on purpose: deprecated only from 2026-07-28 on
     warnings.filterwarnings("ignore", category=MCPDeprecationWarning)
-    db: str | None = None
     tmp = Path(tempfile.mkdtemp(prefix="warden-conf-"))
     cfg = StackConfig(
         data_dir=tmp,
@@ -183,13 +181,13 @@ async def main(only: str | None) -> int:
         ports={n: free_port() for n, _, _ in SERVICES},
         log_level="warning",
     )
-    dsn = os.environ.get("DATABASE_URL")
-    if dsn:
-        db = "warden_conf_" + secrets.token_hex(4)
-        conn = await asyncpg.connect(dsn)
-        await conn.execute(f'CREATE DATABASE "{db}"')
-        await conn.close()
-        cfg.database_url = dsn.rsplit("/", 1)[0] + "/" + db
+    async with contextlib.AsyncExitStack() as scratch:
+        if dsn := os.environ.get("DATABASE_URL"):  # the machine's Postgres: a database of its own
+            cfg.database_url = await scratch.enter_async_context(fresh_database(dsn))
+        return await _run(cfg, tmp, only)
+
+
+async def _run(cfg: StackConfig, tmp: Path, only: str | None) -> int:
     stack = Stack(cfg)
     results: list[tuple[str, bool]] = []
     try:
@@ -211,12 +209,6 @@ async def main(only: str | None) -> int:
         if cfg.nats_url:  # the machine's NATS: remove this run's streams
             for stream in (events_stream_name(cfg.root), durable_calls_stream_name(cfg.root)):
                 await drop_stream(cfg.nats_url, stream)
-        if dsn and db:
-            conn = await asyncpg.connect(dsn)
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-            finally:
-                await conn.close()
     passed = sum(1 for _, ok in results if ok)
     print(f"\n{passed}/{len(results)} server scenarios passed")
     if results and passed == len(results):

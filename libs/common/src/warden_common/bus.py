@@ -72,10 +72,11 @@ _ACK_TIMEOUT_S = 5.0
 _LINGER_S = 0.002  # gather the events of calls in flight into one batch
 
 
-def validation_message(e: ValidationError) -> str:
-    """Say which fields are wrong without echoing their values (they may be secrets)."""
+def validation_message(e: ValidationError, limit: int = 5) -> str:
+    """Say which fields are wrong (the first `limit`) without echoing their values (they may be
+    secrets)."""
     parts = []
-    for err in e.errors()[:5]:
+    for err in e.errors()[:limit]:
         loc = ".".join(str(x) for x in err.get("loc", ())) or "(body)"
         parts.append(f"{loc}: {err.get('msg', 'invalid')}")
     return "; ".join(parts)

@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import orjson
 from pydantic import ValidationError
+from warden_common.bus import validation_message
 from warden_common.contracts import Event, scrub
 
 from warden_audit.chain import canonical_data, normalize
@@ -116,15 +117,6 @@ class Batch:
 
     def all_handles(self) -> list[Any]:
         return self.handles + [d.handle for d in self.dead]
-
-
-def _problem(e: ValidationError) -> str:
-    """Which fields are wrong, never their values."""
-    parts = []
-    for err in e.errors()[:3]:
-        loc = ".".join(str(x) for x in err.get("loc", ())) or "(body)"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts)
 
 
 def _s(v: str | None) -> str | None:
@@ -219,7 +211,7 @@ class Parser:
         try:
             ev = Event.model_validate_json(raw)
         except ValidationError as e:
-            return f"not a valid event: {_problem(e)}"
+            return f"not a valid event: {validation_message(e, limit=3)}"
         self.slow += 1
         refs = ev.refs
         tool = _s(refs.tool)

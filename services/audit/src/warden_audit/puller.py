@@ -170,15 +170,17 @@ def _fast_parser(nc: Any, sinks: dict[int, Sink]) -> None:
     ps.parse = parse
 
 
-def _batchable(nc: Any) -> bool:
-    """Whether acks can go out as one command on this client (nats-py 2.x internals)."""
+def _batchable() -> bool:
+    """Whether acks can go out as one command (nats-py 2.x: `Client._send_command(cmd)` and
+    `_flush_pending()`, coroutines, and a flush queue the flusher task reads)."""
     return (
         _HOOKABLE
-        and nc.is_connected
-        and inspect.iscoroutinefunction(getattr(nc, "_send_command", None))
-        and inspect.iscoroutinefunction(getattr(nc, "_flush_pending", None))
-        and hasattr(nc, "_flush_queue")
+        and inspect.iscoroutinefunction(getattr(NatsClient, "_send_command", None))
+        and inspect.iscoroutinefunction(getattr(NatsClient, "_flush_pending", None))
     )
+
+
+_BATCHABLE = _batchable()
 
 
 async def reply_all(nc: Any, deliveries: list[Delivery], what: bytes) -> None:
@@ -188,13 +190,13 @@ async def reply_all(nc: Any, deliveries: list[Delivery], what: bytes) -> None:
     server and were split on whitespace, so they are single tokens. Raises nats errors."""
     if not deliveries:
         return
-    if not _batchable(nc):
+    if not (_BATCHABLE and nc.is_connected):
         for d in deliveries:
             await nc.publish(d.reply, what)
         return
     tail = b" %d\r\n%b\r\n" % (len(what), what)
     await nc._send_command(b"".join([b"PUB " + d.reply.encode() + tail for d in deliveries]))
-    if nc._flush_queue is not None and nc._flush_queue.empty():
+    if nc._flush_queue is not None and nc._flush_queue.empty():  # as nats-py's own publish does
         await nc._flush_pending()
 
 

@@ -178,7 +178,8 @@ class Stored:
 
 
 class Ingestor:
-    """Turns stream messages into stored rows. One per process; `write` is not re-entrant."""
+    """Turns stream messages into stored rows. One per process; `write` runs for several
+    batches at once, each in its own transaction on one of the writer's connections."""
 
     def __init__(
         self,
