@@ -28,13 +28,13 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.shared.exceptions import MCPError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from warden_common.contracts import (
     REGISTRY_CONNECTORS,
     EventRefs,
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 SEPARATOR = "__"
 URI_PREFIX = "+"
 RESOURCE_NOT_FOUND = -32002
+M = TypeVar("M", bound=BaseModel)
 _MAX_PAGES = 20
 _INDEX_TTL_S = 30.0
 _MAX_INDEXES = 10_000
@@ -100,6 +101,21 @@ def _shown(items: list[tuple[str, str]], aliases: dict[str, str], always: bool, 
     for _, n in items:
         count[n] = count.get(n, 0) + 1
     return [f"{aliases[c]}{sep}{n}" if always or count[n] > 1 else n for c, n in items]
+
+
+def _as_shown(
+    items: list[tuple[str, dict[str, Any]]], origin_of: dict[str, tuple[str, str]], key: str, model: type[M], what: str
+) -> list[M]:
+    """Upstream entries as the caller sees them: `key` (uri, uriTemplate or name) replaced by
+    its shown form; one that does not validate is left out."""
+    shown = {v: k for k, v in origin_of.items()}
+    out = []
+    for c, x in items:
+        try:
+            out.append(model.model_validate({**x, key: shown[(c, str(x.get(key, "")))]}))
+        except ValidationError:
+            log.debug("a malformed %s from %s left out", what, c)
+    return out
 
 
 class Federation:
@@ -270,27 +286,14 @@ class Federation:
     # -- handlers --------------------------------------------------------------------------
     async def _list_resources(self, ctx: ServerRequestContext[Any, Any], params: Any) -> types.ListResourcesResult:
         idx = await self._wrap(self._index(self.principal_of(ctx), fresh=True))
-        shown = {v: k for k, v in idx.uri_of.items()}
-        out = []
-        for c, r in idx.resources:
-            try:
-                out.append(types.Resource.model_validate({**r, "uri": shown[(c, str(r.get("uri", "")))]}))
-            except ValidationError:
-                log.debug("a malformed resource from %s left out", c)
+        out = _as_shown(idx.resources, idx.uri_of, "uri", types.Resource, "resource")
         return types.ListResourcesResult(resources=out)
 
     async def _list_resource_templates(
         self, ctx: ServerRequestContext[Any, Any], params: Any
     ) -> types.ListResourceTemplatesResult:
         idx = await self._wrap(self._index(self.principal_of(ctx), fresh=True))
-        shown = {v: k for k, v in idx.template_of.items()}
-        out = []
-        for c, t in idx.templates:
-            try:
-                key = (c, str(t.get("uriTemplate", "")))
-                out.append(types.ResourceTemplate.model_validate({**t, "uriTemplate": shown[key]}))
-            except ValidationError:
-                log.debug("a malformed resource template from %s left out", c)
+        out = _as_shown(idx.templates, idx.template_of, "uriTemplate", types.ResourceTemplate, "resource template")
         return types.ListResourceTemplatesResult(resource_templates=out)
 
     async def _read_resource(
@@ -349,13 +352,7 @@ class Federation:
 
     async def _list_prompts(self, ctx: ServerRequestContext[Any, Any], params: Any) -> types.ListPromptsResult:
         idx = await self._wrap(self._index(self.principal_of(ctx), fresh=True))
-        shown = {v: k for k, v in idx.prompt_of.items()}
-        out = []
-        for c, x in idx.prompts:
-            try:
-                out.append(types.Prompt.model_validate({**x, "name": shown[(c, str(x.get("name", "")))]}))
-            except ValidationError:
-                log.debug("a malformed prompt from %s left out", c)
+        out = _as_shown(idx.prompts, idx.prompt_of, "name", types.Prompt, "prompt")
         return types.ListPromptsResult(prompts=out)
 
     async def _get_prompt(
