@@ -91,6 +91,25 @@ def _cpu(pids: dict[str, int]) -> dict[str, float]:
     return out
 
 
+def _infra_pids(stack: Stack) -> dict[str, int]:
+    """The stack's NATS server and (embedded) postmaster, whose backends are its children."""
+    out = {p.name: p.popen.pid for p in stack.procs if p.name == "nats"}
+    for proc in psutil.process_iter(["name", "ppid"]):
+        if proc.info["name"] in ("postgres", "postmaster") and proc.info["ppid"] == 1:
+            try:
+                if str(stack.cfg.data_dir) in " ".join(proc.cmdline()):
+                    out["postgres"] = proc.pid
+            except psutil.Error:
+                pass
+    return out
+
+
+def _busy_s() -> float:
+    """CPU seconds the whole machine has been busy (every process and the kernel)."""
+    t = psutil.cpu_times()
+    return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+
 async def _measure(workers: list[Callable[[], Awaitable[Any]]], calls: int) -> tuple[list[float], float]:
     lat: list[float] = []
     per = max(1, calls // len(workers))
@@ -258,7 +277,7 @@ async def main(
         warden_pids = {p.name: p.popen.pid for p in stack.procs if p.name != "nats"}
         warden_pids.update({name: proc.pid for name, proc, _ in extra})
         # not Warden, shown beside it: the upstream (with its workers) and this load generator
-        other_pids = {"upstream": upstream.pid, "generator": os.getpid()}
+        other_pids = {"upstream": upstream.pid, "generator": os.getpid(), **_infra_pids(stack)}
         nats_kw: dict[str, Any] = {}
         if stack.passwords:
             nats_kw = {"user": "demo-service", "password": stack.passwords["demo-service"]}
@@ -299,13 +318,14 @@ async def main(
                 ("mcp", [lambda c=c: c.call_tool("bench__echo", {"text": "hi"}) for c in proxied]),
                 ("nats", [lambda: warden.call("bench__echo", {"text": "hi"}) for _ in range(n)]),
             ):
-                cpu0 = _cpu({**warden_pids, **other_pids})
+                cpu0, busy0 = _cpu({**warden_pids, **other_pids}), _busy_s()
                 lat, wall = await _measure(workers, calls)
-                cpu1 = _cpu({**warden_pids, **other_pids})
+                cpu1, busy1 = _cpu({**warden_pids, **other_pids}), _busy_s()
                 split = {k: (cpu1[k] - cpu0[k]) * 1000 / len(lat) for k in cpu1}
+                split["machine"] = (busy1 - busy0) * 1000 / len(lat)
                 cpu = sum(v for k, v in split.items() if k in warden_pids)
                 if label == "direct":
-                    splits.append((n, label, {k: v for k, v in split.items() if k in other_pids}))
+                    splits.append((n, label, {k: v for k, v in split.items() if k not in warden_pids}))
                 res[label] = (lat, wall, cpu)
                 if label != "direct":
                     splits.append((n, label, split))
@@ -348,9 +368,10 @@ async def main(
         print()
         print(
             "where the CPU goes (ms per call, by process; audit ingests every call's events; "
-            "upstream and generator are not Warden)"
+            "upstream, generator, nats and postgres are not Warden; machine: every process and the kernel, "
+            "idle excluded)"
         )
-        names = [*sorted(warden_pids), *other_pids]
+        names = [*sorted(warden_pids), *other_pids, "machine"]
         print(f"{'conc':>4} {'path':<7} " + " ".join(f"{x:>11}" for x in names) + f" {'warden':>11}")
         for n, label, split in splits:
             total = sum(v for k, v in split.items() if k in warden_pids)
