@@ -266,12 +266,13 @@ async def main() -> None:
             phases = {k: m.get(k, 0) - before.get(k, 0) for k in m if not k.startswith("_")}
             total = sum(phases.values())
             print("  where the audit process spent its ingest time (per event, and share):")
-            for k in ("fetch", "parse", "claim", "fold", "lock", "chain", "copy", "executions", "commit", "ack"):
+            phase_order = ("fetch", "parse", "claim", "fold", "executions", "lock", "chain", "copy", "head", "commit")
+            for k in (*phase_order, "ack"):
                 v = phases.get(k, 0.0)
                 print(f"    {k:<11} {v / drained * 1e6:7.1f} µs  {v / total:5.1%}")
             print(
                 "    (fetch and parse overlap with the Postgres phases: a fetcher task feeds the writer; "
-                "claim+copy+executions+commit are the transaction)"
+                "claim..commit are the transaction; lock..commit hold one lane)"
             )
 
             # steady load: commit lag

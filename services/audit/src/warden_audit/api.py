@@ -105,9 +105,27 @@ class ExecutionDetail(ExecutionOut):
 
 
 class ChainBreak(BaseModel):
+    lane: int
     seq: int
     id: str | None = None
     reason: str
+
+
+class LaneHead(BaseModel):
+    lane: int
+    lane_seq: int
+    seq: int
+    hash: str
+    ingested_at: datetime
+
+
+class LaneReport(BaseModel):
+    lane: int
+    checked: int
+    first_seq: int | None = None
+    last_seq: int | None = None
+    head: LaneHead
+    first_break: ChainBreak | None = None
 
 
 class VerifyReport(BaseModel):
@@ -117,7 +135,7 @@ class VerifyReport(BaseModel):
     last_seq: int | None = None
     since: datetime | None = None
     until: datetime | None = None
-    head: dict[str, Any]
+    lanes: list[LaneReport]
     first_break: ChainBreak | None = None
     seconds: float
 
@@ -339,7 +357,8 @@ def build_router(admin: Callable[[Request], Awaitable[str]], keepalive_s: float 
         until: datetime | None = Query(default=None, description="ingest time, exclusive"),
         st: AuditState = Depends(_state),
     ) -> dict[str, Any]:
-        """Recompute the hash chain over rows ingested in [since, until); report the first break."""
+        """Recompute every lane's hash chain over rows ingested in [since, until); report
+        each lane's first break (`lanes`) and the lowest lane's as `first_break`."""
         s, u = _utc(since), _utc(until)
         if s and u and u <= s:
             raise BadFilter("`until` must be after `since`")

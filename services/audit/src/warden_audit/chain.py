@@ -1,6 +1,20 @@
-"""Tamper evidence: each stored event row is chained to the one before it, in ingest order.
+"""Tamper evidence: the log is `lanes` (K, fixed by the schema: `chain_layout`, 4) hash chains
+("lanes"); each stored row is chained to the row before it in its lane, in ingest order.
 
     hash = sha256(prev_hash || header || "\\n" || data)
+
+`prev_hash` is the hash of the previous row *of the same lane* (the first row of a lane links
+to 32 zero bytes). Lanes are extended in parallel: a batch locks one lane's head, numbers and
+hashes its rows from there, and commits; other batches extend other lanes meanwhile.
+
+Numbering (`Layout`): the row at place n (1, 2, ...) of lane L has seq = n * K + L. So seq is
+unique across the table and names its lane (seq % K) and its place in it (seq // K): verify
+checks each lane for contiguity (a missing row is a missing place), and the hash, which covers
+seq, binds each row to its lane and place. Rows stored before lanes (migration 0002; seq <=
+`base`) keep their numbering: lane 0, place = seq, one after another; lane 0 goes on from the
+last of them (its next row is place base + 1, seq (base + 1) * K) and lanes 1.. start at place
+`base` from the zero hash. The bytes hashed per row did not change with lanes; what changed is
+which row a row links to (its lane's previous one, no longer the previous one ingested).
 
 `header` is the row's hashed columns (`HASHED_COLUMNS`) as a compact JSON array (orjson:
 times as RFC 3339 in UTC, non-finite floats as their name); `data` is the canonical JSON of
@@ -25,6 +39,7 @@ __all__ = [
     "HASHED_COLUMNS",
     "ZERO",
     "Break",
+    "Layout",
     "canonical_data",
     "clean_text",
     "header",
@@ -114,12 +129,36 @@ def record_hash(prev_hash: bytes, r: Mapping[str, Any]) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
-class Break:
-    """The first place the chain does not hold."""
+class Layout:
+    """How seq numbers rows: `lanes` chains; rows up to `base` came before lanes (lane 0)."""
 
+    lanes: int
+    base: int
+
+    def seq(self, lane: int, place: int) -> int:
+        """The seq of the row at `place` in `lane`."""
+        return place if lane == 0 and place <= self.base else place * self.lanes + lane
+
+    def lane(self, seq: int) -> int:
+        return 0 if seq <= self.base else seq % self.lanes
+
+    def place(self, seq: int) -> int:
+        """Where the row with this seq stands in its lane (1, 2, ...)."""
+        return seq if seq <= self.base else seq // self.lanes
+
+    def start(self, lane: int) -> int:
+        """The place a lane's first row follows (linked to the zero hash): 0 for lane 0, `base` for the others."""
+        return 0 if lane == 0 else self.base
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    """The first place a lane does not hold."""
+
+    lane: int
     seq: int
     id: str | None
     reason: str
 
     def as_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "id": self.id, "reason": self.reason}
+        return {"lane": self.lane, "seq": self.seq, "id": self.id, "reason": self.reason}

@@ -242,10 +242,15 @@ def verify(
         raise _unreachable(url, e) from None
     rep = r.json()
     if rep["ok"]:
-        typer.echo(f"chain ok: {rep['checked']} rows (seq {rep['first_seq']}..{rep['last_seq']}), "
-                   f"head {rep['head']['seq']} {rep['head']['hash'][:16]}… in {rep['seconds']}s")  # fmt: skip
+        typer.echo(f"chain ok: {rep['checked']} rows in {len(rep['lanes'])} lanes in {rep['seconds']}s")
+        for ln in rep["lanes"]:
+            h = ln["head"]
+            typer.echo(f"  lane {ln['lane']}: {ln['checked']} rows, head seq {h['seq']} {h['hash'][:16]}…")
         return
-    b = rep["first_break"]
-    typer.echo(f"chain BROKEN at seq {b['seq']}" + (f" (event {b['id']})" if b.get("id") else "") + f": {b['reason']}")
-    typer.echo(f"checked {rep['checked']} rows before the break")
+    for ln in rep["lanes"]:
+        b = ln["first_break"]
+        if b is not None:
+            typer.echo(f"chain BROKEN in lane {b['lane']} at seq {b['seq']}"
+                       + (f" (event {b['id']})" if b.get("id") else "") + f": {b['reason']}")  # fmt: skip
+            typer.echo(f"  checked {ln['checked']} rows of lane {b['lane']} before the break")
     raise typer.Exit(1)

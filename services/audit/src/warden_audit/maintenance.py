@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from warden_audit.chain import ZERO, Break, record_hash
-from warden_audit.store import Store
+from warden_audit.chain import ZERO, Break, Layout, record_hash
+from warden_audit.store import Head, Store
 
 __all__ = ["Maintenance", "verify"]
 
@@ -21,65 +21,109 @@ log = logging.getLogger(__name__)
 
 # -- verify ------------------------------------------------------------------------------
 async def verify(store: Store, since: datetime | None, until: datetime | None) -> dict[str, Any]:
-    """Recompute the chain over rows ingested in [since, until); report the first break."""
+    """Recompute every lane over rows ingested in [since, until); report each lane's first
+    break and, as `first_break`, the one of the lowest lane."""
     started = _time.perf_counter()
+    async with store.snapshot() as conn:
+        lay = await store.layout(conn)
+        heads = await store.heads(conn)
+        anchors = await store.anchors(conn)
+        lanes = [await _verify_lane(store, conn, lay, h, anchors.get(h.lane), since, until) for h in heads]
+    first = next((ln["first_break"] for ln in lanes if ln["first_break"] is not None), None)
+    firsts = [ln["first_seq"] for ln in lanes if ln["first_seq"] is not None]
+    lasts = [ln["last_seq"] for ln in lanes if ln["last_seq"] is not None]
+    return {
+        "ok": first is None,
+        "checked": sum(ln["checked"] for ln in lanes),
+        "first_seq": min(firsts) if firsts else None,
+        "last_seq": max(lasts) if lasts else None,
+        "since": since.isoformat() if since else None,
+        "until": until.isoformat() if until else None,
+        "lanes": lanes,
+        "first_break": first,
+        "seconds": round(_time.perf_counter() - started, 3),
+    }
+
+
+async def _verify_lane(
+    store: Store,
+    conn: Any,
+    lay: Layout,
+    head: Head,
+    anchor: tuple[int, bytes] | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> dict[str, Any]:
+    """One lane: its rows in place order, each linked to the one before, none missing, up
+    to the lane's head (when the range is open-ended)."""
+    lane = head.lane
     brk: Break | None = None
     checked = 0
     first_seq: int | None = None
-    prev_seq: int | None = None
+    prev_place: int | None = None
     prev_hash = ZERO
-    async with store.snapshot() as conn:
-        head = await store.head(conn)
-        anchor = await store.anchor(conn)
-        async for r in store.chain_rows(conn, since, until):
-            seq = r["seq"]
-            if prev_seq is None:
-                first_seq = seq
-                expect: bytes | None
-                if seq == 1:
-                    expect = ZERO
-                elif (before := await store.row_at(conn, seq - 1)) is not None:
-                    expect = bytes(before["hash"])
-                elif anchor is not None and anchor[0] == seq - 1:
-                    expect = anchor[1]  # what precedes was removed by retention
-                else:
-                    brk = Break(seq - 1, None, f"row {seq - 1}, just before the range, is missing")
-                    break
-            elif seq != prev_seq + 1:
-                brk = Break(prev_seq + 1, None, f"rows {prev_seq + 1}..{seq - 1} are missing")
-                break
+    start = lay.start(lane)
+    # the anchor: the last row retention removed from this lane
+    floor, floor_hash = (lay.place(anchor[0]), anchor[1]) if anchor else (start, ZERO)
+    async for r in store.chain_rows(conn, lane, since, until):
+        seq = r["seq"]
+        place = lay.place(seq)
+        if lay.lane(seq) != lane:
+            brk = Break(lane, seq, r["id"], f"seq {seq} does not belong to lane {lane}")
+            break
+        if prev_place is None:
+            first_seq = seq
+            expect: bytes | None
+            if place - 1 == start:
+                expect = ZERO
+            elif (before := await store.row_at(conn, lane, lay.seq(lane, place - 1))) is not None:
+                expect = bytes(before["hash"])
+            elif place - 1 == floor:
+                expect = floor_hash  # what precedes was removed by retention
             else:
-                expect = prev_hash
-            if bytes(r["prev_hash"]) != expect:
-                brk = Break(seq, r["id"], "prev_hash does not match the hash of the row before it")
+                missing = lay.seq(lane, place - 1)
+                brk = Break(lane, missing, None, f"row {missing}, just before the range in lane {lane}, is missing")
                 break
-            h = record_hash(expect, r)
-            if h != bytes(r["hash"]):
-                brk = Break(seq, r["id"], "the row does not match its hash: it was changed after it was stored")
-                break
-            prev_seq, prev_hash = seq, h
-            checked += 1
-        if brk is None and until is None:
-            # nothing may be missing between the last row and the chain head
-            floor = anchor[0] if anchor else 0
-            last = prev_seq if prev_seq is not None else None
-            if last is not None and last < head.seq:
-                brk = Break(last + 1, None, f"rows {last + 1}..{head.seq} (up to the chain head) are missing")
-            elif last is not None and last == head.seq and prev_hash != head.hash:
-                brk = Break(last, None, "the chain head does not match the last row")
-            elif last is None and head.seq > floor and (since is None or head.ingested_at >= since):
-                brk = Break(head.seq, None, "rows up to the chain head are missing")
+        elif place != prev_place + 1:
+            lo = lay.seq(lane, prev_place + 1)
+            brk = Break(lane, lo, None, f"{_span(lay, lane, prev_place + 1, place - 1)} of lane {lane} missing")
+            break
+        else:
+            expect = prev_hash
+        if bytes(r["prev_hash"]) != expect:
+            brk = Break(lane, seq, r["id"], "prev_hash does not match the hash of the row before it in its lane")
+            break
+        h = record_hash(expect, r)
+        if h != bytes(r["hash"]):
+            brk = Break(lane, seq, r["id"], "the row does not match its hash: it was changed after it was stored")
+            break
+        prev_place, prev_hash = place, h
+        checked += 1
+    if brk is None and until is None:
+        # nothing may be missing between the lane's last row and its head
+        if prev_place is not None and prev_place < head.lane_seq:
+            lo = lay.seq(lane, prev_place + 1)
+            span = _span(lay, lane, prev_place + 1, head.lane_seq)
+            brk = Break(lane, lo, None, f"{span} of lane {lane} (up to its head) missing")
+        elif prev_place is not None and prev_place == head.lane_seq and prev_hash != head.hash:
+            brk = Break(lane, head.seq, None, f"the head of lane {lane} does not match its last row")
+        elif prev_place is None and head.lane_seq > floor and (since is None or head.ingested_at >= since):
+            brk = Break(lane, head.seq, None, f"rows of lane {lane} up to its head are missing")
     return {
-        "ok": brk is None,
+        "lane": lane,
         "checked": checked,
         "first_seq": first_seq,
-        "last_seq": prev_seq,
-        "since": since.isoformat() if since else None,
-        "until": until.isoformat() if until else None,
-        "head": {"seq": head.seq, "hash": head.hash.hex(), "ingested_at": head.ingested_at.isoformat()},
+        "last_seq": lay.seq(lane, prev_place) if prev_place is not None else None,
+        "head": head.as_dict(),
         "first_break": brk.as_dict() if brk else None,
-        "seconds": round(_time.perf_counter() - started, 3),
     }
+
+
+def _span(lay: Layout, lane: int, lo: int, hi: int) -> str:
+    """Places lo..hi of a lane, in words ("the row with seq 8 is", "3 rows, seq 8..16, are")."""
+    if lo == hi:
+        return f"the row with seq {lay.seq(lane, lo)} is"
+    return f"{hi - lo + 1} rows, seq {lay.seq(lane, lo)}..{lay.seq(lane, hi)}, are"
 
 
 # -- retention ---------------------------------------------------------------------------

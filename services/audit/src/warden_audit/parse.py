@@ -35,10 +35,10 @@ from warden_audit.redaction import Redactor, cap_json
 
 __all__ = ["Batch", "DeadLetter", "Parser", "Row"]
 
-# One events row, in EVENT_COLUMNS order; the write sets seq, ingested_at, prev_hash, hash.
+# One events row, in EVENT_COLUMNS order; the write sets seq, ingested_at, prev_hash, hash, lane.
 Row = list[Any]
 SEQ, INGESTED, ID, TYPE, TIME, SOURCE, ACTOR_KIND, ACTOR_ID = range(8)
-CONNECTOR, TOOL, PROFILE, CALL_ID, USER_ID, STATUS, LATENCY, TRACE_ID, DATA, PREV, HASH = range(8, 19)
+CONNECTOR, TOOL, PROFILE, CALL_ID, USER_ID, STATUS, LATENCY, TRACE_ID, DATA, PREV, HASH, LANE = range(8, 20)
 
 
 class _Actor(msgspec.Struct, forbid_unknown_fields=True):
@@ -167,7 +167,7 @@ class Parser:
         text, data = got
         kind, aid = (None, None) if actor is None else (actor.kind, actor.id)
         row = [0, None, ev.id, ev.type, t, ev.source, kind, aid, refs.connector, tool, refs.profile,
-               refs.call_id, refs.user, ev.status, ev.latency_ms, ev.trace_id, text, None, None]  # fmt: skip
+               refs.call_id, refs.user, ev.status, ev.latency_ms, ev.trace_id, text, None, None, 0]  # fmt: skip
         return row, data
 
     def _data(self, tool: str | None, data: dict[str, Any]) -> tuple[bytes, dict[str, Any]] | None:
@@ -228,6 +228,6 @@ class Parser:
             0, None, normalize(ev.id), ev.type, t, str(ev.source),
             ev.actor.kind if ev.actor else None, _s(ev.actor.id) if ev.actor else None,
             _s(refs.connector), tool, _s(refs.profile), _s(refs.call_id), _s(refs.user),
-            _s(ev.status), ev.latency_ms, _s(ev.trace_id), text, None, None,
+            _s(ev.status), ev.latency_ms, _s(ev.trace_id), text, None, None, 0,
         ]  # fmt: skip
         return row, data

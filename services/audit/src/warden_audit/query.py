@@ -291,11 +291,12 @@ class Subscriber:
 class Tail:
     """Fan-out of committed events to live-tail listeners.
 
-    It follows the chain in Postgres rather than this replica's own ingest: seq order is
-    commit order (a batch holds the chain's head from numbering its rows until it commits),
-    so reading `seq > last` misses nothing and shows every replica's events to every
-    replica's listeners. A local commit wakes it at once; other replicas' commits are seen
-    within `poll_s`. It runs only while someone listens."""
+    It follows the lanes in Postgres rather than this replica's own ingest, with a cursor per
+    lane: within a lane, seq order is commit order (a batch holds the lane's head from
+    numbering its rows until it commits), so reading each lane past its own cursor misses
+    nothing even when lanes commit out of seq order, and shows every replica's events to
+    every replica's listeners. A local commit wakes it at once; other replicas' commits are
+    seen within `poll_s`. It runs only while someone listens."""
 
     def __init__(self, store: Any, buffer: int = 10_000, poll_s: float = 0.25, page: int = 1000) -> None:
         self.store = store
@@ -323,7 +324,7 @@ class Tail:
         sub = Subscriber(self.buffer)
         async with self._starting:
             if self._task is None or self._task.done():
-                last = await self.store.head_seq()
+                last = await self.store.head_seq()  # lane -> seq of its last row
                 self._task = asyncio.create_task(self._follow(last), name="audit-tail")
             self.subscribers.add(sub)
         return sub
@@ -342,7 +343,7 @@ class Tail:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _follow(self, last: int) -> None:
+    async def _follow(self, last: dict[int, int]) -> None:
         while True:
             try:
                 rows = await self.store.events_after_seq(last, self.page)
@@ -352,9 +353,15 @@ class Tail:
                 log.warning("audit: tail cannot read the store (%s); retrying", type(e).__name__)
                 rows = []
             if rows:
-                last = rows[-1]["seq"]
+                per_lane: dict[int, int] = {}
+                for r in rows:
+                    lane = r["lane"]
+                    per_lane[lane] = per_lane.get(lane, 0) + 1
+                    if r["seq"] > last[lane]:
+                        last[lane] = r["seq"]
+                full = any(n == self.page for n in per_lane.values())
                 self.publish([record_envelope(r) for r in rows])
-                if len(rows) == self.page:
+                if full:
                     continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

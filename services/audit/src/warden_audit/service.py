@@ -2,12 +2,16 @@
 executions. Imports neither FastAPI nor nats. (Verifying the chain and retention are in
 `warden_audit.maintenance`.)
 
-Ingest in one transaction per batch, under the chain's advisory lock:
+Ingest in one transaction per batch:
+    store dead letters
     claim ids (event_ids, ON CONFLICT DO NOTHING)  -> only never-seen events go on
-    number and hash them from the chain head       -> binary COPY into the day's partition
-    fold call.* events into executions (upsert)    -> dead letters -> move the head -> commit
-The caller acks after commit. A batch Postgres rejects for its content (not for being
-down) is retried one event at a time; what still fails becomes a dead letter.
+    fold call.* events into executions, upsert them (in call_id order)
+    lock a free lane's head (SKIP LOCKED)          -> number and hash the rows from it
+    binary COPY into the day's partition           -> move the lane's head -> commit
+Only the last two lines hold a lane; other batches extend the other lanes meanwhile (see
+`warden_audit.chain` for the numbering). The caller acks after commit. A batch Postgres
+rejects for its content (not for being down) is retried one event at a time; what still
+fails becomes a dead letter.
 Parsing (one pass per message) is in `warden_audit.parse`.
 """
 
@@ -35,6 +39,7 @@ from warden_audit.parse import (
     DATA,
     HASH,
     ID,
+    LANE,
     LATENCY,
     PREV,
     STATUS,
@@ -56,17 +61,19 @@ __all__ = [
     "DeadLetter",
     "Ingestor",
     "is_transient",
+    "link_rows",
 ]
 
 log = logging.getLogger(__name__)
 PHASE = Counter(
     "warden_audit_ingest_seconds_total",
-    "where ingest time goes: fetch, parse, claim (ids), fold (executions), lock (chain head), chain (hashing),"
-    " copy, executions, commit, ack",
+    "where ingest time goes: fetch, parse, claim (ids), fold (executions), executions (upsert),"
+    " lock (a lane's head), chain (hashing), copy, head (move it), commit, ack",
     ["phase"],
 )
 _PHASES = {
-    name: PHASE.labels(name) for name in ("parse", "claim", "fold", "lock", "chain", "copy", "executions", "commit")
+    name: PHASE.labels(name)
+    for name in ("parse", "claim", "fold", "executions", "lock", "chain", "copy", "head", "commit")
 }
 
 # Postgres refused this content; retrying the same bytes will not help.
@@ -272,6 +279,13 @@ class Ingestor:
         out = Stored(dead=batch.dead)
         clock = _Clock()
         async with self.writer.batch() as tx:
+            if batch.dead:
+                await tx.dead_letters(
+                    [
+                        (clean_text(d.subject), d.stream_seq, d.reason, dead_payload(d.raw, self.dead_cap), len(d.raw))
+                        for d in batch.dead
+                    ]
+                )
             if batch.rows:
                 fresh = await tx.claim_ids([r[ID] for r in batch.rows])
                 clock.lap("claim")
@@ -285,27 +299,19 @@ class Ingestor:
                             out.data.append(data)
                 if out.rows:
                     executions = self._executions(out.rows, out.data)
-                    folded = execution_rows(executions) if executions else None
                     clock.lap("fold")
-                    head = await tx.lock_head()  # from here until commit, other writers wait
+                    if executions:
+                        await tx.upsert_executions(execution_rows(executions))
+                        clock.lap("executions")
+                    head = await tx.lock_lane()  # from here until commit, this lane is ours
                     clock.lap("lock")
                     ingested = max(datetime.now(UTC), head.ingested_at)
-                    head = _chain(out.rows, head, ingested)
+                    head = link_rows(out.rows, head, ingested, tx.layout.lanes)
                     clock.lap("chain")
                     await tx.copy_events(ingested.date(), out.rows)
                     clock.lap("copy")
-                    if folded is not None:
-                        await tx.upsert_executions(folded, head)
-                    else:
-                        await tx.set_head(head)
-                    clock.lap("executions")
-            if batch.dead:
-                await tx.dead_letters(
-                    [
-                        (clean_text(d.subject), d.stream_seq, d.reason, dead_payload(d.raw, self.dead_cap), len(d.raw))
-                        for d in batch.dead
-                    ]
-                )
+                    await tx.set_head(head)
+                    clock.lap("head")
         clock.lap("commit")
         return out
 
@@ -357,22 +363,27 @@ class Ingestor:
         return [x.row() for x in calls.values()]
 
 
-def _chain(rows: list[Row], head: Head, ingested: datetime) -> Head:
-    """Number and hash `rows` in place from `head`; returns the new head."""
+def link_rows(rows: list[Row], head: Head, ingested: datetime, lanes: int) -> Head:
+    """Number and hash `rows` in place from `head`, the end of one of `lanes` lanes (the
+    row at place n of lane L is seq n * lanes + L, see `chain.Layout`); returns the new head."""
     prev = head.hash
+    lane = head.lane
+    place = head.lane_seq
     seq = head.seq
     sha = hashlib.sha256
     dumps = orjson.dumps
     for r in rows:
-        seq += 1
+        place += 1
+        seq = place * lanes + lane
         r[0] = seq
         r[1] = ingested
+        r[LANE] = lane
         lat = r[LATENCY]
         # header() with its non-finite check only when it could matter
         hdr = dumps(r[:16]) if lat is None or -1e308 < lat < 1e308 else header(r[:16])
         r[PREV] = prev
         prev = r[HASH] = sha(b"".join((prev, hdr, b"\n", r[DATA]))).digest()
-    return Head(seq, prev, ingested)
+    return Head(lane, place, seq, prev, ingested)
 
 
 class _Clock:

@@ -12,11 +12,12 @@ from typing import Any
 
 import asyncpg
 
-from warden_audit.chain import HASHED_COLUMNS
+from warden_audit.chain import HASHED_COLUMNS, Layout
 
 __all__ = [
     "EVENT_COLUMNS",
     "Head",
+    "Layout",
     "Store",
     "ensure_partition",
     "partition_name",
@@ -27,6 +28,7 @@ EVENT_COLUMNS = (
     "data",
     "prev_hash",
     "hash",
+    "lane",
 )
 _EVENT_SELECT = ", ".join(c for c in EVENT_COLUMNS)
 _EXEC_SELECT = (
@@ -60,9 +62,29 @@ async def ensure_partition(conn: asyncpg.Connection, day: date) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Head:
+    """The end of one lane: the place (`lane_seq`), seq and hash of its last row."""
+
+    lane: int
+    lane_seq: int
     seq: int
     hash: bytes
     ingested_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"lane": self.lane, "lane_seq": self.lane_seq, "seq": self.seq, "hash": self.hash.hex(),
+                "ingested_at": self.ingested_at.isoformat()}  # fmt: skip
+
+
+_HEAD_COLUMNS = "lane, lane_seq, seq, hash, ingested_at"
+
+
+def head_of(r: Any) -> Head:
+    return Head(r["lane"], r["lane_seq"], r["seq"], bytes(r["hash"]), r["ingested_at"])
+
+
+async def layout(conn: asyncpg.Connection | asyncpg.Pool) -> Layout:
+    r = await conn.fetchrow("SELECT lanes, base FROM chain_layout")
+    return Layout(r["lanes"], r["base"])
 
 
 class Store:
@@ -98,14 +120,22 @@ class Store:
             async for r in conn.cursor(sql, *args, prefetch=1000):
                 yield r
 
-    async def events_after_seq(self, seq: int, limit: int) -> list[asyncpg.Record]:
-        """Committed events past `seq`, in chain order (the live tail)."""
+    async def events_after_seq(self, after: dict[int, int], limit: int) -> list[asyncpg.Record]:
+        """Committed events past each lane's cursor (`after`: lane -> seq), in each lane's
+        order, at most `limit` per lane (the live tail). One statement, so one snapshot: what
+        it sees of a lane is a prefix of it (a lane's batches commit one after another)."""
+        lanes = list(after)
         return await self.pool.fetch(
-            f"SELECT {_EVENT_SELECT} FROM events WHERE seq > $1 ORDER BY seq LIMIT {int(limit)}", seq
+            "SELECT e.* FROM unnest($1::int2[], $2::int8[]) AS c(lane, after)"
+            f" CROSS JOIN LATERAL (SELECT {_EVENT_SELECT} FROM events e WHERE e.lane = c.lane AND e.seq > c.after"
+            f" ORDER BY e.seq LIMIT {int(limit)}) e ORDER BY e.ingested_at, e.seq",
+            lanes,
+            [after[k] for k in lanes],
         )
 
-    async def head_seq(self) -> int:
-        return int(await self.pool.fetchval("SELECT seq FROM chain_head"))
+    async def head_seq(self) -> dict[int, int]:
+        """Each lane's last seq (where a tail starts)."""
+        return {r["lane"]: r["seq"] for r in await self.pool.fetch("SELECT lane, seq FROM chain_head")}
 
     async def events_of_call(self, call_id: str) -> list[asyncpg.Record]:
         return await self.pool.fetch(
@@ -136,31 +166,37 @@ class Store:
             yield conn
 
     @staticmethod
-    async def head(conn: asyncpg.Connection) -> Head:
-        r = await conn.fetchrow("SELECT seq, hash, ingested_at FROM chain_head")
-        return Head(r["seq"], bytes(r["hash"]), r["ingested_at"])
+    async def layout(conn: asyncpg.Connection) -> Layout:
+        return await layout(conn)
 
     @staticmethod
-    async def anchor(conn: asyncpg.Connection) -> tuple[int, bytes] | None:
-        r = await conn.fetchrow("SELECT seq, hash FROM chain_anchor")
-        return (r["seq"], bytes(r["hash"])) if r else None
+    async def heads(conn: asyncpg.Connection) -> list[Head]:
+        return [head_of(r) for r in await conn.fetch(f"SELECT {_HEAD_COLUMNS} FROM chain_head ORDER BY lane")]
 
     @staticmethod
-    async def row_at(conn: asyncpg.Connection, seq: int) -> asyncpg.Record | None:
-        return await conn.fetchrow(f"SELECT {_EVENT_SELECT} FROM events WHERE seq = $1", seq)
+    async def anchors(conn: asyncpg.Connection) -> dict[int, tuple[int, bytes]]:
+        """lane -> (seq, hash) of the last row retention removed from it."""
+        rows = await conn.fetch("SELECT lane, seq, hash FROM chain_anchor")
+        return {r["lane"]: (r["seq"], bytes(r["hash"])) for r in rows}
+
+    @staticmethod
+    async def row_at(conn: asyncpg.Connection, lane: int, seq: int) -> asyncpg.Record | None:
+        return await conn.fetchrow(f"SELECT {_EVENT_SELECT} FROM events WHERE lane = $1 AND seq = $2", lane, seq)
 
     @staticmethod
     async def chain_rows(
-        conn: asyncpg.Connection, since: datetime | None, until: datetime | None
+        conn: asyncpg.Connection, lane: int, since: datetime | None, until: datetime | None
     ) -> AsyncIterator[asyncpg.Record]:
-        where, args = [], []
+        """One lane's rows ingested in [since, until), in its order."""
+        where: list[str] = ["lane = $1"]
+        args: list[Any] = [lane]
         if since is not None:
             args.append(since)
             where.append(f"ingested_at >= ${len(args)}")
         if until is not None:
             args.append(until)
             where.append(f"ingested_at < ${len(args)}")
-        sql = f"SELECT {_EVENT_SELECT} FROM events{_where(where)} ORDER BY seq"
+        sql = f"SELECT {_EVENT_SELECT} FROM events{_where(where)} ORDER BY lane, seq"
         async for r in conn.cursor(sql, *args, prefetch=2000):
             yield r
 
@@ -199,31 +235,32 @@ class Store:
         return sorted(out, key=lambda x: x[1])
 
     async def drop_partition(self, name: str, batch: int) -> int:
-        """Forget a whole day: its ids (in small batches), keep its last hash as the chain's
-        anchor, detach it without blocking readers, drop it. Returns rows it held."""
+        """Forget a whole day: its ids (in small batches), keep each lane's last hash in it as
+        that lane's anchor, detach it without blocking readers, drop it. Returns rows it held."""
         removed = 0
-        last = -1
+        last = (-1, -1)
         while True:
             r = await self.pool.fetchrow(
-                f"WITH chunk AS (SELECT id, seq FROM {name} WHERE seq > $1 ORDER BY seq LIMIT {int(batch)}),"
+                f"WITH chunk AS (SELECT id, lane, seq FROM {name} WHERE (lane, seq) > ($1, $2)"
+                f" ORDER BY lane, seq LIMIT {int(batch)}),"
                 " gone AS (DELETE FROM event_ids e USING chunk WHERE e.id = chunk.id RETURNING 1)"
-                " SELECT max(chunk.seq) AS last, count(*) AS n FROM chunk",
-                last,
+                " SELECT (SELECT ARRAY[lane, seq] FROM chunk ORDER BY lane DESC, seq DESC LIMIT 1) AS last,"
+                " (SELECT count(*) FROM chunk) AS n",
+                *last,
             )
             if not r["n"]:
                 break
             removed += r["n"]
-            last = r["last"]
+            last = (r["last"][0], r["last"][1])
         async with self.pool.acquire() as conn:
-            tail = await conn.fetchrow(f"SELECT seq, hash FROM {name} ORDER BY seq DESC LIMIT 1")
-            if tail is not None:
-                await conn.execute(
-                    "INSERT INTO chain_anchor (seq, hash) VALUES ($1, $2)"
-                    " ON CONFLICT (one) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash"
-                    " WHERE chain_anchor.seq < EXCLUDED.seq",
-                    tail["seq"],
-                    tail["hash"],
-                )
+            # each lane's rows leave a day in order (a lane's ingest times never go back), so
+            # its last row here is the one the lane's first remaining row links to
+            await conn.execute(
+                f"INSERT INTO chain_anchor (lane, seq, hash)"
+                f" SELECT DISTINCT ON (lane) lane, seq, hash FROM {name} ORDER BY lane, seq DESC"
+                " ON CONFLICT (lane) DO UPDATE SET seq = EXCLUDED.seq, hash = EXCLUDED.hash"
+                " WHERE chain_anchor.seq < EXCLUDED.seq"
+            )
             await conn.execute("SET lock_timeout = '10s'")
             try:
                 await conn.execute(f"ALTER TABLE events DETACH PARTITION {name} CONCURRENTLY")

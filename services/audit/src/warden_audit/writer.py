@@ -1,5 +1,9 @@
 """Ingest's write side: `Writer` owns the connections ingest writes on (jsonb passed through
-as canonical text, binary COPY), `Tx` the statements of one batch."""
+as canonical text, binary COPY), `Tx` the statements of one batch.
+
+Locks a batch's transaction takes, always in this order, so two of them never wait on each
+other in a circle: its event ids (claim, in stream order), its executions rows (in call_id order), then one
+lane's head (held to commit; nothing is locked after it)."""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from warden_audit.store import EVENT_COLUMNS, Head, ensure_partition
+from warden_audit.chain import Layout
+from warden_audit.store import EVENT_COLUMNS, Head, ensure_partition, head_of, layout
 
 __all__ = ["EXECUTION_COLUMNS", "Tx", "Writer", "execution_rows"]
 
@@ -48,10 +53,12 @@ _EXEC_CASTS = (
     "r->>{}", "(r->>{})::timestamptz", "(r->>{})::timestamptz", "(r->>{})::timestamptz", "(r->>{})::timestamptz",
     "(r->>{})::float8", "r->{}->0", "r->{}->0", "r->{}->0", "r->>{}", "(r->>{})::int4",
 )  # fmt: skip
+# rows are inserted (and conflicting rows locked) in the document's order, which is call_id
+# order: two batches sharing calls lock them in the same order and cannot deadlock
 _EXEC_UPSERT = f"""
-WITH head AS (UPDATE chain_head SET seq = $2, hash = $3, ingested_at = $4)
 INSERT INTO executions AS x ({", ".join(EXECUTION_COLUMNS)})
-SELECT {", ".join(c.format(i) for i, c in enumerate(_EXEC_CASTS))} FROM jsonb_array_elements($1::jsonb) r
+SELECT {", ".join(c.format(i) for i, c in enumerate(_EXEC_CASTS))}
+FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS t(r, n) ORDER BY n
 ON CONFLICT (call_id) DO UPDATE SET
     tool = COALESCE(x.tool, EXCLUDED.tool),
     connector = COALESCE(x.connector, EXCLUDED.connector),
@@ -83,10 +90,13 @@ _CLAIM = (
     "WITH ins AS (INSERT INTO event_ids (id) SELECT jsonb_array_elements_text($1::jsonb)"
     " ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
 )
-# the chain's lock is its head row: held until commit, and read after the wait (READ
-# COMMITTED re-reads a row it waited for), so the head is the one the last writer committed
-_LOCK_HEAD = "SELECT seq, hash, ingested_at FROM chain_head FOR UPDATE"
-_SET_HEAD = "UPDATE chain_head SET seq = $1, hash = $2, ingested_at = $3"
+# a lane's lock is its head row, held until commit: a free lane (the least advanced one, so the
+# lanes grow evenly), else wait for one; a row waited for is read again after the wait (READ
+# COMMITTED), so the head is the one the lane's last writer committed
+_HEAD = "lane, lane_seq, seq, hash, ingested_at"
+_LOCK_FREE_LANE = f"SELECT {_HEAD} FROM chain_head ORDER BY lane_seq, lane FOR UPDATE SKIP LOCKED LIMIT 1"
+_LOCK_LANE = f"SELECT {_HEAD} FROM chain_head WHERE lane = $1 FOR UPDATE"
+_SET_HEAD = "UPDATE chain_head SET lane_seq = $2, seq = $3, hash = $4, ingested_at = $5 WHERE lane = $1"
 # the rows of event_ids this transaction created (ingest uses no subtransactions)
 _CLAIMED = (
     "SELECT id FROM event_ids WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))"
@@ -96,9 +106,9 @@ _CLAIMED = (
 
 def execution_rows(rows: Sequence[Sequence[Any]]) -> bytes:
     """Folded executions (EXECUTION_COLUMNS order; jsonb columns as canonical bytes or None)
-    as the jsonb document `Tx.upsert_executions` takes."""
+    as the jsonb document `Tx.upsert_executions` takes, in call_id order."""
     out = []
-    for r in rows:
+    for r in sorted(rows, key=_call_id):
         r = list(r)
         for i in _JSONB_AT:
             r[i] = [] if r[i] is None else [orjson.Fragment(r[i])]
@@ -107,6 +117,10 @@ def execution_rows(rows: Sequence[Sequence[Any]]) -> bytes:
             r[_LATENCY_AT] = str(lat)  # "inf" / "nan": float8 reads them, JSON has no such number
         out.append(r)
     return orjson.dumps(out)
+
+
+def _call_id(r: Sequence[Any]) -> str:
+    return str(r[0])
 
 
 async def _writer_init(conn: asyncpg.Connection) -> None:
@@ -122,13 +136,15 @@ async def _writer_init(conn: asyncpg.Connection) -> None:
 
 class Tx:
     """The statements of one ingest batch, inside one transaction on the writer connection.
-    Few round trips, and little done while the chain is locked: ids are claimed and
-    executions folded first; then the head is locked and read, the rows chained and copied,
-    and the executions upsert moves the head."""
+    Few round trips, and little done while a lane is locked: ids are claimed and executions
+    upserted first; then a lane's head is locked and read, the rows chained and copied, and
+    the head moved."""
 
-    def __init__(self, conn: asyncpg.Connection, known_days: set[date]) -> None:
+    def __init__(self, conn: asyncpg.Connection, known_days: set[date], layout: Layout, fallback: int) -> None:
         self.conn = conn
         self.known_days = known_days
+        self.layout = layout
+        self.fallback = fallback  # the lane to wait for when every lane is taken
 
     async def claim_ids(self, ids: Sequence[str]) -> set[str] | None:
         """Record event ids: None when every one is new (the usual case, told by the row
@@ -141,10 +157,13 @@ class Tx:
         rows = await self.conn.fetch(_CLAIMED, doc)
         return {r[0] for r in rows}
 
-    async def lock_head(self) -> Head:
-        """The end of the chain, locked until this transaction ends."""
-        r = await self.conn.fetchrow(_LOCK_HEAD)
-        return Head(r["seq"], bytes(r["hash"]), r["ingested_at"])
+    async def lock_lane(self) -> Head:
+        """The end of a lane no other transaction holds (else of `fallback`, once its holder
+        commits), locked until this transaction ends."""
+        r = await self.conn.fetchrow(_LOCK_FREE_LANE)
+        if r is None:
+            r = await self.conn.fetchrow(_LOCK_LANE, self.fallback)
+        return head_of(r)
 
     async def copy_events(self, day: date, rows: Sequence[Sequence[Any]]) -> None:
         if day not in self.known_days:
@@ -153,10 +172,10 @@ class Tx:
             self.known_days.add(day)
         await self.conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
 
-    async def upsert_executions(self, rows: bytes, head: Head) -> None:
+    async def upsert_executions(self, rows: bytes) -> None:
         """One statement for the batch (`rows`: the jsonb array `execution_rows` makes, one
-        row per call); it also moves the chain head."""
-        await self.conn.execute(_EXEC_UPSERT, rows, head.seq, head.hash, head.ingested_at)
+        row per call, in call_id order)."""
+        await self.conn.execute(_EXEC_UPSERT, rows)
 
     async def dead_letters(self, rows: Sequence[tuple[str, int | None, str, bytes, int]]) -> None:
         await self.conn.executemany(
@@ -165,7 +184,7 @@ class Tx:
         )
 
     async def set_head(self, head: Head) -> None:
-        await self.conn.execute(_SET_HEAD, head.seq, head.hash, head.ingested_at)
+        await self.conn.execute(_SET_HEAD, head.lane, head.lane_seq, head.seq, head.hash, head.ingested_at)
 
 
 class Writer:
@@ -182,6 +201,8 @@ class Writer:
         for i in range(connections):
             self._free.put_nowait(i)
         self.known_days: set[date] = set()
+        self.layout: Layout | None = None  # read from the schema on the first connection
+        self._turn = 0
 
     async def _connection(self, i: int) -> asyncpg.Connection:
         conn = self._conns[i]
@@ -193,6 +214,8 @@ class Writer:
                 server_settings={"search_path": self.schema},
             )
             await _writer_init(conn)
+            if self.layout is None:
+                self.layout = await layout(conn)
             self._conns[i] = conn
         return conn
 
@@ -205,7 +228,9 @@ class Writer:
             try:
                 await conn.execute("BEGIN")
                 try:
-                    yield Tx(conn, self.known_days)
+                    assert self.layout is not None
+                    self._turn += 1
+                    yield Tx(conn, self.known_days, self.layout, self._turn % self.layout.lanes)
                     await conn.execute("COMMIT")
                 except BaseException:
                     # also when cancelled mid-statement: never leave this connection inside a
