@@ -4,6 +4,7 @@ the tail follows every lane, and a database with the single chain of 0001 conver
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from warden_audit.parse import Batch, Parser
 from warden_audit.redaction import Redactor
 from warden_audit.service import link_rows
 from warden_audit.store import ensure_partition
-from warden_audit.writer import Tx, Writer
+from warden_audit.writer import Tx, Writer, execution_rows
 from warden_common.contracts import EventRefs
 
 
@@ -79,6 +80,50 @@ async def test_two_writers_extend_different_lanes_at_the_same_time(own: Audit) -
     by_lane = {ln["lane"]: ln for ln in rep["lanes"]}
     assert by_lane[lane1]["checked"] == 30 and by_lane[lane2]["checked"] == 20
     assert by_lane[lane1]["head"]["lane_seq"] == 30 and by_lane[lane2]["head"]["lane_seq"] == 20
+
+
+def _execution(call_id: str) -> tuple[Any, ...]:
+    t = datetime.now(UTC)
+    return (call_id, "lanes__x", None, None, None, None, None, None, "requested", 1, None, t,
+            t, None, None, None, None, None, None, None, 1)  # fmt: skip
+
+
+async def test_executions_are_upserted_in_call_id_order_so_batches_sharing_calls_do_not_deadlock(
+    own: Audit, tag: str
+) -> None:
+    """Batch 2 comes with its calls in the other order: it waits for batch 1 at the first call
+    (holding none), and batch 1 goes on. In arrival order it would hold c2 while waiting for
+    c1, and batch 1 asking for c2 would deadlock."""
+    c1, c2 = f"{tag}-c1", f"{tag}-c2"
+    assert execution_rows([_execution(c2), _execution(c1)]).index(c1.encode()) < execution_rows(
+        [_execution(c2), _execution(c1)]
+    ).index(c2.encode())
+    w1, w2 = Writer(own.dsn, "audit", 10), Writer(own.dsn, "audit", 10)
+    try:
+        async with contextlib.AsyncExitStack() as later:
+            t2 = await later.enter_async_context(w2.batch())  # commits after t1
+            async with w1.batch() as t1:
+                await t1.upsert_executions(execution_rows([_execution(c1)]))
+                second = asyncio.create_task(t2.upsert_executions(execution_rows([_execution(c2), _execution(c1)])))
+
+                async def waiting() -> bool:
+                    rows = await own.sql(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock'"
+                    )
+                    return rows[0][0] > 0
+
+                await wait_for(waiting, timeout=10, what="batch 2 waiting for batch 1's call")
+                async with asyncio.timeout(5):  # past deadlock_timeout (1 s): Postgres would have aborted one
+                    await t1.upsert_executions(execution_rows([_execution(c2)]))
+                assert not second.done()
+            async with asyncio.timeout(10):  # t1 committed: t2 goes on
+                await second
+    finally:
+        await w1.close()
+        await w2.close()
+    rows = await own.sql("SELECT call_id, event_count FROM executions WHERE call_id = ANY($1::text[])", [c1, c2])
+    assert {r["call_id"]: r["event_count"] for r in rows} == {c1: 2, c2: 2}
 
 
 async def _fill(a: Audit, n: int) -> None:

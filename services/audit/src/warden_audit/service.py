@@ -5,13 +5,15 @@ executions. Imports neither FastAPI nor nats. (Verifying the chain and retention
 Ingest in one transaction per batch:
     store dead letters
     claim ids (event_ids, ON CONFLICT DO NOTHING)  -> only never-seen events go on
-    fold call.* events into executions, upsert them (in call_id order)
+    fold call.* events into executions
     lock a free lane's head (SKIP LOCKED)          -> number and hash the rows from it
-    binary COPY into the day's partition           -> move the lane's head -> commit
-Only the last two lines hold a lane; other batches extend the other lanes meanwhile (see
-`warden_audit.chain` for the numbering). The caller acks after commit. A batch Postgres
-rejects for its content (not for being down) is retried one event at a time; what still
-fails becomes a dead letter.
+    binary COPY into the day's partition           -> move the lane's head
+    upsert the executions (in call_id order)       -> commit
+From the lock to commit a lane is held; other batches extend the other lanes meanwhile (see
+`warden_audit.chain` for the numbering). The executions go last: a batch that shares a call
+with another batch still open waits for that one's commit there, and only there. The caller
+acks after commit. A batch Postgres rejects for its content (not for being down) is retried
+one event at a time; what still fails becomes a dead letter.
 Parsing (one pass per message) is in `warden_audit.parse`.
 """
 
@@ -299,10 +301,8 @@ class Ingestor:
                             out.data.append(data)
                 if out.rows:
                     executions = self._executions(out.rows, out.data)
+                    folded = execution_rows(executions) if executions else None
                     clock.lap("fold")
-                    if executions:
-                        await tx.upsert_executions(execution_rows(executions))
-                        clock.lap("executions")
                     head = await tx.lock_lane()  # from here until commit, this lane is ours
                     clock.lap("lock")
                     ingested = max(datetime.now(UTC), head.ingested_at)
@@ -312,6 +312,11 @@ class Ingestor:
                     clock.lap("copy")
                     await tx.set_head(head)
                     clock.lap("head")
+                    if folded is not None:
+                        # last: a call shared with a batch still open (its other events)
+                        # waits for that batch's commit here, after everything else is done
+                        await tx.upsert_executions(folded)
+                        clock.lap("executions")
         clock.lap("commit")
         return out
 

@@ -2,8 +2,9 @@
 as canonical text, binary COPY), `Tx` the statements of one batch.
 
 Locks a batch's transaction takes, always in this order, so two of them never wait on each
-other in a circle: its event ids (claim, in stream order), its executions rows (in call_id order), then one
-lane's head (held to commit; nothing is locked after it)."""
+other in a circle: its event ids (claim, in stream order), one lane's head (a free one, or it
+waits holding only ids), then its executions rows in call_id order (a batch waiting for a
+call's row holds only rows of calls before it in that order)."""
 
 from __future__ import annotations
 
@@ -137,8 +138,8 @@ async def _writer_init(conn: asyncpg.Connection) -> None:
 class Tx:
     """The statements of one ingest batch, inside one transaction on the writer connection.
     Few round trips, and little done while a lane is locked: ids are claimed and executions
-    upserted first; then a lane's head is locked and read, the rows chained and copied, and
-    the head moved."""
+    folded first; then a lane's head is locked and read, the rows chained and copied, the
+    head moved, and the executions upserted."""
 
     def __init__(self, conn: asyncpg.Connection, known_days: set[date], layout: Layout, fallback: int) -> None:
         self.conn = conn
