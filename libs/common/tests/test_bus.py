@@ -8,10 +8,13 @@ import pytest
 from warden_common.bus import Bus
 from warden_common.contracts import (
     CREDENTIALS_GET,
+    Actor,
     Credential,
     CredentialRequest,
     ErrorCode,
     Event,
+    EventRefs,
+    EventType,
     Service,
     events_stream_name,
 )
@@ -93,6 +96,34 @@ async def test_events_are_deduplicated_by_id_in_the_stream(buses):
     async with asyncio.timeout(5):
         await a._outbox.join()
     info = await a.nc.jetstream().stream_info(a.events_stream)
+    assert info.state.messages == 1
+
+
+async def test_emit_event_publishes_the_contracts_event_with_its_id_and_trace(buses):
+    a, _ = buses
+    set_trace_id("0af7651916cd43dd8448eb211c80319c")
+    refs = EventRefs(tool="notion__search", call_id="c" * 32)
+    a.emit_event(EventType.call_requested, actor=Actor(kind="agent", id="k1"), refs=refs, data={"api_key": "sekrit"})
+    # what event_json cannot prove (a status past 40 characters) takes the model, which refuses it
+    with pytest.raises(ValueError):
+        a.emit_event(EventType.call_completed, actor=None, refs=refs, status="s" * 41)
+    async with asyncio.timeout(5):
+        await a._outbox.join()
+    js = a.nc.jetstream()
+    sub = await js.pull_subscribe(f"{a.root}.v1.events.>", durable=None, stream=a.events_stream)
+    [msg] = await sub.fetch(1, timeout=5)
+    ev = Event.model_validate_json(msg.data)
+    assert msg.subject == f"{a.root}.v1.events.connectors.call.requested"
+    assert msg.headers["Nats-Msg-Id"] == ev.id
+    assert msg.headers["traceparent"].split("-")[1] == ev.trace_id == "0af7651916cd43dd8448eb211c80319c"
+    assert (ev.type, ev.source, ev.refs, ev.actor) == (
+        "call.requested",
+        Service.connectors,
+        refs,
+        Actor(kind="agent", id="k1"),
+    )
+    assert ev.data == {"api_key": "[redacted]"} and b"sekrit" not in msg.data
+    info = await js.stream_info(a.events_stream)
     assert info.state.messages == 1
 
 

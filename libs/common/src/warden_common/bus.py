@@ -37,10 +37,14 @@ from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ValidationError
 
-from warden_common.contracts.base import ErrorCode, Message, ReplyError, Subject
+from warden_common.contracts.base import ErrorCode, Message, Reply, ReplyError, Subject
 from warden_common.contracts.events import (
+    Actor,
     Event,
+    EventRefs,
+    EventType,
     Service,
+    event_json,
     events_stream_name,
     events_subject,
     events_wildcard,
@@ -70,6 +74,7 @@ _OUTBOX_MAX = 100_000
 _BATCH_MAX = 256  # events per pipelined publish
 _ACK_TIMEOUT_S = 5.0
 _LINGER_S = 0.002  # gather the events of calls in flight into one batch
+_Encoded = tuple[str, bytes, dict[str, str]]  # an event as published: subject, JSON, headers
 
 
 def validation_message(e: ValidationError, limit: int = 5) -> str:
@@ -89,11 +94,13 @@ class Bus:
         self.service = service
         self.root = settings.root
         self.nc: NatsClient | None = None
-        self._outbox: asyncio.Queue[Event] = asyncio.Queue(maxsize=_OUTBOX_MAX)
+        # Events, or events already encoded (subject, JSON, headers) by `emit_event`
+        self._outbox: asyncio.Queue[Event | _Encoded] = asyncio.Queue(maxsize=_OUTBOX_MAX)
         self._publisher: asyncio.Task[None] | None = None
         self._subs: list[Subscription] = []
         self._inflight: set[asyncio.Task[None]] = set()  # concurrent handlers being answered
         self.events_stream = events_stream_name(self.root)
+        self._events_prefix = events_wildcard(self.root)[:-1]  # "<root>.v1.events."
 
     # -- lifecycle -------------------------------------------------------------------
     async def connect(self) -> None:
@@ -288,15 +295,48 @@ class Bus:
         """Queue an event for the stream. Never blocks the caller; never drops silently."""
         if event.trace_id is None and (tid := current_trace_id()):
             event = event.model_copy(update={"trace_id": tid})
+        self._queue(event, event.id, event.type)
+
+    def _queue(self, item: Event | _Encoded, eid: str, type: str) -> None:
         try:
-            self._outbox.put_nowait(event)
+            self._outbox.put_nowait(item)
         except asyncio.QueueFull:
-            log.error(
-                "event outbox full (%d); event %s of type %s not queued",
-                _OUTBOX_MAX,
-                event.id,
-                event.type,
+            log.error("event outbox full (%d); event %s of type %s not queued", _OUTBOX_MAX, eid, type)
+
+    def emit_event(
+        self,
+        type: EventType,
+        *,
+        actor: Actor | None,
+        refs: EventRefs,
+        status: str | None = None,
+        latency_ms: float | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> None:
+        """`emit(new_event(...))` for a hot path: the envelope goes straight to JSON
+        (`contracts.events.event_json`, ~4 µs instead of ~19 µs for the model and its dump);
+        whatever that cannot prove takes the model."""
+        tid = current_trace_id()
+        try:
+            eid, payload = event_json(
+                type,
+                self.service,
+                actor=actor,
+                refs=refs,
+                status=status,
+                latency_ms=latency_ms,
+                data=data,
+                trace_id=tid,
             )
+        except (TypeError, ValueError):
+            self.emit(
+                self.new_event(type, actor=actor, refs=refs, status=status, latency_ms=latency_ms, data=data or {})
+            )
+            return
+        headers = {"Nats-Msg-Id": eid}
+        if tid:
+            headers["traceparent"] = traceparent(tid)
+        self._queue((f"{self._events_prefix}{self.service}.{type}", payload, headers), eid, type)
 
     def new_event(self, type: str, **kw: Any) -> Event:
         if "trace_id" not in kw and (tid := current_trace_id()):
@@ -315,13 +355,13 @@ class Bus:
             timeout=5,
         )
 
-    def _encoded(self, event: Event) -> tuple[str, bytes, dict[str, str]]:
+    def _encoded(self, event: Event) -> _Encoded:
         headers = {"Nats-Msg-Id": event.id}
         if event.trace_id:
             headers["traceparent"] = traceparent(event.trace_id)
         return events_subject(self.root, event), event.model_dump_json().encode(), headers
 
-    async def _publish_batch(self, js: Any, batch: list[tuple[str, bytes, dict[str, str]]]) -> list[int]:
+    async def _publish_batch(self, js: Any, batch: list[_Encoded]) -> list[int]:
         """Publish a batch without waiting between messages; the indexes not acknowledged."""
         futures: list[asyncio.Future[Any]] = []
         try:
@@ -351,7 +391,7 @@ class Bus:
             events = [first]
             while len(events) < _BATCH_MAX and not self._outbox.empty():
                 events.append(self._outbox.get_nowait())
-            pending = [self._encoded(e) for e in events]
+            pending = [self._encoded(e) if isinstance(e, Event) else e for e in events]
             delay = 0.05
             while True:
                 failed = await self._publish_batch(js, pending)
@@ -378,7 +418,24 @@ def _error_body(err: ReplyError) -> bytes:
     return b'{"error":' + err.model_dump_json().encode() + b"}"
 
 
+_REPLIES: dict[type[BaseModel], type[Reply[Any]]] = {}
+
+
 def decode_reply(data: bytes, result: type[Rep]) -> Rep:
+    # one pass through pydantic-core for a well-formed reply (a quarter of the time of
+    # json.loads + validate); anything else is worded by the checks below
+    reply_model = _REPLIES.get(result)
+    if reply_model is None:
+        reply_model = _REPLIES[result] = Reply[result]  # type: ignore[valid-type]
+    try:
+        r = reply_model.model_validate_json(data)
+    except ValidationError:
+        r = None
+    if r is not None:
+        if r.error is not None:
+            raise from_reply_error(r.error)
+        if r.result is not None:
+            return r.result  # type: ignore[no-any-return]
     try:
         doc = json.loads(data)
     except ValueError:

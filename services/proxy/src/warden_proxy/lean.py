@@ -25,6 +25,7 @@ from contextvars import ContextVar
 from typing import Any, Protocol
 
 import httpx
+import orjson
 from warden_common.netguard import NetPolicy, PinnedBackend, PinnedTransport
 
 from warden_proxy.h1 import H1Pool, H1Response, usable_for
@@ -149,7 +150,7 @@ class LeanSession:
 
     async def _post(self, body: dict[str, Any]) -> httpx.Response:
         r = await self.http.post(
-            self.url, content=json.dumps(body).encode(), headers={**self._headers(), "Content-Type": "application/json"}
+            self.url, content=_dumps(body), headers={**self._headers(), "Content-Type": "application/json"}
         )
         if r.status_code >= 400:
             raise UpstreamHttpError(r.status_code, r.headers.get("www-authenticate"))
@@ -162,7 +163,7 @@ class LeanSession:
         body: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}
         if progress is not None:
             body["params"] = {**params, "_meta": {"progressToken": rid}}
-        content = json.dumps(body).encode()
+        content = _dumps(body)
         r: httpx.Response | H1Response
         if self._h1 is not None:
             r = await self._h1.post_head(self._h1_head(), content)
@@ -178,7 +179,7 @@ class LeanSession:
                 self.session_id = sid
             ctype = r.headers.get("content-type", "").lower()
             if ctype.startswith("application/json"):
-                doc = json.loads(await r.aread())
+                doc = _loads(await r.aread())
                 return self._result(doc, rid)
             if ctype.startswith("text/event-stream"):
                 async for doc in _sse_messages(r):
@@ -263,6 +264,24 @@ class LeanSession:
             delay = min(delay * 2, 30.0)
 
 
+def _dumps(body: dict[str, Any]) -> bytes:
+    """orjson (a tenth of the json module's time); the json module for what orjson cannot
+    write (integers past 64 bits from a caller's arguments)."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body).encode()
+
+
+def _loads(raw: bytes | str) -> Any:
+    """orjson; the json module for what it refuses and the json module reads (NaN,
+    Infinity, lone surrogate escapes), so either way the same documents are accepted."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
+
+
 async def _sse_messages(r: httpx.Response | H1Response) -> Any:
     """JSON-RPC messages from an SSE body (data lines joined per event)."""
     data: list[str] = []
@@ -273,7 +292,7 @@ async def _sse_messages(r: httpx.Response | H1Response) -> Any:
                 payload = "\n".join(data)
                 data, size = [], 0
                 try:
-                    doc = json.loads(payload)
+                    doc = _loads(payload)
                 except ValueError:
                     continue
                 if isinstance(doc, dict):

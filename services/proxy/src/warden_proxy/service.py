@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 import mcp_types as types
 from jsonschema.exceptions import SchemaError, ValidationError
 from prometheus_client import Counter
@@ -204,8 +206,11 @@ class CallPipeline(ConsentFlow):
                 cls.check_schema(tool.input_schema)
             except SchemaError:
                 raise BadInput(f"tool {tool.name} has an invalid input schema; an admin must fix it") from None
-            v = (tool.input_schema, cls(tool.input_schema))
+            v = (tool.input_schema, cls(tool.input_schema), _fast_validator(tool.input_schema))
             self._validators[tool.name] = v
+        if v[2] is not None and v[2](arguments):
+            return
+        # the verdict and its message are python-jsonschema's: the fast one only says "valid" sooner
         err = jsonschema.exceptions.best_match(v[1].iter_errors(arguments))
         if err is not None:
             where = "/".join(str(p) for p in err.absolute_path) or "(arguments)"
@@ -222,7 +227,7 @@ class CallPipeline(ConsentFlow):
         return actor
 
     def _event(self, type: EventType, principal: Principal, refs: EventRefs, **kw: Any) -> None:
-        self.bus.emit(self.bus.new_event(type, actor=self._actor(principal), refs=refs, **kw))
+        self.bus.emit_event(type, actor=self._actor(principal), refs=refs, **kw)
 
     async def search(self, principal: Principal, query: str, k: int) -> list[ToolView]:
         res = await self.bus.request(REGISTRY_SEARCH, SearchRequest(profile=principal.profile, query=query, k=k))
@@ -247,7 +252,7 @@ class CallPipeline(ConsentFlow):
         on_consent: Callable[[str, str], Awaitable[bool]] | None = None,
         on_approval: AskApproval | None = None,
     ) -> ToolCallResult:
-        call_id = uuid.uuid4().hex
+        call_id = os.urandom(16).hex()  # what uuid4().hex is made of, without the UUID object
         started = time.perf_counter()
         refs = EventRefs(tool=tool, profile=principal.profile, call_id=call_id, user=principal.user)
         self._event(EventType.call_requested, principal, refs, status="requested", data={"arguments": arguments})
@@ -368,6 +373,22 @@ class CallPipeline(ConsentFlow):
                 for t in tools
             ],
         )
+
+
+def _no_remote_refs(uri: str) -> Any:
+    raise ValueError(f"remote $ref {uri[:100]} is not fetched")
+
+
+def _fast_validator(schema: dict[str, Any]) -> Callable[[Any], bool] | None:
+    """jsonschema-rs's `is_valid` for this schema (about 40 times cheaper than walking it in
+    Python), or None when it cannot build one; never fetches a remote `$ref`, and, like
+    python-jsonschema by default, treats `format` as an annotation."""
+    try:
+        return jsonschema_rs.validator_for(  # type: ignore[no-any-return]
+            schema, retriever=_no_remote_refs, validate_formats=False
+        ).is_valid
+    except Exception:  # noqa: BLE001 - any schema it cannot take is validated in Python only
+        return None
 
 
 def _short(err: ValidationError) -> str:
