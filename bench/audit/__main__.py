@@ -266,8 +266,7 @@ async def main() -> None:
             phases = {k: m.get(k, 0) - before.get(k, 0) for k in m if not k.startswith("_")}
             total = sum(phases.values())
             print("  where the audit process spent its ingest time (per event, and share):")
-            phase_order = ("fetch", "parse", "claim", "fold", "executions", "lock", "chain", "copy", "head", "commit")
-            for k in (*phase_order, "ack"):
+            for k in ("fetch", "parse", "claim", "fold", "lock", "chain", "copy", "executions", "commit", "ack"):
                 v = phases.get(k, 0.0)
                 print(f"    {k:<11} {v / drained * 1e6:7.1f} µs  {v / total:5.1%}")
             print(

@@ -102,9 +102,11 @@ async def test_executions_are_upserted_in_call_id_order_so_batches_sharing_calls
     try:
         async with contextlib.AsyncExitStack() as later:
             t2 = await later.enter_async_context(w2.batch())  # commits after t1
+            h2 = await t2.lock_lane()
             async with w1.batch() as t1:
-                await t1.upsert_executions(execution_rows([_execution(c1)]))
-                second = asyncio.create_task(t2.upsert_executions(execution_rows([_execution(c2), _execution(c1)])))
+                h1 = await t1.lock_lane()
+                await t1.upsert_executions(execution_rows([_execution(c1)]), h1)
+                second = asyncio.create_task(t2.upsert_executions(execution_rows([_execution(c2), _execution(c1)]), h2))
 
                 async def waiting() -> bool:
                     rows = await own.sql(
@@ -115,7 +117,7 @@ async def test_executions_are_upserted_in_call_id_order_so_batches_sharing_calls
 
                 await wait_for(waiting, timeout=10, what="batch 2 waiting for batch 1's call")
                 async with asyncio.timeout(5):  # past deadlock_timeout (1 s): Postgres would have aborted one
-                    await t1.upsert_executions(execution_rows([_execution(c2)]))
+                    await t1.upsert_executions(execution_rows([_execution(c2)]), h1)
                 assert not second.done()
             async with asyncio.timeout(10):  # t1 committed: t2 goes on
                 await second

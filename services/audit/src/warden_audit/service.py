@@ -7,8 +7,8 @@ Ingest in one transaction per batch:
     claim ids (event_ids, ON CONFLICT DO NOTHING)  -> only never-seen events go on
     fold call.* events into executions
     lock a free lane's head (SKIP LOCKED)          -> number and hash the rows from it
-    binary COPY into the day's partition           -> move the lane's head
-    upsert the executions (in call_id order)       -> commit
+    binary COPY into the day's partition
+    upsert the executions (in call_id order)       -> move the lane's head (same statement) -> commit
 From the lock to commit a lane is held; other batches extend the other lanes meanwhile (see
 `warden_audit.chain` for the numbering). The executions go last: a batch that shares a call
 with another batch still open waits for that one's commit there, and only there. The caller
@@ -70,12 +70,11 @@ log = logging.getLogger(__name__)
 PHASE = Counter(
     "warden_audit_ingest_seconds_total",
     "where ingest time goes: fetch, parse, claim (ids), fold (executions), executions (upsert),"
-    " lock (a lane's head), chain (hashing), copy, head (move it), commit, ack",
+    " lock (a lane's head), chain (hashing), copy, executions (upsert, moving the head), commit, ack",
     ["phase"],
 )
 _PHASES = {
-    name: PHASE.labels(name)
-    for name in ("parse", "claim", "fold", "executions", "lock", "chain", "copy", "head", "commit")
+    name: PHASE.labels(name) for name in ("parse", "claim", "fold", "lock", "chain", "copy", "executions", "commit")
 }
 
 # Postgres refused this content; retrying the same bytes will not help.
@@ -310,13 +309,13 @@ class Ingestor:
                     clock.lap("chain")
                     await tx.copy_events(ingested.date(), out.rows)
                     clock.lap("copy")
-                    await tx.set_head(head)
-                    clock.lap("head")
                     if folded is not None:
                         # last: a call shared with a batch still open (its other events)
                         # waits for that batch's commit here, after everything else is done
-                        await tx.upsert_executions(folded)
-                        clock.lap("executions")
+                        await tx.upsert_executions(folded, head)
+                    else:
+                        await tx.set_head(head)
+                    clock.lap("executions")
         clock.lap("commit")
         return out
 

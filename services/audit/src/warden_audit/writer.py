@@ -55,8 +55,10 @@ _EXEC_CASTS = (
     "(r->>{})::float8", "r->{}->0", "r->{}->0", "r->{}->0", "r->>{}", "(r->>{})::int4",
 )  # fmt: skip
 # rows are inserted (and conflicting rows locked) in the document's order, which is call_id
-# order: two batches sharing calls lock them in the same order and cannot deadlock
+# order: two batches sharing calls lock them in the same order and cannot deadlock. The same
+# statement moves the lane's head (one round trip fewer while the lane is held).
 _EXEC_UPSERT = f"""
+WITH head AS (UPDATE chain_head SET lane_seq = $3, seq = $4, hash = $5, ingested_at = $6 WHERE lane = $2)
 INSERT INTO executions AS x ({", ".join(EXECUTION_COLUMNS)})
 SELECT {", ".join(c.format(i) for i, c in enumerate(_EXEC_CASTS))}
 FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS t(r, n) ORDER BY n
@@ -138,8 +140,8 @@ async def _writer_init(conn: asyncpg.Connection) -> None:
 class Tx:
     """The statements of one ingest batch, inside one transaction on the writer connection.
     Few round trips, and little done while a lane is locked: ids are claimed and executions
-    folded first; then a lane's head is locked and read, the rows chained and copied, the
-    head moved, and the executions upserted."""
+    folded first; then a lane's head is locked and read, the rows chained and copied, and
+    the executions upsert moves the head."""
 
     def __init__(self, conn: asyncpg.Connection, known_days: set[date], layout: Layout, fallback: int) -> None:
         self.conn = conn
@@ -173,10 +175,10 @@ class Tx:
             self.known_days.add(day)
         await self.conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
 
-    async def upsert_executions(self, rows: bytes) -> None:
+    async def upsert_executions(self, rows: bytes, head: Head) -> None:
         """One statement for the batch (`rows`: the jsonb array `execution_rows` makes, one
-        row per call, in call_id order)."""
-        await self.conn.execute(_EXEC_UPSERT, rows)
+        row per call, in call_id order); it also moves the lane's head."""
+        await self.conn.execute(_EXEC_UPSERT, rows, head.lane, head.lane_seq, head.seq, head.hash, head.ingested_at)
 
     async def dead_letters(self, rows: Sequence[tuple[str, int | None, str, bytes, int]]) -> None:
         await self.conn.executemany(
