@@ -109,3 +109,17 @@ def test_event_json_refuses_what_it_cannot_prove(kw: dict[str, Any]) -> None:
     etype = args.pop("type", EventType.call_requested)
     with pytest.raises((TypeError, ValueError)):
         event_json(etype, Service.proxy, **args)
+
+
+@pytest.mark.parametrize("depth", [5, 19, 20, 21, 30])
+def test_event_json_cuts_deep_payloads_as_the_model_does(depth: int) -> None:
+    data: dict[str, Any] = {"leaf": "x"}
+    for i in range(depth):
+        data = {f"l{i}": data} if i % 2 else {f"l{i}": [data]}
+    eid, raw = event_json(EventType.call_completed, Service.proxy, actor=None, refs=EventRefs(), data=data)
+    got = _model_doc(raw)
+    want = json.loads(
+        Event(id=eid, time=datetime.fromisoformat(got["time"]), type=EventType.call_completed,
+              source=Service.proxy, data=data).model_dump_json()
+    )  # fmt: skip
+    assert got == want

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
-from warden_proxy.h1 import H1Pool
+from warden_proxy.h1 import H1Pool, TooLarge
 
 Answer = Callable[[bytes], bytes | None]  # request bytes -> response bytes (None: close)
 
@@ -127,3 +127,28 @@ async def test_a_server_that_hangs_up_without_answering_is_a_remote_protocol_err
         with pytest.raises(httpx.LocalProtocolError):
             await pool.post({"X-Bad": "a\r\nInjected: 1"}, b"x")
         pool.close()
+
+
+async def test_a_body_past_the_limit_is_refused_and_its_connection_not_reused() -> None:
+    big = b'{"pad":"' + b"x" * 5000 + b'"}'
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"".join(b"%x\r\n%s\r\n" % (len(big[i : i + 1000]), big[i : i + 1000]) for i in range(0, len(big), 1000))
+        + b"0\r\n\r\n"
+    )
+    answers = iter([_json(big), chunked, _json(b'{"ok":1}'), _json(b'{"ok":1}')])
+    async with _server(lambda _: next(answers)) as (url, conns):
+        pool = H1Pool(url, connect_timeout_s=5)
+        for _ in range(2):  # Content-Length, then chunked
+            r = await pool.post({}, b"{}")
+            with pytest.raises(TooLarge):
+                await r.aread(limit=4096)
+            await r.aclose()
+        r = await pool.post({}, b"{}")
+        assert await r.aread(limit=4096) == b'{"ok":1}'
+        await r.aclose()
+        r = await pool.post({}, b"{}")
+        assert await r.aread(limit=4096) == b'{"ok":1}'
+        await r.aclose()
+        pool.close()
+    assert len(conns) == 3  # each refused body cost its connection; the answers after share one

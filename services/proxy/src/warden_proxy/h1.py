@@ -62,6 +62,10 @@ class _Conn:
             self.writer.close()
 
 
+class TooLarge(Exception):
+    """A response body past the caller's limit."""
+
+
 class H1Response:
     """A response whose body is still on the wire: `aread()` or `aiter_lines()`, then `aclose()`."""
 
@@ -120,8 +124,30 @@ class H1Response:
             self._keep_alive = False
             raise httpx.ReadError(f"reading the response failed ({type(e).__name__})") from None
 
-    async def aread(self) -> bytes:
-        return b"".join([chunk async for chunk in self.aiter_bytes()])
+    async def aread(self, limit: int | None = None) -> bytes:
+        """The whole body; past `limit` bytes, `TooLarge` (and the connection is not reused)."""
+        if self._left is not None and self._conn is not None:  # Content-Length: one read
+            n = self._left
+            if limit is not None and n > limit:
+                self._keep_alive = False
+                raise TooLarge(n)
+            try:
+                data = await self._conn.reader.readexactly(n)
+            except (asyncio.IncompleteReadError, ConnectionError) as e:
+                self._keep_alive = False
+                raise httpx.ReadError(f"reading the response failed ({type(e).__name__})") from None
+            self._left = 0
+            self._done = True
+            return data
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self.aiter_bytes():
+            size += len(chunk)
+            if limit is not None and size > limit:
+                self._keep_alive = False
+                raise TooLarge(size)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def aiter_lines(self) -> AsyncIterator[str]:
         """Lines split on \\n, \\r\\n or \\r, as httpx does (a \\r\\n split across reads is one break)."""

@@ -28,7 +28,7 @@ import httpx
 import orjson
 from warden_common.netguard import NetPolicy, PinnedBackend, PinnedTransport
 
-from warden_proxy.h1 import H1Pool, H1Response, usable_for
+from warden_proxy.h1 import H1Pool, H1Response, TooLarge, usable_for
 
 __all__ = ["CLIENT_CAPABILITIES", "RELAY", "LeanSession", "Relay", "RpcError", "UpstreamHttpError"]
 
@@ -179,7 +179,7 @@ class LeanSession:
                 self.session_id = sid
             ctype = r.headers.get("content-type", "").lower()
             if ctype.startswith("application/json"):
-                doc = _loads(await r.aread())
+                doc = _loads(await _body(r))
                 return self._result(doc, rid)
             if ctype.startswith("text/event-stream"):
                 async for doc in _sse_messages(r):
@@ -262,6 +262,25 @@ class LeanSession:
                 log.debug("upstream notification stream ended: %s", type(e).__name__)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+
+async def _body(r: httpx.Response | H1Response) -> bytes:
+    """A JSON answer, at most `_MAX_EVENT_BYTES` (what one SSE message may carry too)."""
+    try:
+        if isinstance(r, H1Response):
+            return await r.aread(_MAX_EVENT_BYTES)
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in r.aiter_bytes():
+            size += len(chunk)
+            if size > _MAX_EVENT_BYTES:
+                raise TooLarge(size)
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except TooLarge:
+        raise RpcError(
+            -32000, f"the upstream's answer exceeded the size limit ({_MAX_EVENT_BYTES >> 20} MiB)"
+        ) from None
 
 
 def _dumps(body: dict[str, Any]) -> bytes:
