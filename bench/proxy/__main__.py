@@ -233,6 +233,7 @@ async def main(
     replicas: int = 1,
     client: str = "sdk",
     paths: tuple[str, ...] = ("mcp", "nats"),
+    extra_env: dict[str, dict[str, str]] | None = None,
 ) -> None:
     load0 = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="warden-bench-"))
@@ -243,6 +244,7 @@ async def main(
         database_url=None,
         ports={n: free_port() for n, _, _ in SERVICES},
         log_level="warning",
+        extra_env=extra_env or {},
     )
     dsn_admin = os.environ.get("DATABASE_URL")
     await use_fresh_database(cfg, dsn_admin)
@@ -360,6 +362,7 @@ async def main(
             f"load average at start {load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f}, "
             f"at end {load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f}; upstream: {upstream_kind} "
             f"x{upstream_workers}; proxy replicas: {replicas}; MCP client: {client}"
+            + "".join(f"; {svc}: {k}={v}" for svc, kv in (extra_env or {}).items() for k, v in kv.items())
         )
         print(
             f"{'conc':>4} {'path':<7} {'p50 ms':>8} {'p99 ms':>8} {'+p50 ms':>8} {'+p99 ms':>8} "
@@ -409,7 +412,21 @@ if __name__ == "__main__":
         help="the direct and MCP paths' client: the `mcp` SDK's, or a raw HTTP/1.1 one (cheaper)",
     )
     ap.add_argument("--paths", default="mcp,nats", help="the proxied paths to measure (the direct one always runs)")
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="SERVICE:NAME=VALUE",
+        help="a setting for one service of the stack, e.g. audit:WARDEN_AUDIT_LINGER_S=0.05 (repeatable)",
+    )
     a = ap.parse_args()
+    extra: dict[str, dict[str, str]] = {}
+    for item in a.env:
+        service, sep, setting = item.partition(":")
+        name, eq, value = setting.partition("=")
+        if not sep or not eq or service not in {n for n, _, _ in SERVICES} or not name.startswith("WARDEN_"):
+            ap.error(f"--env {item!r}: want SERVICE:WARDEN_NAME=VALUE with a service of the stack")
+        extra.setdefault(service, {})[name] = value
     paths = tuple(p for p in ("mcp", "nats") if p in a.paths.split(","))
     if not paths:
         ap.error("--paths: mcp, nats or both")
@@ -432,5 +449,6 @@ if __name__ == "__main__":
             a.proxy_replicas,
             a.client,
             paths,
+            extra,
         )
     )
