@@ -123,3 +123,18 @@ def test_event_json_cuts_deep_payloads_as_the_model_does(depth: int) -> None:
               source=Service.proxy, data=data).model_dump_json()
     )  # fmt: skip
     assert got == want
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["token", "secret", "password", "passwd", "authorization", "api_key", "api-key", "apikey", "cookie",
+     "credential", "private_key", "privatekey", "code_verifier", "code", "assertion", "jwt", "X-Api-Key",
+     "ACCESS_TOKEN", "Set-Cookie"],
+)  # fmt: skip
+def test_event_json_scrubs_every_kind_of_secret_key(key: str) -> None:
+    """Every alternative of the contract's secret-key pattern, in any case, at depth 3."""
+    _, raw = event_json(
+        EventType.call_completed, Service.proxy, actor=None, refs=EventRefs(), data={"result": {"x": [{key: "v4lue"}]}}
+    )
+    assert b"v4lue" not in raw
+    assert json.loads(raw)["data"]["result"]["x"][0][key] == REDACTED
