@@ -100,6 +100,13 @@ def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all cores; /proc/stat, not idle or iowait):
+    on a shared machine, tells how much of it other work took during a run."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 async def raw_drain(nc: nats.NATS, stream: str, subject: str, n: int, batch: int, how: str) -> float:
     """Drain n messages with fetch + ack each and nothing else: nats-py's `fetch`, or the
     pull loop audit uses (`Puller`)."""
@@ -241,11 +248,13 @@ async def main() -> None:
                 urls.append(url)
             pg0 = cpu_seconds(await backends(admin, db))
             nats0 = cpu_seconds(nats_server_pids())
+            busy0 = machine_busy_seconds()
             t0 = time.perf_counter()
             before = await scrape(c, urls)
             async with asyncio.timeout(600):
                 m = await until_stored(c, urls, args.events)
             dt = time.perf_counter() - t0
+            busy = (machine_busy_seconds() - busy0) / dt
             pg_cpu = sum(v - pg0.get(pid, 0.0) for pid, v in cpu_seconds(await backends(admin, db)).items())
             nats_cpu = sum(v - nats0.get(pid, 0.0) for pid, v in cpu_seconds(list(nats0)).items())
             drained = args.events - before["_stored"]  # a replica may start before the next is ready
@@ -256,11 +265,17 @@ async def main() -> None:
                 flush=True,
             )
             plural = "es" if len(urls) > 1 else ""
+            ours = (m["_cpu"] - before["_cpu"] + pg_cpu + nats_cpu) / dt
             print(
                 f"  CPU per event: audit process{plural} {(m['_cpu'] - before['_cpu']) / drained * 1e6:.1f} µs,"
                 f" its Postgres backends {pg_cpu / drained * 1e6:.1f} µs"
                 + (f", the NATS server {nats_cpu / drained * 1e6:.1f} µs" if nats0 else "")
-                + f"; all of it {(m['_cpu'] - before['_cpu'] + pg_cpu + nats_cpu) / dt:.2f} of {os.cpu_count()} cores",
+                + f"; all of it {ours:.2f} of {os.cpu_count()} cores",
+                flush=True,
+            )
+            print(
+                f"  the whole machine was {busy:.2f} of {os.cpu_count()} cores busy meanwhile:"
+                f" {max(busy - ours, 0.0):.2f} went to other work (this bench, other benchmarks)",
                 flush=True,
             )
             phases = {k: m.get(k, 0) - before.get(k, 0) for k in m if not k.startswith("_")}

@@ -17,9 +17,10 @@ from warden_audit.chain import HASHED_COLUMNS, Layout
 __all__ = [
     "EVENT_COLUMNS",
     "Head",
-    "Layout",
     "Store",
     "ensure_partition",
+    "head_of",
+    "layout",
     "partition_name",
 ]
 
