@@ -128,15 +128,16 @@ async def test_executions_are_upserted_in_call_id_order_so_batches_sharing_calls
     assert {r["call_id"]: r["event_count"] for r in rows} == {c1: 2, c2: 2}
 
 
-async def _fill(a: Audit, n: int) -> None:
-    async with publisher(a.root) as bus:
-        for i in range(n):
-            await bus.publish_event_now(event("call.completed", refs=EventRefs(tool="lanes__t"), data={"i": i}))
-
-    async def stored() -> bool:
-        return (await a.sql("SELECT count(*) FROM events"))[0][0] >= n
-
-    await wait_for(stored, what=f"{n} events stored")
+async def _fill_lanes(a: Audit, per_lane: int) -> None:
+    """Four batches one after another: each takes the least advanced free lane, so each
+    lane gets one."""
+    w = Writer(a.dsn, "audit", 10)
+    try:
+        for k in range(4):
+            async with w.batch() as tx:
+                await _extend(tx, _batch(f"lanes__{k}", per_lane))
+    finally:
+        await w.close()
 
 
 async def _lanes(a: Audit) -> dict[int, list[int]]:
@@ -147,13 +148,12 @@ async def _lanes(a: Audit) -> dict[int, list[int]]:
 
 
 async def test_verify_reports_a_changed_row_and_a_gap_in_a_lane_other_than_0(own: Audit) -> None:
-    await _fill(own, 60)
+    await _fill_lanes(own, 6)
     lanes = await _lanes(own)
-    # the least advanced free lane is taken first, so batches one after another spread over lanes
-    assert len(lanes) >= 2, lanes
-    lane = max((k for k in lanes if k != 0), key=lambda k: len(lanes[k]))
+    assert {k: len(v) for k, v in lanes.items()} == {0: 6, 1: 6, 2: 6, 3: 6}, lanes
+    lane = 2
     seqs = lanes[lane]
-    assert len(seqs) >= 3, lanes
+    assert seqs == [2 + 4 * n for n in range(1, 7)]  # place n of lane L: seq 4n + L
     assert (await _verify(own))["ok"]
 
     changed = seqs[len(seqs) // 2]
@@ -177,10 +177,9 @@ async def test_verify_reports_a_changed_row_and_a_gap_in_a_lane_other_than_0(own
 
 
 async def test_verify_reports_the_missing_end_of_a_lane(own: Audit) -> None:
-    await _fill(own, 40)
-    lanes = await _lanes(own)
-    lane = max((k for k in lanes if k != 0), key=lambda k: len(lanes[k]))
-    seqs = lanes[lane]
+    await _fill_lanes(own, 5)
+    lane = 3
+    seqs = (await _lanes(own))[lane]
     await own.sql("DELETE FROM events WHERE seq = ANY($1::int8[])", seqs[-2:])
     rep = await _verify(own)
     b = rep["first_break"]
