@@ -246,6 +246,9 @@ async def test_a_single_chain_database_converts_to_lanes_and_still_verifies() ->
             old = await a.sql("SELECT hash FROM events WHERE seq = 12")
             assert lane0[0]["seq"] == 13 * 4 and lane0[0]["prev_hash"] == old[0]["hash"]
             assert all(r["seq"] > 12 for r in await a.sql("SELECT seq FROM events WHERE lane > 0"))
+            # a replica still on the single-chain code cannot lock a head: it retries, stores nothing
+            with pytest.raises(asyncpg.UndefinedTableError):
+                await a.sql("SELECT seq, hash, ingested_at FROM chain_head FOR UPDATE")
             # an old row changed is still found
             await a.sql("UPDATE events SET status = 'x' WHERE seq = 7")
             b = (await _verify(a))["first_break"]

@@ -136,7 +136,7 @@ class Store:
 
     async def head_seq(self) -> dict[int, int]:
         """Each lane's last seq (where a tail starts)."""
-        return {r["lane"]: r["seq"] for r in await self.pool.fetch("SELECT lane, seq FROM chain_head")}
+        return {r["lane"]: r["seq"] for r in await self.pool.fetch("SELECT lane, seq FROM chain_lanes")}
 
     async def events_of_call(self, call_id: str) -> list[asyncpg.Record]:
         return await self.pool.fetch(
@@ -172,7 +172,7 @@ class Store:
 
     @staticmethod
     async def heads(conn: asyncpg.Connection) -> list[Head]:
-        return [head_of(r) for r in await conn.fetch(f"SELECT {_HEAD_COLUMNS} FROM chain_head ORDER BY lane")]
+        return [head_of(r) for r in await conn.fetch(f"SELECT {_HEAD_COLUMNS} FROM chain_lanes ORDER BY lane")]
 
     @staticmethod
     async def anchors(conn: asyncpg.Connection) -> dict[int, tuple[int, bytes]]:

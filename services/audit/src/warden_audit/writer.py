@@ -58,7 +58,7 @@ _EXEC_CASTS = (
 # order: two batches sharing calls lock them in the same order and cannot deadlock. The same
 # statement moves the lane's head (one round trip fewer while the lane is held).
 _EXEC_UPSERT = f"""
-WITH head AS (UPDATE chain_head SET lane_seq = $3, seq = $4, hash = $5, ingested_at = $6 WHERE lane = $2)
+WITH head AS (UPDATE chain_lanes SET lane_seq = $3, seq = $4, hash = $5, ingested_at = $6 WHERE lane = $2)
 INSERT INTO executions AS x ({", ".join(EXECUTION_COLUMNS)})
 SELECT {", ".join(c.format(i) for i, c in enumerate(_EXEC_CASTS))}
 FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS t(r, n) ORDER BY n
@@ -97,9 +97,9 @@ _CLAIM = (
 # lanes grow evenly), else wait for one; a row waited for is read again after the wait (READ
 # COMMITTED), so the head is the one the lane's last writer committed
 _HEAD = "lane, lane_seq, seq, hash, ingested_at"
-_LOCK_FREE_LANE = f"SELECT {_HEAD} FROM chain_head ORDER BY lane_seq, lane FOR UPDATE SKIP LOCKED LIMIT 1"
-_LOCK_LANE = f"SELECT {_HEAD} FROM chain_head WHERE lane = $1 FOR UPDATE"
-_SET_HEAD = "UPDATE chain_head SET lane_seq = $2, seq = $3, hash = $4, ingested_at = $5 WHERE lane = $1"
+_LOCK_FREE_LANE = f"SELECT {_HEAD} FROM chain_lanes ORDER BY lane_seq, lane FOR UPDATE SKIP LOCKED LIMIT 1"
+_LOCK_LANE = f"SELECT {_HEAD} FROM chain_lanes WHERE lane = $1 FOR UPDATE"
+_SET_HEAD = "UPDATE chain_lanes SET lane_seq = $2, seq = $3, hash = $4, ingested_at = $5 WHERE lane = $1"
 # the rows of event_ids this transaction created (ingest uses no subtransactions)
 _CLAIMED = (
     "SELECT id FROM event_ids WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))"

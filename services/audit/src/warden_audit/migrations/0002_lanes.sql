@@ -21,25 +21,26 @@ CREATE INDEX events_lane ON events (lane, seq);
 DROP INDEX events_seq;
 
 -- One head per lane: the place, seq and hash of its last row. A batch locks one (FOR UPDATE
--- SKIP LOCKED) until it commits.
-CREATE TABLE chain_lane_head (
+-- SKIP LOCKED) until it commits. A new name, not chain_head: a replica still running the
+-- single-chain code (a rolling upgrade) then fails to lock a head and retries, storing and
+-- acking nothing, instead of moving every lane's head with its UPDATE (which has no WHERE).
+CREATE TABLE chain_lanes (
     lane         smallint PRIMARY KEY,
     lane_seq     bigint      NOT NULL,
     seq          bigint      NOT NULL,
     hash         bytea       NOT NULL,
     ingested_at  timestamptz NOT NULL
 );
-INSERT INTO chain_lane_head (lane, lane_seq, seq, hash, ingested_at)
+INSERT INTO chain_lanes (lane, lane_seq, seq, hash, ingested_at)
     SELECT 0, seq, seq, hash, ingested_at FROM chain_head;
-INSERT INTO chain_lane_head (lane, lane_seq, seq, hash, ingested_at)
+INSERT INTO chain_lanes (lane, lane_seq, seq, hash, ingested_at)
     SELECT l, b.base, b.base * b.lanes + l, '\x0000000000000000000000000000000000000000000000000000000000000000',
            '1970-01-01T00:00:00Z'
     FROM chain_layout b, generate_series(1, b.lanes - 1) l;
 DROP TABLE chain_head;
-ALTER TABLE chain_lane_head RENAME TO chain_head;
-ALTER INDEX chain_lane_head_pkey RENAME TO chain_head_pkey;
 
--- Retention's anchor, per lane: the last row it removed from each lane.
+-- Retention's anchor, per lane: the last row it removed from each lane. (The single-chain
+-- code's upsert names the old key column `one`, so it fails here too.)
 CREATE TABLE chain_lane_anchor (
     lane         smallint PRIMARY KEY,
     seq          bigint NOT NULL,
