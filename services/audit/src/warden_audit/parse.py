@@ -8,9 +8,8 @@ unchanged, a missing id or time, a field of an unexpected type or length) goes t
 contract's pydantic model, which also words the dead-letter reason.
 
 Cheap checks on the raw bytes decide whether the per-value walks are needed at all:
-- secret-looking keys: a bytes regex that matches wherever the contract's key regex could
-  (only `\\u` escapes or non-ASCII case folding could hide a key from it, and both take the
-  walk), and no more than 20 brackets (the contract's scrub replaces values deeper than 20);
+- secret-looking keys and depth: `warden_common.contracts.events.needs_scrub` (the check the
+  proxy's events use too; a `\\u` escape takes the model path anyway);
 - values to normalize: NUL and lone surrogates only come as `\\u` escapes; numbers that jsonb
   would give back differently (`-0.0`, exponents, 16+ digits, which orjson may also read
   inexactly) are found by their tokens.
@@ -18,7 +17,6 @@ Cheap checks on the raw bytes decide whether the per-value walks are needed at a
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +27,7 @@ import orjson
 from pydantic import ValidationError
 from warden_common.bus import validation_message
 from warden_common.contracts import Event, scrub
+from warden_common.contracts.events import needs_scrub
 
 from warden_audit.chain import canonical_data, normalize
 from warden_audit.redaction import Redactor, cap_json
@@ -74,13 +73,6 @@ class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
 
 _DECODE = msgspec.json.Decoder(_Envelope).decode
 _NOT_PROVEN = (msgspec.ValidationError, msgspec.DecodeError)
-# in the lower-cased canonical text: wherever warden_common's secret-key regex can match a
-# key (orjson escapes no letter; non-ASCII keys take the walk, for Unicode case folding)
-_SECRETISH = re.compile(
-    rb"token|secret|password|passwd|authorization|api[_-]?key|cookie|credential|private[_-]?key|code_verifier"
-    rb'|"code"|assertion|jwt'
-)
-_MAX_BRACKETS = 20
 _SORT = orjson.OPT_SORT_KEYS
 
 
@@ -180,7 +172,7 @@ class Parser:
         # orjson writes floats past 1e16 (and integers it read past 64 bits) with "e+"
         if b"e+" in text or b"-0.0" in text:
             return None
-        if not text.isascii() or _SECRETISH.search(text.lower()) or text.count(b"{") + text.count(b"[") > _MAX_BRACKETS:
+        if needs_scrub(text):
             data = scrub(data)
             text = b""
         if self._redacts(tool, data):

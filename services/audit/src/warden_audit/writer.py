@@ -57,32 +57,27 @@ _EXEC_CASTS = (
 # rows are inserted (and conflicting rows locked) in the document's order, which is call_id
 # order: two batches sharing calls lock them in the same order and cannot deadlock. The same
 # statement moves the lane's head (one round trip fewer while the lane is held).
+# on a conflict: the stored value wins for what the first event says, the new one for what the
+# call's end says (each only when it has one)
+_FIRST_WINS = ("tool", "connector", "profile", "user_id", "actor_kind", "actor_id", "trace_id", "requested_at",
+               "arguments", "approver")  # fmt: skip
+_LAST_WINS = ("decided_at", "finished_at", "latency_ms", "result", "error")
+_merge = ",\n    ".join(
+    [f"{c} = COALESCE(x.{c}, EXCLUDED.{c})" for c in _FIRST_WINS]
+    + [f"{c} = COALESCE(EXCLUDED.{c}, x.{c})" for c in _LAST_WINS]
+)
 _EXEC_UPSERT = f"""
 WITH head AS (UPDATE chain_lanes SET lane_seq = $3, seq = $4, hash = $5, ingested_at = $6 WHERE lane = $2)
 INSERT INTO executions AS x ({", ".join(EXECUTION_COLUMNS)})
 SELECT {", ".join(c.format(i) for i, c in enumerate(_EXEC_CASTS))}
 FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS t(r, n) ORDER BY n
 ON CONFLICT (call_id) DO UPDATE SET
-    tool = COALESCE(x.tool, EXCLUDED.tool),
-    connector = COALESCE(x.connector, EXCLUDED.connector),
-    profile = COALESCE(x.profile, EXCLUDED.profile),
-    user_id = COALESCE(x.user_id, EXCLUDED.user_id),
-    actor_kind = COALESCE(x.actor_kind, EXCLUDED.actor_kind),
-    actor_id = COALESCE(x.actor_id, EXCLUDED.actor_id),
-    trace_id = COALESCE(x.trace_id, EXCLUDED.trace_id),
+    {_merge},
     state = CASE WHEN EXCLUDED.state_rank >= x.state_rank THEN EXCLUDED.state ELSE x.state END,
     status = CASE WHEN EXCLUDED.state_rank >= x.state_rank THEN COALESCE(EXCLUDED.status, x.status)
              ELSE x.status END,
     state_rank = GREATEST(EXCLUDED.state_rank, x.state_rank),
     started_at = LEAST(x.started_at, EXCLUDED.started_at),
-    requested_at = COALESCE(x.requested_at, EXCLUDED.requested_at),
-    decided_at = COALESCE(EXCLUDED.decided_at, x.decided_at),
-    finished_at = COALESCE(EXCLUDED.finished_at, x.finished_at),
-    latency_ms = COALESCE(EXCLUDED.latency_ms, x.latency_ms),
-    arguments = COALESCE(x.arguments, EXCLUDED.arguments),
-    result = COALESCE(EXCLUDED.result, x.result),
-    error = COALESCE(EXCLUDED.error, x.error),
-    approver = COALESCE(EXCLUDED.approver, x.approver),
     event_count = x.event_count + EXCLUDED.event_count,
     updated_at = now()
 """

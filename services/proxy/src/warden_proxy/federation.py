@@ -238,7 +238,7 @@ class Federation:
     def _event(self, type: EventType, p: Principal, connector: str, status: str, **data: Any) -> None:
         bus = self.pipeline.bus
         refs = EventRefs(connector=connector, profile=p.profile, user=p.user)
-        bus.emit(bus.new_event(type, actor=p.actor(), refs=refs, status=status, data=data))
+        bus.emit_event(type, actor=p.actor(), refs=refs, status=status, data=data)
 
     # -- routing ---------------------------------------------------------------------------
     def _route_uri(self, idx: _Index, uri: str) -> tuple[str, str] | None:

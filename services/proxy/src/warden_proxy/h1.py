@@ -66,6 +66,18 @@ class TooLarge(Exception):
     """A response body past the caller's limit."""
 
 
+async def read_capped(chunks: AsyncIterator[bytes], limit: int | None) -> bytes:
+    """A body's chunks joined; past `limit` bytes, `TooLarge`."""
+    out: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise TooLarge(size)
+        out.append(chunk)
+    return b"".join(out)
+
+
 class H1Response:
     """A response whose body is still on the wire: `aread()` or `aiter_lines()`, then `aclose()`."""
 
@@ -139,15 +151,11 @@ class H1Response:
             self._left = 0
             self._done = True
             return data
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in self.aiter_bytes():
-            size += len(chunk)
-            if limit is not None and size > limit:
-                self._keep_alive = False
-                raise TooLarge(size)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            return await read_capped(self.aiter_bytes(), limit)
+        except TooLarge:
+            self._keep_alive = False
+            raise
 
     async def aiter_lines(self) -> AsyncIterator[str]:
         """Lines split on \\n, \\r\\n or \\r, as httpx does (a \\r\\n split across reads is one break)."""

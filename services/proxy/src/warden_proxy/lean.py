@@ -28,7 +28,7 @@ import httpx
 import orjson
 from warden_common.netguard import NetPolicy, PinnedBackend, PinnedTransport
 
-from warden_proxy.h1 import H1Pool, H1Response, TooLarge, usable_for
+from warden_proxy.h1 import H1Pool, H1Response, TooLarge, read_capped, usable_for
 
 __all__ = ["CLIENT_CAPABILITIES", "RELAY", "LeanSession", "Relay", "RpcError", "UpstreamHttpError"]
 
@@ -269,14 +269,7 @@ async def _body(r: httpx.Response | H1Response) -> bytes:
     try:
         if isinstance(r, H1Response):
             return await r.aread(_MAX_EVENT_BYTES)
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in r.aiter_bytes():
-            size += len(chunk)
-            if size > _MAX_EVENT_BYTES:
-                raise TooLarge(size)
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_capped(r.aiter_bytes(), _MAX_EVENT_BYTES)
     except TooLarge:
         raise RpcError(
             -32000, f"the upstream's answer exceeded the size limit ({_MAX_EVENT_BYTES >> 20} MiB)"

@@ -24,6 +24,7 @@ __all__ = [
     "events_subject",
     "event_json",
     "events_wildcard",
+    "needs_scrub",
     "scrub",
 ]
 
@@ -148,11 +149,24 @@ class Event(Message):
 
 
 _EVENT_TYPES = frozenset(EventType)
-# Every key `_SECRET_KEY` matches contains one of these, lower-cased (non-ASCII text, where
-# case folding could hide one, is scrubbed without looking): a payload whose JSON contains none
-# of them, with no more than 20 brackets (scrub's depth limit), is what `scrub` would return.
+# Every key `_SECRET_KEY` matches contains one of these, lower-cased; the regex then says
+# where it could match a key (only `\\u` escapes or non-ASCII case folding could hide one,
+# and non-ASCII text is never cleared).
 _SECRET_PARTS = (b"token", b"secret", b"passw", b"authorization", b"key", b"cookie", b"credential", b"code",
                  b"assertion", b"jwt")  # fmt: skip
+_SECRETISH = re.compile(
+    rb"token|secret|password|passwd|authorization|api[_-]?key|cookie|credential|private[_-]?key|code_verifier"
+    rb'|"code"|assertion|jwt'
+)
+
+
+def needs_scrub(text: bytes) -> bool:
+    """False when the JSON `text` of a payload is certainly what `scrub` gives back: ASCII,
+    no more than 20 brackets (scrub's depth limit) and nowhere a secret-looking key could be."""
+    if not text.isascii() or text.count(b"{") + text.count(b"[") > 20:
+        return True
+    low = text.lower()
+    return any(p in low for p in _SECRET_PARTS) and _SECRETISH.search(low) is not None
 
 
 def _data_json(data: dict[str, Any] | None) -> bytes:
@@ -160,11 +174,7 @@ def _data_json(data: dict[str, Any] | None) -> bytes:
     if not data:
         return b"{}"
     text = orjson.dumps(data)
-    if text.isascii() and text.count(b"{") + text.count(b"[") <= 20:
-        low = text.lower()
-        if not any(p in low for p in _SECRET_PARTS):
-            return text
-    return orjson.dumps(scrub(data))
+    return orjson.dumps(scrub(data)) if needs_scrub(text) else text
 
 
 def event_json(
@@ -182,12 +192,10 @@ def event_json(
     producers on a hot path whose parts are contract models already (the proxy's call
     events). It checks what the model would check of them (the type is one of `EventType`,
     the lengths) and scrubs `data` as the model does; `Event.model_validate_json` of the
-    result gives that `Event` back (tests/unit/test_event_json.py). Raises ValueError or
+    result gives that `Event` back (libs/common/tests/test_event_json.py). Raises ValueError or
     TypeError (orjson's error is one) for anything it cannot prove; the caller then builds
     the model, which words the error."""
-    if type not in _EVENT_TYPES or (status is not None and len(status) > 40):
-        raise ValueError("not a fast event")
-    if trace_id is not None and len(trace_id) > 64:
+    if type not in _EVENT_TYPES or len(status or "") > 40 or len(trace_id or "") > 64:
         raise ValueError("not a fast event")
     if latency_ms is not None and not isinstance(latency_ms, float | int):
         raise TypeError("latency_ms")
