@@ -86,6 +86,24 @@ async def test_no_responder_is_a_clear_unavailable_error(buses):
         await b.request(CREDENTIALS_GET, CredentialRequest(connector="x"))
 
 
+async def test_a_responder_that_subscribes_moments_later_still_answers(buses):
+    """No responders means nobody got the request, so it is asked again (within the timeout):
+    a replica restarting, or a subscription the server routes to a moment late."""
+    a, b = buses
+
+    async def handler(req: CredentialRequest) -> Credential:
+        return Credential(connector=req.connector, url="https://example.test/mcp", headers={})
+
+    async def serve_later() -> None:
+        await asyncio.sleep(0.1)
+        await a.serve(CREDENTIALS_GET, handler)
+
+    late = asyncio.create_task(serve_later())
+    cred = await b.request(CREDENTIALS_GET, CredentialRequest(connector="late"))
+    await late
+    assert cred.connector == "late"
+
+
 async def test_events_are_deduplicated_by_id_in_the_stream(buses):
     a, _ = buses
     ev = Event(type="connector.created", source=Service.connectors, data={"token": "sekrit", "n": 1})

@@ -48,7 +48,7 @@ from warden_common.tracing import (
     traceparent,
 )
 
-__all__ = ["Bus", "validation_message"]
+__all__ = ["Bus", "ask", "validation_message"]
 
 log = logging.getLogger(__name__)
 Req = TypeVar("Req", bound=Message)
@@ -138,17 +138,13 @@ class Bus(EventOutbox):
         *,
         timeout: float | None = None,
     ) -> Rep:
+        limit = timeout or self.settings.request_timeout_s
         try:
-            reply = await self._nc.request(
-                subject,
-                msg.model_dump_json().encode(),
-                timeout=timeout or self.settings.request_timeout_s,
-                headers=self._headers(),
-            )
+            reply = await ask(self._nc, subject, msg.model_dump_json().encode(), timeout=limit, headers=self._headers())
         except NoRespondersError:
             raise Unavailable(f"no service is answering on {subject}") from None
         except NatsTimeout:
-            raise Timeout(f"no answer on {subject} within {timeout or self.settings.request_timeout_s}s") from None
+            raise Timeout(f"no answer on {subject} within {limit}s") from None
         return decode_reply(reply.data, result)
 
     async def serve(
@@ -228,6 +224,32 @@ class Bus(EventOutbox):
         self._subs.append(sub)
         await self._nc.flush(timeout=5)  # the server knows our interest before we say we serve
         return sub
+
+
+# pauses before asking again when nobody is subscribed (at most ~0.4 s in all, within the timeout)
+_NO_RESPONDERS_RETRY = (0.02, 0.05, 0.1, 0.2)
+
+
+async def ask(
+    nc: NatsClient, subject: str, body: bytes, *, timeout: float, headers: dict[str, str] | None = None
+) -> Msg:
+    """`nc.request`, asked again (within `timeout` in all) while nobody is subscribed: nobody
+    got the message, so that is safe. It covers a replica restarting, and a subscription
+    another connection has just made (flushed) that the server does not route to yet (seen
+    with nats-server 2.9 right after a stream was created). Raises NoRespondersError once
+    the pauses are spent, nats' TimeoutError when the answer does not come in time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    for pause in _NO_RESPONDERS_RETRY:
+        try:
+            return await nc.request(subject, body, timeout=timeout, headers=headers)
+        except NoRespondersError:
+            left = deadline - loop.time()
+            if left <= pause:
+                raise
+            await asyncio.sleep(pause)
+            timeout = left - pause
+    return await nc.request(subject, body, timeout=timeout, headers=headers)
 
 
 def _error_body(err: ReplyError) -> bytes:

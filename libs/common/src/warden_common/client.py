@@ -20,7 +20,7 @@ from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from warden_common.bus import decode_reply
+from warden_common.bus import ask, decode_reply
 from warden_common.contracts import (
     DurableCall,
     DurableResult,
@@ -97,7 +97,8 @@ class WardenClient:
         req = ToolCall(tool=tool, arguments=arguments or {}, user=user)
         subject = calls_subject(self.root, self.profile)
         try:
-            msg = await self.nc.request(
+            msg = await ask(
+                self.nc,
                 subject,
                 req.model_dump_json().encode(),
                 timeout=timeout_s or self.timeout_s,
