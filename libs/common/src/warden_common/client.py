@@ -147,11 +147,17 @@ class WardenClient:
         return _outcome(DurableResult.model_validate_json(msg.data))
 
     async def _durable_status(self, key: str) -> ToolCallResult | None:
-        msg = await self.nc.request(
-            durable_status_subject(self.root, self.profile),
-            DurableStatus(idempotency_key=key).model_dump_json().encode(),
-            timeout=10,
-        )
+        try:
+            msg = await ask(
+                self.nc,
+                durable_status_subject(self.root, self.profile),
+                DurableStatus(idempotency_key=key).model_dump_json().encode(),
+                timeout=10,
+            )
+        except NoRespondersError:
+            raise Unavailable("no Warden proxy is answering; is it running?") from None
+        except NatsTimeout:
+            raise Timeout("no answer from Warden about a durable call's status within 10s") from None
         res = decode_reply(msg.data, DurableResult)
         if res.result is None and res.error is None:
             return None  # still queued or running
