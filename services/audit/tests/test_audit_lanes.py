@@ -41,7 +41,7 @@ async def _extend(tx: Tx, batch: Batch) -> int:
     """What ingest does once it holds a lane: number, hash, copy, move the head."""
     head = await tx.lock_lane()
     ingested = max(datetime.now(UTC), head.ingested_at)
-    new = link_rows(batch.rows, head, ingested, tx.layout.lanes)
+    new = link_rows(batch.rows, head, ingested, tx.layout)
     await tx.copy_events(ingested.date(), batch.rows)
     await tx.set_head(new)
     return head.lane

@@ -17,6 +17,7 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
@@ -96,19 +97,27 @@ class WardenClient:
     ) -> ToolCallResult:
         req = ToolCall(tool=tool, arguments=arguments or {}, user=user)
         subject = calls_subject(self.root, self.profile)
+        timeout = timeout_s or self.timeout_s
+        msg = await self._ask(
+            subject,
+            req.model_dump_json().encode(),
+            timeout,
+            f"no answer from Warden within {timeout:g}s",
+            headers={"Warden-Caller": self.caller},
+        )
+        return decode_reply(msg.data, ToolCallResult)
+
+    async def _ask(
+        self, subject: str, body: bytes, timeout: float, late: str, headers: dict[str, str] | None = None
+    ) -> Msg:
+        """A request to the proxy (`bus.ask`); its NATS errors as Warden's (`late`: the
+        timeout's message)."""
         try:
-            msg = await ask(
-                self.nc,
-                subject,
-                req.model_dump_json().encode(),
-                timeout=timeout_s or self.timeout_s,
-                headers={"Warden-Caller": self.caller},
-            )
+            return await ask(self.nc, subject, body, timeout=timeout, headers=headers)
         except NoRespondersError:
             raise Unavailable("no Warden proxy is answering; is it running?") from None
         except NatsTimeout:
-            raise Timeout(f"no answer from Warden within {timeout_s or self.timeout_s:g}s") from None
-        return decode_reply(msg.data, ToolCallResult)
+            raise Timeout(late) from None
 
     async def call_durable(
         self,
@@ -147,17 +156,12 @@ class WardenClient:
         return _outcome(DurableResult.model_validate_json(msg.data))
 
     async def _durable_status(self, key: str) -> ToolCallResult | None:
-        try:
-            msg = await ask(
-                self.nc,
-                durable_status_subject(self.root, self.profile),
-                DurableStatus(idempotency_key=key).model_dump_json().encode(),
-                timeout=10,
-            )
-        except NoRespondersError:
-            raise Unavailable("no Warden proxy is answering; is it running?") from None
-        except NatsTimeout:
-            raise Timeout("no answer from Warden about a durable call's status within 10s") from None
+        msg = await self._ask(
+            durable_status_subject(self.root, self.profile),
+            DurableStatus(idempotency_key=key).model_dump_json().encode(),
+            10,
+            "no answer from Warden about a durable call's status within 10s",
+        )
         res = decode_reply(msg.data, DurableResult)
         if res.result is None and res.error is None:
             return None  # still queued or running

@@ -7,6 +7,7 @@ close the pool. A failed start unwinds what it opened.
 
 from __future__ import annotations
 
+import gc
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -19,7 +20,7 @@ from warden_common.db import Database
 from warden_common.settings import HttpSettings, NatsSettings, PostgresSettings
 from warden_common.web import ReadinessCheck
 
-__all__ = ["Runtime", "ServiceSettings", "settings_config"]
+__all__ = ["Runtime", "ServiceSettings", "settings_config", "settle_heap"]
 
 
 def settings_config(prefix: str) -> SettingsConfigDict:
@@ -35,6 +36,15 @@ class ServiceSettings(BaseSettings):
     # bearer token for the admin HTTP API; no default: a service without one does not start
     admin_token: SecretStr = Field(min_length=16)
     log_level: str = "info"
+
+
+def settle_heap() -> None:
+    """For a hot-path service once start-up is done: what start-up built lives as long as the
+    process, so keep it out of the collector's full passes; and collect the young generation
+    less often (a call or an ingest batch allocates many short-lived containers at a time;
+    see bench/README.md, proxy and audit)."""
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 @dataclass

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,7 +12,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from warden_common.contracts import Service
-from warden_common.runtime import Runtime
+from warden_common.runtime import Runtime, settle_heap
 from warden_common.web import admin_guard, install_error_handlers, ops_router
 
 from warden_audit.api import AuditState, build_router
@@ -97,11 +96,7 @@ def create_app(settings: Settings) -> FastAPI:
             await consumer.start()
             parts["consumer"] = consumer
             retention = asyncio.create_task(retention_loop(maintenance), name="audit-retention")
-            # what start-up built lives as long as the process: keep it out of the collector's
-            # full passes; and collect the young generation less often (ingest allocates a
-            # batch's worth of short-lived containers at a time; see bench/audit)
-            gc.freeze()
-            gc.set_threshold(10_000, 10, 10)
+            settle_heap()
             runtime.ready = True
             yield {"audit": AuditState(store=store, tail=tail)}
         finally:

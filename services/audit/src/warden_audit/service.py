@@ -35,7 +35,7 @@ from prometheus_client import Counter
 from warden_common.contracts import scrub
 from warden_common.logging import redact
 
-from warden_audit.chain import canonical_data, clean_text, header
+from warden_audit.chain import Layout, canonical_data, clean_text, header
 from warden_audit.parse import (
     CALL_ID,
     DATA,
@@ -69,8 +69,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 PHASE = Counter(
     "warden_audit_ingest_seconds_total",
-    "where ingest time goes: fetch, parse, claim (ids), fold (executions), executions (upsert),"
-    " lock (a lane's head), chain (hashing), copy, executions (upsert, moving the head), commit, ack",
+    "where ingest time goes: fetch, parse, claim (ids), fold (executions), lock (a lane's head),"
+    " chain (hashing), copy, executions (upsert, moving the head), commit, ack",
     ["phase"],
 )
 _PHASES = {
@@ -305,7 +305,7 @@ class Ingestor:
                     head = await tx.lock_lane()  # from here until commit, this lane is ours
                     clock.lap("lock")
                     ingested = max(datetime.now(UTC), head.ingested_at)
-                    head = link_rows(out.rows, head, ingested, tx.layout.lanes)
+                    head = link_rows(out.rows, head, ingested, tx.layout)
                     clock.lap("chain")
                     await tx.copy_events(ingested.date(), out.rows)
                     clock.lap("copy")
@@ -367,18 +367,19 @@ class Ingestor:
         return [x.row() for x in calls.values()]
 
 
-def link_rows(rows: list[Row], head: Head, ingested: datetime, lanes: int) -> Head:
-    """Number and hash `rows` in place from `head`, the end of one of `lanes` lanes (the
-    row at place n of lane L is seq n * lanes + L, see `chain.Layout`); returns the new head."""
+def link_rows(rows: list[Row], head: Head, ingested: datetime, layout: Layout) -> Head:
+    """Number (`layout.seq`) and hash `rows` in place from `head`, the end of one lane;
+    returns the new head."""
     prev = head.hash
     lane = head.lane
     place = head.lane_seq
     seq = head.seq
+    number = layout.seq
     sha = hashlib.sha256
     dumps = orjson.dumps
     for r in rows:
         place += 1
-        seq = place * lanes + lane
+        seq = number(lane, place)
         r[0] = seq
         r[1] = ingested
         r[LANE] = lane

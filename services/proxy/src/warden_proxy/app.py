@@ -3,7 +3,6 @@ the MCP session manager; shutdown is not-ready, stop MCP, drain NATS, close upst
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.routing import Route
 from warden_common.contracts import Actor, EventRefs, EventType, Service
-from warden_common.runtime import Runtime
+from warden_common.runtime import Runtime, settle_heap
 from warden_common.web import admin_guard, install_error_handlers, ops_router
 
 from warden_proxy.agents import AgentKeys
@@ -110,11 +109,7 @@ def create_app(settings: Settings) -> FastAPI:
             durable = DurableCalls(runtime.bus, runtime.db.pool, pipeline, ack_wait_s=settings.durable_ack_wait_s)
             await durable.start()
             async with endpoint.manager.run():
-                # what start-up built lives as long as the process: keep it out of the
-                # collector's full passes, and collect the young generation less often (a call
-                # allocates a few hundred short-lived containers; see bench/README.md, proxy)
-                gc.freeze()
-                gc.set_threshold(10_000, 10, 10)
+                settle_heap()
                 runtime.ready = True
                 yield {"keys": keys, "pipeline": pipeline, "approvals": approvals}
                 runtime.ready = False
