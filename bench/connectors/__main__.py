@@ -18,12 +18,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
 import nats.js.errors
 from warden_cli.embedded import Stack, StackConfig, free_port
 from warden_common.contracts import CREDENTIALS_GET, CredentialRequest
+from warden_common.natsauth import inbox_prefix
 
 from bench.scratch import clean, use_fresh_database
 
@@ -76,7 +78,11 @@ async def main(n: int) -> None:
                     },
                 )
             ).raise_for_status()
-        kw = {"user": "proxy", "password": stack.passwords["proxy"]} if stack.passwords else {}
+        kw: dict[str, Any] = (
+            {"user": "proxy", "password": stack.passwords["proxy"], "inbox_prefix": inbox_prefix("proxy")}
+            if stack.passwords
+            else {}
+        )
         nc = await nats.connect(stack.nats_url, **kw)
         subject = CREDENTIALS_GET.on(cfg.root)
         body = CredentialRequest(connector="bench").model_dump_json().encode()

@@ -31,6 +31,30 @@ def run(
     )
 
 
+@app.command("nats-config")
+def nats_config(
+    root: str = typer.Option("warden", help="subject root the services run with"),
+    internal: list[str] = typer.Option(
+        [], "--internal", help="an internal service as USER=PROFILE: it may call that profile's tools (repeatable)"
+    ),
+) -> None:
+    """Print the nats-server config for a deployment: one user per service and per internal
+    service with its subject permissions and own reply inbox; passwords are read by the server
+    from $NATS_<USER> environment variables (a Secret). deploy/ carries its output."""
+    from warden_cli.natsconf import deploy_nats_config
+
+    pairs: dict[str, str] = {}
+    for item in internal:
+        user, sep, profile = item.partition("=")
+        if not sep or not user or not profile:
+            raise typer.BadParameter(f"{item!r}: write USER=PROFILE", param_hint="--internal")
+        pairs[user] = profile
+    try:
+        typer.echo(deploy_nats_config(root=root, internal=pairs), nl=False)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
 # Each service ships its own admin commands; mount the ones that are installed.
 for module, attr, name in (
     ("warden_connectors.cli", "app", "connectors"),

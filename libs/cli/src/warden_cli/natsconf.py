@@ -1,92 +1,63 @@
-"""A NATS server config for the embedded run: JetStream on, loopback only, one user per
-service with subject permissions (only the proxy may request credentials; only audit
-may consume the events stream; an internal service may call only its profile)."""
+"""NATS server configs: the embedded run's (JetStream on, loopback only) and the one the
+Kubernetes manifests carry (`warden nats-config`). Both take their users and subject
+permissions from `warden_common.natsauth`, the one definition: each user has its own reply
+inbox, only the proxy may request credentials, only audit may consume the events stream, an
+internal service may call only its profile."""
 
 from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["SERVICE_USERS", "nats_config", "new_passwords"]
+from warden_common.natsauth import SERVICE_USERS as _SERVICES
+from warden_common.natsauth import users
 
-SERVICE_USERS = ("connectors", "registry", "proxy", "audit", "demo-service")
+__all__ = ["DEMO_SERVICE", "SERVICE_USERS", "deploy_nats_config", "nats_config", "new_passwords"]
+
+DEMO_SERVICE = "demo-service"  # the embedded run's internal service, calling the `demo` profile
+SERVICE_USERS = (*_SERVICES, DEMO_SERVICE)
+MAX_PAYLOAD = 8 * 1024 * 1024
 
 
 def new_passwords() -> dict[str, str]:
     return {u: secrets.token_urlsafe(24) for u in SERVICE_USERS}
 
 
-def _perms(root: str, stream: str, user: str, demo_profile: str) -> dict[str, object]:
-    v = f"{root}.v1"
-    calls = stream.removesuffix("_EVENTS") + "_CALLS"
-    js_stream = [
-        "$JS.API.INFO",
-        f"$JS.API.STREAM.INFO.{stream}",
-        f"$JS.API.STREAM.CREATE.{stream}",
-        f"$JS.API.STREAM.UPDATE.{stream}",
-    ]
-    inbox = ["_INBOX.>"]
-    if user == "connectors":
-        # connection tests go through the proxy, the single egress
-        pub = [f"{v}.events.connectors.>", f"{v}.upstream.list_tools", *js_stream]
-        sub = [f"{v}.credentials.get", f"{v}.connections.*", f"{v}.events.connectors.>", *inbox]
-    elif user == "registry":
-        pub = [f"{v}.upstream.list_tools", f"{v}.events.registry.>", *js_stream]
-        sub = [f"{v}.registry.>", f"{v}.events.registry.>", f"{v}.events.proxy.>", f"{v}.events.connectors.>", *inbox]
-    elif user == "proxy":
-        pub = [
-            f"{v}.credentials.get",
-            f"{v}.connections.*",
-            f"{v}.registry.>",
-            f"{v}.events.proxy.>",
-            f"{v}.durable.results.>",
-            *js_stream,
-            f"$JS.API.STREAM.INFO.{calls}",
-            f"$JS.API.STREAM.CREATE.{calls}",
-            f"$JS.API.CONSUMER.*.{calls}",
-            f"$JS.API.CONSUMER.*.{calls}.>",
-            f"$JS.API.CONSUMER.DURABLE.CREATE.{calls}.>",
-            f"$JS.API.CONSUMER.MSG.NEXT.{calls}.>",
-            f"$JS.ACK.{calls}.>",
-        ]
-        sub = [
-            f"{v}.calls.*",
-            f"{v}.upstream.list_tools",
-            f"{v}.durable.status.*",
-            f"{v}.events.registry.>",
-            f"{v}.events.connectors.>",
-            f"{v}.events.proxy.>",
-            *inbox,
-        ]
-    elif user == "audit":
-        pub = [
-            *js_stream,
-            f"$JS.API.CONSUMER.*.{stream}",
-            f"$JS.API.CONSUMER.*.{stream}.>",
-            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.>",
-            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>",
-            f"$JS.ACK.{stream}.>",
-        ]
-        sub = [*inbox]
-    else:  # an internal service that may call the tools of one profile
-        pub = [f"{v}.calls.{demo_profile}", f"{v}.durable.calls.{demo_profile}", f"{v}.durable.status.{demo_profile}"]
-        sub = [f"{v}.durable.results.{demo_profile}.>", *inbox]
-    return {"publish": {"allow": pub}, "subscribe": {"allow": sub}, "allow_responses": True}
-
-
 def nats_config(
     *, port: int, store_dir: Path, root: str, stream: str, passwords: dict[str, str], demo_profile: str = "demo"
 ) -> str:
-    users = [
-        {"user": u, "password": passwords[u], "permissions": _perms(root, stream, u, demo_profile)}
-        for u in SERVICE_USERS
-    ]
-    # NATS config accepts JSON syntax
+    """The embedded run's server config (`stream` is implied by `root`; kept for callers)."""
     conf = {
         "listen": f"127.0.0.1:{port}",
         "jetstream": {"store_dir": str(store_dir)},
-        "authorization": {"users": users},
-        "max_payload": 8 * 1024 * 1024,
+        "authorization": {"users": users(root, passwords, {DEMO_SERVICE: demo_profile})},
+        "max_payload": MAX_PAYLOAD,
     }
-    return json.dumps(conf, indent=2)
+    return json.dumps(conf, indent=2)  # NATS config accepts JSON syntax
+
+
+def password_variable(user: str) -> str:
+    """The environment variable the deployed nats-server reads a user's password from."""
+    return "NATS_" + user.upper().replace("-", "_")
+
+
+def deploy_nats_config(*, root: str = "warden", internal: Mapping[str, str] | None = None) -> str:
+    """The server config of `deploy/`: passwords are `$NATS_<USER>` variables the server reads
+    from its environment (a Secret), so the config itself holds no secret."""
+    internal = dict(internal or {})
+    names = [*_SERVICES, *internal]
+    pw = {u: "$" + password_variable(u) for u in names}
+    conf = {
+        "listen": "0.0.0.0:4222",
+        "http": "0.0.0.0:8222",
+        "jetstream": {"store_dir": "/data"},
+        "authorization": {"users": users(root, pw, internal)},
+        "max_payload": MAX_PAYLOAD,
+    }
+    # JSON, except that a `$VAR` must stand unquoted for the server to read the environment
+    text = json.dumps(conf, indent=2)
+    for v in pw.values():
+        text = text.replace(f'"{v}"', v)
+    return text + "\n"

@@ -38,6 +38,7 @@ from warden_common.errors import (
     WardenError,
     from_reply_error,
 )
+from warden_common.natsauth import inbox_prefix
 from warden_common.outbox import LINGER_S, EventOutbox
 from warden_common.settings import NatsSettings
 from warden_common.tracing import (
@@ -84,6 +85,8 @@ class Bus(EventOutbox):
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": 0.5,
             "allow_reconnect": True,
+            # replies come to this user's own inbox, the only one its permissions let it read
+            "inbox_prefix": inbox_prefix(self.settings.user),
         }
         if self.settings.user:
             opts["user"] = self.settings.user

@@ -35,6 +35,7 @@ from warden_common.contracts import (
     durable_status_subject,
 )
 from warden_common.errors import Timeout, Unavailable, from_reply_error
+from warden_common.natsauth import inbox_prefix
 
 __all__ = ["WardenClient"]
 
@@ -68,7 +69,12 @@ class WardenClient:
         await self.close()
 
     async def connect(self) -> None:
-        kw: dict[str, Any] = {"servers": [self.nats_url], "name": f"warden-client-{self.caller}"}
+        kw: dict[str, Any] = {
+            "servers": [self.nats_url],
+            "name": f"warden-client-{self.caller}",
+            # replies come to this user's own inbox, the only one its permissions let it read
+            "inbox_prefix": inbox_prefix(self.user),
+        }
         if self.user:
             kw.update(user=self.user, password=self.password or "")
         try:
