@@ -1,7 +1,8 @@
 """Stream messages to event rows, in one pass per message (pure logic).
 
 The fast path decodes a message with msgspec into a struct that mirrors the envelope of
-`warden_common.contracts.Event` (types, lengths, patterns and unknown fields checked in C).
+`warden_common.contracts.Event` (types, lengths and patterns checked in C; unknown fields
+ignored, as the model ignores them, so an event from a newer replica is stored).
 It takes only what it can prove it reads exactly as that model would, and stores it exactly
 as the slow path would; anything else (a `\\u` escape, a number that would not survive jsonb
 unchanged, a missing id or time, a field of an unexpected type or length) goes through the
@@ -40,12 +41,12 @@ SEQ, INGESTED, ID, TYPE, TIME, SOURCE, ACTOR_KIND, ACTOR_ID = range(8)
 CONNECTOR, TOOL, PROFILE, CALL_ID, USER_ID, STATUS, LATENCY, TRACE_ID, DATA, PREV, HASH, LANE = range(8, 20)
 
 
-class _Actor(msgspec.Struct, forbid_unknown_fields=True):
+class _Actor(msgspec.Struct, forbid_unknown_fields=False):
     kind: Literal["agent", "user", "admin", "service", "system"]
     id: Annotated[str, msgspec.Meta(max_length=200)]
 
 
-class _Refs(msgspec.Struct, forbid_unknown_fields=True):
+class _Refs(msgspec.Struct, forbid_unknown_fields=False):
     connector: str | None = None
     tool: str | None = None
     profile: str | None = None
@@ -53,7 +54,7 @@ class _Refs(msgspec.Struct, forbid_unknown_fields=True):
     user: str | None = None
 
 
-class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
+class _Envelope(msgspec.Struct, forbid_unknown_fields=False):
     """What the fast path accepts: `Event`'s fields and limits, minus what the model would
     supply or convert (no default id or time; no numeric strings; null refs or data refused,
     as the model refuses them). Patterns end in `\\Z`: msgspec searches, and `$` would let a

@@ -14,9 +14,16 @@ VERSION = "v1"
 
 
 class Message(BaseModel):
-    """Every message on NATS: frozen, and strict about unknown fields."""
+    """Every message on NATS: frozen; received leniently, sent strictly.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Contracts grow by optional fields, so during a rolling upgrade a replica must accept a
+    message from a newer one: parsing ignores fields it does not know. Sending stays strict:
+    a message is built from its declared fields only (mypy, run over every package, refuses an
+    unknown keyword: pydantic models are dataclass-like to type checkers), and is serialized
+    from those fields alone.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
 
 
 class ErrorCode(StrEnum):
