@@ -200,3 +200,21 @@ async def test_durable_call_survives_a_killed_proxy_and_runs_once(stack: Stack, 
             repeat = await warden.call_durable(tool, {"key": "d1"}, idempotency_key="order-42", timeout_s=30)
             assert repeat.content[0]["text"] == "d1:1"
             assert up.trouble.executions["d1"] == 1
+
+
+async def test_durable_results_never_cross_between_keys(stack: Stack, nats_url: str) -> None:
+    """`job.1` and `job_1` once shared a result subject and each caller took the first result
+    there: now the subject is one-to-one with the key and the client checks the key."""
+    async with trouble_upstream() as up, admin_client(stack) as admin:
+        c = await admin.connector(up.url, up.token)
+        await admin.register(c)
+        p = await admin.profile([f"{c}__*"])
+        tool = f"{c}__record"
+        async with WardenClient(nats_url=nats_url, profile=p, root=stack.cfg.root) as warden:
+            for n in range(3):
+                a, b = await asyncio.gather(
+                    warden.call_durable(tool, {"key": f"dot{n}"}, idempotency_key=f"job.{n}", timeout_s=30),
+                    warden.call_durable(tool, {"key": f"under{n}"}, idempotency_key=f"job_{n}", timeout_s=30),
+                )
+                assert a.content[0]["text"] == f"dot{n}:1"
+                assert b.content[0]["text"] == f"under{n}:1"

@@ -13,6 +13,7 @@ that ran and failed returns a result with `is_error=True`.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import nats
@@ -33,6 +34,7 @@ from warden_common.contracts import (
     durable_calls_subject,
     durable_results_subject,
     durable_status_subject,
+    legacy_durable_results_subject,
 )
 from warden_common.errors import Timeout, Unavailable, from_reply_error
 from warden_common.natsauth import inbox_prefix
@@ -135,8 +137,24 @@ class WardenClient:
         timeout_s: float | None = None,
     ) -> ToolCallResult:
         req = DurableCall(tool=tool, arguments=arguments or {}, user=user, idempotency_key=idempotency_key)
-        inbox = durable_results_subject(self.root, self.profile, idempotency_key)
-        sub = await self.nc.subscribe(inbox, max_msgs=1)
+        limit = timeout_s or self.timeout_s
+        mine: asyncio.Queue[DurableResult] = asyncio.Queue()
+
+        async def on_result(m: Msg) -> None:
+            try:
+                res = DurableResult.model_validate_json(m.data)
+            except ValueError:
+                return  # not a durable result: never someone else's outcome taken as ours
+            if res.idempotency_key == idempotency_key:  # the subject is per key; the key decides
+                mine.put_nowait(res)
+
+        subs = [
+            await self.nc.subscribe(durable_results_subject(self.root, self.profile, idempotency_key), cb=on_result),
+            # an older proxy publishes on the pre-hash subject (not one-to-one with keys)
+            await self.nc.subscribe(
+                legacy_durable_results_subject(self.root, self.profile, idempotency_key), cb=on_result
+            ),
+        ]
         try:
             js = self.nc.jetstream()
             ack = await js.publish(
@@ -151,15 +169,17 @@ class WardenClient:
                 if done is not None:
                     return done
             try:
-                msg = await sub.next_msg(timeout=timeout_s or self.timeout_s)
-            except (TimeoutError, NatsTimeout):
+                async with asyncio.timeout(limit):
+                    got = await mine.get()
+            except TimeoutError:
                 raise Timeout(
-                    f"no result for durable call {idempotency_key!r} within {timeout_s or self.timeout_s:g}s; "
+                    f"no result for durable call {idempotency_key!r} within {limit:g}s; "
                     "it is still queued or running — call again with the same key to get its result"
                 ) from None
         finally:
-            await sub.unsubscribe()
-        return _outcome(DurableResult.model_validate_json(msg.data))
+            for sub in subs:
+                await sub.unsubscribe()
+        return _outcome(got)
 
     async def _durable_status(self, key: str) -> ToolCallResult | None:
         msg = await self._ask(

@@ -31,6 +31,7 @@ from warden_common.contracts import (
     ToolCallResult,
     durable_calls_stream_name,
     durable_results_subject,
+    legacy_durable_results_subject,
 )
 from warden_common.errors import NotFound, WardenError
 
@@ -135,7 +136,6 @@ class DurableCalls:
             await m.term()
             return
         key = f"{profile}:{req.idempotency_key}"
-        reply_to = durable_results_subject(self.bus.root, profile, req.idempotency_key)
         keep = asyncio.create_task(self._keepalive(m))
         try:
             row = await self.pool.fetchrow(
@@ -147,7 +147,7 @@ class DurableCalls:
                 req.tool,
             )
             if row["state"] == "done":
-                await self._publish(reply_to, req.idempotency_key, row["result"], row["error"])
+                await self._publish(profile, req.idempotency_key, row["result"], row["error"])
             elif row["state"] == "started":
                 err = ReplyError(
                     code=ErrorCode.upstream_error,
@@ -155,11 +155,11 @@ class DurableCalls:
                     "so its outcome is unknown — check the upstream before retrying with a new key",
                 ).model_dump(mode="json")
                 await self._finish(key, None, err)
-                await self._publish(reply_to, req.idempotency_key, None, err)
+                await self._publish(profile, req.idempotency_key, None, err)
             else:
                 result, error = await self._run(profile, key, req, m)
                 await self._finish(key, result, error)
-                await self._publish(reply_to, req.idempotency_key, result, error)
+                await self._publish(profile, req.idempotency_key, result, error)
             await m.ack()
         except (asyncpg.PostgresError, OSError):
             log.warning("durable call %s: storage unavailable; it will be redelivered", key, exc_info=True)
@@ -193,10 +193,16 @@ class DurableCalls:
             error,
         )
 
-    async def _publish(self, subject: str, idem: str, result: Any, error: Any) -> None:
+    async def _publish(self, profile: str, idem: str, result: Any, error: Any) -> None:
+        subject = durable_results_subject(self.bus.root, profile, idem)
         res = DurableResult(
             idempotency_key=idem,
             result=ToolCallResult.model_validate(result) if result is not None else None,
             error=error,
         )
-        await self.bus.nc.publish(subject, res.model_dump_json().encode())  # type: ignore[union-attr]
+        body = res.model_dump_json().encode()
+        await self.bus.nc.publish(subject, body)  # type: ignore[union-attr]
+        # clients from before the hashed subjects listen on the old one; they are served there
+        # too until the next release (a client of today listens on both and checks the key)
+        legacy = legacy_durable_results_subject(self.bus.root, profile, idem)
+        await self.bus.nc.publish(legacy, body)  # type: ignore[union-attr]

@@ -24,6 +24,7 @@ from warden_common.contracts.calls import (
     durable_calls_subject,
     durable_results_subject,
     durable_status_subject,
+    legacy_durable_results_subject,
 )
 from warden_common.contracts.credentials import (
     CREDENTIALS_GET,
@@ -75,6 +76,7 @@ __all__ = [
     "durable_calls_stream_name",
     "durable_calls_subject",
     "durable_results_subject",
+    "legacy_durable_results_subject",
     "CredentialRequest",
     "ErrorCode",
     "Event",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from pydantic import Field
@@ -18,6 +19,7 @@ __all__ = [
     "durable_calls_stream_name",
     "durable_calls_subject",
     "durable_results_subject",
+    "legacy_durable_results_subject",
     "ListUpstreamTools",
     "ToolCall",
     "ToolCallResult",
@@ -99,6 +101,16 @@ def durable_calls_subject(root: str, profile: str) -> str:
 
 
 def durable_results_subject(root: str, profile: str, key: str) -> str:
+    """Where a durable call's outcome is published: one subject per (profile, key), named by
+    the key's SHA-256 so two keys never share it (`job.1` and `job_1` once did). The client
+    still checks the key in the result it gets."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:40]
+    return f"{root}.{VERSION}.durable.results.{profile}.{digest}"
+
+
+def legacy_durable_results_subject(root: str, profile: str, key: str) -> str:
+    """The subject a proxy before the hashed names published on (dots folded to `_`, so not
+    one-to-one): clients also listen there during an upgrade and take only their own key."""
     return f"{root}.{VERSION}.durable.results.{profile}.{key.replace('.', '_')}"
 
 
