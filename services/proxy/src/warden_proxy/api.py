@@ -9,7 +9,7 @@ from warden_common.tracing import new_trace_id, set_trace_id
 
 from warden_proxy.agents import AgentKeyCreate, AgentKeys, AgentKeyView, Principal, request_principal
 from warden_proxy.approvals import ApprovalDecision, Approvals, ApprovalView
-from warden_proxy.mcp_endpoint import protected_resource_metadata
+from warden_proxy.rfc9728 import WELL_KNOWN, metadata_path, protected_resource_metadata
 from warden_proxy.service import CallPipeline
 
 __all__ = ["build_router"]
@@ -33,19 +33,15 @@ def _approvals(request: Request) -> Approvals:
 def build_router(admin: object, resource_url: str, *, jwt_issuer: str | None = None) -> APIRouter:
     router = APIRouter()
     Admin = Depends(admin)  # noqa: N806
-    meta = protected_resource_metadata(resource_url)
-    if jwt_issuer:  # MCP clients may get a token there instead of using an agent key
-        meta = {
-            **meta,
-            "authorization_servers": [jwt_issuer],
-            "resource_documentation": "Authenticate with an agent API key (Authorization: Bearer wk_...) "
-            f"or an access token from {jwt_issuer} whose audience is {resource_url}",
-        }
+    meta = protected_resource_metadata(resource_url, jwt_issuer)
 
-    @router.get("/.well-known/oauth-protected-resource/mcp", tags=["mcp"])
-    @router.get("/.well-known/oauth-protected-resource", tags=["mcp"])
     async def prm() -> dict[str, Any]:
         return meta
+
+    # RFC 9728 §3.1: the well-known path followed by the resource's path (one place builds it);
+    # the bare well-known path too, for clients that look there first
+    for path in dict.fromkeys((metadata_path(resource_url), WELL_KNOWN)):
+        router.add_api_route(path, prm, methods=["GET"], tags=["mcp"])
 
     @router.post("/v1/agent-keys", status_code=201, tags=["agent keys"])
     async def create_key(body: AgentKeyCreate, actor: str = Admin, keys: AgentKeys = Depends(_keys)) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from warden_proxy.approvals import AskApproval
 from warden_proxy.errors import InvalidArguments
 from warden_proxy.federation import Federation
 from warden_proxy.mcp_fast import FastPath
+from warden_proxy.rfc9728 import metadata_url
 from warden_proxy.service import CallPipeline
 
 __all__ = ["McpEndpoint"]
@@ -59,6 +60,7 @@ class McpEndpoint:
         self.pipeline = pipeline
         self.keys = keys
         self.resource_url = resource_url
+        self.metadata_url = metadata_url(resource_url)
         self.server: Server[Any] = Server(
             "warden",
             version="0.1.0",
@@ -186,7 +188,7 @@ class McpEndpoint:
             principal = await self.keys.authenticate(authorization)
             scope[_SCOPE_KEY] = principal.with_jwe(jwe)
         except WardenError as e:
-            await self._unauthorized(send, e.message)
+            await self._unauthorized(send, e.message, presented=bool(authorization))
             return False
         return True
 
@@ -214,16 +216,21 @@ class McpEndpoint:
         async with self.sse.connect_sse(scope, receive, send) as (read, write):
             await self.server.run(read, write, self.server.create_initialization_options())
 
-    async def _unauthorized(self, send: Send, message: str) -> None:
-        meta = self.resource_url.rstrip("/").replace("/mcp", "") + "/.well-known/oauth-protected-resource/mcp"
-        body = json.dumps({"error": "invalid_token", "error_description": message}).encode()
+    async def _unauthorized(self, send: Send, message: str, *, presented: bool) -> None:
+        # RFC 6750 §3.1: no error code when the request carried no credentials at all
+        challenge = f'Bearer resource_metadata="{self.metadata_url}"'
+        if presented:
+            challenge = f'Bearer error="invalid_token", resource_metadata="{self.metadata_url}"'
+        body = json.dumps(
+            {"error": "invalid_token" if presented else "unauthorized", "error_description": message}
+        ).encode()
         await send(
             {
                 "type": "http.response.start",
                 "status": 401,
                 "headers": [
                     (b"content-type", b"application/json"),
-                    (b"www-authenticate", f'Bearer error="invalid_token", resource_metadata="{meta}"'.encode()),
+                    (b"www-authenticate", challenge.encode()),
                     (b"content-length", str(len(body)).encode()),
                 ],
             }
@@ -316,14 +323,3 @@ def _progress_forwarder(
             await ctx.session.send_progress_notification(token, progress, total, message)
 
     return forward
-
-
-def protected_resource_metadata(resource_url: str) -> dict[str, Any]:
-    """RFC 9728 metadata for the MCP endpoint: agents authenticate with Warden API keys."""
-    return {
-        "resource": resource_url,
-        "authorization_servers": [],
-        "bearer_methods_supported": ["header"],
-        "resource_name": "Warden MCP gateway",
-        "resource_documentation": "Authenticate with an agent API key: Authorization: Bearer wk_...",
-    }

@@ -213,7 +213,11 @@ class CallPipeline(ConsentFlow):
         # the verdict and its message are python-jsonschema's: the fast one only says "valid" sooner
         err = jsonschema.exceptions.best_match(v[1].iter_errors(arguments))
         if err is not None:
-            where = "/".join(str(p) for p in err.absolute_path) or "(arguments)"
+            path = [str(p) for p in err.absolute_path]
+            if err.validator == "required" and isinstance(err.instance, dict):
+                # "'x' is a required property" is about the object: name the missing field
+                path += [r for r in err.validator_value if r not in err.instance][:1]
+            where = "/".join(path) or "(arguments)"
             raise InvalidArguments(f"invalid argument {where}: {_short(err)}", details={"field": where})
 
     # -- the pipeline --------------------------------------------------------------------
