@@ -32,7 +32,7 @@ test-e2e: install
 lint:  ## ruff (format + check) and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy libs/common/src
+	$(BIN)/mypy $(wildcard libs/*/src services/*/src)
 
 bench: install  ## every benchmark, printing ratios against a baseline measured in the same run
 	$(BIN)/python -m bench

@@ -23,22 +23,22 @@ __all__ = ["build_app", "build_server"]
 def build_server() -> MCPServer:
     mcp = MCPServer("warden-demo")
 
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
     def echo(text: str) -> str:
         """Echo the text back."""
         return text
 
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
     def add(a: int, b: int) -> int:
         """Add two integers."""
         return a + b
 
-    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
+    @mcp.tool(annotations=ToolAnnotations(read_only_hint=True))
     def utc_now() -> str:
         """The current UTC time, ISO 8601."""
         return datetime.now(UTC).isoformat()
 
-    @mcp.tool(annotations=ToolAnnotations(destructiveHint=True))
+    @mcp.tool(annotations=ToolAnnotations(destructive_hint=True))
     def delete_note(note_id: str) -> str:
         """Delete a note by id (demo: nothing is really deleted)."""
         return f"deleted {note_id}"

@@ -7,6 +7,7 @@ egress) to list a connector's tools for `test`. OAuth connections live in `conne
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 import uuid
@@ -309,7 +310,7 @@ class ConnectorService(CredentialDesk):
         self._emit(EventType.connector_disconnected, row, actor, user=user, revoked=_revocation_summary(revoked))
         return await self.connections.connection(row, user)
 
-    async def user_connections(self, user: str) -> list[dict[str, Any]]:
+    async def user_connections(self, user: str) -> builtins.list[dict[str, Any]]:
         """The user's connection to every per-user connector that is not disconnected."""
         rows = await self.store.list(None)
         return [

@@ -41,7 +41,7 @@ class Principal:
         return replace(self, jwe=jwe) if jwe else self
 
     def actor(self) -> Actor:
-        return Actor(kind=self.kind if self.kind in ("agent", "user") else "service", id=self.id)
+        return Actor(kind="agent" if self.kind == "agent" else "user" if self.kind == "user" else "service", id=self.id)
 
 
 class AgentKeyCreate(BaseModel):

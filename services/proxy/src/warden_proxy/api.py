@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
@@ -30,7 +31,7 @@ def _approvals(request: Request) -> Approvals:
     return a
 
 
-def build_router(admin: object, resource_url: str, *, jwt_issuer: str | None = None) -> APIRouter:
+def build_router(admin: Callable[..., Any], resource_url: str, *, jwt_issuer: str | None = None) -> APIRouter:
     router = APIRouter()
     Admin = Depends(admin)  # noqa: N806
     meta = protected_resource_metadata(resource_url, jwt_issuer)

@@ -79,8 +79,11 @@ class DurableCalls:
         )
         self._task = asyncio.create_task(self._loop(), name="durable-calls")
         await self.bus.serve_on(
-            f"{self.bus.root}.{_VERSION}.durable.status.*", DurableStatus, self._status, with_msg=True
-        )  # type: ignore[arg-type]
+            f"{self.bus.root}.{_VERSION}.durable.status.*",
+            DurableStatus,
+            self._status,  # type: ignore[arg-type]  # with_msg: the handler also gets the message
+            with_msg=True,
+        )
 
     async def _status(self, req: DurableStatus, m: Msg) -> DurableResult:
         profile = m.subject.rsplit(".", 1)[-1]

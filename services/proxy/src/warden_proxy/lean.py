@@ -90,7 +90,7 @@ class LeanSession:
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             follow_redirects=False,
-            **({"transport": PinnedTransport(PinnedBackend(policy, timeout_s=timeout_s))} if policy else {}),
+            transport=PinnedTransport(PinnedBackend(policy, timeout_s=timeout_s)) if policy else None,
         )
         # requests (the hot path) on the lean HTTP/1.1 client; the rest stays on httpx. A guarded
         # session never uses an environment proxy (the guard decides where bytes go).

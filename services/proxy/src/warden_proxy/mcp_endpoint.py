@@ -113,7 +113,7 @@ class McpEndpoint:
         except WardenError as e:
             raise MCPError(types.INTERNAL_ERROR, f"could not list tools: {e.message}") from None
         return types.ListToolsResult(
-            tools=[types.Tool(name=t.name, description=t.description, inputSchema=t.input_schema) for t in tools]
+            tools=[types.Tool(name=t.name, description=t.description, input_schema=t.input_schema) for t in tools]
         )
 
     async def _tool_search(
@@ -140,7 +140,7 @@ class McpEndpoint:
         payload = [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in found]
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=json.dumps({"tools": payload}))],
-            structuredContent={"tools": payload},
+            structured_content={"tools": payload},
         )
 
     async def _call_tool(
@@ -168,7 +168,7 @@ class McpEndpoint:
             text = e.message
             if e.code == ErrorCode.consent_required and (url := e.details.get("consent_url")):
                 text = f"A connection is required before this tool can run. Open {url} to connect, then call again."
-            return types.CallToolResult(content=[types.TextContent(type="text", text=text)], isError=True)
+            return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
         return types.CallToolResult.model_validate(
             {"content": r.content, "structuredContent": r.structured_content, "isError": r.is_error}
         )

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import jsonschema
 import jsonschema_rs
@@ -177,7 +177,7 @@ class CallPipeline(ConsentFlow):
         *,
         force: bool = False,
         jwe: str | None = None,
-        purpose: str = "call",
+        purpose: Literal["call", "discovery"] = "call",
         uncached: bool = False,
     ) -> Credential:
         """The runtime credential, from this replica's cache unless `force` (connectors
