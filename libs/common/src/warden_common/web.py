@@ -23,11 +23,19 @@ from warden_common.tracing import current_trace_id
 
 __all__ = [
     "ReadinessCheck",
+    "openapi_servers",
     "admin_guard",
     "install_error_handlers",
     "ops_router",
     "serve_http",
 ]
+
+
+def openapi_servers(http: HttpSettings) -> list[dict[str, str]] | None:
+    """The OpenAPI `servers` entry: where people and generated clients reach this service
+    (`HTTP__PUBLIC_URL`), when it is set."""
+    return [{"url": http.public_url.rstrip("/")}] if http.public_url else None
+
 
 log = logging.getLogger(__name__)
 ReadinessCheck = Callable[[], Awaitable[str | None]]

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 from warden_common.contracts import Service
 from warden_common.runtime import Runtime, settle_heap
-from warden_common.web import admin_guard, install_error_handlers, ops_router
+from warden_common.web import admin_guard, install_error_handlers, openapi_servers, ops_router
 
 from warden_audit.api import AuditState, build_router
 from warden_audit.handlers import Consumer
@@ -117,6 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         description="Every event Warden published, stored once, chained by hash; query, export, tail, verify.",
         lifespan=lifespan,
+        servers=openapi_servers(settings.http),
     )
     install_error_handlers(app)
     app.include_router(ops_router(runtime.checks() | {"ingest": ingest_check}))

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from warden_common.contracts import Service
 from warden_common.crypto import Sealer
 from warden_common.runtime import Runtime
-from warden_common.web import admin_guard, install_error_handlers, ops_router
+from warden_common.web import admin_guard, install_error_handlers, openapi_servers, ops_router
 
 from warden_connectors.api import build_router
 from warden_connectors.consent import Consent, DbNonceStore
@@ -94,7 +94,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield {"connectors": svc}
             runtime.ready = False
 
-    app = FastAPI(title="Warden connectors", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(title="Warden connectors", version="0.1.0", lifespan=lifespan, servers=openapi_servers(settings.http))
     install_error_handlers(app)
     app.include_router(ops_router(runtime.checks()))
     app.include_router(build_router(admin_guard(settings.admin_token)))

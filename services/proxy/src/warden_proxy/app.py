@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.routing import Route
 from warden_common.contracts import Actor, EventRefs, EventType, Service
 from warden_common.runtime import Runtime, settle_heap
-from warden_common.web import admin_guard, install_error_handlers, ops_router
+from warden_common.web import admin_guard, install_error_handlers, openapi_servers, ops_router
 
 from warden_proxy.agents import AgentKeys
 from warden_proxy.api import build_router
@@ -98,6 +98,7 @@ def create_app(settings: Settings) -> FastAPI:
                 credential_skew_s=settings.credential_skew_s,
                 breakers=Breakers(settings.breaker_threshold, settings.breaker_cooldown_s),
                 consent_wait_s=settings.consent_wait_s,
+                max_argument_bytes=settings.max_argument_bytes,
             )
             allowed = settings.allowed_hosts
             if not allowed and settings.http.host in ("127.0.0.1", "localhost", "::1"):
@@ -120,7 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
                 await jwt.aclose()
             await runtime.stop()
 
-    app = _ProxyApp(title="Warden proxy", version="0.1.0", lifespan=lifespan)
+    app = _ProxyApp(title="Warden proxy", version="0.1.0", lifespan=lifespan, servers=openapi_servers(settings.http))
     app.mcp_target = lambda: holder.get("endpoint")  # type: ignore[method-assign]
     install_error_handlers(app)
     app.include_router(ops_router(runtime.checks()))

@@ -6,6 +6,7 @@ from warden_common.contracts import ErrorCode
 from warden_common.errors import BadInput, Forbidden, NotFound, Unauthorized, Unavailable, WardenError
 
 __all__ = [
+    "ArgumentsTooLarge",
     "BadInput",
     "ConsentFailed",
     "Forbidden",
@@ -19,6 +20,12 @@ __all__ = [
 
 class InvalidArguments(BadInput):
     """Arguments do not match the tool's input schema; says which field."""
+
+
+class ArgumentsTooLarge(InvalidArguments):
+    """The call's arguments are larger than `WARDEN_PROXY_MAX_ARGUMENT_BYTES`."""
+
+    http_status = 413
 
 
 class UpstreamError(WardenError):

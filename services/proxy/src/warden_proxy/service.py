@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import os
 import time
@@ -19,6 +20,7 @@ from typing import Any, Literal
 import jsonschema
 import jsonschema_rs
 import mcp_types as types
+import orjson
 from jsonschema.exceptions import SchemaError, ValidationError
 from prometheus_client import Counter
 from warden_common.bus import Bus
@@ -48,7 +50,7 @@ from warden_proxy.agents import Principal
 from warden_proxy.approvals import Approvals, AskApproval
 from warden_proxy.breaker import Breakers
 from warden_proxy.consent import ConsentFlow, insufficient_scope
-from warden_proxy.errors import BadInput, InvalidArguments, UpstreamError
+from warden_proxy.errors import ArgumentsTooLarge, BadInput, InvalidArguments, UpstreamError
 from warden_proxy.upstream import UpstreamPool, UpstreamUnauthorized
 
 __all__ = ["CallPipeline"]
@@ -105,7 +107,9 @@ class CallPipeline(ConsentFlow):
         credential_skew_s: float,
         breakers: Breakers | None = None,
         consent_wait_s: float = 120.0,
+        max_argument_bytes: int = 1_000_000,
     ) -> None:
+        self.max_argument_bytes = max_argument_bytes
         self.bus = bus
         self.pool = pool
         self.approvals = approvals
@@ -261,6 +265,12 @@ class CallPipeline(ConsentFlow):
         refs = EventRefs(tool=tool, profile=principal.profile, call_id=call_id, user=principal.user)
         self._event(EventType.call_requested, principal, refs, status="requested", data={"arguments": arguments})
         try:
+            if arguments and (size := _json_size(arguments)) > self.max_argument_bytes:
+                raise ArgumentsTooLarge(
+                    f"the arguments are {size:,} bytes of JSON; this gateway takes at most "
+                    f"{self.max_argument_bytes:,} (WARDEN_PROXY_MAX_ARGUMENT_BYTES)",
+                    details={"field": "(arguments)", "size": size, "limit": self.max_argument_bytes},
+                )
             resolved = await self.resolve(principal.profile, tool)
             refs = EventRefs(  # a bare name is recorded as the catalog's, so `<alias>__*` filters find it
                 tool=resolved.registered_name or tool,
@@ -377,6 +387,13 @@ class CallPipeline(ConsentFlow):
                 for t in tools
             ],
         )
+
+
+def _json_size(value: Any) -> int:
+    try:
+        return len(orjson.dumps(value))
+    except orjson.JSONEncodeError:  # an integer past 64 bits: the standard library writes it
+        return len(json.dumps(value, default=str))
 
 
 def _no_remote_refs(uri: str) -> Any:

@@ -28,7 +28,8 @@ class Settings(ServiceSettings):
     consent_wait_s: float = Field(default=120.0, gt=0, le=3600)
     # a durable call not acked within this long is redelivered (kept alive while running)
     durable_ack_wait_s: float = Field(default=30.0, ge=1, le=3600)
-    max_argument_bytes: int = Field(default=1_000_000, ge=1024)
+    # a call whose arguments are larger (as JSON) is refused: -32602 on MCP, 413 over HTTP
+    max_argument_bytes: int = Field(default=1_000_000, ge=1024, le=64 * 1024 * 1024)
     # Host header values the MCP endpoint accepts (DNS-rebinding guard); empty = any
     allowed_hosts: list[str] = Field(default_factory=list)
     # optional: callers with a bearer JWT from this issuer (an enterprise IdP) besides agent keys

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from warden_common.contracts import Service
 from warden_common.runtime import Runtime
-from warden_common.web import admin_guard, install_error_handlers, ops_router
+from warden_common.web import admin_guard, install_error_handlers, openapi_servers, ops_router
 
 from warden_registry.api import build_router
 from warden_registry.handlers import register_handlers
@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         description="The tool catalog, behavior profiles and their grants.",
         lifespan=lifespan,
+        servers=openapi_servers(settings.http),
     )
     install_error_handlers(app)
     app.include_router(ops_router(runtime.checks() | {"search": search_check}))
