@@ -1,4 +1,5 @@
-"""WARDEN_CONNECTORS_CLIENT_METADATA_URL: Warden's client ID metadata document (CIMD)."""
+"""Connectors settings: WARDEN_CONNECTORS_CLIENT_METADATA_URL (Warden's client ID metadata
+document, CIMD) and WARDEN_CONNECTORS_STATE_TTL_S (how long a consent link is valid)."""
 
 from __future__ import annotations
 
@@ -31,3 +32,11 @@ def test_the_document_names_the_url_as_client_id_and_the_callback_as_redirect_ur
 def test_a_url_the_draft_forbids_is_refused_at_start(bad: str) -> None:
     with pytest.raises(ValidationError):
         _settings(client_metadata_url=bad)
+
+
+def test_the_consent_link_lifetime_is_a_bounded_setting() -> None:
+    assert _settings().state_ttl_s == 600
+    assert _settings(state_ttl_s=1800).state_ttl_s == 1800
+    for bad in (30, 7200):
+        with pytest.raises(ValidationError):
+            _settings(state_ttl_s=bad)

@@ -240,6 +240,19 @@ async def test_expired_state_is_refused(env: Env) -> None:
     assert "10 minutes" in ei.value.message
 
 
+async def test_the_state_lifetime_follows_the_setting(env: Env) -> None:
+    now = [time.time()]
+    codec = StateCodec(secrets.token_bytes(32), InMemoryNonceStore(), ttl_s=120, clock=lambda: now[0])
+    client = await _dcr_client(env)
+    req = authorization_url(env.server, client, codec, connector_id="c1", user="ivan")
+    assert req.flow.expires_at - req.flow.issued_at == 120
+    params = await follow_consent(req.url)
+    now[0] += 121
+    with pytest.raises(StateExpired) as ei:
+        await complete(env.http, env.server, client, codec, params, user="ivan")
+    assert "2 minutes" in ei.value.message
+
+
 async def test_state_from_another_person_is_refused(env: Env) -> None:
     client = await _dcr_client(env)
     req = authorization_url(env.server, client, env.codec, connector_id="c1", user="judy")

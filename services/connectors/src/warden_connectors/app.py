@@ -74,7 +74,9 @@ def create_app(settings: Settings) -> FastAPI:
                 store,
                 sealer,
                 http,
-                StateCodec(skey, DbNonceStore(store), old_keys=state_old_keys(settings, keys)),
+                StateCodec(
+                    skey, DbNonceStore(store), ttl_s=settings.state_ttl_s, old_keys=state_old_keys(settings, keys)
+                ),
                 redirect_uri=settings.redirect_uri(),
                 discovery=DiscoveryCache(ttl_s=300),
                 client_name=settings.client_name,

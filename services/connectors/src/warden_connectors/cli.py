@@ -147,7 +147,7 @@ def add(
     if not view.get("consent_url"):  # client credentials: connected already
         out.print(f"[green]{name} is connected[/green] (client credentials)")
         return
-    out.print(f"open this URL to authorize (valid 10 minutes, once):\n{view['consent_url']}", soft_wrap=True)
+    out.print(f"open this URL to authorize ({_validity(view)}):\n{view['consent_url']}", soft_wrap=True)
     _wait_connected(api, name, None, wait_timeout)
 
 
@@ -204,7 +204,7 @@ def reconnect(name: str, wait_timeout: float = _WAIT, url: str = _URL, token: st
     if not started.get("consent_url"):
         out.print(f"[green]{name} is connected[/green] (client credentials)")
         return
-    out.print(f"open this URL to authorize (valid 10 minutes, once):\n{started['consent_url']}", soft_wrap=True)
+    out.print(f"open this URL to authorize ({_validity(started)}):\n{started['consent_url']}", soft_wrap=True)
     since = before or time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(0))
     _wait_connected(api, name, since, wait_timeout)
 
@@ -227,3 +227,8 @@ def remove(
 
 if __name__ == "__main__":
     app()
+
+
+def _validity(answer: dict[str, Any]) -> str:
+    expires = answer.get("expires_at") or answer.get("consent_expires_at")
+    return f"once, until {expires}" if expires else "once"

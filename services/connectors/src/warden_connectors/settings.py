@@ -22,6 +22,8 @@ class Settings(ServiceSettings):
     # key of the consent `state` (32+ bytes, every replica the same); default: derived from the
     # active key-encryption key
     state_key: SecretStr | None = None
+    # how long a consent link (its signed, single-use `state`) stays valid
+    state_ttl_s: float = Field(default=600.0, ge=60, le=3600)
     # refresh an access token this long before it expires (at most half its lifetime)
     refresh_skew_s: float = Field(default=60.0, ge=0, le=3600)
     # each request to an authorization server

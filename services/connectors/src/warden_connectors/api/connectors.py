@@ -68,7 +68,8 @@ def build_admin_router(admin: Callable[..., Any]) -> APIRouter:
 
     @router.post("/{name}/authorize")
     async def authorize(name: str, actor: str = Admin, s: ConnectorService = Svc) -> dict[str, Any]:
-        """An organization-wide consent URL (valid 10 minutes, single use)."""
+        """An organization-wide consent URL (single use, valid until `expires_at`:
+        `WARDEN_CONNECTORS_STATE_TTL_S`, 10 minutes by default)."""
         return _consent(await s.authorize(name, actor))
 
     @router.post("/{name}/reconnect")

@@ -18,7 +18,7 @@
     ├── RegistrationUnavailable    409 invalid   no registered client, no CIMD, no DCR: says what to set
     ├── RegistrationRejected       424 invalid   the AS refused dynamic registration
     ├── StateInvalid               400 forbidden forged, malformed or for another key
-    │   ├── StateExpired                         older than its TTL (10 minutes)
+    │   ├── StateExpired                         older than its TTL (STATE_TTL_S, 10 minutes)
     │   ├── StateReplayed                        its nonce was already consumed
     │   └── StateUserMismatch                    the callback is not from the person who started it
     ├── AuthorizationFailed        400 forbidden the AS redirected back with `error=...`

@@ -181,7 +181,7 @@ class StateCodec:
             raise StateInvalid("the consent link is not valid (unreadable state); start the connection again") from None
         if self._clock() >= fs.expires_at:
             raise StateExpired(
-                "the consent link expired (it is valid for 10 minutes); start the connection again",
+                f"the consent link expired (it is valid for {_minutes(self.ttl_s)}); start the connection again",
                 details={"connector_id": fs.connector_id},
             )
         return fs
@@ -202,3 +202,8 @@ class StateCodec:
                 details={"connector_id": fs.connector_id},
             )
         return fs
+
+
+def _minutes(seconds: float) -> str:
+    m = round(seconds / 60)
+    return "1 minute" if m == 1 else f"{m} minutes"
