@@ -111,8 +111,11 @@ async def test_resources_prompts_and_completion_of_a_granted_connector(stack: St
             page = await admin.req("GET", "audit", "/v1/events", params={"type": type, "connector": c})
             return list(page["items"])
 
-        reads = await wait_for(lambda: audited("resource.read"), timeout=10)
-        assert {"test://static-text", "test://static-binary"} <= {e["data"]["uri"] for e in reads}
+        async def both_reads() -> list[dict[str, Any]]:
+            got = await audited("resource.read")
+            return got if {"test://static-text", "test://static-binary"} <= {e["data"]["uri"] for e in got} else []
+
+        reads = await wait_for(both_reads, timeout=10)  # the events arrive one by one
         assert all("contents" not in e["data"] and "text" not in e["data"] for e in reads)  # never contents
         fetched = await wait_for(lambda: audited("prompt.fetched"), timeout=10)
         assert fetched[0]["data"]["prompt"] == "test_prompt_with_arguments"

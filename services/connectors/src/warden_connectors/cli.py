@@ -225,10 +225,10 @@ def remove(
     out.print(f"removed {name}")
 
 
-if __name__ == "__main__":
-    app()
-
-
 def _validity(answer: dict[str, Any]) -> str:
     expires = answer.get("expires_at") or answer.get("consent_expires_at")
     return f"once, until {expires}" if expires else "once"
+
+
+if __name__ == "__main__":
+    app()
