@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -157,3 +159,125 @@ async def test_jwt_passthrough_decrypts_verifies_and_substitutes_the_site_token(
             assert r.status_code >= 400 or r.json().get("is_error"), r.text
             refused.append(r.text)
         assert good not in "".join(refused) and sent[7:] not in "".join(refused)
+
+
+async def _cli(stack: Stack, *args: str, stdin: bytes = b"", env: dict[str, str] | None = None) -> tuple[int, str]:
+    import asyncio
+    import os
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "warden_connectors.cli",
+        *args,
+        env={
+            **os.environ,
+            "WARDEN_CONNECTORS_URL": stack.urls["connectors"],
+            "WARDEN_ADMIN_TOKEN": stack.admin_token,
+            "COLUMNS": "200",
+            **(env or {}),
+        },
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        so, se = await proc.communicate(stdin)
+    return proc.returncode or 0, so.decode() + se.decode()
+
+
+async def test_cli_adds_static_connectors_whose_secret_never_shows(stack: Stack) -> None:
+    """`warden connectors add --auth bearer|api-key|headers|none`: the secret from stdin or the
+    environment (never argv), sealed, working through the proxy, in no output."""
+    bearer, api_key, hdr = "tok-" + "b" * 24, "key-" + "k" * 24, "hdr-" + "h" * 24
+    seen: list[dict[bytes, bytes]] = []
+
+    def check(h: dict[bytes, bytes]) -> bool:
+        seen.append(h)
+        return True
+
+    async with header_upstream(check) as (url, _), admin_client(stack) as admin:
+        b, k, h, n = ("s" + secrets.token_hex(3) for _ in range(4))
+        expiry = (datetime.now(UTC) + timedelta(days=2)).date().isoformat()
+        code, text = await _cli(
+            stack, "add", "--name", b, "--mcp-server-url", url, "--auth", "bearer", "--secret-stdin",
+            "--expires-at", expiry, stdin=bearer.encode(),
+        )  # fmt: skip
+        assert code == 0 and f"added {b} (bearer): active, expires {expiry}" in text, text
+        code, text = await _cli(
+            stack, "add", "--name", k, "--mcp-server-url", url, "--auth", "api-key", "--api-key-header", "X-Test-Key",
+            env={"WARDEN_STATIC_SECRET": api_key},
+        )  # fmt: skip
+        assert code == 0 and "active" in text, text
+        code, text = await _cli(
+            stack, "add", "--name", h, "--mcp-server-url", url, "--auth", "headers", "--header", "X-Team-Token",
+            "--secret-stdin", stdin=json.dumps({"X-Team-Token": hdr}).encode(),
+        )  # fmt: skip
+        assert code == 0 and "active" in text, text
+        code, text = await _cli(stack, "add", "--name", n, "--mcp-server-url", url, "--auth", "none")
+        assert code == 0 and "active" in text, text
+        for c in (b, k, h, n):
+            await admin.register(c, [{"name": "echo"}])
+        key = await admin.key(await admin.profile([f"{c}__echo" for c in (b, k, h, n)]))
+        for c in (b, k, h, n):
+            r = await _call(stack, key, f"{c}__echo", {"text": c})
+            assert r.status_code == 200, r.text
+        sent = [dict(x) for x in seen]
+        assert any(x.get(b"authorization") == f"Bearer {bearer}".encode() for x in sent)
+        assert any(x.get(b"x-test-key") == api_key.encode() for x in sent)
+        assert any(x.get(b"x-team-token") == hdr.encode() for x in sent)
+        code, text = await _cli(stack, "show", b)
+        assert code == 0 and '"secret_stored": true' in text and bearer not in text
+        for c in (k, h):
+            code, text = await _cli(stack, "json", c)
+            assert code == 0 and api_key not in text and hdr not in text
+        # mistakes are usage errors that name the fix
+        code, text = await _cli(stack, "add", "--name", "x1", "--mcp-server-url", url, "--auth", "basic")
+        assert code == 2 and "oauth2, none, bearer, api-key or headers" in text
+        code, text = await _cli(
+            stack, "add", "--name", "x2", "--mcp-server-url", url, "--auth", "headers", "--header", "X-A",
+            "--secret-stdin", stdin=b'{"X-B": "v"}',
+        )  # fmt: skip
+        assert code == 2 and "no value given for X-A" in text
+        code, text = await _cli(
+            stack, "add", "--name", "x3", "--mcp-server-url", url, "--auth", "bearer", "--secret-stdin",
+            "--expires-at", "next week", stdin=b"t",
+        )  # fmt: skip
+        assert code == 2 and "ISO 8601" in text
+        code, text = await _cli(stack, "--help")
+        assert "add, list, show, json, test, disconnect, reconnect, remove" in text  # no `authorize` command
+        assert "authorize" not in text.split("Commands")[1]
+
+
+async def test_an_expired_static_credential_is_expired_and_needs_attention(stack: Stack) -> None:
+    async with header_upstream(lambda h: True) as (url, _), admin_client(stack) as admin:
+        c = await admin.connector(
+            url, "tok-" + "e" * 20, expires_at=(datetime.now(UTC) + timedelta(days=1)).isoformat()
+        )
+        assert (await admin.req("GET", "connectors", f"/v1/connectors/{c}"))["status"] == "active"
+        await admin.req(
+            "PATCH",
+            "connectors",
+            f"/v1/connectors/{c}",
+            json={"expires_at": (datetime.now(UTC) - timedelta(minutes=1)).isoformat()},
+        )
+        shown = await admin.req("GET", "connectors", f"/v1/connectors/{c}")
+        assert shown["status"] == "expired" and "expired" in shown["status_reason"]
+        attention = await admin.req("GET", "connectors", "/v1/connectors", params={"status": "needs_attention"})
+        assert c in {x["name"] for x in attention}
+        active = await admin.req("GET", "connectors", "/v1/connectors", params={"status": "active"})
+        assert c not in {x["name"] for x in active}
+
+
+async def test_a_registered_client_with_a_secret_method_needs_its_secret(stack: Stack) -> None:
+    async with admin_client(stack) as admin:
+        r = await admin.http.post(
+            f"{stack.urls['connectors']}/v1/connectors",
+            json={
+                "name": "nosecret",
+                "url": "https://example.com/mcp",
+                "auth": {"type": "oauth2", "client_id": "abc", "token_endpoint_auth_method": "client_secret_post"},
+            },
+        )
+        assert r.status_code == 400 and "needs the client_secret" in r.json()["error"]["message"]

@@ -52,3 +52,28 @@ async def test_cli_discovers_registers_grants_and_revokes(registry: Registry, pr
         runner.invoke, tools_app, ["list"], env={**env, "WARDEN_ADMIN_TOKEN": "wrong-token-00000000"}
     )
     assert res.exit_code == 1 and "401" in res.output
+
+
+async def test_cli_sets_a_tools_operation_and_flags(registry: Registry, proxy: ProxyStandIn) -> None:
+    runner = CliRunner()
+    env = {"WARDEN_REGISTRY_URL": registry.url, "WARDEN_ADMIN_TOKEN": registry.token}
+
+    async def cli(*args: str, code: int = 0) -> str:
+        res = await asyncio.to_thread(runner.invoke, tools_app, list(args), env=env)
+        assert res.exit_code == code, res.output
+        return res.output
+
+    c = unique()
+    async with mcp_upstream([mcp_tool("get_doc", "Get a doc.", OBJ)]) as up:
+        proxy.upstreams[c] = up.url
+        await cli("register", c, "get_doc")
+    name = f"{c}__get_doc"
+    out = await cli("set", name, "--operation", "write", "--manual", "--deferred", "--disabled", "--favorite")
+    assert out.startswith("write") and {"manual", "deferred", "disabled", "favorite"} <= set(out.split()[-1].split(","))
+    shown = await cli("show", name)
+    assert '"operation": "write"' in shown and '"auto_approve": false' in shown and '"enabled": false' in shown
+    out = await cli("set", name, "--operation", "read", "--auto-approve", "--listed", "--enabled", "--no-favorite")
+    assert out.startswith("read") and out.split()[-1] == name  # no flag left
+    assert "--operation" in await cli("set", name, code=2)  # nothing to change: a usage error, not a no-op
+    assert "read or write" in await cli("set", name, "--operation", "delete", code=2)
+    assert "404" in await cli("set", f"{c}__nope", "--favorite", code=1)

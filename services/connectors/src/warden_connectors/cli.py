@@ -19,7 +19,7 @@ from rich.table import Table
 
 __all__ = ["app"]
 
-app = typer.Typer(no_args_is_help=True, help="Connectors: add, authorize, show, disconnect, remove.")
+app = typer.Typer(no_args_is_help=True, help="Connectors: add, list, show, json, test, disconnect, reconnect, remove.")
 out = Console()
 err = Console(stderr=True)
 
@@ -103,13 +103,45 @@ def add(
     revocation_endpoint: str | None = typer.Option(None, "--revocation-endpoint"),
     per_user: bool = typer.Option(False, "--per-user", help="each user connects their own account"),
     description: str = typer.Option("", "--description"),
+    auth_kind: str = typer.Option(
+        "oauth2",
+        "--auth",
+        help="oauth2 (default) | none | bearer | api-key | headers: the static kinds need no consent",
+    ),
+    api_key_header: str = typer.Option("X-API-Key", "--api-key-header", help="header that carries the API key"),
+    header: list[str] = typer.Option(
+        [], "--header", help="NAME for --auth headers (repeatable); the values are read as a JSON object, see below"
+    ),
+    secret_stdin: bool = typer.Option(
+        False,
+        "--secret-stdin",
+        help="read the static secret from stdin (bearer token, API key, or a JSON object of header values); "
+        "else $WARDEN_STATIC_SECRET, else a hidden prompt",
+    ),
+    expires_at: str | None = typer.Option(
+        None, "--expires-at", help="when the static credential stops working (ISO 8601 date or time)"
+    ),
     wait_timeout: float = _WAIT,
     url: str = _URL,
     token: str = _TOKEN,
 ) -> None:
-    """Add an OAuth connector, print its consent URL and wait until it is connected."""
+    """Add a connector. OAuth (default): print its consent URL and wait until it is connected.
+    Static (--auth none | bearer | api-key | headers): store the credential sealed and connect at once."""
     import os
 
+    if auth_kind != "oauth2":
+        body = {
+            "name": name,
+            "url": mcp_server_url,
+            "description": description,
+            "auth": _static_auth(auth_kind, api_key_header, header, secret_stdin),
+        }
+        if expires_at is not None:
+            body["expires_at"] = _iso(expires_at)
+        view = _Api(url, token)("POST", "/v1/connectors", json=body)
+        until = f", expires {view['expires_at']}" if view.get("expires_at") else ""
+        out.print(f"added [bold]{name}[/bold] ({auth_kind}): {view['status']}{until}")
+        return
     auth: dict[str, Any] = {"type": "oauth2", "use_dcr": dcr}
     if client_credentials:
         auth["grant_type"] = "client_credentials"
@@ -223,6 +255,52 @@ def remove(
         raise typer.Exit(1)
     _Api(url, token)("DELETE", f"/v1/connectors/{name}")
     out.print(f"removed {name}")
+
+
+_STATIC = {"none", "bearer", "api-key", "headers"}
+
+
+def _static_auth(kind: str, api_key_header: str, names: list[str], from_stdin: bool) -> dict[str, Any]:
+    """The create body's `auth` for a static kind; the secret never comes from argv."""
+    import os
+    import sys
+
+    if kind not in _STATIC:
+        raise typer.BadParameter(f"{kind!r}: use oauth2, none, bearer, api-key or headers", param_hint="--auth")
+    if kind == "none":
+        return {"type": "none"}
+    if from_stdin:
+        secret = sys.stdin.read().strip()
+    else:
+        secret = os.environ.get("WARDEN_STATIC_SECRET") or typer.prompt(f"{kind} secret", hide_input=True)
+    if not secret:
+        raise typer.BadParameter("the secret is empty", param_hint="--secret-stdin / $WARDEN_STATIC_SECRET")
+    if kind == "bearer":
+        return {"type": "bearer", "token": secret}
+    if kind == "api-key":
+        return {"type": "api_key", "header": api_key_header, "key": secret}
+    try:
+        values = json.loads(secret)
+    except ValueError:
+        raise typer.BadParameter(
+            'for --auth headers the secret is a JSON object: {"X-Name": "value", ...}', param_hint="--secret-stdin"
+        ) from None
+    if not isinstance(values, dict) or not values or not all(isinstance(v, str) for v in values.values()):
+        raise typer.BadParameter('a JSON object of header values: {"X-Name": "value"}', param_hint="--secret-stdin")
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise typer.BadParameter(f"no value given for {', '.join(missing)}", param_hint="--header")
+    return {"type": "custom_headers", "headers": values}
+
+
+def _iso(value: str) -> str:
+    from datetime import UTC, datetime
+
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not an ISO 8601 date or time", param_hint="--expires-at") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).isoformat()
 
 
 def _validity(answer: dict[str, Any]) -> str:

@@ -152,6 +152,15 @@ class OAuth2Auth(_Strict):
             raise ValueError("client_credentials needs the client_id (and its secret or private key)")
         if self.token_endpoint_auth_method == "private_key_jwt" and self.private_key is None:
             raise ValueError("private_key_jwt needs private_key (the client's PEM private key)")
+        if (
+            self.token_endpoint_auth_method in ("client_secret_post", "client_secret_basic")
+            and self.client_id
+            and self.client_secret is None
+        ):
+            raise ValueError(
+                f"token_endpoint_auth_method {self.token_endpoint_auth_method} needs the client_secret of client"
+                f" {self.client_id!r} (or use none for a public client, or leave client_id out to register one)"
+            )
         if self.private_key is not None and self.token_endpoint_auth_method not in (None, "private_key_jwt"):
             raise ValueError("private_key is only used with token_endpoint_auth_method private_key_jwt")
         return self

@@ -27,6 +27,9 @@ _TOKEN_COLUMNS = (
     "connector_id, user_key, sealed, expires_at, scopes, version, status, status_reason, updated_at,"
     " obtained_at, issuer, client_id"
 )
+# what `status` says, except that an active connector whose static credential has passed its
+# expiry is `expired` (nothing flips the stored status at that instant; views.render agrees)
+_EFFECTIVE_STATUS = "(CASE WHEN status = 'active' AND secret_expires_at <= now() THEN 'expired' ELSE status END)"
 
 
 def lock_key(*parts: object) -> int:
@@ -85,10 +88,10 @@ class Store:
 
     async def list(self, statuses: list[str] | None = None, *, or_step_up: bool = False) -> list[ConnectorRow]:
         """Connectors in these statuses (all when None); `or_step_up` adds those waiting for
-        an admin to grant more scopes."""
+        an admin to grant more scopes. A static credential past its expiry counts as `expired`."""
         if statuses:
             return await self.pool.fetch(
-                f"SELECT {_COLUMNS} FROM connectors WHERE status = ANY($1::text[])"
+                f"SELECT {_COLUMNS} FROM connectors WHERE {_EFFECTIVE_STATUS} = ANY($1::text[])"
                 " OR ($2 AND cardinality(step_up_scopes) > 0) ORDER BY name",
                 statuses,
                 or_step_up,

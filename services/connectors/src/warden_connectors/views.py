@@ -14,10 +14,13 @@ __all__ = ["as_json", "render"]
 def render(row: ConnectorRow, warning_days: int) -> ConnectorView:
     warnings: list[str] = []
     exp = row["secret_expires_at"]
+    status, reason = row["status"], row["status_reason"]
     if exp is not None:
         now = datetime.now(UTC)
         if exp <= now:
             warnings.append(f"the credential expired on {exp.date().isoformat()}")
+            if status == "active":  # the same rule as the store's listing by status
+                status, reason = "expired", f"the static credential expired at {exp.isoformat()}: set a new one"
         elif exp - now <= timedelta(days=warning_days):
             warnings.append(f"the credential expires on {exp.date().isoformat()}")
     if row["step_up_scopes"]:
@@ -34,8 +37,8 @@ def render(row: ConnectorRow, warning_days: int) -> ConnectorView:
         auth_type=row["auth_type"],
         auth_config=dict(row["auth_config"]),
         secret_stored=row["secret_sealed"] is not None,
-        status=row["status"],
-        status_reason=row["status_reason"],
+        status=status,
+        status_reason=reason,
         warnings=warnings,
         config_version=row["config_version"],
         expires_at=exp,

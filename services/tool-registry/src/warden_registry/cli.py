@@ -149,6 +149,45 @@ def show(name: str, url: str = URL, token: str = TOKEN) -> None:
     _dump(_req("GET", f"{url}/v1/tools/{name}", token))
 
 
+@tools_app.command("set")
+def set_tool(
+    name: str,
+    operation: str | None = typer.Option(None, "--operation", help="read | write: the fact grants and approvals use"),
+    auto_approve: bool | None = typer.Option(
+        None, "--auto-approve/--manual", help="run without an approval, or hold every call for one"
+    ),
+    deferred: bool | None = typer.Option(None, "--deferred/--listed", help="behind tool_search, or in tools/list"),
+    enabled: bool | None = typer.Option(None, "--enabled/--disabled", help="a disabled tool is refused to everyone"),
+    favorite: bool | None = typer.Option(None, "--favorite/--no-favorite"),
+    as_json: bool = JSON,
+    url: str = URL,
+    token: str = TOKEN,
+) -> None:
+    """Change a registered tool's operation fact or its flags (only the options given)."""
+    if operation is not None and operation not in ("read", "write"):
+        raise typer.BadParameter(f"{operation!r}: read or write", param_hint="--operation")
+    body = {
+        k: v
+        for k, v in {
+            "operation": operation,
+            "auto_approve": auto_approve,
+            "deferred": deferred,
+            "enabled": enabled,
+            "favorite": favorite,
+        }.items()
+        if v is not None
+    }
+    if not body:
+        raise typer.BadParameter(
+            "give at least one of --operation, --auto-approve/--manual, --deferred/--listed, "
+            "--enabled/--disabled, --favorite/--no-favorite"
+        )
+    t = _req("PATCH", f"{url}/v1/tools/{name}", token, json=body)
+    if as_json:
+        return _dump(t)
+    typer.echo(f"{t['operation']:<5} {t['name']:<50} {_flags(t)}")
+
+
 @tools_app.command("search")
 def search(
     profile: str, query: str, k: int = typer.Option(5, "-k", min=1, max=50), url: str = URL, token: str = TOKEN
