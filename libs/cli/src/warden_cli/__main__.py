@@ -22,12 +22,26 @@ def run(
     nats_port: int = typer.Option(4250, help="port of the embedded NATS server"),
     demo_port: int = typer.Option(8090, help="port of the demo MCP server"),
     log_level: str = typer.Option("info"),
+    strict: bool = typer.Option(
+        False,
+        "--strict",
+        help="production guards: upstreams and OAuth servers only over https at public addresses (no demo server)",
+    ),
 ) -> None:
-    """Run Warden on this machine: NATS, Postgres, the four services and a demo MCP server."""
+    """Run Warden on this machine: NATS, Postgres, the four services and a demo MCP server.
+    Without --strict upstreams may also be on loopback over http (never link-local, private or
+    metadata addresses)."""
     from warden_cli.run import run as _run
 
     raise typer.Exit(
-        _run(data_dir=data_dir, base_port=base_port, nats_port=nats_port, demo_port=demo_port, log_level=log_level)
+        _run(
+            data_dir=data_dir,
+            base_port=base_port,
+            nats_port=nats_port,
+            demo_port=demo_port,
+            log_level=log_level,
+            strict=strict,
+        )
     )
 
 

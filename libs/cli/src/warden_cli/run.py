@@ -64,6 +64,22 @@ async def _bootstrap(stack: Stack, demo_url: str, demo_token: str) -> str:
         return str(key["key"])
 
 
+def _strict_banner(stack: Stack, seconds: float) -> None:
+    print(
+        f"""
+Warden is running with production guards (--strict; ready in {seconds:.1f}s). Ctrl-C stops everything.
+Upstream MCP servers and OAuth servers must be https at public addresses; no demo server was started.
+
+  MCP endpoint (agents):   {stack.urls["proxy"]}/mcp
+  Admin token:             {stack.admin_token}
+  Admin APIs: connectors {stack.urls["connectors"]}  registry {stack.urls["registry"]}
+              proxy {stack.urls["proxy"]}  audit {stack.urls["audit"]}
+  Logs:                    {stack.cfg.data_dir / "logs"}
+""",
+        flush=True,
+    )
+
+
 def _banner(stack: Stack, key: str, seconds: float) -> None:
     mcp = f"{stack.urls['proxy']}/mcp"
     print(
@@ -104,11 +120,16 @@ Watch the audit log:  curl -sN {stack.urls["audit"]}/v1/tail -H 'Authorization: 
     )
 
 
-def run(*, data_dir: Path, base_port: int, nats_port: int, demo_port: int, log_level: str) -> int:
+def run(*, data_dir: Path, base_port: int, nats_port: int, demo_port: int, log_level: str, strict: bool = False) -> int:
     database_url = os.environ.get("DATABASE_URL") or None
     ports = {"connectors": base_port + 1, "registry": base_port + 2, "proxy": base_port + 3, "audit": base_port + 4}
     cfg = StackConfig(
-        data_dir=data_dir, nats_port=nats_port, database_url=database_url, ports=ports, log_level=log_level
+        data_dir=data_dir,
+        nats_port=nats_port,
+        database_url=database_url,
+        ports=ports,
+        log_level=log_level,
+        allow_insecure=not strict,
     )
     stack = Stack(cfg, progress=_say)
     t0 = time.monotonic()
@@ -123,6 +144,14 @@ def run(*, data_dir: Path, base_port: int, nats_port: int, demo_port: int, log_l
             if not _port_free(demo_port):
                 raise StartError(f"port {demo_port} (demo MCP server) is in use: pass --demo-port")
             await stack.start()
+            if strict:  # production guards refuse the demo server (http on loopback): none is started
+                _strict_banner(stack, time.monotonic() - t0)
+                while not stop.is_set():
+                    try:
+                        await asyncio.wait_for(stop.wait(), timeout=1.0)
+                    except TimeoutError:
+                        stack._check_alive()
+                return 0
             demo_token = secrets.token_urlsafe(24)
             _say("starting the demo MCP server")
             stack._spawn(

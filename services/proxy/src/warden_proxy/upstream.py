@@ -36,6 +36,13 @@ log = logging.getLogger(__name__)
 
 # production address policy for upstream connections: public addresses only, https only
 GUARD = NetPolicy()
+# the dev setting (`allow_insecure_upstreams`, the embedded run): http, and loopback too;
+# private, link-local (cloud metadata), multicast and reserved addresses stay refused
+DEV_GUARD = NetPolicy(allow_loopback=True)
+
+
+def policy_for(allow_insecure: bool) -> NetPolicy:
+    return DEV_GUARD if allow_insecure else GUARD
 
 
 class UpstreamUnauthorized(UpstreamError):
@@ -62,12 +69,11 @@ async def check_upstream_url(url: str, *, allow_insecure: bool) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadInput("upstream URL must be absolute http(s)")
-    if allow_insecure:
-        return
-    if parts.scheme != "https":
+    if parts.scheme != "https" and not allow_insecure:
         raise BadInput("upstream URL must use https")
     try:
-        await resolve_checked(parts.hostname, parts.port or 443, GUARD, timeout_s=5)
+        default_port = 443 if parts.scheme == "https" else 80
+        await resolve_checked(parts.hostname, parts.port or default_port, policy_for(allow_insecure), timeout_s=5)
     except ResolveFailed:
         raise UpstreamError(f"cannot resolve upstream host {parts.hostname}") from None
     except AddressRefused as e:
@@ -197,7 +203,7 @@ class UpstreamPool:
             cred.timeout_s,
             on_tools_changed=changed,
             on_notification=notified,
-            policy=None if self.allow_insecure else GUARD,
+            policy=policy_for(self.allow_insecure),
         )
         try:
             await asyncio.wait_for(lean.open(), timeout=cred.timeout_s)
