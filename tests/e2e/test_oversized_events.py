@@ -5,14 +5,18 @@ an answer too large for the bus is refused with a clear error instead of a timeo
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 from support.admin import admin_client, agent
-from support.infra import wait_for
+from support.infra import isolated_stack, wait_for
 from support.upstream import catalog_upstream
 from warden_cli.embedded import Stack
+from warden_common.client import WardenClient
+from warden_common.errors import TooLarge
 
 pytestmark = pytest.mark.e2e
 
@@ -69,3 +73,51 @@ async def test_a_tools_list_over_the_bus_limit_is_refused_with_a_clear_error(sta
         assert "bus limit" in body["message"], body
         assert "max_payload" in body["message"] or "MAX_MESSAGE_BYTES" in body["message"], body
         assert body["code"] != "timeout", body
+
+
+PROXY_LIMIT = 256 * 1024
+
+
+@pytest.fixture
+async def small_bus_stack(nats_url: str, admin_dsn: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    # the proxy sends at most 256 KiB per message (events at most 128 KiB): one coherent set
+    env = {
+        "proxy": {
+            "WARDEN_PROXY_NATS__MAX_MESSAGE_BYTES": str(PROXY_LIMIT),
+            "WARDEN_PROXY_NATS__EVENT_MAX_BYTES": str(128 * 1024),
+            "WARDEN_PROXY_NATS__EVENT_VALUE_MAX_BYTES": str(16 * 1024),
+        }
+    }
+    async with isolated_stack(nats_url, admin_dsn, tmp_path, env) as st:
+        yield st
+
+
+async def test_a_tool_result_over_the_bus_limit_is_a_clear_error_and_the_call_is_audited(
+    small_bus_stack: Stack, nats_url: str
+) -> None:
+    stack = small_bus_stack
+    tools = {"echo": {"description": "echo", "input_schema": {"type": "object"}}}
+    async with catalog_upstream(tools) as up, admin_client(stack) as admin:
+        c, p, _ = await admin.setup(up.url, None)
+        tool = f"{c}__echo"
+        payload = {"blob": "y" * 300_000}  # the upstream echoes it: a 300 kB result
+        async with WardenClient(nats_url=nats_url, profile=p, root=stack.cfg.root, timeout_s=60) as warden:
+            with pytest.raises(TooLarge) as e:
+                await warden.call(tool, payload)
+            assert "over the bus limit" in e.value.message and f"{PROXY_LIMIT - 4096:,}" in e.value.message
+            assert "WARDEN_PROXY_NATS__MAX_MESSAGE_BYTES" in e.value.message
+            with pytest.raises(TooLarge, match="result of durable call"):
+                await warden.call_durable(tool, payload, idempotency_key="big-1", timeout_s=60)
+            ok = await warden.call(tool, {"n": 1})  # the bus is not stuck behind it
+            assert not ok.is_error
+
+        async def completed() -> list[dict] | None:  # type: ignore[type-arg]
+            got = await admin.req("GET", "audit", "/v1/events", params={"tool": tool, "type": "call.completed"})
+            return got["items"] if len(got["items"]) >= 3 else None
+
+        items = await wait_for(completed, timeout=30)
+        # the tool ran; its result is in the audit trail, truncated with size and hash
+        texts = [e["data"]["result"]["content"][0]["text"] for e in items]
+        big = [t for t in texts if isinstance(t, dict)]
+        assert len(big) == 2 and all(t["truncated"] and t["bytes"] > 300_000 for t in big)
+        assert all(len(orjson.dumps(e)) < 128 * 1024 for e in items)

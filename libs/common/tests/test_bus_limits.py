@@ -97,7 +97,8 @@ async def test_an_event_that_cannot_fit_is_dead_lettered_and_the_queue_moves_on(
 
 async def test_an_event_the_stream_refuses_as_too_large_is_dead_lettered(nats_url: str) -> None:
     root = "t" + uuid.uuid4().hex[:10]
-    b = Bus(NatsSettings(url=nats_url, root=root), Service.proxy, event_linger_s=0)
+    settings = NatsSettings(url=nats_url, root=root, event_max_bytes=128 * 1024, event_value_max_bytes=64 * 1024)
+    b = Bus(settings, Service.proxy, event_linger_s=0)
     await b.connect()
     try:
         # a stream that takes smaller messages than the bus's event limit: JetStream says no

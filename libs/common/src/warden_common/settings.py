@@ -27,7 +27,7 @@ class NatsSettings(BaseModel):
     # no event is larger; its values over `event_value_max_bytes` are stored truncated
     # (size and SHA-256 kept)
     event_max_bytes: int = Field(default=512 * 1024, ge=16 * 1024, le=1024 * 1024 * 1024)
-    event_value_max_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    event_value_max_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024 * 1024)
     # readiness fails when the oldest event not yet stored by the stream has waited longer
     event_stall_s: float = Field(default=60.0, gt=0, le=3600)
 
