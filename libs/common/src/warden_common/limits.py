@@ -62,30 +62,38 @@ def _dumps(value: Any) -> bytes:
 
 
 def _bound(value: Any, limit: int, depth: int) -> tuple[Any, int]:
-    """(value with every part over `limit` bytes of JSON replaced by a marker, its JSON size)."""
-    encoded = _dumps(value)
-    if len(encoded) <= limit:
-        return value, len(encoded)
-    # a container is kept, with its large parts truncated, when it has few enough parts for
-    # that to be worth it; a long list of small items (400,000 content blocks) is one marker
-    if depth < 20 and isinstance(value, dict) and 0 < len(value) <= _PARTS_MAX:
-        out_d: dict[Any, Any] = {}
-        size = 2 + len(value) - 1  # braces and commas
-        for k, v in value.items():
-            out_d[k], n = _bound(v, limit, depth + 1)
-            size += n + len(_dumps(str(k))) + 1
+    """(value with every part over `limit` bytes of JSON replaced by a marker, its JSON size).
+    A container's size is its parts' (one walk, no dump per level); a string's is its text's."""
+    if isinstance(value, str):
+        n = len(value) + 2
+        if n <= limit // 4 or len(value.encode("utf-8", "surrogatepass")) + 2 <= limit:
+            return value, n
+        m = marker(value)
+    elif isinstance(value, dict | list) and 0 < len(value) <= _PARTS_MAX and depth < 20:
+        # a container is kept, with its large parts truncated, when it has few enough parts
+        # for that to be worth it; a long list of small items (400,000 blocks) is one marker
+        size = 1 + len(value)  # brackets and separators
+        if isinstance(value, dict):
+            out_d: dict[Any, Any] = {}
+            for k, v in value.items():
+                out_d[k], n = _bound(v, limit, depth + 1)
+                size += n + len(str(k)) + 3
+            out: Any = out_d
+        else:
+            out_l: list[Any] = []
+            for v in value:
+                b, n = _bound(v, limit, depth + 1)
+                out_l.append(b)
+                size += n
+            out = out_l
         if size <= limit:
-            return out_d, size
-    elif depth < 20 and isinstance(value, list) and 0 < len(value) <= _PARTS_MAX:
-        out_l: list[Any] = []
-        size = 2 + len(value) - 1
-        for v in value:
-            b, n = _bound(v, limit, depth + 1)
-            out_l.append(b)
-            size += n
-        if size <= limit:
-            return out_l, size
-    m = marker(value, None if isinstance(value, str) else encoded)
+            return out, size
+        m = marker(value)
+    else:
+        encoded = _dumps(value)
+        if len(encoded) <= limit:
+            return value, len(encoded)
+        m = marker(value, encoded)
     return m, len(_dumps(m))
 
 
