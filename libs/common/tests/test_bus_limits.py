@@ -17,6 +17,7 @@ import nats.js.errors
 import pytest
 from nats.js.api import StreamConfig
 from prometheus_client import REGISTRY
+from pydantic import SecretStr
 from support.infra import wait_for
 from warden_common.bus import Bus
 from warden_common.contracts import (
@@ -30,8 +31,10 @@ from warden_common.contracts import (
     events_stream_name,
     events_wildcard,
 )
+from warden_common.db import Database
 from warden_common.errors import TooLarge
-from warden_common.settings import NatsSettings
+from warden_common.runtime import Runtime
+from warden_common.settings import NatsSettings, PostgresSettings
 
 
 async def _drop(nats_url: str, root: str) -> None:
@@ -157,6 +160,9 @@ async def test_outbox_depth_and_age_are_metrics_and_readiness_fails_while_events
 
         reason = await wait_for(stuck, timeout=10)
         assert "not reaching the stream" in reason and "NATS__EVENT_STALL_S" in reason
+        # every service's /readyz runs it (a reason not starting with "degraded" is a 503)
+        runtime = Runtime(Service.proxy, Database(PostgresSettings(dsn=SecretStr("postgresql://unused")), "x"), b)
+        assert "not reaching the stream" in str(await runtime.checks()["events"]())
         assert REGISTRY.get_sample_value("warden_event_outbox_depth", {"service": "proxy"}) == 1
         assert (REGISTRY.get_sample_value("warden_event_outbox_oldest_age_seconds", {"service": "proxy"}) or 0) > 0.2
         await b.ensure_events_stream()
