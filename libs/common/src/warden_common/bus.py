@@ -11,6 +11,9 @@
 - Events: `emit` / `emit_event` and the acknowledged, batched publisher are the bus's
   `EventOutbox` side (`warden_common.outbox`).
 - Trace context travels as a W3C `traceparent` header.
+- Sizes (`warden_common.limits`): on connect the settings are checked against the server's
+  `max_payload` (a start-up error names the setting); a request or an answer over the limit
+  is refused with `TooLarge` (the requester gets it at once, not a timeout), never dropped.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import NoRespondersError
+from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel, ValidationError
 
@@ -34,10 +37,12 @@ from warden_common.contracts.events import Service
 from warden_common.errors import (
     BadInput,
     Timeout,
+    TooLarge,
     Unavailable,
     WardenError,
     from_reply_error,
 )
+from warden_common.limits import check_limits
 from warden_common.natsauth import inbox_prefix
 from warden_common.outbox import LINGER_S, EventOutbox
 from warden_common.settings import NatsSettings
@@ -100,7 +105,34 @@ class Bus(EventOutbox):
             self.nc = await nats.connect(**opts)
         except (OSError, nats.errors.NoServersError, NatsTimeout) as e:
             raise Unavailable(f"cannot reach NATS at {self.settings.url}: {type(e).__name__}") from None
+        try:
+            self.message_limit = check_limits(
+                server_max_payload=self.nc.max_payload,
+                max_message_bytes=self.settings.max_message_bytes,
+                event_max_bytes=self.settings.event_max_bytes,
+                env_prefix=self.env_prefix,
+                url=self.settings.url,
+            )
+        except ValueError:
+            nc, self.nc = self.nc, None
+            await nc.close()
+            raise
         await self._start_outbox()
+
+    @property
+    def env_prefix(self) -> str:
+        """The prefix of this service's settings, to name them in errors."""
+        return f"WARDEN_{self.service.upper()}_"
+
+    def too_large(self, what: str, size: int) -> TooLarge:
+        """The refusal of a message over the bus's limit, naming what to change."""
+        return TooLarge(
+            f"{what} is {size:,} bytes, over the bus limit of {self.message_limit:,} bytes (the NATS server's "
+            f"max_payload, or {self.env_prefix}NATS__MAX_MESSAGE_BYTES): ask for less (a page, fewer items), "
+            "or raise max_payload in the NATS server's configuration",
+            size=size,
+            limit=self.message_limit,
+        )
 
     @property
     def connected(self) -> bool:
@@ -142,8 +174,13 @@ class Bus(EventOutbox):
         timeout: float | None = None,
     ) -> Rep:
         limit = timeout or self.settings.request_timeout_s
+        body = msg.model_dump_json().encode()
+        if len(body) > self.message_limit:
+            raise self.too_large(f"the request on {subject}", len(body))
         try:
-            reply = await ask(self._nc, subject, msg.model_dump_json().encode(), timeout=limit, headers=self._headers())
+            reply = await ask(self._nc, subject, body, timeout=limit, headers=self._headers())
+        except MaxPayloadError:
+            raise self.too_large(f"the request on {subject}", len(body)) from None
         except NoRespondersError:
             raise Unavailable(f"no service is answering on {subject}") from None
         except NatsTimeout:
@@ -190,6 +227,11 @@ class Bus(EventOutbox):
                         message=f"internal error in {self.service}; trace id {current_trace_id() or '-'}",
                     )
                 )
+            if len(body) > self.message_limit:
+                # refused here, so the requester reads why at once instead of timing out
+                err = self.too_large(f"the answer on {m.subject}", len(body))
+                log.warning("%s", err.message)
+                body = _error_body(err.to_reply())
             if m.reply:
                 try:
                     await m.respond(body)

@@ -36,7 +36,8 @@ from warden_common.contracts import (
     durable_status_subject,
     legacy_durable_results_subject,
 )
-from warden_common.errors import Timeout, Unavailable, from_reply_error
+from warden_common.errors import Timeout, TooLarge, Unavailable, from_reply_error
+from warden_common.limits import HEADER_ROOM
 from warden_common.natsauth import inbox_prefix
 
 __all__ = ["WardenClient"]
@@ -120,12 +121,25 @@ class WardenClient:
     ) -> Msg:
         """A request to the proxy (`bus.ask`); its NATS errors as Warden's (`late`: the
         timeout's message)."""
+        self._fits(body, "the request")
         try:
             return await ask(self.nc, subject, body, timeout=timeout, headers=headers)
         except NoRespondersError:
             raise Unavailable("no Warden proxy is answering; is it running?") from None
         except NatsTimeout:
             raise Timeout(late) from None
+
+    def _fits(self, body: bytes, what: str) -> None:
+        """Refuse a request the NATS server would not take (its max_payload, headers' room
+        kept), before sending it: `TooLarge`, not a dropped connection or a timeout."""
+        limit = self.nc.max_payload - HEADER_ROOM
+        if len(body) > limit:
+            raise TooLarge(
+                f"{what} is {len(body):,} bytes, over the bus limit of {limit:,} bytes (the NATS server's "
+                "max_payload): send less, or raise max_payload in the NATS server's configuration",
+                size=len(body),
+                limit=limit,
+            )
 
     async def call_durable(
         self,
@@ -157,9 +171,11 @@ class WardenClient:
         ]
         try:
             js = self.nc.jetstream()
+            body = req.model_dump_json().encode()
+            self._fits(body, "the durable call")
             ack = await js.publish(
                 durable_calls_subject(self.root, self.profile),
-                req.model_dump_json().encode(),
+                body,
                 headers={"Nats-Msg-Id": f"{self.profile}:{idempotency_key}", "Warden-Caller": self.caller},
                 timeout=10,
             )

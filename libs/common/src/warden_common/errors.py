@@ -2,6 +2,8 @@
 
     WardenError (code, http_status, retryable)
     ├── BadInput            400 invalid        something from outside failed validation
+    │   └── TooLarge        413 invalid        a message over the bus's size limit
+    │                                          (details: reason "too_large", size, limit)
     ├── NotFound            404 not_found
     ├── Conflict            409 conflict
     ├── Forbidden           403 forbidden      fail closed: no grant, wrong caller
@@ -29,6 +31,7 @@ __all__ = [
     "NotFound",
     "SealError",
     "Timeout",
+    "TooLarge",
     "Unauthorized",
     "Unavailable",
     "WardenError",
@@ -66,6 +69,17 @@ class WardenError(Exception):
 class BadInput(WardenError):
     code = ErrorCode.invalid
     http_status = 400
+
+
+class TooLarge(BadInput):
+    """A request, answer or result larger than the bus carries (`warden_common.limits`).
+    On the wire it is `invalid` with `details.reason = "too_large"`, so a replica that does not
+    know it still reads a typed refusal."""
+
+    http_status = 413
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message, details={"reason": "too_large", "size": size, "limit": limit})
 
 
 class NotFound(WardenError):
@@ -144,4 +158,8 @@ def from_reply_error(error: ReplyError) -> WardenError:
     cls = _BY_CODE.get(error.code)
     if cls is None:
         return RemoteError(error)
+    if cls is BadInput and error.details.get("reason") == "too_large":
+        size, limit = error.details.get("size"), error.details.get("limit")
+        if isinstance(size, int) and isinstance(limit, int):
+            return TooLarge(error.message, size=size, limit=limit)
     return cls(error.message, details=dict(error.details))

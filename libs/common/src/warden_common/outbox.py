@@ -10,6 +10,15 @@
   `publish_async` made a future, a task wake-up and a parsed PubAck per event). An event
   leaves the outbox only once the stream has acknowledged it; the unacknowledged ones of a
   batch (an API error, no stream, no ack within 5 s) are sent again, in order, until it does.
+- No event is larger than the bus takes (`warden_common.limits`): large values in its `data`
+  are stored truncated, with their size and SHA-256. An event that cannot be published at
+  all (still too large, not encodable, refused by the stream as too large) is dead-lettered:
+  an `event.dead_lettered` event with the same id, its type, refs, size, SHA-256 and the
+  reason takes its place, the error is logged (no payload) and counted, and the queue moves
+  on. Nothing one caller sends can hold back the events of other calls.
+- Depth and the age of the oldest event not yet stored are metrics
+  (`warden_event_outbox_depth`, `warden_event_outbox_oldest_age_seconds`); the `events`
+  readiness check fails when that age passes `NATS__EVENT_STALL_S`.
 - `emit_event(type, ...)` is `emit(new_event(...))` for hot paths: the envelope goes straight
   to JSON (`contracts.events.event_json`).
 """
@@ -17,14 +26,18 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import time
 from typing import Any
 
 import orjson
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from nats.errors import MaxPayloadError
 from nats.js.api import StreamConfig
 from nats.js.errors import NotFoundError
+from prometheus_client import Counter, Gauge
 
 from warden_common.contracts.events import (
     Actor,
@@ -38,6 +51,7 @@ from warden_common.contracts.events import (
     events_wildcard,
 )
 from warden_common.errors import Unavailable
+from warden_common.limits import bound_event
 from warden_common.settings import NatsSettings
 from warden_common.tracing import current_trace_id, traceparent
 
@@ -49,6 +63,22 @@ _BATCH_MAX = 256  # events per pipelined publish
 _ACK_TIMEOUT_S = 5.0
 LINGER_S = 0.002  # gather the events of calls in flight into one batch
 _Encoded = tuple[str, bytes, dict[str, str]]  # an event as published: subject, JSON, headers
+_Queued = tuple[float, Event | _Encoded]  # (when it was queued, monotonic; the event)
+# JetStream API errors after which sending the same message again cannot succeed
+_REFUSED_ERR_CODES = {10054: "too_large"}  # "message size exceeds maximum allowed"
+
+_DEPTH = Gauge("warden_event_outbox_depth", "events queued or in flight, not yet stored by the stream", ["service"])
+_AGE = Gauge(
+    "warden_event_outbox_oldest_age_seconds",
+    "how long the oldest event not yet stored by the stream has waited (0 when none)",
+    ["service"],
+)
+_DEAD = Counter(
+    "warden_events_dead_lettered_total",
+    "events that could not be published and were replaced by an event.dead_lettered",
+    ["service", "reason"],
+)
+_TRUNCATED = Counter("warden_events_truncated_total", "events stored with large values truncated", ["service"])
 
 
 class EventOutbox:
@@ -62,8 +92,15 @@ class EventOutbox:
 
     def _init_outbox(self, event_linger_s: float) -> None:
         self.event_linger_s = event_linger_s
-        # Events, or events already encoded (subject, JSON, headers) by `emit_event`
-        self._outbox: asyncio.Queue[Event | _Encoded] = asyncio.Queue(maxsize=_OUTBOX_MAX)
+        # Events, or events already encoded (subject, JSON, headers) by `emit_event`, with the
+        # time each was queued
+        self._outbox: asyncio.Queue[_Queued] = asyncio.Queue(maxsize=_OUTBOX_MAX)
+        self._inflight_since: float | None = None  # queued time of the batch being published
+        self._inflight_n = 0
+        # the largest message this bus sends (set from the server's max_payload on connect)
+        self.message_limit = (self.settings.max_message_bytes or 1024 * 1024) - 4096
+        _DEPTH.labels(self.service).set_function(lambda: self.outbox_depth)
+        _AGE.labels(self.service).set_function(self.oldest_event_age)
         self._publisher: asyncio.Task[None] | None = None
         self.events_stream = events_stream_name(self.root)
         self._events_prefix = events_wildcard(self.root)[:-1]  # "<root>.v1.events."
@@ -121,7 +158,7 @@ class EventOutbox:
 
     def _queue(self, item: Event | _Encoded, eid: str, type: str) -> None:
         try:
-            self._outbox.put_nowait(item)
+            self._outbox.put_nowait((time.monotonic(), item))
         except asyncio.QueueFull:
             log.error("event outbox full (%d); event %s of type %s not queued", _OUTBOX_MAX, eid, type)
 
@@ -163,14 +200,88 @@ class EventOutbox:
         return Event(type=type, source=self.service, **kw)
 
     async def publish_event_now(self, event: Event) -> None:
-        subject, payload, headers = self._encoded(event)
+        subject, payload, headers = self._fit(event)
         await self._nc.jetstream().publish(subject, payload, headers=headers, timeout=5)
 
     def _encoded(self, event: Event) -> _Encoded:
         return events_subject(self.root, event), event.model_dump_json().encode(), _headers(event.id, event.trace_id)
 
-    async def _publish_batch(self, batch: list[_Encoded]) -> list[int]:
-        """Publish a batch without waiting between messages; the indexes not acknowledged.
+    # -- limits and dead letters -------------------------------------------------------
+    def _fit(self, item: Event | _Encoded) -> _Encoded:
+        """The event as published: within the size limits (large values truncated), or the
+        dead letter that stands for it."""
+        try:
+            encoded = self._encoded(item) if isinstance(item, Event) else item
+        except Exception as e:  # noqa: BLE001 - an event that cannot be encoded must not stop the others
+            eid = item.id if isinstance(item, Event) else "?"
+            return self._dead_letter(item, f"malformed: {type(e).__name__}", eid=eid)
+        subject, payload, headers = encoded
+        fitted = bound_event(payload, value_max=self.settings.event_value_max_bytes, event_max=self._event_limit)
+        if fitted is None:
+            return self._dead_letter(encoded, "too_large")
+        if fitted is not payload:
+            _TRUNCATED.labels(self.service).inc()
+        return subject, fitted, headers
+
+    @property
+    def _event_limit(self) -> int:
+        return min(self.settings.event_max_bytes, self.message_limit)
+
+    def _dead_letter(self, item: Event | _Encoded, reason: str, *, eid: str | None = None) -> _Encoded:
+        """A small `event.dead_lettered` event with the id of the one that cannot be published:
+        its type, refs, trace, size and SHA-256, and why; logged (no payload) and counted."""
+        doc: dict[str, Any] = {}
+        payload = b""
+        if isinstance(item, Event):
+            doc = {"id": item.id, "type": item.type, "trace_id": item.trace_id, "refs": item.refs.model_dump()}
+            doc["actor"] = item.actor.model_dump() if item.actor else None
+        else:
+            payload = item[1]
+            try:
+                got = orjson.loads(payload)
+                doc = got if isinstance(got, dict) else {}
+            except orjson.JSONDecodeError:
+                doc = {}
+            doc.setdefault("id", eid or item[2].get("Nats-Msg-Id"))
+        eid = str(doc.get("id") or eid or "")[:64]
+        etype = str(doc.get("type") or "?")[:100]
+        got_refs = doc.get("refs")
+        refs: dict[str, Any] = got_refs if isinstance(got_refs, dict) else {}
+        got_actor = doc.get("actor")
+        actor = None
+        if isinstance(got_actor, dict) and got_actor.get("kind") in ("agent", "user", "admin", "service", "system"):
+            actor = Actor(kind=got_actor["kind"], id=_short(got_actor.get("id"), 200) or "?")
+        _DEAD.labels(self.service, reason.partition(":")[0]).inc()
+        log.error(
+            "event %s of type %s dead-lettered (%s): %d bytes; the limit is %d",
+            eid or "-",
+            etype,
+            reason,
+            len(payload),
+            self._event_limit,
+        )
+        dead = Event(
+            type=EventType.event_dead_lettered,
+            source=self.service,
+            trace_id=_short(doc.get("trace_id"), 64),
+            actor=actor,
+            refs=EventRefs(**{k: _short(refs.get(k), 200) for k in EventRefs.model_fields}),
+            status="dead_lettered",
+            data={
+                "event_type": etype,
+                "reason": reason,
+                "bytes": len(payload),
+                "sha256": hashlib.sha256(payload).hexdigest() if payload else None,
+                "limit": self._event_limit,
+            },
+        )
+        if 8 <= len(eid) <= 64:  # the lost event's id: whoever looks it up finds why
+            dead = dead.model_copy(update={"id": eid})
+        return self._encoded(dead)
+
+    async def _publish_batch(self, batch: list[_Encoded]) -> tuple[list[int], dict[int, str]]:
+        """Publish a batch without waiting between messages; the indexes not acknowledged (to
+        send again), and those that cannot be stored whatever is tried (with the reason).
         Each message's reply subject is a fresh token under this bus's ack inbox; `_on_ack`
         counts the stream's acks down and wakes this batch once (no future, task or parsed
         PubAck object per event, which nats-py's `publish_async` makes: ~half the CPU an
@@ -183,7 +294,12 @@ class EventOutbox:
                 reply = f"{self._ack_prefix}{self._ack_seq}"
                 self._waiting[reply] = (acks, i)
                 replies.append(reply)
-                await self._nc.publish(subject, payload, reply=reply, headers=headers)
+                try:
+                    await self._nc.publish(subject, payload, reply=reply, headers=headers)
+                except MaxPayloadError:  # the client's check of the server's max_payload
+                    self._waiting.pop(reply, None)
+                    acks.refused[i] = "too_large"
+                    acks.left -= 1
         except asyncio.CancelledError:
             for r in replies:
                 self._waiting.pop(r, None)
@@ -204,15 +320,19 @@ class EventOutbox:
             if self._waiting.pop(r, None) is not None:  # no ack in time
                 failed.add(i)
         failed.update(range(len(replies), len(batch)))
-        return sorted(failed)
+        failed.difference_update(acks.refused)
+        return sorted(failed), acks.refused
 
     async def _on_ack(self, m: Msg) -> None:
         got = self._waiting.pop(m.subject, None)
         if got is None:
             return  # a late ack of an attempt already given up on (the stream dedups the resend)
         acks, i = got
-        if not _stored(m.data):
+        verdict = _verdict(m.data)
+        if verdict == "retry":
             acks.failed.append(i)
+        elif verdict != "stored":
+            acks.refused[i] = verdict
         acks.left -= 1
         if acks.left <= 0 and not acks.done.done():
             acks.done.set_result(None)
@@ -225,48 +345,115 @@ class EventOutbox:
             events = [first]
             while len(events) < _BATCH_MAX and not self._outbox.empty():
                 events.append(self._outbox.get_nowait())
-            pending = [self._encoded(e) if isinstance(e, Event) else e for e in events]
-            delay = 0.05
-            while True:
-                failed = await self._publish_batch(pending)
-                if not failed:
-                    break
+            self._inflight_since, self._inflight_n = first[0], len(events)
+            try:
+                await self._publish_all([self._fit(e) for _, e in events])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the publisher's top: it must outlive any one batch
+                log.exception("publishing %d events failed; they are dropped", len(events))
+                _DEAD.labels(self.service, "internal").inc(len(events))
+            finally:
+                self._inflight_since, self._inflight_n = None, 0
+            for _ in events:
+                self._outbox.task_done()
+
+    async def _publish_all(self, pending: list[_Encoded]) -> None:
+        """Send until each is stored: the failed ones again (backing off up to 2 s), those the
+        stream refuses for good once more as their dead letters."""
+        delay = 0.05
+        dead_lettered: set[str] = set()  # ids sent as dead letters already: never a second time
+        while True:
+            failed, refused = await self._publish_batch(pending)
+            for i, reason in refused.items():
+                eid = pending[i][2].get("Nats-Msg-Id", "")
+                if eid in dead_lettered:
+                    log.error("the dead letter of event %s was refused too (%s); dropped", eid, reason)
+                    continue
+                dead_lettered.add(eid)
+                failed.append(i)
+                pending[i] = self._dead_letter(pending[i], reason)
+            if not failed:
+                return
+            failed.sort()
+            if len(failed) > len(refused):
                 log.warning(
                     "%d of %d events not yet stored; retrying in %.2fs (the stream dedups by id)",
                     len(failed),
                     len(pending),
                     delay,
                 )
-                pending = [pending[i] for i in failed]
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-            for _ in events:
-                self._outbox.task_done()
+            pending = [pending[i] for i in failed]
 
     @property
     def outbox_size(self) -> int:
+        """Events queued, not yet taken by the publisher."""
         return self._outbox.qsize()
+
+    @property
+    def outbox_depth(self) -> int:
+        """Events queued or being published: not yet stored by the stream."""
+        return self._outbox.qsize() + self._inflight_n
+
+    def oldest_event_age(self) -> float:
+        """Seconds the oldest event not yet stored by the stream has waited; 0 when none."""
+        oldest = self._inflight_since
+        if oldest is None:
+            head = _head(self._outbox)
+            if head is None:
+                return 0.0
+            oldest = head[0]
+        return max(0.0, time.monotonic() - oldest)
+
+    async def events_check(self) -> str | None:
+        """The `events` readiness check: not ready when events have stopped reaching the stream."""
+        age = self.oldest_event_age()
+        if age > self.settings.event_stall_s:
+            return (
+                f"events are not reaching the stream: the oldest of {self.outbox_depth} has waited {age:.0f}s "
+                f"(more than NATS__EVENT_STALL_S, {self.settings.event_stall_s:g}s)"
+            )
+        return None
 
 
 class _Acks:
     """The stream's acks of one published batch, counted down by `EventOutbox._on_ack`."""
 
-    __slots__ = ("done", "failed", "left")
+    __slots__ = ("done", "failed", "left", "refused")
 
     def __init__(self, n: int) -> None:
         self.left = n
         self.failed: list[int] = []
+        self.refused: dict[int, str] = {}  # index -> why it can never be stored
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
 
-def _stored(data: bytes) -> bool:
-    """A JetStream PubAck (`{"stream": …, "seq": n}`, perhaps `"duplicate": true`), not an
-    API error and not a no-responders status (empty body)."""
+def _verdict(data: bytes) -> str:
+    """ "stored" for a JetStream PubAck (`{"stream": …, "seq": n}`, perhaps `"duplicate": true`);
+    "retry" for a no-responders status (empty body), a transient API error or anything else;
+    a reason (`too_large`) for an API error that sending again cannot mend."""
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return False
-    return isinstance(doc, dict) and "error" not in doc and isinstance(doc.get("seq"), int)
+        return "retry"
+    if not isinstance(doc, dict):
+        return "retry"
+    err = doc.get("error")
+    if isinstance(err, dict):
+        return _REFUSED_ERR_CODES.get(err.get("err_code"), "retry")  # type: ignore[arg-type]
+    return "stored" if err is None and isinstance(doc.get("seq"), int) else "retry"
+
+
+def _head(q: asyncio.Queue[_Queued]) -> _Queued | None:
+    """The queue's first item without taking it (asyncio.Queue keeps its items in a deque)."""
+    items = getattr(q, "_queue", None)
+    return items[0] if items else None
+
+
+def _short(value: Any, n: int) -> str | None:
+    return None if value is None else str(value)[:n]
 
 
 def _headers(event_id: str, trace_id: str | None) -> dict[str, str]:

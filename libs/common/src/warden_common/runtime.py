@@ -87,4 +87,4 @@ class Runtime:
         async def started() -> str | None:
             return None if self.ready else "starting"
 
-        return {"started": started, "nats": nats, "postgres": postgres}
+        return {"started": started, "nats": nats, "postgres": postgres, "events": self.bus.events_check}

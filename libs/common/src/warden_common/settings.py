@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 __all__ = ["CryptoSettings", "HttpSettings", "NatsSettings", "PostgresSettings"]
 
@@ -20,6 +20,25 @@ class NatsSettings(BaseModel):
     request_timeout_s: float = Field(default=5.0, gt=0, le=300)
     dedup_window_s: float = Field(default=120.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    # The bus's size limits, one set (warden_common.limits), checked against the server's
+    # max_payload when connecting. The largest message this service sends (request, answer,
+    # durable result); default: what the server accepts.
+    max_message_bytes: int | None = Field(default=None, ge=64 * 1024, le=1024 * 1024 * 1024)
+    # no event is larger; its values over `event_value_max_bytes` are stored truncated
+    # (size and SHA-256 kept)
+    event_max_bytes: int = Field(default=512 * 1024, ge=16 * 1024, le=1024 * 1024 * 1024)
+    event_value_max_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    # readiness fails when the oldest event not yet stored by the stream has waited longer
+    event_stall_s: float = Field(default=60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _value_within_event(self) -> NatsSettings:
+        if self.event_value_max_bytes > self.event_max_bytes // 2:
+            raise ValueError(
+                f"nats.event_value_max_bytes ({self.event_value_max_bytes}) must be at most half of "
+                f"nats.event_max_bytes ({self.event_max_bytes}): an event carries a few values and its envelope"
+            )
+        return self
 
 
 class PostgresSettings(BaseModel):

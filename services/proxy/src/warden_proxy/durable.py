@@ -204,6 +204,15 @@ class DurableCalls:
             error=error,
         )
         body = res.model_dump_json().encode()
+        if len(body) > self.bus.message_limit:
+            # the stored result stays in Postgres; the caller reads why it cannot come over the bus
+            err = self.bus.too_large(f"the result of durable call {idem[:100]!r}", len(body))
+            log.warning("%s", err.message)
+            body = (
+                DurableResult(idempotency_key=idem, error=err.to_reply().model_dump(mode="json"))
+                .model_dump_json()
+                .encode()
+            )
         await self.bus.nc.publish(subject, body)  # type: ignore[union-attr]
         # clients from before the hashed subjects listen on the old one; they are served there
         # too until the next release (a client of today listens on both and checks the key)

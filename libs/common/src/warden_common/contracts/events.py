@@ -77,6 +77,9 @@ class EventType(StrEnum):
     # an agent read a resource or got a prompt through the MCP endpoint (refs.connector)
     resource_read = "resource.read"
     prompt_fetched = "prompt.fetched"
+    # an event that could not be published (too large, not encodable) stands as this, with its
+    # id, refs, type, size and SHA-256 and the reason (warden_common.outbox)
+    event_dead_lettered = "event.dead_lettered"
 
 
 class Actor(Message):
