@@ -8,6 +8,7 @@ from warden_common.errors import BadInput, Forbidden, NotFound, Unauthorized, Un
 __all__ = [
     "ArgumentsTooLarge",
     "BadInput",
+    "ConnectorReplaced",
     "ConsentFailed",
     "Forbidden",
     "InvalidArguments",
@@ -26,6 +27,12 @@ class ArgumentsTooLarge(InvalidArguments):
     """The call's arguments are larger than `WARDEN_PROXY_MAX_ARGUMENT_BYTES`."""
 
     http_status = 413
+
+
+class ConnectorReplaced(Forbidden):
+    """The tool was registered against a connector that was removed; the connector of that
+    name now is another one (another id, perhaps another server): its tools need discovery
+    and registration, and no earlier grant runs on it."""
 
 
 class UpstreamError(WardenError):
