@@ -92,5 +92,14 @@ async def test_the_embedded_stack_runs_under_per_user_inboxes_and_nobody_overhea
             assert seen == [], seen
             assert sum("permissions violation for subscription" in e.lower() for e in errors) == 5, errors
             await nc.close()
+
+            # the registry's own durable consumer of connector.removed works under its permissions
+            admin = {"Authorization": f"Bearer {stack.admin_token}"}
+            async with httpx.AsyncClient(timeout=30, headers=admin) as http:
+                r = await http.delete(f"{stack.urls['connectors']}/v1/connectors/demo")
+                assert r.status_code == 204, r.text
+                async with asyncio.timeout(30):
+                    while (await http.get(f"{stack.urls['registry']}/v1/tools", params={"connector": "demo"})).json():
+                        await asyncio.sleep(0.1)
         finally:
             stack.stop()

@@ -160,6 +160,8 @@ class ProxyStandIn:
     """Answers UPSTREAM_LIST_TOOLS from the MCP server mapped to the connector name."""
 
     upstreams: dict[str, str] = field(default_factory=dict)
+    # the id each connector's listing answers for (none: as an older proxy answers)
+    connector_ids: dict[str, str] = field(default_factory=dict)
     listings: dict[str, list[UpstreamTool]] = field(default_factory=dict)
     requests: list[ListUpstreamTools] = field(default_factory=list)
 
@@ -171,11 +173,14 @@ class ProxyStandIn:
         if req.cursor is None:  # a first page lists the server afresh
             self.listings[req.connector] = await self._list(url)
         tools = self.listings[req.connector]
+        cid = self.connector_ids.get(req.connector)
         if req.page_size is None:
-            return UpstreamTools(tools=tools)
+            return UpstreamTools(tools=tools, connector_id=cid)
         start = int(req.cursor or 0)
         end = start + req.page_size
-        return UpstreamTools(tools=tools[start:end], next_cursor=str(end) if end < len(tools) else None)
+        return UpstreamTools(
+            tools=tools[start:end], next_cursor=str(end) if end < len(tools) else None, connector_id=cid
+        )
 
     @staticmethod
     async def _list(url: str) -> list[UpstreamTool]:

@@ -6,8 +6,9 @@ Kubernetes manifests (`warden nats-config`, checked against `deploy/` by a test)
   that inbox only, so a reply (a credentials reply to the proxy above all) reaches the one
   user that asked. `Bus` and `WardenClient` connect with that prefix.
 - Only the proxy may ask for credentials and users' connections; only audit may consume the
-  events stream; an internal service may publish tool calls only on its profile's subjects
-  and read only its profile's durable results.
+  whole events stream (the registry has one durable consumer of its own, of
+  `connector.removed`, and may touch no other); an internal service may publish tool calls
+  only on its profile's subjects and read only its profile's durable results.
 - `allow_responses` (publishing to the reply subject of a request received) only for the
   services that answer requests: connectors, registry, proxy.
 """
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from warden_common.contracts.calls import durable_calls_stream_name
-from warden_common.contracts.events import events_stream_name
+from warden_common.contracts.events import REGISTRY_REMOVALS_CONSUMER, events_stream_name
 
 __all__ = [
     "SERVICE_USERS",
@@ -65,6 +66,18 @@ def _consume(stream: str) -> list[str]:
     ]
 
 
+def _consume_one(stream: str, consumer: str) -> list[str]:
+    """Create, look up, pull from and ack one named durable consumer of a stream, and no other."""
+    return [
+        f"$JS.API.CONSUMER.INFO.{stream}.{consumer}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.{consumer}.>",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{consumer}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+        f"$JS.ACK.{stream}.{consumer}.>",
+    ]
+
+
 def service_permissions(root: str, user: str) -> dict[str, Any]:
     """The permissions of one of Warden's own services (`SERVICE_USERS`)."""
     v = f"{root}.v1"
@@ -76,7 +89,12 @@ def service_permissions(root: str, user: str) -> dict[str, Any]:
         pub = [f"{v}.events.connectors.>", f"{v}.upstream.list_tools", *_js_stream(events)]
         sub = [f"{v}.credentials.get", f"{v}.connections.*", f"{v}.events.connectors.>"]
     elif user == "registry":
-        pub = [f"{v}.upstream.list_tools", f"{v}.events.registry.>", *_js_stream(events)]
+        pub = [
+            f"{v}.upstream.list_tools",
+            f"{v}.events.registry.>",
+            *_js_stream(events),
+            *_consume_one(events, REGISTRY_REMOVALS_CONSUMER),
+        ]
         sub = [f"{v}.registry.>", f"{v}.events.registry.>", f"{v}.events.proxy.>", f"{v}.events.connectors.>"]
     elif user == "proxy":
         pub = [

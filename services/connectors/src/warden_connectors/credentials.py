@@ -106,6 +106,7 @@ class CredentialDesk:
             expires_at=exp,
             config_version=row["config_version"],
             timeout_s=row["timeout_s"],
+            connector_id=str(row["id"]),
         )
         if row["auth_type"] != "jwt_passthrough":
             self._cache[key] = (cred, fresh_until)

@@ -136,7 +136,8 @@ class ConnectorService(CredentialDesk):
                 else Actor(kind="system", id="connectors"),
                 refs=EventRefs(connector=row["name"], user=user),
                 status=status or row["status"],
-                data=data,
+                # the stable id: the registry unregisters exactly this connector's tools on removal
+                data={"connector_id": str(row["id"]), **data},
             )
         )
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from warden_common.contracts import ErrorCode
-from warden_common.errors import BadInput, Forbidden, NotFound, Unauthorized, Unavailable, WardenError
+from warden_common.errors import BadInput, Conflict, Forbidden, NotFound, Unauthorized, Unavailable, WardenError
 
 __all__ = [
     "ArgumentsTooLarge",
     "BadInput",
+    "ConnectorReplaced",
     "ConsentFailed",
     "Forbidden",
     "InvalidArguments",
@@ -26,6 +27,13 @@ class ArgumentsTooLarge(InvalidArguments):
     """The call's arguments are larger than `WARDEN_PROXY_MAX_ARGUMENT_BYTES`."""
 
     http_status = 413
+
+
+class ConnectorReplaced(Conflict):
+    """The tool was registered against a connector that was removed; the connector of that
+    name now is another one (another id, perhaps another server): its tools need discovery
+    and registration, and no earlier grant runs on it. A `conflict`, not `forbidden`, so the
+    agent is told why (a refusal reads as "unknown tool")."""
 
 
 class UpstreamError(WardenError):

@@ -50,7 +50,7 @@ from warden_proxy.agents import Principal
 from warden_proxy.approvals import Approvals, AskApproval
 from warden_proxy.breaker import Breakers
 from warden_proxy.consent import ConsentFlow, insufficient_scope
-from warden_proxy.errors import ArgumentsTooLarge, BadInput, InvalidArguments, UpstreamError
+from warden_proxy.errors import ArgumentsTooLarge, BadInput, ConnectorReplaced, InvalidArguments, UpstreamError
 from warden_proxy.upstream import UpstreamPool, UpstreamUnauthorized
 
 __all__ = ["CallPipeline"]
@@ -343,6 +343,7 @@ class CallPipeline(ConsentFlow):
         user = principal.user
         self.breakers.check(tool.connector)
         cred = await self.credential(tool.connector, user, jwe=principal.jwe)
+        _same_connector(tool, cred)
         try:
             try:
                 result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments, progress)
@@ -354,6 +355,7 @@ class CallPipeline(ConsentFlow):
                     await self.step_up(tool.connector, principal, scopes, cred)
                 # the credential may have been rotated or revoked: one fresh credential, one retry
                 cred = await self.credential(tool.connector, user, force=True, jwe=principal.jwe)
+                _same_connector(tool, cred)
                 await self.pool.close_connector(tool.connector)
                 result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments, progress)
         except UpstreamUnauthorized:
@@ -376,6 +378,7 @@ class CallPipeline(ConsentFlow):
             if not next_cursor or (req.page_size is not None and len(tools) >= req.page_size):
                 break
         return UpstreamTools(
+            connector_id=cred.connector_id,
             next_cursor=next_cursor,
             tools=[
                 UpstreamTool(
@@ -386,6 +389,17 @@ class CallPipeline(ConsentFlow):
                 )
                 for t in tools
             ],
+        )
+
+
+def _same_connector(tool: ResolvedTool, cred: Credential) -> None:
+    """Fail closed when the tool was registered against another connector than the one that
+    has its name now (removed and created again, perhaps at another server). A tool
+    registered before ids were recorded has none: the registry records it on its next refresh."""
+    if tool.connector_id is not None and cred.connector_id != tool.connector_id:
+        raise ConnectorReplaced(
+            f"tool {tool.name} was registered against an earlier connector named {tool.connector}, which was "
+            f"removed; an admin must discover and register the tools of the connector {tool.connector} there is now"
         )
 
 

@@ -72,6 +72,7 @@ class Entry:
     held: bool
     missing: bool
     pin: str  # the hash of the name, description and schema served
+    connector_id: str | None = None  # the connector it was registered against
 
     @classmethod
     def from_row(cls, r: Mapping[str, Any]) -> Entry:
@@ -99,6 +100,7 @@ class Entry:
             held=r["held"],
             missing=r["missing"],
             pin=pin,
+            connector_id=r.get("connector_id"),
         )
 
     @property
@@ -281,6 +283,7 @@ class Snapshot:
             auto_approve=e.auto_approve,
             deferred=e.deferred,
             schema_valid=e.schema_valid,
+            connector_id=e.connector_id,
         )
 
 

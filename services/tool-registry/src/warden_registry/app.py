@@ -13,7 +13,7 @@ from warden_common.runtime import Runtime
 from warden_common.web import admin_guard, install_error_handlers, openapi_servers, ops_router
 
 from warden_registry.api import build_router
-from warden_registry.handlers import register_handlers
+from warden_registry.handlers import RemovalConsumer, register_handlers
 from warden_registry.refresher import Refresher
 from warden_registry.searching import load_engine
 from warden_registry.service import Registry
@@ -50,6 +50,7 @@ def create_app(settings: Settings) -> FastAPI:
                 group.create_task(refresher.run_requests(), name="registry-refresh-requests"),
                 group.create_task(refresher.run_periodic(), name="registry-refresh-periodic"),
                 group.create_task(registry.finder.run(registry.catalog), name="registry-search-indexer"),
+                group.create_task(RemovalConsumer(runtime.bus, registry).run(), name="registry-connector-removals"),
             ]
 
             def stop_background() -> None:  # first out: background work ends, the group joins

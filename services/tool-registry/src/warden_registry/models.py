@@ -127,6 +127,9 @@ class ToolOut(BaseModel):
     registered_by: str
     created_at: datetime
     updated_at: datetime
+    connector_id: str | None = Field(
+        default=None, description="the connector it was registered against (none: registered before ids were)"
+    )
 
 
 _TOOL_NAMES_DOC = (

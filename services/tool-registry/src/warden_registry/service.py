@@ -42,6 +42,7 @@ from warden_registry.models import (
     ToolOut,
     ToolSelection,
 )
+from warden_registry.removal import Removal
 from warden_registry.searching import Engine, Finder, SearchDoc
 from warden_registry.store import Store
 
@@ -66,9 +67,10 @@ def _by_name(listing: Sequence[UpstreamTool]) -> tuple[dict[str, UpstreamTool], 
     return out, dupes
 
 
-class Registry(Curation):
+class Registry(Curation, Removal):
     """Discovery, registration, refresh and drift, and the proxy's answers; the admin's
-    tools, connector settings, profiles and grants come from `Curation`."""
+    tools, connector settings, profiles and grants come from `Curation`; a removed
+    connector's tools and grants go through `Removal`."""
 
     def __init__(
         self,
@@ -188,20 +190,25 @@ class Registry(Curation):
         return snap.catalog_key, snap.search_docs()
 
     # -- discovery and registration -------------------------------------------------------
-    async def list_upstream(self, connector: str) -> list[UpstreamTool]:
-        """Every tool of the connector, page by page through the proxy (NATS messages are capped)."""
+    async def list_upstream(self, connector: str) -> tuple[list[UpstreamTool], str | None]:
+        """Every tool of the connector, page by page through the proxy (NATS messages are
+        capped), and the id of the connector that answered (None from an older proxy)."""
         tools: list[UpstreamTool] = []
         cursor: str | None = None
+        connector_id: str | None = None
         for _ in range(_MAX_PAGES):
             page = await self.bus.request(
                 UPSTREAM_LIST_TOOLS,
                 ListUpstreamTools(connector=connector, page_size=self.discovery_page_size, cursor=cursor),
                 timeout=self.discovery_timeout_s,
             )
+            if connector_id is not None and page.connector_id != connector_id:
+                raise Conflict(f"connector {connector} was replaced while it was being listed; list it again")
+            connector_id = page.connector_id
             tools.extend(page.tools)
             cursor = page.next_cursor
             if not cursor:
-                return tools
+                return tools, connector_id
         raise BadInput(f"{connector} lists more than {_MAX_PAGES} pages of tools; refusing to continue")
 
     async def _alias(self, connector: str, alias: str | None = None) -> str:
@@ -211,7 +218,9 @@ class Registry(Curation):
         return str(s["alias"]) if s is not None and s["alias"] else connector
 
     async def discover(self, connector: str, actor: str | None, alias: str | None = None) -> list[DiscoveredTool]:
-        listing, dupes = _by_name(await self.list_upstream(connector))
+        upstream, connector_id = await self.list_upstream(connector)
+        listing, dupes = _by_name(upstream)
+        await self.check_connector_id(connector, connector_id, await self.store.tools_of(connector))
         alias = await self._alias(connector, alias)
         mine = {r["upstream_name"] for r in await self.store.tools_of(connector)}
         if dupes:
@@ -236,12 +245,15 @@ class Registry(Curation):
         return out
 
     async def register(self, connector: str, body: RegisterBody, actor: str) -> RegisterOut:
+        upstream, connector_id = await self.list_upstream(connector)
+        listing, dupes = _by_name(upstream)
+        # tools of a removed connector of this name (its event not yet seen) go first
+        await self.check_connector_id(connector, connector_id, await self.store.tools_of(connector))
         settings = await self.store.connector_settings(connector)
         alias = await self._alias(connector, body.alias)
         auto_default = body.auto_approve_default
         if auto_default is None:
             auto_default = bool(settings["auto_approve_default"]) if settings is not None else True
-        listing, dupes = _by_name(await self.list_upstream(connector))
         existing = {r["upstream_name"]: r["name"] for r in await self.store.tools_of(connector)}
         skipped = [Skipped(name=n, reason="listed more than once by the upstream; the first is used") for n in dupes]
         chosen: list[tuple[UpstreamTool, ToolSelection | None]]
@@ -291,6 +303,7 @@ class Registry(Curation):
                     check_schema(u.input_schema),
                     pin_hash(u.name, desc, u.input_schema),
                     actor,
+                    connector_id,
                 )
             )
         names = [r[0] for r in rows]
@@ -341,7 +354,10 @@ class Registry(Curation):
         it from agents until re-approved; a listing back to the pin clears the flag; a tool no
         longer listed is hidden until it returns. Replicas refresh a connector one at a time.
         """
-        listing, _ = _by_name(await self.list_upstream(connector))
+        upstream, connector_id = await self.list_upstream(connector)
+        listing, _ = _by_name(upstream)
+        # never compare a removed connector's tools with the listing of the one there is now
+        await self.check_connector_id(connector, connector_id, await self.store.tools_of(connector))
         out = RefreshOut(drifted=[], restored=[], missing=[], unregistered_upstream=[])
         lock = self._refresh_locks.setdefault(connector, asyncio.Lock())
         async with lock, self.store.connector_lock(connector) as conn:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -16,7 +17,7 @@ __all__ = ["INSERT_COLUMNS", "Store"]
 _TOOL_COLUMNS = (
     "name, connector, alias, upstream_name, description, input_schema, annotations, operation, auto_approve,"
     " deferred, favorite, enabled, schema_valid, pin_hash, held, missing, drift, registered_by, created_at,"
-    " updated_at"
+    " updated_at, connector_id"
 )
 INSERT_COLUMNS = (
     "name",
@@ -33,6 +34,7 @@ INSERT_COLUMNS = (
     "schema_valid",
     "pin_hash",
     "registered_by",
+    "connector_id",
 )
 _UPDATABLE = {
     "operation",
@@ -120,6 +122,46 @@ class Store:
     async def delete_tool(self, connector: str, name: str) -> bool:
         res = await self.pool.execute("DELETE FROM tools WHERE name = $1 AND connector = $2", name, connector)
         return bool(res.endswith(" 1"))
+
+    async def adopt_connector_id(self, connector: str, connector_id: str) -> int:
+        """Record the connector's id on its tools registered before ids were recorded."""
+        res = await self.pool.execute(
+            "UPDATE tools SET connector_id = $2 WHERE connector = $1 AND connector_id IS NULL", connector, connector_id
+        )
+        return int(res.split()[-1])
+
+    async def remove_connector(
+        self,
+        connector: str,
+        connector_id: str | None,
+        removed_at: datetime,
+        doomed: Callable[[list[asyncpg.Record], list[asyncpg.Record], list[str], set[str]], list[uuid.UUID]],
+    ) -> tuple[list[asyncpg.Record], list[asyncpg.Record]]:
+        """In one transaction: delete the tools a removed connector had (that id, or none
+        recorded, registered before its removal), its settings when no tool of that name is
+        left, and the grants `doomed(tools gone, every grant, names left, aliases)` picks.
+        Answers the tools and the grants deleted."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"registry.refresh.{connector}")
+            gone = await conn.fetch(
+                "DELETE FROM tools WHERE connector = $1 AND created_at <= $3"
+                " AND (connector_id = $2 OR connector_id IS NULL OR $2::text IS NULL)"
+                " RETURNING name, alias, upstream_name, connector_id",
+                connector,
+                connector_id,
+                removed_at,
+            )
+            left = await conn.fetch("SELECT name, connector FROM tools")
+            aliases = {r["alias"] for r in gone}
+            if not any(r["connector"] == connector for r in left):
+                s = await conn.fetchrow(
+                    "DELETE FROM connector_settings WHERE connector = $1 RETURNING alias", connector
+                )
+                aliases.add(s["alias"] if s is not None and s["alias"] else connector)
+            grants = await conn.fetch("SELECT * FROM grants ORDER BY created_at, id")
+            ids = doomed(gone, grants, [r["name"] for r in left], aliases)
+            revoked = await conn.fetch("DELETE FROM grants WHERE id = ANY($1::uuid[]) RETURNING *", ids) if ids else []
+        return gone, revoked
 
     async def connectors(self) -> list[asyncpg.Record]:
         """Every connector with registered tools, with its settings (defaults where none)."""

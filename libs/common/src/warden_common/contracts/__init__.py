@@ -32,6 +32,7 @@ from warden_common.contracts.credentials import (
     CredentialRequest,
 )
 from warden_common.contracts.events import (
+    REGISTRY_REMOVALS_CONSUMER,
     Actor,
     Event,
     EventRefs,
@@ -62,6 +63,7 @@ from warden_common.contracts.registry import (
 __all__ = [
     "CREDENTIALS_GET",
     "REGISTRY_CONNECTORS",
+    "REGISTRY_REMOVALS_CONSUMER",
     "REGISTRY_RESOLVE",
     "REGISTRY_SEARCH",
     "REGISTRY_VISIBLE",

@@ -76,6 +76,8 @@ class UpstreamTool(Message):
 class UpstreamTools(Message):
     tools: list[UpstreamTool]
     next_cursor: str | None = None
+    # the id of the connector listed (from its credential): the registry registers tools against it
+    connector_id: str | None = Field(default=None, max_length=64)
 
 
 UPSTREAM_LIST_TOOLS = Subject("upstream.list_tools", ListUpstreamTools, UpstreamTools)

@@ -64,6 +64,9 @@ class Credential(Message):
     # bumps on every URL or auth change, so the proxy can close pooled sessions
     config_version: int = 0
     timeout_s: float = 60.0
+    # the connector's stable id: a connector created later under the same name has another,
+    # so the proxy refuses a tool registered against the one that was removed
+    connector_id: str | None = Field(default=None, max_length=64)
 
 
 CREDENTIALS_GET = Subject("credentials.get", CredentialRequest, Credential)

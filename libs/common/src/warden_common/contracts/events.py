@@ -20,6 +20,7 @@ __all__ = [
     "EventRefs",
     "EventType",
     "Service",
+    "REGISTRY_REMOVALS_CONSUMER",
     "events_stream_name",
     "events_subject",
     "event_json",
@@ -232,6 +233,11 @@ def events_wildcard(root: str) -> str:
 
 def events_subject(root: str, event: Event) -> str:
     return f"{root}.{VERSION}.events.{event.source}.{event.type}"
+
+
+# the registry's durable consumer of `connector.removed` on the events stream (the stream's
+# name carries the run's root, so this name needs nothing more)
+REGISTRY_REMOVALS_CONSUMER = "registry-connector-removed"
 
 
 def events_stream_name(root: str) -> str:

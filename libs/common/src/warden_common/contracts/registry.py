@@ -69,6 +69,9 @@ class ResolvedTool(Message):
     auto_approve: bool = True
     deferred: bool = False
     schema_valid: bool = True
+    # the id of the connector the tool was registered against (None: registered before ids
+    # were recorded); the proxy refuses the call when the connector's credential has another
+    connector_id: str | None = Field(default=None, max_length=64)
 
 
 class SearchRequest(Message):
