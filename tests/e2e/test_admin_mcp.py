@@ -6,7 +6,9 @@ destructive tool without confirmation is refused (and with a confirmation form, 
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,7 +20,11 @@ import pytest
 from mcp import Client, types
 from mcp.client.streamable_http import streamable_http_client
 from support.admin import admin_client, agent
+from support.consent import ElicitedConsents, callback_url
 from support.infra import wait_for
+from support.oauth import registered_clients
+from support.oidc import oidc_provider
+from support.protected_mcp import protected_mcp
 from support.upstream import bearer_upstream
 from warden_cli.embedded import Stack
 
@@ -156,6 +162,34 @@ async def test_arguments_outside_the_input_schema_are_an_error_result(stack: Sta
         assert r.is_error and "maxLength" in r.content[0].text  # type: ignore[union-attr]
         r = await admin.call_tool("list_executions", {"limit": 5000})
         assert r.is_error and "maximum" in r.content[0].text  # type: ignore[union-attr]
+
+
+async def test_an_oauth_connection_answers_its_consent_url_and_waits_for_it_when_the_client_opens_urls(
+    stack: Stack,
+) -> None:
+    async with (
+        oidc_provider(clients=registered_clients(callback_url(stack))) as op,
+        protected_mcp(op.issuer) as up,
+    ):
+        async with admin_mcp(stack) as admin:  # no URL elicitation: the consent URL is the answer
+            plain = await _ok(
+                admin,
+                "create_connection",
+                {"name": f"oa-{secrets.token_hex(4)}", "url": up.url, "auth": {"type": "oauth2"}},
+            )
+        assert plain["connected"] is False and plain["consent_url"].startswith(op.issuer)
+
+        person = ElicitedConsents(stack, "admin-alice")  # the admin opens the link while the tool waits
+        async with admin_mcp(stack, elicitation_callback=person, mode="legacy") as admin, asyncio.timeout(90):
+            made = await _ok(
+                admin,
+                "create_connection",
+                {"name": f"oa-{secrets.token_hex(4)}", "url": up.url, "auth": {"type": "oauth2"}},
+            )
+        assert len(person.shown) == 1 and person.shown[0].startswith(op.issuer)
+        assert made["connected"] is True and made["consent_url"] is None
+        assert made["connection"]["status"] == "active"
+        assert (await person.pages[0]).status_code == 200
 
 
 # the conformance suite's server scenarios that do not need the suite's own sample tools,
