@@ -59,7 +59,7 @@ server.listen(PORT, '127.0.0.1', () => {
     cookies: { keys: ['test-cookie-key-not-secret'] },
     clients: [INTROSPECTOR, ...EXTRA_CLIENTS],
     ...(CIMD ? { fetch: (url, options) => { delete options.dispatcher; return fetch(url, options); } } : {}),
-    scopes: ['openid', 'offline_access', 'mcp:tools', 'mcp:admin'],
+    scopes: ['openid', 'offline_access', 'mcp:tools', 'mcp:admin', 'warden:admin'],
     claims: { openid: ['sub'], email: ['email'] },
     findAccount: async (ctx, sub) => ({ accountId: sub, claims: async () => ({ sub, email: `${sub}@example.test` }) }),
     pkce: { required: () => true },                 // PKCE (S256 only is the v9 default) for every client
@@ -80,7 +80,7 @@ server.listen(PORT, '127.0.0.1', () => {
         defaultResource: async (ctx, client, oneOf) => oneOf,
         useGrantedResource: async () => true,         // token/refresh requests without resource= reuse the granted one
         getResourceServerInfo: async (ctx, resourceIndicator) => ({
-          scope: 'mcp:tools mcp:admin',
+          scope: 'mcp:tools mcp:admin warden:admin',
           audience: resourceIndicator,
           accessTokenTTL: AT_TTL,
           accessTokenFormat: 'jwt',

@@ -185,6 +185,9 @@ class Stack:
             env[f"{prefix}CALLBACK_BASE_URL"] = f"http://127.0.0.1:{port}"
         if name == "proxy":
             env[f"{prefix}ALLOW_INSECURE_UPSTREAMS"] = str(self.cfg.allow_insecure).lower()
+            # the admin MCP endpoint (/mcp/admin) calls the other services' admin APIs
+            for svc, var in (("connectors", "CONNECTORS_URL"), ("registry", "REGISTRY_URL"), ("audit", "AUDIT_URL")):
+                env[f"{prefix}ADMIN_APIS__{var}"] = f"http://127.0.0.1:{self.cfg.ports[svc]}"
         env.update(self.cfg.extra_env.get(name, {}))
         return env
 

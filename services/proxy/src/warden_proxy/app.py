@@ -4,7 +4,7 @@ the MCP session manager; shutdown is not-ready, stop MCP, drain NATS, close upst
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -13,6 +13,7 @@ from warden_common.contracts import Actor, EventRefs, EventType, Service
 from warden_common.runtime import Runtime, settle_heap
 from warden_common.web import admin_guard, install_error_handlers, openapi_servers, ops_router
 
+from warden_proxy.admin_mcp import AdminApis, AdminAuth, AdminMcp
 from warden_proxy.agents import AgentKeys
 from warden_proxy.api import build_router
 from warden_proxy.approvals import Approvals
@@ -87,6 +88,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await runtime.start("warden_proxy.migrations")
         jwt = jwt_callers_from(settings, resource_url)  # bearer JWTs from an IdP, when configured
+        exits = AsyncExitStack()
         try:
             keys = AgentKeys(Store(runtime.db.pool), runtime.bus, ttl_s=settings.cache_ttl_s, jwt=jwt)
             approvals = Approvals(runtime.db.pool, runtime.bus, settings.approval_timeout_s)
@@ -106,16 +108,33 @@ def create_app(settings: Settings) -> FastAPI:
                 allowed = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
             endpoint = McpEndpoint(pipeline, keys, resource_url=resource_url, allowed_hosts=allowed)
             holder["endpoint"] = endpoint
+            # Warden's own admin operations as MCP tools (admin token or admin-scoped JWT only)
+            a = settings.admin_apis
+            apis = AdminApis(
+                {"connectors": a.connectors_url, "registry": a.registry_url, "audit": a.audit_url},
+                settings.admin_token,
+                timeout_s=a.timeout_s,
+            )
+            exits.push_async_callback(apis.aclose)
+            holder["admin"] = AdminMcp(
+                auth=AdminAuth(settings.admin_token, jwt),
+                apis=apis,
+                approvals=approvals,
+                keys=keys,
+                allowed_hosts=allowed,
+                consent_wait_s=a.consent_wait_s,
+            )
             await register_handlers(runtime.bus, pipeline, keys, approvals)
             durable = DurableCalls(runtime.bus, runtime.db.pool, pipeline, ack_wait_s=settings.durable_ack_wait_s)
             await durable.start()
-            async with endpoint.manager.run():
+            async with endpoint.manager.run(), holder["admin"].manager.run():
                 settle_heap()
                 runtime.ready = True
                 yield {"keys": keys, "pipeline": pipeline, "approvals": approvals}
                 runtime.ready = False
                 await durable.stop()
         finally:
+            await exits.aclose()
             await pool.close()
             if jwt is not None:
                 await jwt.aclose()
@@ -131,6 +150,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     # exact routes (no /mcp -> /mcp/ redirect); the SSE message path is a mount below /sse
     app.router.routes.append(Route("/mcp", _Asgi(lambda: holder["endpoint"]), methods=["GET", "POST", "DELETE"]))
+    app.router.routes.append(Route("/mcp/admin", _Asgi(lambda: holder["admin"]), methods=["GET", "POST", "DELETE"]))
     app.router.routes.append(Route("/sse", _Asgi(lambda: holder["endpoint"].sse_app), methods=["GET"]))
     app.mount("/sse", _Asgi(lambda: holder["endpoint"].sse_app))
     return app

@@ -103,8 +103,9 @@ class JwtCallers:
         except (JoseError, ValueError):
             raise Unauthorized("the bearer token is not a valid JWT from the configured issuer") from None
 
-    async def authenticate(self, token: str) -> tuple[str, str]:
-        """(user, profile) of a valid token; Unauthorized with a reason a person can act on."""
+    async def verify(self, token: str) -> dict[str, Any]:
+        """The claims of a token whose signature, issuer, expiry and audience hold; Unauthorized
+        otherwise. What the claims grant (a profile, the admin scope) is the caller's to check."""
         if token.count(".") != 2 or len(token) > 16384:
             raise Unauthorized("send Authorization: Bearer <agent API key or JWT from the configured issuer>")
         claims = await self._decode(token)
@@ -122,9 +123,19 @@ class JwtCallers:
         auds = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
         if c.audience not in auds:
             raise Unauthorized(f"the bearer token is not meant for this gateway (aud must include {c.audience})")
-        user = claims.get(c.user_claim)
+        return claims
+
+    def user_of(self, claims: dict[str, Any]) -> str:
+        user = claims.get(self.config.user_claim)
         if not isinstance(user, str) or not user or len(user) > 200:
-            raise Unauthorized(f"the bearer token has no usable {c.user_claim!r} claim")
+            raise Unauthorized(f"the bearer token has no usable {self.config.user_claim!r} claim")
+        return user
+
+    async def authenticate(self, token: str) -> tuple[str, str]:
+        """(user, profile) of a valid token; Unauthorized with a reason a person can act on."""
+        claims = await self.verify(token)
+        c = self.config
+        user = self.user_of(claims)
         profile = claims.get(c.profile_claim, c.default_profile)
         if not isinstance(profile, str) or not _PROFILE.fullmatch(profile):
             raise Unauthorized(

@@ -1,8 +1,21 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 from warden_common.runtime import ServiceSettings, settings_config
 from warden_common.settings import HttpSettings
+
+
+class AdminApis(BaseModel):
+    """Where the /mcp/admin tools reach the other services' admin HTTP APIs (with the admin
+    token); a tool whose service is not set answers an error that names the setting."""
+
+    connectors_url: str | None = Field(default=None, max_length=500)
+    registry_url: str | None = Field(default=None, max_length=500)
+    audit_url: str | None = Field(default=None, max_length=500)
+    # each request to a service gives up after this long
+    timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # create/reconnect_connection wait this long for the admin's OAuth consent after showing its URL
+    consent_wait_s: float = Field(default=300.0, gt=0, le=3600)
 
 
 class Settings(ServiceSettings):
@@ -42,3 +55,5 @@ class Settings(ServiceSettings):
     jwt_user_claim: str = "sub"
     jwt_profile_claim: str = "warden_profile"
     jwt_default_profile: str | None = None
+    # the admin MCP endpoint (/mcp/admin): the services' admin APIs its tools call
+    admin_apis: AdminApis = Field(default_factory=AdminApis)

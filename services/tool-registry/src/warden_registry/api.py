@@ -159,8 +159,14 @@ def build_router(admin: Callable[..., Awaitable[str]]) -> APIRouter:
         return await reg.grant(name, body, actor)
 
     @router.delete("/profiles/{name}/grants/{grant_id}", status_code=204, tags=["profiles"])
-    async def revoke(name: Profile, grant_id: str, actor: Actor, reg: Reg) -> Response:
-        await reg.revoke(name, grant_id, actor)
+    async def revoke(
+        name: Profile,
+        grant_id: str,
+        actor: Actor,
+        reg: Reg,
+        reason: Annotated[str, Query(max_length=1000, description="why; goes into the grant.revoked event")] = "",
+    ) -> Response:
+        await reg.revoke(name, grant_id, actor, reason)
         return Response(status_code=204)
 
     @router.get("/profiles/{name}/visible", tags=["profiles"])

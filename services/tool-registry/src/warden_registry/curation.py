@@ -172,7 +172,7 @@ class Curation:
         )
         return _grant_out(g)
 
-    async def revoke(self, profile: str, grant_id: str, actor: str) -> None:
+    async def revoke(self, profile: str, grant_id: str, actor: str, reason: str = "") -> None:
         try:
             gid = uuid.UUID(grant_id)
         except ValueError:
@@ -187,4 +187,5 @@ class Curation:
             EventRefs(profile=profile, tool=g["tool"]),
             grant_id=grant_id,
             read_only=g["read_only"],
+            reason=reason,
         )
