@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 # ask the user at the calling client: (tool, arguments) -> (approve, reason), or None for no answer
 AskApproval = Callable[[str, dict[str, Any]], Awaitable[tuple[bool, str | None] | None]]
+# does the call's authority (grant, tool enabled, not held for drift) still hold? None when it
+# does, else the reason it does not (asked again whenever the registry changes)
+StillAllowed = Callable[[], Awaitable[str | None]]
 
 
 class ApprovalRejected(WardenError):
@@ -83,6 +86,7 @@ class Approvals:
         self.bus = bus
         self.timeout_s = timeout_s
         self._waiters: dict[str, asyncio.Event] = {}
+        self.registry_generation = 0
 
     async def hold(
         self,
@@ -96,10 +100,13 @@ class Approvals:
         refs: EventRefs,
         ask: AskApproval | None = None,
         asker: Actor | None = None,
+        still_allowed: StillAllowed | None = None,
     ) -> None:
         """Wait for a decision on this call; return when approved, raise otherwise.
         With `ask` (the calling client can show a form), the user at the client is asked too:
-        the first decision wins, theirs or an admin's through the API."""
+        the first decision wins, theirs or an admin's through the API. With `still_allowed`,
+        a registry change that takes the call's authority away (grant deleted, tool disabled
+        or held for drift) ends the wait: the approval becomes `revoked`, with the reason."""
         row = await self.pool.fetchrow(
             f"INSERT INTO approvals (id, call_key, call_id, tool, profile, actor, arguments, expires_at)"
             f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (call_key) DO NOTHING RETURNING {_COLS}",
@@ -129,14 +136,21 @@ class Approvals:
         asking = None
         if ask is not None and row["status"] == "pending":
             asking = asyncio.create_task(self._ask(approval_id, ask, tool, arguments, asker or actor))
+        checked = -1
         try:
             while True:
+                if still_allowed is not None and checked != self.registry_generation and row["status"] == "pending":
+                    checked = self.registry_generation
+                    if (why := await still_allowed()) is not None:
+                        await self._revoke(row["id"], why)
                 row = await self.pool.fetchrow(f"SELECT {_COLS} FROM approvals WHERE id = $1", row["id"])
                 status = row["status"]
                 if status == "approved":
                     return
                 if status == "rejected":
                     raise ApprovalRejected(f"the call was rejected: {row['reason'] or 'no reason given'}")
+                if status == "revoked":
+                    raise ApprovalRejected(f"the call lost its authority while held: {row['reason']}")
                 remaining = (row["expires_at"] - datetime.now(UTC)).total_seconds()
                 if status == "expired" or remaining <= 0:
                     await self._expire(row["id"])
@@ -174,6 +188,30 @@ class Approvals:
             "UPDATE approvals SET status = 'expired', decided_at = now() WHERE id = $1 AND status = 'pending'",
             approval_id,
         )
+
+    async def _revoke(self, approval_id: uuid.UUID, why: str) -> None:
+        row = await self.pool.fetchrow(
+            "UPDATE approvals SET status = 'revoked', reason = $2, decided_by = 'system:registry', decided_at = now()"
+            " WHERE id = $1 AND status = 'pending' RETURNING tool, profile, call_id",
+            approval_id,
+            why[:1000],
+        )
+        if row is not None:
+            self.bus.emit(
+                self.bus.new_event(
+                    EventType.call_rejected,
+                    actor=Actor(kind="system", id="registry"),
+                    refs=EventRefs(tool=row["tool"], profile=row["profile"], call_id=row["call_id"]),
+                    status="revoked",
+                    data={"approval_id": str(approval_id), "reason": why},
+                )
+            )
+
+    def registry_changed(self) -> None:
+        """A registry event arrived: every held call asks again whether its authority holds."""
+        self.registry_generation += 1
+        for ev in self._waiters.values():
+            ev.set()
 
     def wake(self, approval_id: str | None) -> None:
         """A decision event arrived (from any replica)."""

@@ -40,6 +40,7 @@ class ConsentFlow:
         _creds: Any
         credential: Callable[..., Awaitable[Credential]]
         _call_upstream: Callable[..., Awaitable[types.CallToolResult]]
+        recheck: Callable[..., Awaitable[ResolvedTool]]
 
     async def step_up(
         self, connector: str, principal: Principal, scopes: tuple[str, ...], failed: Credential
@@ -83,6 +84,8 @@ class ConsentFlow:
                     raise
                 if not await self._wait_connected(tool.connector, principal, waiter):
                     raise
+                # the wait may have outlived the grant: resolve and check it again
+                tool = await self.recheck(principal.profile, tool.name, after="the consent")
         raise Unavailable(f"gave up after {self.max_consents} consents in one call")
 
     async def _wait_connected(self, connector: str, principal: Principal, waiter: asyncio.Event) -> bool:

@@ -50,7 +50,7 @@ from warden_proxy.agents import Principal
 from warden_proxy.approvals import Approvals, AskApproval
 from warden_proxy.breaker import Breakers
 from warden_proxy.consent import ConsentFlow, insufficient_scope
-from warden_proxy.errors import ArgumentsTooLarge, BadInput, InvalidArguments, UpstreamError
+from warden_proxy.errors import ArgumentsTooLarge, AuthorityGone, BadInput, InvalidArguments, UpstreamError
 from warden_proxy.upstream import UpstreamPool, UpstreamUnauthorized
 
 __all__ = ["CallPipeline"]
@@ -132,6 +132,7 @@ class CallPipeline(ConsentFlow):
     def on_registry_event(self) -> None:
         self._resolved.drop()
         self._visible.drop()
+        self.approvals.registry_changed()  # held calls check their authority again
 
     async def on_connector_event(
         self,
@@ -171,6 +172,28 @@ class CallPipeline(ConsentFlow):
             return hit  # type: ignore[no-any-return]
         resolved = await self.bus.request(REGISTRY_RESOLVE, ResolveRequest(profile=profile, tool=tool))
         self._resolved.put(key, resolved)
+        return resolved
+
+    async def still_allowed(self, profile: str, tool: str) -> str | None:
+        """Ask the registry again, past the cache: None when the call's authority holds (the
+        grant, the tool enabled and not held), else why not."""
+        try:
+            resolved = await self.bus.request(REGISTRY_RESOLVE, ResolveRequest(profile=profile, tool=tool))
+        except WardenError as e:
+            if e.retryable:
+                return None  # the registry is unreachable: the check after the wait decides
+            return e.message
+        self._resolved.put((profile, tool), resolved)
+        return None
+
+    async def recheck(self, profile: str, tool: str, *, after: str) -> ResolvedTool:
+        """After a wait (`after`: what the call waited for), resolve and check the grant again,
+        past the cache; refuse with the reason when it no longer holds (fails closed)."""
+        try:
+            resolved = await self.bus.request(REGISTRY_RESOLVE, ResolveRequest(profile=profile, tool=tool))
+        except WardenError as e:
+            raise AuthorityGone(f"the call was not run: {e.message} (checked again after {after})") from None
+        self._resolved.put((profile, tool), resolved)
         return resolved
 
     # -- credentials ---------------------------------------------------------------------
@@ -302,7 +325,10 @@ class CallPipeline(ConsentFlow):
                     refs=refs,
                     ask=on_approval,
                     asker=Actor(kind="user", id=principal.user) if principal.user else None,
+                    still_allowed=lambda: self.still_allowed(principal.profile, tool),
                 )
+                resolved = await self.recheck(principal.profile, tool, after="the approval")
+                self.validate(resolved, arguments)
             if before_upstream is not None:
                 await before_upstream()
             result = await self._call_with_consent(resolved, principal, arguments, progress, on_consent)

@@ -1,0 +1,85 @@
+"""Governance of held calls (issue 16, items 1-5): a held call runs only while its authority
+holds, only the approver the tool names may decide it, a caller that went away abandons it,
+a waiting caller hears progress, and the audit names the admin who decided."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from support.admin import Admin, admin_client
+from support.infra import wait_for
+from support.upstream import trouble_upstream
+from warden_cli.embedded import Stack
+from warden_common.client import WardenClient
+from warden_common.contracts import ErrorCode
+from warden_common.errors import RemoteError
+
+pytestmark = pytest.mark.e2e
+
+
+async def _pending(admin: Admin, tool: str) -> dict[str, Any]:
+    async def find() -> dict[str, Any] | None:
+        items = await admin.req("GET", "proxy", "/v1/approvals", params={"status": "pending"})
+        return next((a for a in items if a["tool"] == tool), None)
+
+    found: dict[str, Any] = await wait_for(find, timeout=10)
+    return found
+
+
+async def _approval(admin: Admin, approval_id: str, status: str) -> dict[str, Any]:
+    async def find() -> dict[str, Any] | None:
+        items = await admin.req("GET", "proxy", "/v1/approvals", params={"status": status})
+        return next((a for a in items if a["id"] == approval_id), None)
+
+    found: dict[str, Any] = await wait_for(find, timeout=10)
+    return found
+
+
+@pytest.mark.parametrize("change", ["grant deleted", "tool disabled"])
+async def test_a_held_call_whose_authority_went_away_is_refused_and_shown_revoked(
+    stack: Stack, nats_url: str, change: str
+) -> None:
+    async with trouble_upstream() as up, admin_client(stack) as admin:
+        c = await admin.connector(up.url, up.token)
+        await admin.register(c, [{"name": "record", "auto_approve": False}])
+        p = await admin.profile([f"{c}__*"])
+        tool = f"{c}__record"
+        async with WardenClient(nats_url=nats_url, profile=p, root=stack.cfg.root) as warden:
+            call = asyncio.create_task(warden.call(tool, {"key": "gone"}, timeout_s=60))
+            held = await _pending(admin, tool)
+            if change == "grant deleted":
+                grants = (await admin.req("GET", "registry", f"/v1/profiles/{p}"))["grants"]
+                await admin.req("DELETE", "registry", f"/v1/profiles/{p}/grants/{grants[0]['id']}")
+            else:
+                await admin.req("PATCH", "registry", f"/v1/tools/{tool}", json={"enabled": False})
+            # the queue shows the call as revoked, with the reason
+            revoked = await _approval(admin, held["id"], "revoked")
+            assert revoked["reason"] and tool in revoked["reason"]
+            with pytest.raises(RemoteError) as e:
+                await asyncio.wait_for(call, 20)
+            assert e.value.code == ErrorCode.approval_rejected and tool in e.value.message
+            # approving it now is refused, and the upstream never ran
+            await admin.req("POST", "proxy", f"/v1/approvals/{held['id']}/approve", expect=409)
+        assert "gone" not in up.trouble.executions
+
+
+async def test_an_approval_that_races_a_revoked_grant_never_runs_the_call(stack: Stack, nats_url: str) -> None:
+    """The grant is deleted and the call approved at once: whichever lands first, the proxy
+    checks the grant again after the approval and refuses with the reason."""
+    async with trouble_upstream() as up, admin_client(stack) as admin:
+        c = await admin.connector(up.url, up.token)
+        await admin.register(c, [{"name": "record", "auto_approve": False}])
+        p = await admin.profile([f"{c}__*"])
+        tool = f"{c}__record"
+        async with WardenClient(nats_url=nats_url, profile=p, root=stack.cfg.root) as warden:
+            call = asyncio.create_task(warden.call(tool, {"key": "race"}, timeout_s=60))
+            held = await _pending(admin, tool)
+            grants = (await admin.req("GET", "registry", f"/v1/profiles/{p}"))["grants"]
+            await admin.req("DELETE", "registry", f"/v1/profiles/{p}/grants/{grants[0]['id']}")
+            await admin.req("POST", "proxy", f"/v1/approvals/{held['id']}/approve", expect=(200, 409))
+            with pytest.raises(RemoteError) as e:
+                await asyncio.wait_for(call, 20)
+            assert e.value.code == ErrorCode.approval_rejected and f"not available to profile {p}" in e.value.message
+        assert "race" not in up.trouble.executions
