@@ -5,11 +5,12 @@ a waiting caller hears progress, and the audit names the admin who decided."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 from typing import Any
 
 import pytest
 from support.admin import Admin, admin_client
-from support.infra import wait_for
+from support.infra import NAMED_ADMINS, wait_for
 from support.upstream import trouble_upstream
 from warden_cli.embedded import Stack
 from warden_common.client import WardenClient
@@ -83,3 +84,52 @@ async def test_an_approval_that_races_a_revoked_grant_never_runs_the_call(stack:
                 await asyncio.wait_for(call, 20)
             assert e.value.code == ErrorCode.approval_rejected and f"not available to profile {p}" in e.value.message
         assert "race" not in up.trouble.executions
+
+
+async def test_the_audit_names_the_admin_who_did_each_thing(stack: Stack, nats_url: str) -> None:
+    """Named admin tokens (ADMIN_TOKENS) in all four services: each action is recorded as
+    actor admin:<name>; a header cannot claim another name; ADMIN_TOKEN stays `admin`."""
+    alice = {"Authorization": f"Bearer {NAMED_ADMINS['alice']}", "X-Warden-Actor": "mallory"}
+    bob = {"Authorization": f"Bearer {NAMED_ADMINS['bob']}"}
+    async with trouble_upstream() as up, admin_client(stack) as admin:
+        c = "c" + secrets.token_hex(4)
+        auth = {"type": "bearer", "token": up.token}
+        await admin.req(
+            "POST", "connectors", "/v1/connectors", json={"name": c, "url": up.url, "auth": auth}, headers=alice
+        )
+        body = {"tools": [{"name": "record", "auto_approve": False}]}
+        await admin.req("POST", "registry", f"/v1/connectors/{c}/tools", json=body, headers=alice)
+        p = "p" + secrets.token_hex(4)
+        await admin.req("POST", "registry", "/v1/profiles", json={"name": p}, headers=alice)
+        grant = {"tool": f"{c}__*", "reason": "test"}
+        await admin.req("POST", "registry", f"/v1/profiles/{p}/grants", json=grant, headers=alice)
+        await admin.req("POST", "proxy", "/v1/agent-keys", json={"name": "k", "profile": p}, headers=alice)
+        tool = f"{c}__record"
+        async with WardenClient(nats_url=nats_url, profile=p, root=stack.cfg.root) as warden:
+            call = asyncio.create_task(warden.call(tool, {"key": "named"}, timeout_s=60))
+            held = await _pending(admin, tool)
+            decided = await admin.req("POST", "proxy", f"/v1/approvals/{held['id']}/approve", json={}, headers=bob)
+            assert decided["decided_by"] == "bob"
+            assert (await asyncio.wait_for(call, 20)).content[0]["text"] == "named:1"
+        # the single ADMIN_TOKEN is the admin named `admin`; a wrong token is refused everywhere
+        keys = await admin.req("GET", "proxy", "/v1/agent-keys")
+        assert any(k["created_by"] == "alice" for k in keys)
+        wrong = {"Authorization": "Bearer wrong-token-0000000000"}
+        for service, path in (("connectors", "/v1/connectors"), ("registry", "/v1/profiles"), ("audit", "/v1/events")):
+            await admin.req("GET", service, path, headers=bob)
+            await admin.req("GET", service, path, headers=wrong, expect=401)
+
+        async def recorded() -> dict[str, Any] | None:
+            page = await admin.req("GET", "audit", "/v1/events", params={"actor": "admin:alice"}, headers=bob)
+            types = {e["type"] for e in page["items"]}
+            approved = await admin.req(
+                "GET", "audit", "/v1/events", params={"type": "call.approved", "tool": tool}, headers=bob
+            )
+            by = {(e["actor"]["kind"], e["actor"]["id"]) for e in approved["items"]}
+            want = {"connector.created", "tool.registered", "grant.added"}
+            return {"types": types, "by": by} if want <= types and ("admin", "bob") in by else None
+
+        seen = await wait_for(recorded, timeout=15)
+        assert ("admin", "mallory") not in seen["by"]
+        mallory = await admin.req("GET", "audit", "/v1/events", params={"actor": "admin:mallory"})
+        assert mallory["items"] == []

@@ -108,7 +108,12 @@ def run(*, data_dir: Path, base_port: int, nats_port: int, demo_port: int, log_l
     database_url = os.environ.get("DATABASE_URL") or None
     ports = {"connectors": base_port + 1, "registry": base_port + 2, "proxy": base_port + 3, "audit": base_port + 4}
     cfg = StackConfig(
-        data_dir=data_dir, nats_port=nats_port, database_url=database_url, ports=ports, log_level=log_level
+        data_dir=data_dir,
+        nats_port=nats_port,
+        database_url=database_url,
+        ports=ports,
+        log_level=log_level,
+        admin_tokens=os.environ.get("WARDEN_ADMIN_TOKENS") or None,
     )
     stack = Stack(cfg, progress=_say)
     t0 = time.monotonic()

@@ -125,7 +125,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.mcp_target = lambda: holder.get("endpoint")  # type: ignore[method-assign]
     install_error_handlers(app)
     app.include_router(ops_router(runtime.checks()))
-    app.include_router(build_router(admin_guard(settings.admin_token), resource_url, jwt_issuer=settings.jwt_issuer))
+    app.include_router(
+        build_router(
+            admin_guard(settings.admin_token, settings.admin_tokens), resource_url, jwt_issuer=settings.jwt_issuer
+        )
+    )
     app.include_router(build_me_router())
     app.include_router(build_stream_router())
 
