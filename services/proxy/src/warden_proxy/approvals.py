@@ -54,7 +54,11 @@ class ApprovalView(BaseModel):
     arguments: dict[str, Any]
     status: str
     reason: str | None
+    # who may decide it: admin, user (the end user the call acts for, at the client) or any
+    approver: str = "admin"
+    # the identity that decided (an admin's name, a user, an agent key's prefix) and its kind
     decided_by: str | None
+    decided_by_kind: str | None = None
     created_at: datetime
     expires_at: datetime
     decided_at: datetime | None
@@ -70,14 +74,19 @@ def _view(r: asyncpg.Record) -> ApprovalView:
         arguments=dict(r["arguments"]),
         status=r["status"],
         reason=r["reason"],
+        approver=r["approver"],
         decided_by=r["decided_by"],
+        decided_by_kind=r["decided_by_kind"],
         created_at=r["created_at"],
         expires_at=r["expires_at"],
         decided_at=r["decided_at"],
     )
 
 
-_COLS = "id, call_id, tool, profile, actor, arguments, status, reason, decided_by, created_at, expires_at, decided_at"
+_COLS = (
+    "id, call_id, tool, profile, actor, arguments, status, reason, approver, decided_by, decided_by_kind,"
+    " created_at, expires_at, decided_at"
+)
 
 
 class Approvals:
@@ -101,6 +110,7 @@ class Approvals:
         ask: AskApproval | None = None,
         asker: Actor | None = None,
         still_allowed: StillAllowed | None = None,
+        approver: str = "admin",
     ) -> None:
         """Wait for a decision on this call; return when approved, raise otherwise.
         With `ask` (the calling client can show a form), the user at the client is asked too:
@@ -108,8 +118,8 @@ class Approvals:
         a registry change that takes the call's authority away (grant deleted, tool disabled
         or held for drift) ends the wait: the approval becomes `revoked`, with the reason."""
         row = await self.pool.fetchrow(
-            f"INSERT INTO approvals (id, call_key, call_id, tool, profile, actor, arguments, expires_at)"
-            f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (call_key) DO NOTHING RETURNING {_COLS}",
+            f"INSERT INTO approvals (id, call_key, call_id, tool, profile, actor, arguments, expires_at, approver)"
+            f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (call_key) DO NOTHING RETURNING {_COLS}",
             uuid.uuid4(),
             call_key,
             call_id,
@@ -118,6 +128,7 @@ class Approvals:
             f"{actor.kind}:{actor.id}",
             arguments,
             datetime.now(UTC) + timedelta(seconds=self.timeout_s),
+            approver,
         )
         if row is None:  # a redelivered call: its approval exists already
             row = await self.pool.fetchrow(f"SELECT {_COLS} FROM approvals WHERE call_key = $1", call_key)
@@ -128,7 +139,11 @@ class Approvals:
                     actor=actor,
                     refs=refs,
                     status="pending",
-                    data={"approval_id": str(row["id"]), "expires_at": row["expires_at"].isoformat()},
+                    data={
+                        "approval_id": str(row["id"]),
+                        "expires_at": row["expires_at"].isoformat(),
+                        "approver": approver,
+                    },
                 )
             )
         approval_id = str(row["id"])
@@ -191,7 +206,8 @@ class Approvals:
 
     async def _revoke(self, approval_id: uuid.UUID, why: str) -> None:
         row = await self.pool.fetchrow(
-            "UPDATE approvals SET status = 'revoked', reason = $2, decided_by = 'system:registry', decided_at = now()"
+            "UPDATE approvals SET status = 'revoked', reason = $2, decided_by = 'registry', decided_by_kind = 'system',"
+            " decided_at = now()"
             " WHERE id = $1 AND status = 'pending' RETURNING tool, profile, call_id",
             approval_id,
             why[:1000],
@@ -221,19 +237,22 @@ class Approvals:
     async def decide(
         self, approval_id: str, approve: bool, body: ApprovalDecision, admin: str, *, kind: str = "admin"
     ) -> ApprovalView:
-        """Approve or reject a pending call: an admin through the API, or (`kind` user/agent)
-        the user at the calling client, asked with a form."""
+        """Approve or reject a pending call: an admin through the API (whatever the approver),
+        or (`kind` user/agent) the caller at the client, asked with a form only when the tool's
+        approver lets them (`CallPipeline.call` decides whom to ask)."""
         try:
             aid = uuid.UUID(approval_id)
         except ValueError:
             raise NotFound(f"no approval {approval_id!r}") from None
+        kind = kind if kind in ("admin", "user", "agent") else "admin"
         row = await self.pool.fetchrow(
-            f"UPDATE approvals SET status = $2, reason = $3, decided_by = $4, decided_at = now()"
+            f"UPDATE approvals SET status = $2, reason = $3, decided_by = $4, decided_by_kind = $5, decided_at = now()"
             f" WHERE id = $1 AND status = 'pending' AND expires_at > now() RETURNING {_COLS}",
             aid,
             "approved" if approve else "rejected",
             body.reason or None,
             admin,
+            kind,
         )
         if row is None:
             existing = await self.pool.fetchrow(f"SELECT {_COLS} FROM approvals WHERE id = $1", aid)
@@ -243,7 +262,7 @@ class Approvals:
         self.bus.emit(
             self.bus.new_event(
                 EventType.call_approved if approve else EventType.call_rejected,
-                actor=Actor(kind=kind if kind in ("admin", "user", "agent") else "admin", id=admin),  # type: ignore[arg-type]
+                actor=Actor(kind=kind, id=admin),  # type: ignore[arg-type]
                 refs=EventRefs(tool=row["tool"], profile=row["profile"], call_id=row["call_id"]),
                 status="approved" if approve else "rejected",
                 data={"approval_id": approval_id, "reason": body.reason},

@@ -315,6 +315,7 @@ class CallPipeline(ConsentFlow):
             raise
         try:
             if not resolved.auto_approve:
+                approver, asker = _approver(resolved, principal)
                 await self.approvals.hold(
                     call_key=f"{principal.profile}:{idempotency_key}" if idempotency_key else call_id,
                     call_id=call_id,
@@ -323,9 +324,10 @@ class CallPipeline(ConsentFlow):
                     actor=principal.actor(),
                     arguments=arguments,
                     refs=refs,
-                    ask=on_approval,
-                    asker=Actor(kind="user", id=principal.user) if principal.user else None,
+                    ask=on_approval if asker is not None else None,
+                    asker=asker,
                     still_allowed=lambda: self.still_allowed(principal.profile, tool),
+                    approver=approver,
                 )
                 resolved = await self.recheck(principal.profile, tool, after="the approval")
                 self.validate(resolved, arguments)
@@ -413,6 +415,21 @@ class CallPipeline(ConsentFlow):
                 for t in tools
             ],
         )
+
+
+def _approver(tool: ResolvedTool, principal: Principal) -> tuple[str, Actor | None]:
+    """Who may decide this held call, and whom the calling client's form may record as the
+    decider (None: nobody at the client is asked; an admin decides). `admin` (the default for
+    write tools): nobody at the client. `user` (the default for read tools): the end user, only
+    when the caller is signed in as that user (a JWT caller); an agent key, even one acting for
+    a user, is unattended and cannot answer for them. `any`: whoever is at the client, recorded
+    as who they are (the agent key's prefix, or the user)."""
+    approver = tool.approver or ("admin" if tool.operation == "write" else "user")
+    if approver == "any":
+        return approver, principal.actor()
+    if approver == "user" and principal.kind == "user" and principal.user:
+        return approver, Actor(kind="user", id=principal.user)
+    return approver, None
 
 
 def _json_size(value: Any) -> int:

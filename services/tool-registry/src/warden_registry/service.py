@@ -291,6 +291,7 @@ class Registry(Curation):
                     check_schema(u.input_schema),
                     pin_hash(u.name, desc, u.input_schema),
                     actor,
+                    sel.approver if sel is not None else None,
                 )
             )
         names = [r[0] for r in rows]
@@ -308,6 +309,8 @@ class Registry(Curation):
             changed["alias"] = alias
         if body.auto_approve_default is not None:
             changed["auto_approve_default"] = body.auto_approve_default
+        if body.approver_default is not None:
+            changed["approver_default"] = body.approver_default
         if body.cache_enabled is not None:
             changed["cache_enabled"] = body.cache_enabled
         if changed:
