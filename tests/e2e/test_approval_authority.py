@@ -9,7 +9,7 @@ import secrets
 from typing import Any
 
 import pytest
-from support.admin import Admin, admin_client
+from support.admin import Admin, admin_client, agent
 from support.infra import NAMED_ADMINS, wait_for
 from support.upstream import trouble_upstream
 from warden_cli.embedded import Stack
@@ -133,3 +133,30 @@ async def test_the_audit_names_the_admin_who_did_each_thing(stack: Stack, nats_u
         assert ("admin", "mallory") not in seen["by"]
         mallory = await admin.req("GET", "audit", "/v1/events", params={"actor": "admin:mallory"})
         assert mallory["items"] == []
+
+
+async def test_a_held_call_sends_progress_while_it_waits(stack: Stack) -> None:
+    """With a progress token, a call waiting for approval hears from the proxy at once and then
+    every 10 s (under the 60 s request timeout of common clients), then completes."""
+    async with trouble_upstream() as up, admin_client(stack) as admin:
+        c = await admin.connector(up.url, up.token)
+        await admin.register(c, [{"name": "record", "auto_approve": False}])
+        p = await admin.profile([f"{c}__*"])
+        key = await admin.key(p)
+        heard: list[str] = []
+        first = asyncio.Event()
+
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            heard.append(message or "")
+            first.set()
+
+        async with agent(stack, key, mode="legacy") as client:
+            call = asyncio.create_task(
+                client.call_tool(f"{c}__record", {"key": "progress"}, progress_callback=on_progress)
+            )
+            held = await _pending(admin, f"{c}__record")
+            await asyncio.wait_for(first.wait(), 8)
+            await admin.req("POST", "proxy", f"/v1/approvals/{held['id']}/approve", json={})
+            ok = await asyncio.wait_for(call, 20)
+        assert not ok.is_error
+        assert all(f"waiting for an approval of {c}__record" in m and held["id"] in m for m in heard)

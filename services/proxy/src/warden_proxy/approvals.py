@@ -8,7 +8,9 @@ decision. No decision before `expires_at` expires the approval and fails the cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -29,6 +31,10 @@ AskApproval = Callable[[str, dict[str, Any]], Awaitable[tuple[bool, str | None] 
 # does the call's authority (grant, tool enabled, not held for drift) still hold? None when it
 # does, else the reason it does not (asked again whenever the registry changes)
 StillAllowed = Callable[[], Awaitable[str | None]]
+# progress to the waiting caller: (progress, total, message)
+Progress = Callable[[float, float | None, str | None], Awaitable[None]]
+# a waiting caller hears from us at least this often (clients time out requests after 60 s)
+PROGRESS_EVERY_S = 10.0
 
 
 class ApprovalRejected(WardenError):
@@ -111,6 +117,7 @@ class Approvals:
         asker: Actor | None = None,
         still_allowed: StillAllowed | None = None,
         approver: str = "admin",
+        progress: Progress | None = None,
     ) -> None:
         """Wait for a decision on this call; return when approved, raise otherwise.
         With `ask` (the calling client can show a form), the user at the client is asked too:
@@ -152,8 +159,17 @@ class Approvals:
         if ask is not None and row["status"] == "pending":
             asking = asyncio.create_task(self._ask(approval_id, ask, tool, arguments, asker or actor))
         checked = -1
+        beat = 0.0
         try:
             while True:
+                if progress is not None and time.monotonic() - beat >= PROGRESS_EVERY_S:
+                    beat = time.monotonic()
+                    with contextlib.suppress(Exception):  # a caller that cannot hear it still waits
+                        await progress(
+                            0,
+                            None,
+                            f"waiting for an approval of {tool} (approval {row['id']}, up to {self.timeout_s:g}s)",
+                        )
                 if still_allowed is not None and checked != self.registry_generation and row["status"] == "pending":
                     checked = self.registry_generation
                     if (why := await still_allowed()) is not None:
@@ -174,7 +190,7 @@ class Approvals:
                     )
                 event.clear()
                 try:
-                    await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0))
+                    await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0, PROGRESS_EVERY_S))
                 except TimeoutError:
                     pass
         finally:

@@ -328,6 +328,7 @@ class CallPipeline(ConsentFlow):
                     asker=asker,
                     still_allowed=lambda: self.still_allowed(principal.profile, tool),
                     approver=approver,
+                    progress=progress,
                 )
                 resolved = await self.recheck(principal.profile, tool, after="the approval")
                 self.validate(resolved, arguments)
