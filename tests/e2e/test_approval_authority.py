@@ -5,9 +5,11 @@ a waiting caller hears progress, and the audit names the admin who decided."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from typing import Any
 
+import httpx
 import pytest
 from support.admin import Admin, admin_client, agent
 from support.infra import NAMED_ADMINS, wait_for
@@ -160,3 +162,36 @@ async def test_a_held_call_sends_progress_while_it_waits(stack: Stack) -> None:
             ok = await asyncio.wait_for(call, 20)
         assert not ok.is_error
         assert all(f"waiting for an approval of {c}__record" in m and held["id"] in m for m in heard)
+
+
+async def test_a_held_call_whose_caller_went_away_is_abandoned(stack: Stack, nats_url: str) -> None:
+    """The MCP request cancelled (its session closed) or the HTTP client gone: the approval is
+    `abandoned` in the queue, approving it is refused, the upstream never runs. A durable call
+    keeps waiting (its result is stored): test_durable_call_survives_a_killed_proxy_and_runs_once."""
+    async with trouble_upstream() as up, admin_client(stack) as admin:
+        c = await admin.connector(up.url, up.token)
+        await admin.register(c, [{"name": "record", "auto_approve": False}])
+        p = await admin.profile([f"{c}__*"])
+        key = await admin.key(p)
+        tool = f"{c}__record"
+        # MCP: the agent gives up on the request and closes its session
+        async with agent(stack, key, mode="legacy") as client:
+            call = asyncio.create_task(client.call_tool(tool, {"key": "left-mcp"}))
+            held = await _pending(admin, tool)
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+        gone = await _approval(admin, held["id"], "abandoned")
+        assert gone["reason"] == "the caller went away"
+        await admin.req("POST", "proxy", f"/v1/approvals/{held['id']}/approve", expect=409)
+        # HTTP: the client disconnects while the call is held
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
+            url = f"{stack.urls['proxy']}/v1/tools/{tool}/call"
+            call = asyncio.create_task(http.post(url, json={"arguments": {"key": "left-http"}}))
+            held = await _pending(admin, tool)
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+        await _approval(admin, held["id"], "abandoned")
+        await admin.req("POST", "proxy", f"/v1/approvals/{held['id']}/approve", expect=409)
+        assert "left-mcp" not in up.trouble.executions and "left-http" not in up.trouble.executions

@@ -118,12 +118,16 @@ class Approvals:
         still_allowed: StillAllowed | None = None,
         approver: str = "admin",
         progress: Progress | None = None,
+        abandon_on_cancel: bool = True,
     ) -> None:
         """Wait for a decision on this call; return when approved, raise otherwise.
         With `ask` (the calling client can show a form), the user at the client is asked too:
         the first decision wins, theirs or an admin's through the API. With `still_allowed`,
         a registry change that takes the call's authority away (grant deleted, tool disabled
-        or held for drift) ends the wait: the approval becomes `revoked`, with the reason."""
+        or held for drift) ends the wait: the approval becomes `revoked`, with the reason.
+        A wait cancelled because its caller went away (the MCP request cancelled or its session
+        closed, the HTTP client disconnected) makes it `abandoned`, so no one approves a call
+        nobody waits for; a durable call (`abandon_on_cancel=False`) keeps its approval."""
         row = await self.pool.fetchrow(
             f"INSERT INTO approvals (id, call_key, call_id, tool, profile, actor, arguments, expires_at, approver)"
             f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (call_key) DO NOTHING RETURNING {_COLS}",
@@ -193,6 +197,11 @@ class Approvals:
                     await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0, PROGRESS_EVERY_S))
                 except TimeoutError:
                     pass
+        except asyncio.CancelledError:
+            if abandon_on_cancel:
+                # shielded: the update must land although this task is being cancelled
+                await asyncio.shield(self._abandon(row["id"], tool, profile, refs))
+            raise
         finally:
             self._waiters.pop(approval_id, None)
             if asking is not None and not asking.done():
@@ -219,6 +228,23 @@ class Approvals:
             "UPDATE approvals SET status = 'expired', decided_at = now() WHERE id = $1 AND status = 'pending'",
             approval_id,
         )
+
+    async def _abandon(self, approval_id: uuid.UUID, tool: str, profile: str, refs: EventRefs) -> None:
+        res = await self.pool.execute(
+            "UPDATE approvals SET status = 'abandoned', reason = 'the caller went away', decided_at = now()"
+            " WHERE id = $1 AND status = 'pending'",
+            approval_id,
+        )
+        if res.endswith(" 1"):
+            self.bus.emit(
+                self.bus.new_event(
+                    EventType.call_rejected,
+                    actor=Actor(kind="system", id="proxy"),
+                    refs=refs,
+                    status="abandoned",
+                    data={"approval_id": str(approval_id), "reason": "the caller went away"},
+                )
+            )
 
     async def _revoke(self, approval_id: uuid.UUID, why: str) -> None:
         row = await self.pool.fetchrow(

@@ -282,6 +282,7 @@ class CallPipeline(ConsentFlow):
         progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None,
         on_consent: Callable[[str, str], Awaitable[bool]] | None = None,
         on_approval: AskApproval | None = None,
+        durable: bool = False,
     ) -> ToolCallResult:
         call_id = os.urandom(16).hex()  # what uuid4().hex is made of, without the UUID object
         started = time.perf_counter()
@@ -329,6 +330,7 @@ class CallPipeline(ConsentFlow):
                     still_allowed=lambda: self.still_allowed(principal.profile, tool),
                     approver=approver,
                     progress=progress,
+                    abandon_on_cancel=not durable,
                 )
                 resolved = await self.recheck(principal.profile, tool, after="the approval")
                 self.validate(resolved, arguments)
