@@ -173,6 +173,10 @@ async def wait_for(pred, timeout: float = 10.0, interval: float = 0.05):  # type
             await asyncio.sleep(interval)
 
 
+# named admins every test stack knows besides `admin` (ADMIN_TOKENS): name -> token
+NAMED_ADMINS = {"alice": "alice-" + secrets.token_urlsafe(24), "bob": "bob-" + secrets.token_urlsafe(24)}
+
+
 @asynccontextmanager
 async def isolated_stack(
     nats_url: str, admin_dsn: str, data_dir: Path, extra_env: dict[str, dict[str, str]] | None = None
@@ -191,6 +195,7 @@ async def isolated_stack(
             database_url=dsn,
             ports={name: free_port() for name, _, _ in SERVICES},
             admin_token="adm-" + secrets.token_urlsafe(24),
+            admin_tokens=",".join(f"{name}:{token}" for name, token in NAMED_ADMINS.items()),
             extra_env=extra_env or {},
         )
         st = Stack(cfg)

@@ -68,6 +68,8 @@ class StackConfig:
         default_factory=lambda: {"connectors": 8081, "registry": 8082, "proxy": 8083, "audit": 8084}
     )
     admin_token: str | None = None
+    # named admins besides `admin` (`alice:<token>,bob:<token>`), given to every service
+    admin_tokens: str | None = None
     allow_insecure: bool = True  # the embedded run is a dev setup: loopback upstreams allowed
     log_level: str = "info"
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -176,6 +178,8 @@ class Stack:
             f"{prefix}ADMIN_TOKEN": self.admin_token,
             f"{prefix}LOG_LEVEL": self.cfg.log_level,
         }
+        if self.cfg.admin_tokens:
+            env[f"{prefix}ADMIN_TOKENS"] = self.cfg.admin_tokens
         if self.passwords:
             env[f"{prefix}NATS__USER"] = name
             env[f"{prefix}NATS__PASSWORD"] = self.passwords[name]

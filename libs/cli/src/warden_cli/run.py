@@ -130,6 +130,7 @@ def run(*, data_dir: Path, base_port: int, nats_port: int, demo_port: int, log_l
         ports=ports,
         log_level=log_level,
         allow_insecure=not strict,
+        admin_tokens=os.environ.get("WARDEN_ADMIN_TOKENS") or None,
     )
     stack = Stack(cfg, progress=_say)
     t0 = time.monotonic()

@@ -35,6 +35,9 @@ class ServiceSettings(BaseSettings):
     http: HttpSettings = Field(default_factory=HttpSettings)
     # bearer token for the admin HTTP API; no default: a service without one does not start
     admin_token: SecretStr = Field(min_length=16)
+    # more admins, each with a name the audit records: `alice:<token>,bob:<token>` (optional;
+    # ADMIN_TOKEN is the admin named `admin`)
+    admin_tokens: SecretStr | None = None
     log_level: str = "info"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import re
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,9 @@ from warden_common.tracing import current_trace_id
 __all__ = [
     "ReadinessCheck",
     "openapi_servers",
+    "ADMIN_NAME_PATTERN",
     "admin_guard",
+    "parse_admin_tokens",
     "install_error_handlers",
     "ops_router",
     "serve_http",
@@ -73,20 +76,57 @@ def ops_router(checks: dict[str, ReadinessCheck]) -> APIRouter:
     return router
 
 
-def admin_guard(token: SecretStr) -> Callable[[Request], Awaitable[str]]:
+ADMIN_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+
+
+def parse_admin_tokens(single: SecretStr, named: SecretStr | None) -> dict[str, bytes]:
+    """Admin names by token: the single `ADMIN_TOKEN` is named `admin`; `ADMIN_TOKENS` adds
+    named ones, `name:token,name:token`. Raises ValueError (naming the setting, never a token)
+    when a name is malformed or repeated, a token is shorter than 16 characters or shared."""
+    out: dict[str, bytes] = {"admin": single.get_secret_value().encode()}
+    if named is None or not named.get_secret_value().strip():
+        return out
+    for n, item in enumerate(named.get_secret_value().split(","), start=1):
+        name, sep, token = item.strip().partition(":")
+        if not sep or not ADMIN_NAME_PATTERN.fullmatch(name):
+            raise ValueError(f"ADMIN_TOKENS entry {n}: write name:token (a name of 1-64 letters, digits, . _ @ -)")
+        if name in out:
+            raise ValueError(f"ADMIN_TOKENS: the name {name!r} is given twice (`admin` is ADMIN_TOKEN's)")
+        if len(token) < 16:
+            raise ValueError(f"ADMIN_TOKENS: the token of {name!r} is shorter than 16 characters")
+        if token.encode() in out.values():
+            raise ValueError(f"ADMIN_TOKENS: the token of {name!r} is also another admin's")
+        out[name] = token.encode()
+    return out
+
+
+def admin_guard(token: SecretStr, named: SecretStr | None = None) -> Callable[[Request], Awaitable[str]]:
     """A FastAPI dependency: the admin API wants `Authorization: Bearer <admin token>`.
 
-    Returns the actor id for events (`admin`, or the `X-Warden-Actor` header when given).
+    Returns the admin's name for events and records: `admin` for `ADMIN_TOKEN`, else the name
+    its `ADMIN_TOKENS` entry gives. The name comes from the token (a named token's header cannot
+    claim another); only the root `ADMIN_TOKEN` may name the admin it acts for in `X-Warden-Actor`.
+    Every token is compared, in constant time, whichever matches.
     """
-    expected = token.get_secret_value().encode()
+    tokens = list(parse_admin_tokens(token, named).items())
 
     async def _guard(request: Request) -> str:
         auth = request.headers.get("authorization", "")
         scheme, _, value = auth.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), expected):
+        presented = value.strip().encode()
+        who = None
+        for name, expected in tokens:  # no early exit: the time taken says nothing about which
+            if hmac.compare_digest(presented, expected) and who is None:
+                who = name
+        if scheme.lower() != "bearer" or who is None:
             raise Unauthorized("admin API: send Authorization: Bearer <admin token>")
-        actor = request.headers.get("x-warden-actor", "admin")
-        return actor[:200]
+        acting = request.headers.get("x-warden-actor")
+        if who == "admin" and acting and ADMIN_NAME_PATTERN.fullmatch(acting):
+            # only the deployment's root token (ADMIN_TOKEN, which the services share) may act
+            # for a named admin: the proxy's /mcp/admin does so for an OIDC-signed-in admin.
+            # A named token's holder cannot claim another name.
+            return acting
+        return who
 
     return _guard
 

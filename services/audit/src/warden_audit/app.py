@@ -121,5 +121,5 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(ops_router(runtime.checks() | {"ingest": ingest_check}))
-    app.include_router(build_router(admin_guard(settings.admin_token)))
+    app.include_router(build_router(admin_guard(settings.admin_token, settings.admin_tokens)))
     return app

@@ -99,7 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Warden connectors", version="0.1.0", lifespan=lifespan, servers=openapi_servers(settings.http))
     install_error_handlers(app)
     app.include_router(ops_router(runtime.checks()))
-    app.include_router(build_router(admin_guard(settings.admin_token)))
+    app.include_router(build_router(admin_guard(settings.admin_token, settings.admin_tokens)))
     if cimd is not None:
         document = cimd.model_dump(mode="json", exclude_none=True)
 

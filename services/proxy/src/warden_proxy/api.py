@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Request
 from warden_common.tracing import new_trace_id, set_trace_id
@@ -14,6 +15,8 @@ from warden_proxy.rfc9728 import WELL_KNOWN, metadata_path, protected_resource_m
 from warden_proxy.service import CallPipeline
 
 __all__ = ["build_router"]
+
+T = TypeVar("T")
 
 
 def _keys(request: Request) -> AgentKeys:
@@ -29,6 +32,23 @@ def _pipeline(request: Request) -> CallPipeline:
 def _approvals(request: Request) -> Approvals:
     a: Approvals = request.state.approvals
     return a
+
+
+async def _unless_disconnected(request: Request, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`, cancelled when the client disconnects (the body is read: the next message
+    the server gets is `http.disconnect`)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await task
+    finally:
+        watcher.cancel()
 
 
 def build_router(admin: Callable[..., Any], resource_url: str, *, jwt_issuer: str | None = None) -> APIRouter:
@@ -84,13 +104,15 @@ def build_router(admin: Callable[..., Any], resource_url: str, *, jwt_issuer: st
     @router.post("/v1/tools/{name}/call", tags=["calls"])
     async def call_tool(
         name: str,
+        request: Request,
         arguments: dict[str, Any] = Body(default_factory=dict, embed=True),
         principal: Principal = Depends(request_principal),
         pipeline: CallPipeline = Depends(_pipeline),
     ) -> dict[str, Any]:
-        """Call a tool as the agent whose key is in Authorization; same pipeline as MCP."""
+        """Call a tool as the agent whose key is in Authorization; same pipeline as MCP. A
+        client that disconnects while the call waits (for an approval) cancels it."""
         set_trace_id(new_trace_id())
-        r = await pipeline.call(principal, name, arguments)
+        r = await _unless_disconnected(request, pipeline.call(principal, name, arguments))
         return r.model_dump(mode="json")
 
     return router

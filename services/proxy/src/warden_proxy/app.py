@@ -117,7 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
             )
             exits.push_async_callback(apis.aclose)
             holder["admin"] = AdminMcp(
-                auth=AdminAuth(settings.admin_token, jwt),
+                auth=AdminAuth(settings.admin_token, jwt, settings.admin_tokens),
                 apis=apis,
                 approvals=approvals,
                 keys=keys,
@@ -144,7 +144,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.mcp_target = lambda: holder.get("endpoint")  # type: ignore[method-assign]
     install_error_handlers(app)
     app.include_router(ops_router(runtime.checks()))
-    app.include_router(build_router(admin_guard(settings.admin_token), resource_url, jwt_issuer=settings.jwt_issuer))
+    app.include_router(
+        build_router(
+            admin_guard(settings.admin_token, settings.admin_tokens), resource_url, jwt_issuer=settings.jwt_issuer
+        )
+    )
     app.include_router(build_me_router())
     app.include_router(build_stream_router())
 

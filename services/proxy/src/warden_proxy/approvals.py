@@ -8,7 +8,9 @@ decision. No decision before `expires_at` expires the approval and fails the cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -26,6 +28,13 @@ log = logging.getLogger(__name__)
 
 # ask the user at the calling client: (tool, arguments) -> (approve, reason), or None for no answer
 AskApproval = Callable[[str, dict[str, Any]], Awaitable[tuple[bool, str | None] | None]]
+# does the call's authority (grant, tool enabled, not held for drift) still hold? None when it
+# does, else the reason it does not (asked again whenever the registry changes)
+StillAllowed = Callable[[], Awaitable[str | None]]
+# progress to the waiting caller: (progress, total, message)
+Progress = Callable[[float, float | None, str | None], Awaitable[None]]
+# a waiting caller hears from us at least this often (clients time out requests after 60 s)
+PROGRESS_EVERY_S = 10.0
 
 
 class ApprovalRejected(WardenError):
@@ -51,7 +60,11 @@ class ApprovalView(BaseModel):
     arguments: dict[str, Any]
     status: str
     reason: str | None
+    # who may decide it: admin, user (the end user the call acts for, at the client) or any
+    approver: str = "admin"
+    # the identity that decided (an admin's name, a user, an agent key's prefix) and its kind
     decided_by: str | None
+    decided_by_kind: str | None = None
     created_at: datetime
     expires_at: datetime
     decided_at: datetime | None
@@ -67,14 +80,19 @@ def _view(r: asyncpg.Record) -> ApprovalView:
         arguments=dict(r["arguments"]),
         status=r["status"],
         reason=r["reason"],
+        approver=r["approver"],
         decided_by=r["decided_by"],
+        decided_by_kind=r["decided_by_kind"],
         created_at=r["created_at"],
         expires_at=r["expires_at"],
         decided_at=r["decided_at"],
     )
 
 
-_COLS = "id, call_id, tool, profile, actor, arguments, status, reason, decided_by, created_at, expires_at, decided_at"
+_COLS = (
+    "id, call_id, tool, profile, actor, arguments, status, reason, approver, decided_by, decided_by_kind,"
+    " created_at, expires_at, decided_at"
+)
 
 
 class Approvals:
@@ -83,6 +101,7 @@ class Approvals:
         self.bus = bus
         self.timeout_s = timeout_s
         self._waiters: dict[str, asyncio.Event] = {}
+        self.registry_generation = 0
 
     async def hold(
         self,
@@ -96,13 +115,22 @@ class Approvals:
         refs: EventRefs,
         ask: AskApproval | None = None,
         asker: Actor | None = None,
+        still_allowed: StillAllowed | None = None,
+        approver: str = "admin",
+        progress: Progress | None = None,
+        abandon_on_cancel: bool = True,
     ) -> None:
         """Wait for a decision on this call; return when approved, raise otherwise.
         With `ask` (the calling client can show a form), the user at the client is asked too:
-        the first decision wins, theirs or an admin's through the API."""
+        the first decision wins, theirs or an admin's through the API. With `still_allowed`,
+        a registry change that takes the call's authority away (grant deleted, tool disabled
+        or held for drift) ends the wait: the approval becomes `revoked`, with the reason.
+        A wait cancelled because its caller went away (the MCP request cancelled or its session
+        closed, the HTTP client disconnected) makes it `abandoned`, so no one approves a call
+        nobody waits for; a durable call (`abandon_on_cancel=False`) keeps its approval."""
         row = await self.pool.fetchrow(
-            f"INSERT INTO approvals (id, call_key, call_id, tool, profile, actor, arguments, expires_at)"
-            f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8) ON CONFLICT (call_key) DO NOTHING RETURNING {_COLS}",
+            f"INSERT INTO approvals (id, call_key, call_id, tool, profile, actor, arguments, expires_at, approver)"
+            f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (call_key) DO NOTHING RETURNING {_COLS}",
             uuid.uuid4(),
             call_key,
             call_id,
@@ -111,6 +139,7 @@ class Approvals:
             f"{actor.kind}:{actor.id}",
             arguments,
             datetime.now(UTC) + timedelta(seconds=self.timeout_s),
+            approver,
         )
         if row is None:  # a redelivered call: its approval exists already
             row = await self.pool.fetchrow(f"SELECT {_COLS} FROM approvals WHERE call_key = $1", call_key)
@@ -121,7 +150,11 @@ class Approvals:
                     actor=actor,
                     refs=refs,
                     status="pending",
-                    data={"approval_id": str(row["id"]), "expires_at": row["expires_at"].isoformat()},
+                    data={
+                        "approval_id": str(row["id"]),
+                        "expires_at": row["expires_at"].isoformat(),
+                        "approver": approver,
+                    },
                 )
             )
         approval_id = str(row["id"])
@@ -129,14 +162,30 @@ class Approvals:
         asking = None
         if ask is not None and row["status"] == "pending":
             asking = asyncio.create_task(self._ask(approval_id, ask, tool, arguments, asker or actor))
+        checked = -1
+        beat = 0.0
         try:
             while True:
+                if progress is not None and time.monotonic() - beat >= PROGRESS_EVERY_S:
+                    beat = time.monotonic()
+                    with contextlib.suppress(Exception):  # a caller that cannot hear it still waits
+                        await progress(
+                            0,
+                            None,
+                            f"waiting for an approval of {tool} (approval {row['id']}, up to {self.timeout_s:g}s)",
+                        )
+                if still_allowed is not None and checked != self.registry_generation and row["status"] == "pending":
+                    checked = self.registry_generation
+                    if (why := await still_allowed()) is not None:
+                        await self._revoke(row["id"], why)
                 row = await self.pool.fetchrow(f"SELECT {_COLS} FROM approvals WHERE id = $1", row["id"])
                 status = row["status"]
                 if status == "approved":
                     return
                 if status == "rejected":
                     raise ApprovalRejected(f"the call was rejected: {row['reason'] or 'no reason given'}")
+                if status == "revoked":
+                    raise ApprovalRejected(f"the call lost its authority while held: {row['reason']}")
                 remaining = (row["expires_at"] - datetime.now(UTC)).total_seconds()
                 if status == "expired" or remaining <= 0:
                     await self._expire(row["id"])
@@ -145,9 +194,14 @@ class Approvals:
                     )
                 event.clear()
                 try:
-                    await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0))
+                    await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0, PROGRESS_EVERY_S))
                 except TimeoutError:
                     pass
+        except asyncio.CancelledError:
+            if abandon_on_cancel:
+                # shielded: the update must land although this task is being cancelled
+                await asyncio.shield(self._abandon(row["id"], tool, profile, refs))
+            raise
         finally:
             self._waiters.pop(approval_id, None)
             if asking is not None and not asking.done():
@@ -175,6 +229,48 @@ class Approvals:
             approval_id,
         )
 
+    async def _abandon(self, approval_id: uuid.UUID, tool: str, profile: str, refs: EventRefs) -> None:
+        res = await self.pool.execute(
+            "UPDATE approvals SET status = 'abandoned', reason = 'the caller went away', decided_at = now()"
+            " WHERE id = $1 AND status = 'pending'",
+            approval_id,
+        )
+        if res.endswith(" 1"):
+            self.bus.emit(
+                self.bus.new_event(
+                    EventType.call_rejected,
+                    actor=Actor(kind="system", id="proxy"),
+                    refs=refs,
+                    status="abandoned",
+                    data={"approval_id": str(approval_id), "reason": "the caller went away"},
+                )
+            )
+
+    async def _revoke(self, approval_id: uuid.UUID, why: str) -> None:
+        row = await self.pool.fetchrow(
+            "UPDATE approvals SET status = 'revoked', reason = $2, decided_by = 'registry', decided_by_kind = 'system',"
+            " decided_at = now()"
+            " WHERE id = $1 AND status = 'pending' RETURNING tool, profile, call_id",
+            approval_id,
+            why[:1000],
+        )
+        if row is not None:
+            self.bus.emit(
+                self.bus.new_event(
+                    EventType.call_rejected,
+                    actor=Actor(kind="system", id="registry"),
+                    refs=EventRefs(tool=row["tool"], profile=row["profile"], call_id=row["call_id"]),
+                    status="revoked",
+                    data={"approval_id": str(approval_id), "reason": why},
+                )
+            )
+
+    def registry_changed(self) -> None:
+        """A registry event arrived: every held call asks again whether its authority holds."""
+        self.registry_generation += 1
+        for ev in self._waiters.values():
+            ev.set()
+
     def wake(self, approval_id: str | None) -> None:
         """A decision event arrived (from any replica)."""
         if approval_id and (ev := self._waiters.get(approval_id)) is not None:
@@ -183,19 +279,22 @@ class Approvals:
     async def decide(
         self, approval_id: str, approve: bool, body: ApprovalDecision, admin: str, *, kind: str = "admin"
     ) -> ApprovalView:
-        """Approve or reject a pending call: an admin through the API, or (`kind` user/agent)
-        the user at the calling client, asked with a form."""
+        """Approve or reject a pending call: an admin through the API (whatever the approver),
+        or (`kind` user/agent) the caller at the client, asked with a form only when the tool's
+        approver lets them (`CallPipeline.call` decides whom to ask)."""
         try:
             aid = uuid.UUID(approval_id)
         except ValueError:
             raise NotFound(f"no approval {approval_id!r}") from None
+        kind = kind if kind in ("admin", "user", "agent") else "admin"
         row = await self.pool.fetchrow(
-            f"UPDATE approvals SET status = $2, reason = $3, decided_by = $4, decided_at = now()"
+            f"UPDATE approvals SET status = $2, reason = $3, decided_by = $4, decided_by_kind = $5, decided_at = now()"
             f" WHERE id = $1 AND status = 'pending' AND expires_at > now() RETURNING {_COLS}",
             aid,
             "approved" if approve else "rejected",
             body.reason or None,
             admin,
+            kind,
         )
         if row is None:
             existing = await self.pool.fetchrow(f"SELECT {_COLS} FROM approvals WHERE id = $1", aid)
@@ -205,7 +304,7 @@ class Approvals:
         self.bus.emit(
             self.bus.new_event(
                 EventType.call_approved if approve else EventType.call_rejected,
-                actor=Actor(kind=kind if kind in ("admin", "user", "agent") else "admin", id=admin),  # type: ignore[arg-type]
+                actor=Actor(kind=kind, id=admin),  # type: ignore[arg-type]
                 refs=EventRefs(tool=row["tool"], profile=row["profile"], call_id=row["call_id"]),
                 status="approved" if approve else "rejected",
                 data={"approval_id": approval_id, "reason": body.reason},

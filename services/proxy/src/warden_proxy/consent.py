@@ -9,6 +9,7 @@ A mixin of `CallPipeline` (service.py). No FastAPI, no MCP server machinery.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from warden_common.errors import WardenError
 from warden_common.rfc6750 import parse_bearer_challenge
 
 from warden_proxy.agents import Principal
+from warden_proxy.approvals import PROGRESS_EVERY_S
 from warden_proxy.errors import ConsentFailed, Unavailable
 from warden_proxy.upstream import UpstreamUnauthorized, credential_digest
 
@@ -40,6 +42,7 @@ class ConsentFlow:
         _creds: Any
         credential: Callable[..., Awaitable[Credential]]
         _call_upstream: Callable[..., Awaitable[types.CallToolResult]]
+        recheck: Callable[..., Awaitable[ResolvedTool]]
 
     async def step_up(
         self, connector: str, principal: Principal, scopes: tuple[str, ...], failed: Credential
@@ -81,15 +84,24 @@ class ConsentFlow:
                     self._consent_waiters.pop(key, None)
                     self._stale.pop(key, None)
                     raise
-                if not await self._wait_connected(tool.connector, principal, waiter):
+                if not await self._wait_connected(tool.connector, principal, waiter, progress):
                     raise
+                # the wait may have outlived the grant: resolve and check it again
+                tool = await self.recheck(principal.profile, tool.name, after="the consent")
         raise Unavailable(f"gave up after {self.max_consents} consents in one call")
 
-    async def _wait_connected(self, connector: str, principal: Principal, waiter: asyncio.Event) -> bool:
+    async def _wait_connected(
+        self, connector: str, principal: Principal, waiter: asyncio.Event, progress: Any = None
+    ) -> bool:
         key = (connector, principal.user or "")
         deadline = time.monotonic() + self.consent_wait_s
+        beat = time.monotonic()  # the consent prompt itself was the first word
         try:
             while (left := deadline - time.monotonic()) > 0:
+                if progress is not None and time.monotonic() - beat >= PROGRESS_EVERY_S:
+                    beat = time.monotonic()
+                    with contextlib.suppress(Exception):
+                        await progress(0, None, f"waiting for your {connector} connection ({left:.0f}s left)")
                 try:
                     await asyncio.wait_for(waiter.wait(), timeout=min(left, 5.0))
                     if (why := self._consent_failed.pop(key, None)) is not None:

@@ -182,7 +182,12 @@ class DurableCalls:
 
         try:
             r: ToolCallResult = await self.pipeline.call(
-                principal, req.tool, req.arguments, idempotency_key=req.idempotency_key, before_upstream=mark_started
+                principal,
+                req.tool,
+                req.arguments,
+                idempotency_key=req.idempotency_key,
+                before_upstream=mark_started,
+                durable=True,  # its result is stored: a held call keeps waiting when the caller goes
             )
             return r.model_dump(mode="json"), None
         except WardenError as e:

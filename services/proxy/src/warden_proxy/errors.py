@@ -7,6 +7,7 @@ from warden_common.errors import BadInput, Conflict, Forbidden, NotFound, Unauth
 
 __all__ = [
     "ArgumentsTooLarge",
+    "AuthorityGone",
     "BadInput",
     "ConnectorReplaced",
     "ConsentFailed",
@@ -47,3 +48,12 @@ class ConsentFailed(WardenError):
 
     code = ErrorCode.consent_required
     http_status = 409
+
+
+class AuthorityGone(WardenError):
+    """A call waited (for an approval or a consent) and meanwhile lost what allowed it: its
+    grant was deleted, or the tool was disabled or held for drift. Checked again after every
+    wait, so a held call never runs on authority that is gone. An `isError` result on MCP."""
+
+    code = ErrorCode.approval_rejected
+    http_status = 403

@@ -50,7 +50,14 @@ from warden_proxy.agents import Principal
 from warden_proxy.approvals import Approvals, AskApproval
 from warden_proxy.breaker import Breakers
 from warden_proxy.consent import ConsentFlow, insufficient_scope
-from warden_proxy.errors import ArgumentsTooLarge, BadInput, ConnectorReplaced, InvalidArguments, UpstreamError
+from warden_proxy.errors import (
+    ArgumentsTooLarge,
+    AuthorityGone,
+    BadInput,
+    ConnectorReplaced,
+    InvalidArguments,
+    UpstreamError,
+)
 from warden_proxy.upstream import UpstreamPool, UpstreamUnauthorized
 
 __all__ = ["CallPipeline"]
@@ -132,6 +139,7 @@ class CallPipeline(ConsentFlow):
     def on_registry_event(self) -> None:
         self._resolved.drop()
         self._visible.drop()
+        self.approvals.registry_changed()  # held calls check their authority again
 
     async def on_connector_event(
         self,
@@ -171,6 +179,28 @@ class CallPipeline(ConsentFlow):
             return hit  # type: ignore[no-any-return]
         resolved = await self.bus.request(REGISTRY_RESOLVE, ResolveRequest(profile=profile, tool=tool))
         self._resolved.put(key, resolved)
+        return resolved
+
+    async def still_allowed(self, profile: str, tool: str) -> str | None:
+        """Ask the registry again, past the cache: None when the call's authority holds (the
+        grant, the tool enabled and not held), else why not."""
+        try:
+            resolved = await self.bus.request(REGISTRY_RESOLVE, ResolveRequest(profile=profile, tool=tool))
+        except WardenError as e:
+            if e.retryable:
+                return None  # the registry is unreachable: the check after the wait decides
+            return e.message
+        self._resolved.put((profile, tool), resolved)
+        return None
+
+    async def recheck(self, profile: str, tool: str, *, after: str) -> ResolvedTool:
+        """After a wait (`after`: what the call waited for), resolve and check the grant again,
+        past the cache; refuse with the reason when it no longer holds (fails closed)."""
+        try:
+            resolved = await self.bus.request(REGISTRY_RESOLVE, ResolveRequest(profile=profile, tool=tool))
+        except WardenError as e:
+            raise AuthorityGone(f"the call was not run: {e.message} (checked again after {after})") from None
+        self._resolved.put((profile, tool), resolved)
         return resolved
 
     # -- credentials ---------------------------------------------------------------------
@@ -259,6 +289,7 @@ class CallPipeline(ConsentFlow):
         progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None,
         on_consent: Callable[[str, str], Awaitable[bool]] | None = None,
         on_approval: AskApproval | None = None,
+        durable: bool = False,
     ) -> ToolCallResult:
         call_id = os.urandom(16).hex()  # what uuid4().hex is made of, without the UUID object
         started = time.perf_counter()
@@ -292,6 +323,7 @@ class CallPipeline(ConsentFlow):
             raise
         try:
             if not resolved.auto_approve:
+                approver, asker = _approver(resolved, principal)
                 await self.approvals.hold(
                     call_key=f"{principal.profile}:{idempotency_key}" if idempotency_key else call_id,
                     call_id=call_id,
@@ -300,9 +332,15 @@ class CallPipeline(ConsentFlow):
                     actor=principal.actor(),
                     arguments=arguments,
                     refs=refs,
-                    ask=on_approval,
-                    asker=Actor(kind="user", id=principal.user) if principal.user else None,
+                    ask=on_approval if asker is not None else None,
+                    asker=asker,
+                    still_allowed=lambda: self.still_allowed(principal.profile, tool),
+                    approver=approver,
+                    progress=progress,
+                    abandon_on_cancel=not durable,
                 )
+                resolved = await self.recheck(principal.profile, tool, after="the approval")
+                self.validate(resolved, arguments)
             if before_upstream is not None:
                 await before_upstream()
             result = await self._call_with_consent(resolved, principal, arguments, progress, on_consent)
@@ -401,6 +439,21 @@ def _same_connector(tool: ResolvedTool, cred: Credential) -> None:
             f"tool {tool.name} was registered against an earlier connector named {tool.connector}, which was "
             f"removed; an admin must discover and register the tools of the connector {tool.connector} there is now"
         )
+
+
+def _approver(tool: ResolvedTool, principal: Principal) -> tuple[str, Actor | None]:
+    """Who may decide this held call, and whom the calling client's form may record as the
+    decider (None: nobody at the client is asked; an admin decides). `admin` (the default for
+    write tools): nobody at the client. `user` (the default for read tools): the end user, only
+    when the caller is signed in as that user (a JWT caller); an agent key, even one acting for
+    a user, is unattended and cannot answer for them. `any`: whoever is at the client, recorded
+    as who they are (the agent key's prefix, or the user)."""
+    approver = tool.approver or ("admin" if tool.operation == "write" else "user")
+    if approver == "any":
+        return approver, principal.actor()
+    if approver == "user" and principal.kind == "user" and principal.user:
+        return approver, Actor(kind="user", id=principal.user)
+    return approver, None
 
 
 def _json_size(value: Any) -> int:

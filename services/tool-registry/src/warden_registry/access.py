@@ -65,6 +65,7 @@ class Entry:
     annotations: dict[str, Any] | None
     operation: str
     auto_approve: bool
+    approver: str | None  # the tool's own, else its connector's default, else None
     deferred: bool
     favorite: bool
     enabled: bool
@@ -93,6 +94,7 @@ class Entry:
             annotations=ann,
             operation=r["operation"],
             auto_approve=r["auto_approve"],
+            approver=r.get("approver") or r.get("approver_default"),
             deferred=r["deferred"],
             favorite=r["favorite"],
             enabled=r["enabled"],
@@ -281,6 +283,7 @@ class Snapshot:
             input_schema=e.input_schema,
             operation=e.operation,  # type: ignore[arg-type]
             auto_approve=e.auto_approve,
+            approver=e.approver,  # type: ignore[arg-type]
             deferred=e.deferred,
             schema_valid=e.schema_valid,
             connector_id=e.connector_id,

@@ -17,6 +17,7 @@ __all__ = [
     "DiscoveredTool",
     "GrantCreate",
     "GrantOut",
+    "Approver",
     "Operation",
     "ProfileCreate",
     "ProfileOut",
@@ -32,6 +33,13 @@ __all__ = [
 ]
 
 Operation = Literal["read", "write"]
+# who may decide a held call (see warden_common.contracts.registry.Approver)
+Approver = Literal["admin", "user", "any"]
+_APPROVER_DOC = (
+    "who may decide a held call: admin; user (the end user the call acts for, asked at the client;"
+    " only for a caller signed in as that user, never an agent key); any (the client too)."
+    " Default: the connector's, else admin for write tools and user for read tools"
+)
 CONNECTOR_PATTERN = NAME_PATTERN
 # an alias has no underscore, so `<alias>__<tool>` splits one way only
 ALIAS_PATTERN = NAME_PATTERN
@@ -57,6 +65,7 @@ class ToolSelection(_Strict):
     name: str = Field(min_length=1, max_length=128, description="the upstream tool name")
     operation: Operation | None = Field(default=None, description="override the pre-classified fact")
     auto_approve: bool | None = Field(default=None, description="default: the connector's default (on)")
+    approver: Approver | None = Field(default=None, description=_APPROVER_DOC)
     deferred: bool = False
     favorite: bool = False
 
@@ -65,6 +74,7 @@ class RegisterBody(_Strict):
     alias: str | None = Field(default=None, pattern=ALIAS_PATTERN, description="default: the connector name")
     tools: list[ToolSelection] | None = Field(default=None, max_length=20_000, description="omit to register all")
     auto_approve_default: bool | None = Field(default=None, description="the connector-level default")
+    approver_default: Approver | None = Field(default=None, description="the connector-level approver")
     cache_enabled: bool | None = Field(default=None, description="false: list from the upstream every time")
 
 
@@ -87,6 +97,7 @@ class RefreshOut(BaseModel):
 
 class ConnectorSettingsPatch(_Strict):
     auto_approve_default: bool | None = None
+    approver_default: Approver | None = Field(default=None, description=_APPROVER_DOC)
     cache_enabled: bool | None = None
 
 
@@ -94,6 +105,7 @@ class ConnectorSettingsOut(BaseModel):
     connector: str
     alias: str
     auto_approve_default: bool
+    approver_default: Approver | None = None
     cache_enabled: bool
     refreshed_at: datetime | None
     tools: int
@@ -102,6 +114,7 @@ class ConnectorSettingsOut(BaseModel):
 class ToolPatch(_Strict):
     operation: Operation | None = None
     auto_approve: bool | None = None
+    approver: Approver | None = Field(default=None, description=_APPROVER_DOC)
     deferred: bool | None = None
     favorite: bool | None = None
     enabled: bool | None = None
@@ -117,6 +130,7 @@ class ToolOut(BaseModel):
     annotations: dict[str, Any] | None
     operation: Operation
     auto_approve: bool
+    approver: Approver | None = Field(default=None, description="this tool's own; None: the connector's default")
     deferred: bool
     favorite: bool
     enabled: bool

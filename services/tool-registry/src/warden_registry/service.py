@@ -304,6 +304,7 @@ class Registry(Curation, Removal):
                     pin_hash(u.name, desc, u.input_schema),
                     actor,
                     connector_id,
+                    sel.approver if sel is not None else None,
                 )
             )
         names = [r[0] for r in rows]
@@ -321,6 +322,8 @@ class Registry(Curation, Removal):
             changed["alias"] = alias
         if body.auto_approve_default is not None:
             changed["auto_approve_default"] = body.auto_approve_default
+        if body.approver_default is not None:
+            changed["approver_default"] = body.approver_default
         if body.cache_enabled is not None:
             changed["cache_enabled"] = body.cache_enabled
         if changed:

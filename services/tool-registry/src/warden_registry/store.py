@@ -17,7 +17,7 @@ __all__ = ["INSERT_COLUMNS", "Store"]
 _TOOL_COLUMNS = (
     "name, connector, alias, upstream_name, description, input_schema, annotations, operation, auto_approve,"
     " deferred, favorite, enabled, schema_valid, pin_hash, held, missing, drift, registered_by, created_at,"
-    " updated_at, connector_id"
+    " updated_at, connector_id, approver"
 )
 INSERT_COLUMNS = (
     "name",
@@ -35,6 +35,7 @@ INSERT_COLUMNS = (
     "pin_hash",
     "registered_by",
     "connector_id",
+    "approver",
 )
 _UPDATABLE = {
     "operation",
@@ -50,8 +51,9 @@ _UPDATABLE = {
     "held",
     "missing",
     "drift",
+    "approver",
 }
-_CONNECTOR_FIELDS = {"alias", "auto_approve_default", "cache_enabled", "refreshed_at"}
+_CONNECTOR_FIELDS = {"alias", "auto_approve_default", "cache_enabled", "refreshed_at", "approver_default"}
 _INSERT_BATCH = 1000
 _PROFILE_COLUMNS = "name, description, tool_names, created_by, created_at"
 _PROFILE_FIELDS = {"description", "tool_names"}
@@ -67,7 +69,10 @@ class Store:
     ) -> tuple[list[asyncpg.Record], list[asyncpg.Record], set[str], dict[str, str]]:
         """Tools, grants, cache-off connectors and each profile's naming, read at one instant."""
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            tools = await conn.fetch(f"SELECT {_TOOL_COLUMNS} FROM tools")
+            tools = await conn.fetch(
+                f"SELECT {_TOOL_COLUMNS}, (SELECT s.approver_default FROM connector_settings s"
+                " WHERE s.connector = tools.connector) AS approver_default FROM tools"
+            )
             grants = await conn.fetch("SELECT profile, tool, read_only FROM grants")
             off = await conn.fetch("SELECT connector FROM connector_settings WHERE NOT cache_enabled")
             naming = await conn.fetch("SELECT name, tool_names FROM profiles WHERE tool_names <> 'namespaced'")
@@ -174,7 +179,7 @@ class Store:
     # -- connector settings ---------------------------------------------------------------
     async def connector_settings(self, connector: str) -> asyncpg.Record | None:
         return await self.pool.fetchrow(
-            "SELECT connector, alias, auto_approve_default, cache_enabled, refreshed_at,"
+            "SELECT connector, alias, auto_approve_default, cache_enabled, refreshed_at, approver_default,"
             " (SELECT count(*) FROM tools t WHERE t.connector = s.connector) AS tools"
             " FROM connector_settings s WHERE connector = $1",
             connector,

@@ -9,6 +9,7 @@ from pydantic import Field
 from warden_common.contracts.base import Message, Subject
 
 __all__ = [
+    "Approver",
     "REGISTRY_CONNECTORS",
     "REGISTRY_RESOLVE",
     "REGISTRY_SEARCH",
@@ -28,6 +29,10 @@ __all__ = [
 ]
 
 Operation = Literal["read", "write"]
+# who may decide a tool's held call: an admin (through the API); the end user the call acts
+# for (asked at the client, and only when the caller is signed in as that user, never for an
+# agent key) or an admin; anyone, the calling client included
+Approver = Literal["admin", "user", "any"]
 # how a profile's agents see names: always `<alias>__<name>`, or the upstream's own name
 # when it is unambiguous within the profile (the namespaced name is accepted either way)
 ToolNames = Literal["namespaced", "bare"]
@@ -67,6 +72,8 @@ class ResolvedTool(Message):
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     operation: Operation = "write"
     auto_approve: bool = True
+    # None: the proxy's default (admin for write tools, user for read tools)
+    approver: Approver | None = None
     deferred: bool = False
     schema_valid: bool = True
     # the id of the connector the tool was registered against (None: registered before ids

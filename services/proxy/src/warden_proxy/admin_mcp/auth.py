@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import SecretStr
 from warden_common.errors import Unauthorized
+from warden_common.web import parse_admin_tokens
 
 from warden_proxy.jwt_callers import JwtCallers
 
@@ -40,8 +41,9 @@ def has_admin_scope(claims: dict[str, Any]) -> bool:
 
 
 class AdminAuth:
-    def __init__(self, token: SecretStr, jwt: JwtCallers | None) -> None:
-        self._expected = token.get_secret_value().encode()
+    def __init__(self, token: SecretStr, jwt: JwtCallers | None, named: SecretStr | None = None) -> None:
+        # every admin token by its admin's name (ADMIN_TOKEN is `admin`; ADMIN_TOKENS names more)
+        self._tokens = list(parse_admin_tokens(token, named).items())
         self.jwt = jwt
 
     @property
@@ -57,8 +59,12 @@ class AdminAuth:
         value = value.strip()
         if scheme.lower() != "bearer" or not value:
             raise Unauthorized(f"Warden's admin MCP endpoint: {self.how}")
-        if hmac.compare_digest(value.encode(), self._expected):
-            return AdminIdentity(actor="admin", via="token")
+        who = None
+        for name, expected in self._tokens:  # no early exit: the time taken says nothing about which
+            if hmac.compare_digest(value.encode(), expected) and who is None:
+                who = name
+        if who is not None:
+            return AdminIdentity(actor=who, via="token")
         if value.startswith("wk_"):
             raise Unauthorized(
                 f"an agent API key cannot manage Warden: /mcp/admin is for admins ({self.how}); agents use /mcp"
