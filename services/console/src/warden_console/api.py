@@ -43,7 +43,8 @@ _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
 
 class ConsoleState:
-    def __init__(self, sessions: SessionStore, upstreams: Upstreams, cookie_secure: bool) -> None:
+    def __init__(self, sessions: SessionStore, upstreams: Upstreams, cookie_secure: bool, mcp_url: str) -> None:
+        self.mcp_url = mcp_url
         self.sessions = sessions
         self.upstreams = upstreams
         self.cookie_secure = cookie_secure
@@ -248,7 +249,7 @@ def build_router() -> APIRouter:
     @router.get("/api/session", tags=["session"])
     async def session_info(request: Request) -> dict[str, Any]:
         s = _need(request)
-        return {"role": s.role, "label": s.label, "user": s.user, "csrf": s.csrf}
+        return {"role": s.role, "label": s.label, "user": s.user, "csrf": s.csrf, "mcp_url": _state(request).mcp_url}
 
     @router.get("/api/health", tags=["session"])
     async def health(request: Request) -> dict[str, Any]:

@@ -33,7 +33,8 @@ CSP = (
 def create_app(settings: Settings) -> FastAPI:
     sessions = SessionStore(settings.session_ttl_s, settings.max_sessions)
     upstreams = Upstreams(settings.services, settings.upstream_timeout_s)
-    state = ConsoleState(sessions, upstreams, settings.cookie_secure)
+    mcp_url = settings.mcp_url or f"{settings.services.proxy}/mcp"
+    state = ConsoleState(sessions, upstreams, settings.cookie_secure, mcp_url)
     ready = {"up": False}
 
     async def started() -> str | None:

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
 
     http: HttpSettings = Field(default_factory=lambda: HttpSettings(port=8080))
     services: ServiceUrls = Field(default_factory=ServiceUrls)
+    # the MCP endpoint as agents reach it, for the client config shown with a new agent key
+    # (default: the proxy's URL above + /mcp)
+    mcp_url: str | None = None
     # a session ends this long after sign-in (the cookie and the server-side entry alike)
     session_ttl_s: float = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
     # sessions held at once; the oldest is dropped beyond this

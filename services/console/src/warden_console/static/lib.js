@@ -310,3 +310,36 @@ export async function copyText(text, button) {
 }
 
 export const pretty = (v) => JSON.stringify(v, null, 2);
+
+/** GET a text/event-stream (the audit tail); abort with `signal`. */
+export async function getStream(url, onEvent, signal) {
+  const r = await fetch(url, { headers: { Accept: "text/event-stream" }, credentials: "same-origin", signal });
+  if (!r.ok) {
+    let msg = `HTTP ${r.status}`;
+    try {
+      const doc = await r.json();
+      msg = doc.error ? doc.error.message : msg;
+    } catch {
+      /* not JSON */
+    }
+    throw new ApiError(msg, r.status, "stream");
+  }
+  await readSse(r.body, onEvent);
+}
+
+/** A labelled checkbox used as a toggle in tables. */
+export function toggle(label, checked, onchange) {
+  const input = h("input", { type: "checkbox", checked, "aria-label": label });
+  input.addEventListener("change", async () => {
+    input.disabled = true;
+    try {
+      await onchange(input.checked);
+    } catch (e) {
+      input.checked = !input.checked;
+      toast(e.message, "error");
+    } finally {
+      input.disabled = false;
+    }
+  });
+  return input;
+}
