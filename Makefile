@@ -15,8 +15,8 @@ install: $(BIN)/python  ## install every package (editable) and the dev tools in
 	$(BIN)/python services/tool-registry/scripts/install_model.py
 	$(MAKE) -s peers
 
-peers:  ## npm peers used by tests (OAuth authorization server, MCP conformance suite and reference server)
-	@for d in tests/peers/oidc-provider tests/peers/mcp; do \
+peers:  ## npm peers used by tests (OAuth authorization server, MCP conformance suite and reference server, axe-core)
+	@for d in tests/peers/oidc-provider tests/peers/mcp tests/peers/axe; do \
 		if [ -f $$d/package-lock.json ] && [ ! -d $$d/node_modules ]; then \
 			(cd $$d && npm ci --no-audit --no-fund --silent) || exit 1; fi; done
 

@@ -105,7 +105,7 @@ export function errorBox(e) {
 }
 
 export function replace(node, ...children) {
-  node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false));
+  node.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined && c !== false));
 }
 
 /** Run an action with its button disabled and a working label; show the outcome in `out`. */

@@ -207,6 +207,7 @@ async function run(btn) {
   if (!tool) return replace(resultEl, errorBox(new Error("Pick a tool.")));
   const status = h("p", { role: "status" }, "Starting…");
   const cards = h("div");
+  const errors = h("div");
   replace(resultEl, status, cards);
   let done = false;
   let heldCard = null;
@@ -229,6 +230,7 @@ async function run(btn) {
     }
   };
   await busy(btn, "Running…", async () => {
+    replace(resultEl, status, cards, errors);
     watchHeld();
     try {
       await postStream(`/api/try/${enc(tool)}`, { profile, user: user || null, arguments: args }, (name, data) => {
@@ -250,5 +252,5 @@ async function run(btn) {
       done = true;
     }
     if (status.textContent.startsWith("Running") || status.textContent.startsWith("Starting")) status.textContent = "The stream ended without a result.";
-  }, resultEl);
+  }, errors);
 }
