@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from support.admin import admin_client, agent
 from support.browser import CHROMIUM, axe_script, shot
-from support.connectors import Idp, idp
+from support.connectors import Idp, add_oauth, idp
+from support.consent import complete_consent
 from support.upstream import Upstream, bearer_upstream
 from warden_cli.embedded import Stack
 
@@ -271,3 +272,29 @@ async def test_every_page_has_no_serious_accessibility_violations(stack: Stack, 
             if violations:
                 found[path] = violations
     assert found == {}
+
+
+async def test_a_per_user_tool_shows_the_connector_card_and_the_call_resumes_after_connect(
+    stack: Stack, env: Idp, browser: Any
+) -> None:
+    async with admin_client(stack) as admin:
+        view = await add_oauth(admin, env.mcp.url, scope="per_user")
+        page_ = await complete_consent(stack, view["consent_url"], "org-admin")
+        assert page_.status_code == 200, page_.text
+        c = view["name"]
+        await admin.register(c, [{"name": "whoami"}])
+        await admin.profile([f"{c}__whoami"], name="peruser")
+    async with signed_in(browser, stack, stack.admin_token) as page:
+        await page.goto("/try")
+        await page.get_by_label("Run as profile").select_option("peruser")
+        await page.get_by_label("Tool").select_option(f"{c}__whoami")
+        await page.get_by_label("User").fill("alice")
+        await page.get_by_role("button", name="Run").click()
+        card = page.locator(f'[data-consent="{c}"]')
+        await card.locator('[data-status="connection_required"]').wait_for()
+        await shot(page, "try-it-connection-required")
+        async with page.context.expect_page():
+            await card.get_by_role("button", name="Connect").click()
+        await page.locator('[data-outcome="ok"]').wait_for()
+        await card.locator('[data-status="connected"]').wait_for()
+        await shot(page, "try-it-connected")
