@@ -2,7 +2,7 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-PKGS    := -e libs/common -e libs/cli -e services/connectors -e services/tool-registry[search] -e services/proxy -e services/audit
+PKGS    := -e libs/common -e libs/cli -e services/connectors -e services/tool-registry[search] -e services/proxy -e services/audit -e services/console
 
 .PHONY: install run test test-e2e lint bench clean
 
@@ -15,12 +15,12 @@ install: $(BIN)/python  ## install every package (editable) and the dev tools in
 	$(BIN)/python services/tool-registry/scripts/install_model.py
 	$(MAKE) -s peers
 
-peers:  ## npm peers used by tests (OAuth authorization server, MCP conformance suite and reference server)
-	@for d in tests/peers/oidc-provider tests/peers/mcp; do \
+peers:  ## npm peers used by tests (OAuth authorization server, MCP conformance suite and reference server, axe-core)
+	@for d in tests/peers/oidc-provider tests/peers/mcp tests/peers/axe; do \
 		if [ -f $$d/package-lock.json ] && [ ! -d $$d/node_modules ]; then \
 			(cd $$d && npm ci --no-audit --no-fund --silent) || exit 1; fi; done
 
-run: install  ## run Warden on this machine (NATS, Postgres, four services, demo MCP server)
+run: install  ## run Warden on this machine (NATS, Postgres, four services, the console, demo MCP server)
 	$(BIN)/warden run
 
 test: install  ## unit, integration and end-to-end tests (NATS_URL / DATABASE_URL used when set)

