@@ -17,7 +17,7 @@ __all__ = ["SERVICE_NAMES", "ServiceName", "Upstreams"]
 
 ServiceName = Literal["connectors", "registry", "proxy", "audit"]
 SERVICE_NAMES: tuple[ServiceName, ...] = ("connectors", "registry", "proxy", "audit")
-ACTOR = "console"
+ACTOR: str | None = None  # the admin is known by their own token; a header would rename the root admin
 
 
 class Upstreams:
