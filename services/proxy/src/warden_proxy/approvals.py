@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 from warden_common.bus import Bus
 from warden_common.contracts import Actor, ErrorCode, EventRefs, EventType
 from warden_common.errors import Conflict, NotFound, WardenError
+from warden_common.metrics import APPROVAL_WAIT, error_outcome, timed
 
 __all__ = ["ApprovalDecision", "ApprovalRejected", "ApprovalTimeout", "Approvals", "ApprovalView", "AskApproval"]
 
@@ -84,6 +85,7 @@ class Approvals:
         self.timeout_s = timeout_s
         self._waiters: dict[str, asyncio.Event] = {}
 
+    @timed(APPROVAL_WAIT, ok=lambda _: "approved", error=error_outcome)
     async def hold(
         self,
         *,

@@ -45,6 +45,7 @@ from warden_common.contracts import (
     VisibleRequest,
 )
 from warden_common.errors import WardenError
+from warden_common.metrics import CALL_DURATION, UPSTREAM_ERRORS, connector_label, tool_label
 
 from warden_proxy.agents import Principal
 from warden_proxy.approvals import Approvals, AskApproval
@@ -289,6 +290,7 @@ class CallPipeline(ConsentFlow):
                 data={"error_code": str(e.code), "reason": e.message},
             )
             _CALLS["denied"].inc()
+            _observe(tool, refs.connector, "denied", started)
             raise
         try:
             if not resolved.auto_approve:
@@ -317,10 +319,12 @@ class CallPipeline(ConsentFlow):
                 data={"error_code": str(e.code), "reason": e.message},
             )
             _CALLS["failed"].inc()
+            _observe(tool, refs.connector, "failed", started)
             raise
         out = _result_to_contract(result, call_id)
         latency = (time.perf_counter() - started) * 1000
         _CALLS["error" if out.is_error else "ok"].inc()
+        _observe(tool, resolved.connector, "error" if out.is_error else "ok", started)
         self._event(
             EventType.call_completed,
             principal,
@@ -357,8 +361,10 @@ class CallPipeline(ConsentFlow):
                 await self.pool.close_connector(tool.connector)
                 result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments, progress)
         except UpstreamUnauthorized:
+            UPSTREAM_ERRORS.labels(connector_label(tool.connector), "unauthorized").inc()
             raise
         except UpstreamError:
+            UPSTREAM_ERRORS.labels(connector_label(tool.connector), "error").inc()
             self.breakers.failure(tool.connector)
             raise
         self.breakers.success(tool.connector)
@@ -387,6 +393,10 @@ class CallPipeline(ConsentFlow):
                 for t in tools
             ],
         )
+
+
+def _observe(tool: str, connector: str | None, outcome: str, started: float) -> None:
+    CALL_DURATION.labels(tool_label(tool), connector_label(connector), outcome).observe(time.perf_counter() - started)
 
 
 def _json_size(value: Any) -> int:

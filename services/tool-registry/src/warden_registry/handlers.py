@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 from nats.aio.msg import Msg
 from warden_common.bus import Bus
@@ -26,6 +27,7 @@ from warden_common.contracts import (
     VisibleRequest,
     VisibleTools,
 )
+from warden_common.metrics import SEARCH_DURATION
 
 from warden_registry.errors import Unavailable
 from warden_registry.refresher import Refresher
@@ -44,7 +46,14 @@ async def register_handlers(bus: Bus, reg: Registry, refresher: Refresher) -> No
         return await reg.resolve(req.profile, req.tool)
 
     async def search(req: SearchRequest) -> SearchResult:
-        return await reg.search(req.profile, req.query, req.k)
+        started = time.perf_counter()
+        try:
+            res = await reg.search(req.profile, req.query, req.k)
+        except BaseException:
+            SEARCH_DURATION.labels("error").observe(time.perf_counter() - started)
+            raise
+        SEARCH_DURATION.labels(res.mode if res.tools else "none").observe(time.perf_counter() - started)
+        return res
 
     async def connectors(req: ProfileConnectorsRequest) -> ProfileConnectors:
         return await reg.connectors_of(req.profile)
