@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, Request
-from warden_common.tracing import new_trace_id, set_trace_id
+from warden_common.tracing import begin_call
 
 from warden_proxy.agents import AgentKeyCreate, AgentKeys, AgentKeyView, Principal, request_principal
 from warden_proxy.approvals import ApprovalDecision, Approvals, ApprovalView
@@ -89,7 +89,7 @@ def build_router(admin: Callable[..., Any], resource_url: str, *, jwt_issuer: st
         pipeline: CallPipeline = Depends(_pipeline),
     ) -> dict[str, Any]:
         """Call a tool as the agent whose key is in Authorization; same pipeline as MCP."""
-        set_trace_id(new_trace_id())
+        begin_call()
         r = await pipeline.call(principal, name, arguments)
         return r.model_dump(mode="json")
 

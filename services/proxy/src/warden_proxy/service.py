@@ -46,6 +46,7 @@ from warden_common.contracts import (
 )
 from warden_common.errors import WardenError
 from warden_common.metrics import CALL_DURATION, UPSTREAM_ERRORS, connector_label, tool_label
+from warden_common.tracing import set_call_id
 
 from warden_proxy.agents import Principal
 from warden_proxy.approvals import Approvals, AskApproval
@@ -262,6 +263,7 @@ class CallPipeline(ConsentFlow):
         on_approval: AskApproval | None = None,
     ) -> ToolCallResult:
         call_id = os.urandom(16).hex()  # what uuid4().hex is made of, without the UUID object
+        set_call_id(call_id)  # on every log line of this call
         started = time.perf_counter()
         refs = EventRefs(tool=tool, profile=principal.profile, call_id=call_id, user=principal.user)
         self._event(EventType.call_requested, principal, refs, status="requested", data={"arguments": arguments})
@@ -396,7 +398,10 @@ class CallPipeline(ConsentFlow):
 
 
 def _observe(tool: str, connector: str | None, outcome: str, started: float) -> None:
-    CALL_DURATION.labels(tool_label(tool), connector_label(connector), outcome).observe(time.perf_counter() - started)
+    """The call's latency series and its one log line (names and outcome only: never arguments)."""
+    took = time.perf_counter() - started
+    CALL_DURATION.labels(tool_label(tool), connector_label(connector), outcome).observe(took)
+    log.info("tool call %s (connector %s): %s in %.1f ms", tool[:200], connector or "-", outcome, took * 1000)
 
 
 def _json_size(value: Any) -> int:
