@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -43,6 +44,7 @@ from warden_common.errors import (
     from_reply_error,
 )
 from warden_common.limits import check_limits
+from warden_common.metrics import NATS_HANDLE, NATS_PROBE, NATS_REQUEST, subject_label
 from warden_common.natsauth import inbox_prefix
 from warden_common.outbox import LINGER_S, EventOutbox
 from warden_common.settings import NatsSettings
@@ -79,6 +81,8 @@ class Bus(EventOutbox):
         self.nc: NatsClient | None = None
         self._subs: list[Subscription] = []
         self._inflight: set[asyncio.Task[None]] = set()  # concurrent handlers being answered
+        self._probe: tuple[float, str | None] = (0.0, "not probed")  # (when, reason) of the last round trip
+        self._ping: asyncio.Future[float | None] | None = None
         self._init_outbox(event_linger_s)
 
     # -- lifecycle -------------------------------------------------------------------
@@ -138,6 +142,43 @@ class Bus(EventOutbox):
     def connected(self) -> bool:
         return self.nc is not None and self.nc.is_connected
 
+    async def probe(self, *, timeout: float = 1.0, cache_s: float = 2.0) -> str | None:
+        """Readiness: a real round trip to the server (PING/PONG) within `timeout`, so a hung
+        server (socket open, no answers) is not ready; None when fine, else the reason.
+
+        A result is reused for `cache_s`. One PING is outstanding at a time: a probe that
+        gives up leaves it waiting (up to a minute) for its PONG, and the next probe waits on
+        the same one, so a hung server does not pile up PINGs (and a late PONG never meets a
+        cancelled waiter)."""
+        if not self.connected:
+            return "not connected"
+        loop = asyncio.get_running_loop()
+        when, reason = self._probe
+        if loop.time() - when < cache_s:
+            return reason
+        if self._ping is None or self._ping.done():
+            self._ping = asyncio.ensure_future(self._round_trip())
+        done, _ = await asyncio.wait({self._ping}, timeout=timeout)
+        if not done:
+            reason = f"no answer from NATS within {timeout:g}s"
+            NATS_PROBE.set(-1)
+        elif (rtt := self._ping.result()) is None:
+            reason = "NATS round trip failed"
+            NATS_PROBE.set(-1)
+        else:
+            reason = None
+            NATS_PROBE.set(rtt)
+        self._probe = (loop.time(), reason)
+        return reason
+
+    async def _round_trip(self) -> float | None:
+        started = time.perf_counter()
+        try:
+            await self._nc.flush(timeout=60)
+        except Exception:  # noqa: BLE001 - closed, reconnecting or timed out: not ready
+            return None
+        return time.perf_counter() - started
+
     async def close(self) -> None:
         for sub in self._subs:
             try:
@@ -150,6 +191,8 @@ class Bus(EventOutbox):
             for t in late:
                 t.cancel()
         await self._stop_outbox()
+        if self._ping is not None and not self._ping.done():
+            self._ping.cancel()
         if self.nc is not None:
             nc, self.nc = self.nc, None
             try:
@@ -177,15 +220,25 @@ class Bus(EventOutbox):
         body = msg.model_dump_json().encode()
         if len(body) > self.message_limit:
             raise self.too_large(f"the request on {subject}", len(body))
+        label = subject_label(subject)
+        started = time.perf_counter()
         try:
             reply = await ask(self._nc, subject, body, timeout=limit, headers=self._headers())
         except MaxPayloadError:
             raise self.too_large(f"the request on {subject}", len(body)) from None
         except NoRespondersError:
+            NATS_REQUEST.labels(label, "no_responders").observe(time.perf_counter() - started)
             raise Unavailable(f"no service is answering on {subject}") from None
         except NatsTimeout:
+            NATS_REQUEST.labels(label, "timeout").observe(time.perf_counter() - started)
             raise Timeout(f"no answer on {subject} within {limit}s") from None
-        return decode_reply(reply.data, result)
+        try:
+            out = decode_reply(reply.data, result)
+        except WardenError:
+            NATS_REQUEST.labels(label, "error").observe(time.perf_counter() - started)
+            raise
+        NATS_REQUEST.labels(label, "ok").observe(time.perf_counter() - started)
+        return out
 
     async def serve(
         self,
@@ -209,17 +262,25 @@ class Bus(EventOutbox):
         with_msg: bool = False,
         concurrency: int = 1,
     ) -> Subscription:
+        label = subject_label(subject)
+        timers = {o: NATS_HANDLE.labels(label, o) for o in ("ok", "error", "invalid", "internal")}
+
         async def _cb(m: Msg) -> None:
             set_trace_id(from_traceparent((m.headers or {}).get("traceparent")) or new_trace_id())
+            started = time.perf_counter()
+            outcome = "ok"
             try:
                 req = request.model_validate_json(m.data)
                 result = await (handler(req, m) if with_msg else handler(req))  # type: ignore[call-arg]
                 body = b'{"result":' + result.model_dump_json().encode() + b"}"
             except ValidationError as e:
+                outcome = "invalid"
                 body = _error_body(BadInput(f"bad request on {m.subject}: {validation_message(e)}").to_reply())
             except WardenError as e:
+                outcome = "error"
                 body = _error_body(e.to_reply())
             except Exception:  # noqa: BLE001 - top of a NATS handler
+                outcome = "internal"
                 log.exception("handler for %s failed", m.subject)
                 body = _error_body(
                     ReplyError(
@@ -232,6 +293,7 @@ class Bus(EventOutbox):
                 err = self.too_large(f"the answer on {m.subject}", len(body))
                 log.warning("%s", err.message)
                 body = _error_body(err.to_reply())
+            timers[outcome].observe(time.perf_counter() - started)
             if m.reply:
                 try:
                     await m.respond(body)

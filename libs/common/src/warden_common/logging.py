@@ -3,7 +3,8 @@
 Every record passes a redaction filter on the handler (so third-party loggers are
 covered too): known secret values registered at run time are replaced, and so is
 anything shaped like a credential (bearer tokens, `token=...`, agent keys, OAuth
-codes in URLs). Output is one JSON object per line.
+codes in URLs). Output is one JSON object per line, with the trace id and the call id
+of the work it was written for (context variables, see `warden_common.tracing`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import time
 from collections import OrderedDict
 
-from warden_common.tracing import current_trace_id
+from warden_common.tracing import current_call_id, current_trace_id
 
 __all__ = ["RedactingFilter", "redact", "register_secret", "setup_logging"]
 
@@ -78,6 +79,8 @@ class _JsonFormatter(logging.Formatter):
         tid = current_trace_id()
         if tid:
             out["trace_id"] = tid
+        if cid := current_call_id():
+            out["call_id"] = cid
         if record.exc_text:
             out["exc"] = record.exc_text
         return json.dumps(out, ensure_ascii=False)

@@ -81,7 +81,8 @@ class Runtime:
 
     def checks(self) -> dict[str, ReadinessCheck]:
         async def nats() -> str | None:
-            return None if self.bus.connected else "not connected"
+            # a round trip, not the connected flag: a hung server keeps the socket open
+            return await self.bus.probe()
 
         async def postgres() -> str | None:
             await self.db.ping()

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from warden_common.errors import Unauthorized, WardenError
 from warden_common.settings import HttpSettings
-from warden_common.tracing import current_trace_id
+from warden_common.tracing import current_trace_id, inbound_http
 
 __all__ = [
     "ReadinessCheck",
@@ -131,7 +131,24 @@ def admin_guard(token: SecretStr, named: SecretStr | None = None) -> Callable[[R
     return _guard
 
 
+class _TraceContext:
+    """Pure ASGI: each HTTP request runs under the caller's `traceparent` trace (or a new one)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            inbound_http(scope)
+        await self.app(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    """The error mapping of every service's HTTP edge, and its trace context (an incoming
+    W3C `traceparent` is honoured: the request's log lines, events and NATS requests carry
+    its trace id)."""
+    app.add_middleware(_TraceContext)
+
     @app.exception_handler(WardenError)
     async def _warden(_: Request, e: WardenError) -> JSONResponse:
         body = {"error": {"code": str(e.code), "message": e.message, "details": e.details}}

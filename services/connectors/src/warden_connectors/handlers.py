@@ -8,7 +8,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 from warden_common.bus import Bus
-from warden_common.contracts import CREDENTIALS_GET, VERSION, Actor
+from warden_common.contracts import CREDENTIALS_GET, VERSION, Actor, Credential, CredentialRequest
 from warden_common.contracts.credentials import (
     CONNECTIONS_CONSENT,
     CONNECTIONS_DISCONNECT,
@@ -18,6 +18,8 @@ from warden_common.contracts.credentials import (
     ConnectionRequest,
     ConnectionStatus,
 )
+from warden_common.errors import WardenError
+from warden_common.metrics import CREDENTIAL_ISSUES, connector_label
 
 from warden_connectors.errors import BadInput
 from warden_connectors.service import ConnectorService
@@ -67,7 +69,16 @@ class UserConnections:
 
 
 async def register_handlers(bus: Bus, svc: ConnectorService) -> None:
-    await bus.serve(CREDENTIALS_GET, svc.credential)
+    async def credential(req: CredentialRequest) -> Credential:
+        try:
+            cred = await svc.credential(req)
+        except WardenError as e:  # a typed refusal: counted by its code, answered as it is
+            CREDENTIAL_ISSUES.labels(connector_label(req.connector), str(e.code)).inc()
+            raise
+        CREDENTIAL_ISSUES.labels(connector_label(req.connector), "ok").inc()
+        return cred
+
+    await bus.serve(CREDENTIALS_GET, credential)
     own = UserConnections(svc)
     await bus.serve(CONNECTIONS_LIST, own.list)
     await bus.serve(CONNECTIONS_GET, own.get)

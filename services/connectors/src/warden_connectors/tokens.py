@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from warden_common.crypto import Sealer
 from warden_common.errors import Unavailable
 from warden_common.logging import register_secret
+from warden_common.metrics import TOKEN_REFRESHES, connector_label
 
 from warden_connectors.consent import Consent
 from warden_connectors.errors import ConsentRequired, CredentialExpired, ReauthRequired
@@ -186,6 +187,7 @@ class TokenVault:
             else:
                 await self.save(row, user_key, fresh, server, client.client_id, conn=conn)
                 outcome = "refreshed"
+        TOKEN_REFRESHES.labels(connector_label(row["name"]), outcome).inc()
         if outcome == "refreshed":
             await self.on_change(row, user_key, outcome, {"scopes": list(fresh.scope)})
             return fresh

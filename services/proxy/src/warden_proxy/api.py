@@ -7,7 +7,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Request
-from warden_common.tracing import new_trace_id, set_trace_id
+from warden_common.tracing import begin_call
 
 from warden_proxy.agents import AgentKeyCreate, AgentKeys, AgentKeyView, Principal, request_principal
 from warden_proxy.approvals import ApprovalDecision, Approvals, ApprovalView
@@ -111,7 +111,7 @@ def build_router(admin: Callable[..., Any], resource_url: str, *, jwt_issuer: st
     ) -> dict[str, Any]:
         """Call a tool as the agent whose key is in Authorization; same pipeline as MCP. A
         client that disconnects while the call waits (for an approval) cancels it."""
-        set_trace_id(new_trace_id())
+        begin_call()
         r = await _unless_disconnected(request, pipeline.call(principal, name, arguments))
         return r.model_dump(mode="json")
 

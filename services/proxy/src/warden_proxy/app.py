@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.routing import Route
 from warden_common.contracts import Actor, EventRefs, EventType, Service
 from warden_common.runtime import Runtime, settle_heap
+from warden_common.tracing import inbound_http
 from warden_common.web import admin_guard, install_error_handlers, openapi_servers, ops_router
 
 from warden_proxy.admin_mcp import AdminApis, AdminAuth, AdminMcp
@@ -50,6 +51,8 @@ class _ProxyApp(FastAPI):
     mcp_target: Callable[[], Any] = staticmethod(lambda: None)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            inbound_http(scope)  # the caller's traceparent, for the calls this request starts
         if (
             scope["type"] == "http"
             and scope["path"] == "/mcp"

@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from warden_common.bus import Bus
 from warden_common.contracts import Actor, ErrorCode, EventRefs, EventType
 from warden_common.errors import Conflict, NotFound, WardenError
+from warden_common.metrics import APPROVAL_WAIT, error_outcome, timed
 
 __all__ = ["ApprovalDecision", "ApprovalRejected", "ApprovalTimeout", "Approvals", "ApprovalView", "AskApproval"]
 
@@ -103,6 +104,7 @@ class Approvals:
         self._waiters: dict[str, asyncio.Event] = {}
         self.registry_generation = 0
 
+    @timed(APPROVAL_WAIT, ok=lambda _: "approved", error=error_outcome)
     async def hold(
         self,
         *,

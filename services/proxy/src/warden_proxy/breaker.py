@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from warden_common.contracts import ErrorCode
 from warden_common.errors import WardenError
+from warden_common.metrics import BREAKER_STATE, connector_label
 
 __all__ = ["Breakers", "CircuitOpen"]
 
@@ -43,16 +44,19 @@ class Breakers:
         s.open_until = now + self.cooldown_s
 
     def success(self, connector: str) -> None:
-        self._s.pop(connector, None)
+        if self._s.pop(connector, None) is not None:
+            BREAKER_STATE.labels(connector_label(connector)).set(0)
 
     def failure(self, connector: str) -> None:
         s = self._s.setdefault(connector, _State())
         s.failures += 1
         if s.failures >= self.threshold:
             s.open_until = time.monotonic() + self.cooldown_s
+            BREAKER_STATE.labels(connector_label(connector)).set(1)
 
     def reset(self, connector: str) -> None:
-        self._s.pop(connector, None)
+        if self._s.pop(connector, None) is not None:
+            BREAKER_STATE.labels(connector_label(connector)).set(0)
 
     def state(self) -> dict[str, str]:
         now = time.monotonic()

@@ -20,6 +20,7 @@ from warden_common.bus import Bus
 from warden_common.contracts import CREDENTIALS_GET, Credential, CredentialRequest, ErrorCode, ResolvedTool
 from warden_common.contracts.credentials import SCOPE_TOKEN_PATTERN
 from warden_common.errors import WardenError
+from warden_common.metrics import CONSENT_WAIT, error_outcome, timed
 from warden_common.rfc6750 import parse_bearer_challenge
 
 from warden_proxy.agents import Principal
@@ -90,6 +91,7 @@ class ConsentFlow:
                 tool = await self.recheck(principal.profile, tool.name, after="the consent")
         raise Unavailable(f"gave up after {self.max_consents} consents in one call")
 
+    @timed(CONSENT_WAIT, ok=lambda connected: "connected" if connected else "timeout", error=error_outcome)
     async def _wait_connected(
         self, connector: str, principal: Principal, waiter: asyncio.Event, progress: Any = None
     ) -> bool:

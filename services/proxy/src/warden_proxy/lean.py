@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 from warden_common.netguard import NetPolicy, PinnedBackend, PinnedTransport
+from warden_common.tracing import current_trace_id, traceparent
 
 from warden_proxy.h1 import H1Pool, H1Response, TooLarge, read_capped, usable_for
 
@@ -165,12 +166,17 @@ class LeanSession:
             body["params"] = {**params, "_meta": {"progressToken": rid}}
         content = _dumps(body)
         r: httpx.Response | H1Response
+        tid = current_trace_id()  # the call's trace goes on to the upstream (W3C traceparent)
         if self._h1 is not None:
-            r = await self._h1.post_head(self._h1_head(), content)
+            head = self._h1_head()
+            if tid:
+                head += b"traceparent: %s\r\n" % traceparent(tid).encode()
+            r = await self._h1.post_head(head, content)
         else:
-            req = self.http.build_request(
-                "POST", self.url, content=content, headers={**self._headers(), "Content-Type": "application/json"}
-            )
+            headers = {**self._headers(), "Content-Type": "application/json"}
+            if tid:
+                headers["traceparent"] = traceparent(tid)
+            req = self.http.build_request("POST", self.url, content=content, headers=headers)
             r = await self.http.send(req, stream=True)
         try:
             if r.status_code >= 400:

@@ -25,7 +25,7 @@ from mcp.shared.exceptions import MCPError
 from starlette.types import Receive, Scope, Send
 from warden_common.contracts import ErrorCode, ToolView
 from warden_common.errors import WardenError
-from warden_common.tracing import new_trace_id, set_trace_id
+from warden_common.tracing import begin_call
 
 from warden_proxy.agents import AgentKeys, Principal
 from warden_proxy.approvals import AskApproval
@@ -147,7 +147,9 @@ class McpEndpoint:
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
         p = _principal(ctx)
-        set_trace_id(new_trace_id())  # one trace per call, followed across all four services
+        # one trace per call (the caller's, when it sent one), followed across all four services
+        req = getattr(ctx, "request", None)
+        begin_call(req.headers.get("traceparent") if req is not None and hasattr(req, "headers") else None)
         if params.name == TOOL_SEARCH:
             return await self._tool_search(ctx, p, dict(params.arguments or {}))
         progress = _progress_forwarder(ctx)

@@ -50,7 +50,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import Message, Receive, Scope, Send
 from warden_common.contracts import ErrorCode
 from warden_common.errors import WardenError
-from warden_common.tracing import new_trace_id, set_trace_id
+from warden_common.tracing import begin_call
 
 from warden_proxy.agents import Principal
 from warden_proxy.errors import InvalidArguments
@@ -292,7 +292,7 @@ class FastPath:
 
     # -- the call ----------------------------------------------------------------------
     async def _run(self, p: Principal, rid: Any, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
-        set_trace_id(new_trace_id())  # one trace per call, followed across all four services
+        begin_call()  # one trace per call (the caller's, when it sent one), across all four services
         try:
             r = await self.pipeline.call(p, name, arguments)
         except InvalidArguments as e:

@@ -45,6 +45,8 @@ from warden_common.contracts import (
     VisibleRequest,
 )
 from warden_common.errors import WardenError
+from warden_common.metrics import CALL_DURATION, UPSTREAM_ERRORS, connector_label, tool_label
+from warden_common.tracing import set_call_id
 
 from warden_proxy.agents import Principal
 from warden_proxy.approvals import Approvals, AskApproval
@@ -292,6 +294,7 @@ class CallPipeline(ConsentFlow):
         durable: bool = False,
     ) -> ToolCallResult:
         call_id = os.urandom(16).hex()  # what uuid4().hex is made of, without the UUID object
+        set_call_id(call_id)  # on every log line of this call
         started = time.perf_counter()
         refs = EventRefs(tool=tool, profile=principal.profile, call_id=call_id, user=principal.user)
         self._event(EventType.call_requested, principal, refs, status="requested", data={"arguments": arguments})
@@ -320,6 +323,7 @@ class CallPipeline(ConsentFlow):
                 data={"error_code": str(e.code), "reason": e.message},
             )
             _CALLS["denied"].inc()
+            _observe(tool, refs.connector, "denied", started)
             raise
         try:
             if not resolved.auto_approve:
@@ -355,10 +359,12 @@ class CallPipeline(ConsentFlow):
                 data={"error_code": str(e.code), "reason": e.message},
             )
             _CALLS["failed"].inc()
+            _observe(tool, refs.connector, "failed", started)
             raise
         out = _result_to_contract(result, call_id)
         latency = (time.perf_counter() - started) * 1000
         _CALLS["error" if out.is_error else "ok"].inc()
+        _observe(tool, resolved.connector, "error" if out.is_error else "ok", started)
         self._event(
             EventType.call_completed,
             principal,
@@ -397,8 +403,10 @@ class CallPipeline(ConsentFlow):
                 await self.pool.close_connector(tool.connector)
                 result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments, progress)
         except UpstreamUnauthorized:
+            UPSTREAM_ERRORS.labels(connector_label(tool.connector), "unauthorized").inc()
             raise
         except UpstreamError:
+            UPSTREAM_ERRORS.labels(connector_label(tool.connector), "error").inc()
             self.breakers.failure(tool.connector)
             raise
         self.breakers.success(tool.connector)
@@ -454,6 +462,13 @@ def _approver(tool: ResolvedTool, principal: Principal) -> tuple[str, Actor | No
     if approver == "user" and principal.kind == "user" and principal.user:
         return approver, Actor(kind="user", id=principal.user)
     return approver, None
+
+
+def _observe(tool: str, connector: str | None, outcome: str, started: float) -> None:
+    """The call's latency series and its one log line (names and outcome only: never arguments)."""
+    took = time.perf_counter() - started
+    CALL_DURATION.labels(tool_label(tool), connector_label(connector), outcome).observe(took)
+    log.info("tool call %s (connector %s): %s in %.1f ms", tool[:200], connector or "-", outcome, took * 1000)
 
 
 def _json_size(value: Any) -> int:

@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import StreamingResponse
 from warden_common.errors import WardenError
-from warden_common.tracing import new_trace_id, set_trace_id
+from warden_common.tracing import begin_call
 
 from warden_proxy.agents import Principal, request_principal
 from warden_proxy.service import CallPipeline
@@ -56,7 +56,7 @@ def build_stream_router() -> APIRouter:
             return True  # wait for the user's connection, then finish the call
 
         async def run() -> None:
-            set_trace_id(new_trace_id())
+            begin_call()
             try:
                 r = await pipeline.call(principal, name, arguments, progress=progress, on_consent=consent)
                 await queue.put(_sse("result", r.model_dump(mode="json")))

@@ -9,6 +9,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 
 import asyncpg
 import nats.errors
@@ -37,6 +38,7 @@ from warden_common.contracts import (
     VisibleTools,
 )
 from warden_common.contracts.credentials import NAME_PATTERN
+from warden_common.metrics import SEARCH_DURATION
 
 from warden_registry.errors import Unavailable
 from warden_registry.refresher import Refresher
@@ -56,7 +58,14 @@ async def register_handlers(bus: Bus, reg: Registry, refresher: Refresher) -> No
         return await reg.resolve(req.profile, req.tool)
 
     async def search(req: SearchRequest) -> SearchResult:
-        return await reg.search(req.profile, req.query, req.k)
+        started = time.perf_counter()
+        try:
+            res = await reg.search(req.profile, req.query, req.k)
+        except BaseException:
+            SEARCH_DURATION.labels("error").observe(time.perf_counter() - started)
+            raise
+        SEARCH_DURATION.labels(res.mode if res.tools else "none").observe(time.perf_counter() - started)
+        return res
 
     async def connectors(req: ProfileConnectorsRequest) -> ProfileConnectors:
         return await reg.connectors_of(req.profile)

@@ -28,6 +28,8 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from warden_common.metrics import REGISTRY_INDEX_TOOLS
+
 __all__ = ["Engine", "Finder", "Index", "LexicalEngine", "SearchDoc", "load_engine"]
 
 log = logging.getLogger(__name__)
@@ -194,6 +196,7 @@ class Finder:
                 end = min(end + self.chunk, len(ordered))
                 index = await asyncio.to_thread(self.engine.index, ordered[:end])
                 self._hybrid_names = {d.name for d in ordered[:end]}
+                REGISTRY_INDEX_TOOLS.labels("hybrid").set(len(self._hybrid_names))
                 if end >= len(ordered):
                     break
             self._hybrid = (key, index)
@@ -212,6 +215,8 @@ class Finder:
                 log.warning("hybrid search took over %.1fs; answering lexically", self.hybrid_timeout_s)
         async with self._lexical_lock:
             if self._lexical is None or self._lexical[0] != key:
-                self._lexical = (key, await asyncio.to_thread(_Bm25Index, docs()))
+                built = docs()
+                self._lexical = (key, await asyncio.to_thread(_Bm25Index, built))
+                REGISTRY_INDEX_TOOLS.labels("lexical").set(len(built))
             lexical = self._lexical[1]
         return lexical.search(query, k, allowed), "lexical"
