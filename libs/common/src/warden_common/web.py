@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import SecretStr
 
 from warden_common.errors import Unauthorized, WardenError
+from warden_common.openapi import document_errors
 from warden_common.settings import HttpSettings
 from warden_common.tracing import current_trace_id, inbound_http
 
@@ -143,11 +144,12 @@ class _TraceContext:
         await self.app(scope, receive, send)
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, openapi_extra: dict[tuple[str, str], list[int]] | None = None) -> None:
     """The error mapping of every service's HTTP edge, and its trace context (an incoming
     W3C `traceparent` is honoured: the request's log lines, events and NATS requests carry
-    its trace id)."""
+    its trace id). The OpenAPI document says so (`warden_common.openapi`)."""
     app.add_middleware(_TraceContext)
+    document_errors(app, extra=openapi_extra)
 
     @app.exception_handler(WardenError)
     async def _warden(_: Request, e: WardenError) -> JSONResponse:

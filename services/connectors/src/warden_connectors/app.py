@@ -97,7 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
             runtime.ready = False
 
     app = FastAPI(title="Warden connectors", version="0.1.0", lifespan=lifespan, servers=openapi_servers(settings.http))
-    install_error_handlers(app)
+    install_error_handlers(app, {("get", "/connect/callback"): [400]})  # its query is read by hand
     app.include_router(ops_router(runtime.checks()))
     app.include_router(build_router(admin_guard(settings.admin_token, settings.admin_tokens)))
     if cimd is not None:

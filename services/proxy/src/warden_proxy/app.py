@@ -145,7 +145,9 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = _ProxyApp(title="Warden proxy", version="0.1.0", lifespan=lifespan, servers=openapi_servers(settings.http))
     app.mcp_target = lambda: holder.get("endpoint")  # type: ignore[method-assign]
-    install_error_handlers(app)
+    install_error_handlers(
+        app, {("post", "/v1/tools/{name}/call"): [413], ("post", "/v1/tools/{name}/call/stream"): [413]}
+    )
     app.include_router(ops_router(runtime.checks()))
     app.include_router(
         build_router(
