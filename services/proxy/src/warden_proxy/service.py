@@ -288,6 +288,7 @@ class CallPipeline(ConsentFlow):
         before_upstream: Callable[[], Awaitable[None]] | None = None,
         progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None,
         on_consent: Callable[[str, str], Awaitable[bool]] | None = None,
+        on_consented: Callable[[str], Awaitable[None]] | None = None,
         on_approval: AskApproval | None = None,
         durable: bool = False,
     ) -> ToolCallResult:
@@ -343,7 +344,7 @@ class CallPipeline(ConsentFlow):
                 self.validate(resolved, arguments)
             if before_upstream is not None:
                 await before_upstream()
-            result = await self._call_with_consent(resolved, principal, arguments, progress, on_consent)
+            result = await self._call_with_consent(resolved, principal, arguments, progress, on_consent, on_consented)
         except WardenError as e:
             latency = (time.perf_counter() - started) * 1000
             self._event(
