@@ -92,6 +92,8 @@ class ConnectionStatus(Message):
     connected_at: datetime | None = None
     expires_at: datetime | None = None
     reason: str | None = None
+    # the upstream account the consent linked (email or subject of its token), to check it is yours
+    account: str | None = Field(default=None, max_length=320)
     # only in the answer to `connections.consent`: where the user grants access
     consent_url: str | None = None
     consent_expires_at: datetime | None = None
