@@ -7,6 +7,7 @@ Imports neither FastAPI nor the MCP server machinery; both edges call into this.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import logging
@@ -101,6 +102,16 @@ def _result_to_contract(r: types.CallToolResult, call_id: str) -> ToolCallResult
         is_error=bool(r.is_error),
         call_id=call_id,
     )
+
+
+_ACTING_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("warden_acting_for", default=None)
+"""The end user a call turned out to be for (a jwt_passthrough connector's verified `sub`), set
+while the call runs, read for its completion event's `refs.user`."""
+
+
+def _acting_for(refs: EventRefs) -> EventRefs:
+    user = _ACTING_FOR.get()
+    return refs if user is None or refs.user else refs.model_copy(update={"user": user})
 
 
 class CallPipeline(ConsentFlow):
@@ -294,6 +305,7 @@ class CallPipeline(ConsentFlow):
     ) -> ToolCallResult:
         call_id = os.urandom(16).hex()  # what uuid4().hex is made of, without the UUID object
         started = time.perf_counter()
+        _ACTING_FOR.set(None)
         refs = EventRefs(tool=tool, profile=principal.profile, call_id=call_id, user=principal.user)
         self._event(EventType.call_requested, principal, refs, status="requested", data={"arguments": arguments})
         try:
@@ -350,7 +362,7 @@ class CallPipeline(ConsentFlow):
             self._event(
                 EventType.call_failed,
                 principal,
-                refs,
+                _acting_for(refs),
                 status="error",
                 latency_ms=latency,
                 data={"error_code": str(e.code), "reason": e.message},
@@ -363,7 +375,7 @@ class CallPipeline(ConsentFlow):
         self._event(
             EventType.call_completed,
             principal,
-            refs,
+            _acting_for(refs),
             status="error" if out.is_error else "ok",
             latency_ms=latency,
             data={
@@ -383,6 +395,8 @@ class CallPipeline(ConsentFlow):
         self.breakers.check(tool.connector)
         cred = await self.credential(tool.connector, user, jwe=principal.jwe)
         _same_connector(tool, cred)
+        if cred.subject and not user:  # jwt_passthrough: the site's verified user is who it is for
+            _ACTING_FOR.set(cred.subject)
         try:
             try:
                 result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments, progress)

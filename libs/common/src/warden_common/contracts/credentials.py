@@ -67,6 +67,9 @@ class Credential(Message):
     # the connector's stable id: a connector created later under the same name has another,
     # so the proxy refuses a tool registered against the one that was removed
     connector_id: str | None = Field(default=None, max_length=64)
+    # jwt_passthrough: the `sub` of the embedding site's verified JWT, the end user the call is
+    # made for (recorded as the audit's `refs.user` when the caller named none)
+    subject: str | None = Field(default=None, max_length=200)
 
 
 CREDENTIALS_GET = Subject("credentials.get", CredentialRequest, Credential)
