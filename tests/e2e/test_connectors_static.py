@@ -148,6 +148,16 @@ async def test_jwt_passthrough_decrypts_verifies_and_substitutes_the_site_token(
         sent = gate.seen[-1][b"authorization"].decode()
         assert sent.startswith("Bearer ey") and sent.count(".") == 2  # the inner JWT, not the JWE
 
+        # the audit names the user the site vouched for (its JWT's `sub`), though the key names none
+        async def completed() -> dict | None:
+            page = await admin.req(
+                "GET", "audit", "/v1/events", params={"type": "call.completed", "tool": f"{c}__echo"}
+            )
+            return page["items"][0] if page["items"] else None
+
+        done = await wait_for(completed, timeout=30)
+        assert done["refs"]["user"] == "alice", done["refs"]
+
         refused = []
         for bad in (
             _site_token(site, warden_jwk, "warden-test", -120),  # expired

@@ -78,6 +78,7 @@ async def test_a_user_connects_checks_and_disconnects_their_own_connection(
         assert page.status_code == 200
         connected = (await a.get(f"{ME}/{name}")).json()
         assert connected["status"] == "connected" and "mcp:tools" in connected["scopes"]
+        assert connected["account"] == "alice"  # the upstream account the consent linked
         assert "access_token" not in str(connected) and "consent_url" not in connected
         tokens = await open_tokens(stack, name, "alice")
         assert tokens is not None and jwt_claims(tokens["access_token"])["sub"] == "alice"

@@ -150,6 +150,7 @@ class Connections:
             user=done.user_key or None,
             issuer=done.server.issuer,
             scopes=list(done.tokens.scope),
+            account=done.tokens.account(),
         )
         if new is not row:
             self.emit(EventType.connector_status_changed, new, None, previous=row["status"])
@@ -228,6 +229,7 @@ class Connections:
                 connected_at=trow["obtained_at"],
                 expires_at=trow["expires_at"],
                 reason=trow["status_reason"],
+                account=trow["account"],  # the upstream account it was linked to
             )
         return out
 

@@ -87,8 +87,9 @@ class CredentialDesk:
         if exp is not None and exp <= now:
             raise CredentialExpired(f"the credential of connector {req.connector!r} expired; an admin must replace it")
         fresh_until = exp - timedelta(seconds=30) if exp is not None else None
+        subject = None
         if row["auth_type"] == "jwt_passthrough":
-            headers, exp = self._passthrough_headers(row, req.jwe)
+            headers, exp, subject = self._passthrough_headers(row, req.jwe)
         elif row["auth_type"] == "oauth2":
             headers, tokens = await self.connections.headers(row, req.user, force=req.force_refresh)
             exp = tokens.expires_at
@@ -107,6 +108,7 @@ class CredentialDesk:
             config_version=row["config_version"],
             timeout_s=row["timeout_s"],
             connector_id=str(row["id"]),
+            subject=subject,
         )
         if row["auth_type"] != "jwt_passthrough":
             self._cache[key] = (cred, fresh_until)
@@ -125,7 +127,10 @@ class CredentialDesk:
             raise Unauthorized(f"connector {req.connector!r} is per-user: calls must carry the end user")
         await self.connections.step_up(row, req.user, tuple(req.step_up_scopes))
 
-    def _passthrough_headers(self, row: ConnectorRow, token: str | None) -> tuple[dict[str, str], datetime | None]:
+    def _passthrough_headers(
+        self, row: ConnectorRow, token: str | None
+    ) -> tuple[dict[str, str], datetime | None, str | None]:
+        """(headers, expiry, the verified JWT's `sub`)."""
         if not token:
             raise Unauthorized(
                 f"connector {row['name']!r} needs the embedding site's token: send it in the X-Warden-JWE header"
@@ -141,7 +146,9 @@ class CredentialDesk:
         )
         register_secret(jwt_token)
         exp = datetime.fromtimestamp(int(claims["exp"]), UTC)
-        return render_headers(secret["header_templates"], jwt_token), exp
+        sub = claims.get("sub")
+        subject = sub[:200] if isinstance(sub, str) and sub.isprintable() and sub else None
+        return render_headers(secret["header_templates"], jwt_token), exp, subject
 
     def _static_headers(self, row: ConnectorRow) -> dict[str, str]:
         secret = self._open_secret(row)

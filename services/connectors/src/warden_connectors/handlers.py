@@ -36,6 +36,7 @@ def _status(d: dict[str, Any]) -> ConnectionStatus:
         connected_at=d.get("connected_at"),
         expires_at=d.get("expires_at"),
         reason=d.get("reason"),
+        account=d.get("account"),
     )
 
 

@@ -303,6 +303,14 @@ class ConnectorService(CredentialDesk):
             raise BadInput(f"connector {name!r} is organization-wide; it has no per-user connections")
         return await self.connections.connection(row, user)
 
+    async def connections_of(self, name: str) -> builtins.list[dict[str, Any]]:
+        """Every user's connection to a per-user connector (status, scopes, upstream account;
+        never a token)."""
+        row = await self._row(name)
+        if row["scope"] != "per_user":
+            raise BadInput(f"connector {name!r} is organization-wide; it has no per-user connections")
+        return [await self.connections.connection(row, u) for u in await self.store.connection_users(row["id"])]
+
     async def user_disconnect(self, name: str, user: str, actor: str | Actor) -> dict[str, Any]:
         row = await self._row(name)
         if row["scope"] != "per_user":

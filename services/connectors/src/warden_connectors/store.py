@@ -25,7 +25,7 @@ _COLUMNS = (
 )
 _TOKEN_COLUMNS = (
     "connector_id, user_key, sealed, expires_at, scopes, version, status, status_reason, updated_at,"
-    " obtained_at, issuer, client_id"
+    " obtained_at, issuer, client_id, account"
 )
 # what `status` says, except that an active connector whose static credential has passed its
 # expiry is `expired` (nothing flips the stored status at that instant; views.render agrees)
@@ -180,15 +180,19 @@ class Store:
         scopes: str,
         issuer: str,
         client_id: str,
+        account: str | None = None,
         conn: Executor | None = None,
     ) -> TokenRow:
+        """Store a token row; `account` (the upstream account) is kept across refreshes that
+        do not name one."""
         return await (conn or self.pool).fetchrow(
             "INSERT INTO tokens (connector_id, user_key, sealed, expires_at, obtained_at, scopes, issuer, client_id,"
-            " status, status_reason, version, updated_at)"
-            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,'active',NULL,1,now())"
+            " account, status, status_reason, version, updated_at)"
+            " VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,'active',NULL,1,now())"
             " ON CONFLICT (connector_id, user_key) DO UPDATE SET sealed = EXCLUDED.sealed,"
             " expires_at = EXCLUDED.expires_at, obtained_at = EXCLUDED.obtained_at, scopes = EXCLUDED.scopes,"
-            " issuer = EXCLUDED.issuer, client_id = EXCLUDED.client_id, status = 'active', status_reason = NULL,"
+            " issuer = EXCLUDED.issuer, client_id = EXCLUDED.client_id,"
+            " account = COALESCE(EXCLUDED.account, tokens.account), status = 'active', status_reason = NULL,"
             f" version = tokens.version + 1, updated_at = now() RETURNING {_TOKEN_COLUMNS}",
             cid,
             user_key,
@@ -198,7 +202,18 @@ class Store:
             scopes,
             issuer,
             client_id,
+            account,
         )
+
+    async def connection_users(self, cid: uuid.UUID) -> builtins.list[str]:
+        """Every user with a token row or a pending consent for a per-user connector."""
+        rows = await self.pool.fetch(
+            "SELECT user_key FROM tokens WHERE connector_id = $1 AND user_key <> ''"
+            " UNION SELECT user_key FROM oauth_flows WHERE connector_id = $1 AND user_key <> ''"
+            " AND expires_at > now() ORDER BY 1",
+            cid,
+        )
+        return [r["user_key"] for r in rows]
 
     async def set_token_status(
         self, cid: uuid.UUID, user_key: str, status: str, reason: str | None, *, conn: Executor | None = None

@@ -110,6 +110,7 @@ class TokenVault:
             scopes=" ".join(ts.scope),
             issuer=server.issuer,
             client_id=client_id,
+            account=ts.account(),
             conn=conn,
         )
 

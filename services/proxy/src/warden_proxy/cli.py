@@ -40,10 +40,11 @@ def key_create(name: str, profile: str, user: str = typer.Option(None), url: str
 
 @app.command("keys")
 def keys(url: str = URL, token: str = TOKEN) -> None:
-    """List agent keys (prefixes only)."""
+    """List agent keys (prefixes only), with the user each key acts for (`-`: nobody)."""
     for k in _req("GET", f"{url}/v1/agent-keys", token):
         state = "revoked" if k["revoked_at"] else "active"
-        typer.echo(f"{k['prefix']}  {k['profile']:<20} {state:<8} {k['name']}")
+        user = k.get("user") or "-"
+        typer.echo(f"{k['prefix']}  {k['profile']:<20} {state:<8} user {user:<24} {k['name']}")
 
 
 @app.command("key-revoke")

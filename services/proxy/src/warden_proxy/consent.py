@@ -25,7 +25,7 @@ from warden_common.rfc6750 import parse_bearer_challenge
 
 from warden_proxy.agents import Principal
 from warden_proxy.approvals import PROGRESS_EVERY_S
-from warden_proxy.errors import ConsentFailed, Unavailable
+from warden_proxy.errors import ConsentFailed, ConsentTimedOut, Unavailable
 from warden_proxy.upstream import UpstreamUnauthorized, credential_digest
 
 __all__ = ["ConsentFlow", "insufficient_scope"]
@@ -68,9 +68,12 @@ class ConsentFlow:
         arguments: dict[str, Any],
         progress: Any,
         on_consent: Callable[[str, str], Awaitable[bool]] | None,
+        on_consented: Callable[[str], Awaitable[None]] | None = None,
     ) -> types.CallToolResult:
         """Call upstream; when a per-user connection is missing, show the consent URL, wait
-        for that user's connection to become active, and finish the call (up to 10 times)."""
+        for that user's connection to become active (`on_consented` is told, so the edge can
+        say the elicitation is complete), and finish the call (up to 10 times). A wait that
+        ends without the connection raises `ConsentTimedOut`, saying after how long."""
         for _ in range(self.max_consents):
             try:
                 return await self._call_upstream(tool, principal, arguments, progress)
@@ -86,7 +89,14 @@ class ConsentFlow:
                     self._stale.pop(key, None)
                     raise
                 if not await self._wait_connected(tool.connector, principal, waiter, progress):
-                    raise
+                    waited = round(self.consent_wait_s)
+                    raise ConsentTimedOut(
+                        f"timed out after {waited} s waiting for your {tool.connector} connection",
+                        details={"consent_url": str(url), "connector": tool.connector, "waited_s": waited},
+                    ) from None
+                if on_consented is not None:
+                    with contextlib.suppress(Exception):
+                        await on_consented(tool.connector)
                 # the wait may have outlived the grant: resolve and check it again
                 tool = await self.recheck(principal.profile, tool.name, after="the consent")
         raise Unavailable(f"gave up after {self.max_consents} consents in one call")

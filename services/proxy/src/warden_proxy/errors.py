@@ -11,6 +11,7 @@ __all__ = [
     "BadInput",
     "ConnectorReplaced",
     "ConsentFailed",
+    "ConsentTimedOut",
     "Forbidden",
     "InvalidArguments",
     "NotFound",
@@ -45,6 +46,14 @@ class UpstreamError(WardenError):
 
 class ConsentFailed(WardenError):
     """The consent a call was waiting for came back refused: a connection is still required."""
+
+    code = ErrorCode.consent_required
+    http_status = 409
+
+
+class ConsentTimedOut(WardenError):
+    """A call showed a consent URL and waited `WARDEN_PROXY_CONSENT_WAIT_S` for the connection
+    without it arriving; `details` keep the URL and how long it waited (`waited_s`)."""
 
     code = ErrorCode.consent_required
     http_status = 409

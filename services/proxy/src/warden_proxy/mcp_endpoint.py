@@ -7,6 +7,7 @@ principal in the request scope; the tool handlers read it from there.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -22,6 +23,7 @@ from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
+from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from starlette.types import Receive, Scope, Send
 from warden_common.contracts import ErrorCode, ToolView
 from warden_common.errors import WardenError
@@ -29,6 +31,14 @@ from warden_common.tracing import begin_call
 
 from warden_proxy.agents import AgentKeys, Principal
 from warden_proxy.approvals import AskApproval
+from warden_proxy.consent_prompt import (
+    CONSENT_INPUT,
+    ModernConsent,
+    consent_input_required,
+    consent_message,
+    consent_text,
+    declares_url_elicitation,
+)
 from warden_proxy.errors import InvalidArguments
 from warden_proxy.federation import Federation
 from warden_proxy.mcp_fast import FastPath
@@ -41,6 +51,7 @@ log = logging.getLogger(__name__)
 _SCOPE_KEY = "warden.principal"
 TOOL_SEARCH = "tool_search"
 _MAX_CONTEXTS = 10_000
+_MODERN = frozenset(MODERN_PROTOCOL_VERSIONS)
 
 # Codes that mean "this tool does not exist for you": a JSON-RPC error, like an unknown tool.
 _REFUSED = {ErrorCode.forbidden, ErrorCode.not_found}
@@ -145,7 +156,7 @@ class McpEndpoint:
 
     async def _call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
-    ) -> types.CallToolResult:
+    ) -> types.CallToolResult | types.InputRequiredResult:
         p = _principal(ctx)
         # one trace per call (the caller's, when it sent one), followed across all four services
         req = getattr(ctx, "request", None)
@@ -153,13 +164,23 @@ class McpEndpoint:
         if params.name == TOOL_SEARCH:
             return await self._tool_search(ctx, p, dict(params.arguments or {}))
         progress = _progress_forwarder(ctx)
+        modern: ModernConsent | None = None
+        if ctx.protocol_version in _MODERN:  # 2026-07-28: no server-to-client requests, input_required
+            answers = params.input_responses or {}
+            modern = ModernConsent(ctx.session.client_capabilities, answers.get(CONSENT_INPUT), progress)
+            on_consent: Callable[[str, str], Awaitable[bool]] = modern
+            on_consented = None
+        else:
+            session_prompt = _SessionConsent(ctx, progress, self.pipeline.consent_wait_s)
+            on_consent, on_consented = session_prompt.prompt, session_prompt.complete
         try:
             r = await self.pipeline.call(
                 p,
                 params.name,
                 dict(params.arguments or {}),
                 progress=progress,
-                on_consent=_consent_prompt(ctx, progress),
+                on_consent=on_consent,
+                on_consented=on_consented,
                 on_approval=_approval_prompt(ctx),
             )
         except InvalidArguments as e:
@@ -167,10 +188,9 @@ class McpEndpoint:
         except WardenError as e:
             if e.code in _REFUSED:
                 raise MCPError(types.INVALID_PARAMS, f"unknown tool: {params.name}") from None
-            text = e.message
-            if e.code == ErrorCode.consent_required and (url := e.details.get("consent_url")):
-                text = f"A connection is required before this tool can run. Open {url} to connect, then call again."
-            return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
+            if modern is not None and modern.asked is not None and e.code == ErrorCode.consent_required:
+                return consent_input_required(*modern.asked)
+            return types.CallToolResult(content=[types.TextContent(type="text", text=consent_text(e))], is_error=True)
         return types.CallToolResult.model_validate(
             {"content": r.content, "structuredContent": r.structured_content, "isError": r.is_error}
         )
@@ -246,30 +266,51 @@ def _client_context(ctx: ServerRequestContext[Any, Any], p: Principal) -> str:
     return f"session:{sid}" if sid else f"key:{p.kind}:{p.id}"
 
 
-def _consent_prompt(
-    ctx: ServerRequestContext[Any, Any], progress: Callable[[float, float | None, str | None], Awaitable[None]] | None
-) -> Callable[[str, str], Awaitable[bool]]:
-    """Show a consent URL: URL-mode elicitation when the client supports it, else a progress
-    message when the caller asked for progress; then the call waits for the connection.
-    A client with neither gets the URL in the tool result at once (returns False)."""
+class _SessionConsent:
+    """Show a consent URL to a handshake-era session: URL-mode elicitation when the client
+    supports it — on the call's own POST stream (the spec's SHOULD for requests related to a
+    request), on the GET stream when that fails — else a progress message when the caller
+    asked for progress; then the call waits for the connection, and `complete` tells the
+    client the elicitation is done. A client with neither gets the URL in the result at once
+    (returns False), and so does one that never answers the elicitation within the wait."""
 
-    async def prompt(url: str, connector: str) -> bool:
-        message = f"Connect your {connector} account to continue: {url}"
-        caps = ctx.session.client_capabilities
-        elicitation = getattr(caps, "elicitation", None) if caps is not None else None
-        if elicitation is not None and getattr(elicitation, "url", None) is not None:
-            try:
-                result = await ctx.session.elicit_url(message, url, elicitation_id=uuid.uuid4().hex)
-            except Exception:  # noqa: BLE001 - no back-channel: fall back to the tool result
-                log.debug("URL elicitation failed", exc_info=True)
-            else:
+    def __init__(self, ctx: ServerRequestContext[Any, Any], progress: Any, wait_s: float) -> None:
+        self.ctx = ctx
+        self.progress = progress
+        self.wait_s = wait_s
+        self.elicitation_id: str | None = None
+
+    async def prompt(self, url: str, connector: str) -> bool:
+        message = consent_message(connector, url)
+        session = self.ctx.session
+        if declares_url_elicitation(session.client_capabilities):
+            elicitation_id = uuid.uuid4().hex
+            for related in (self.ctx.request_id, None):  # this call's stream, then the GET stream
+                try:
+                    async with asyncio.timeout(self.wait_s):
+                        result = await session.elicit_url(
+                            message, url, elicitation_id=elicitation_id, related_request_id=related
+                        )
+                except TimeoutError:
+                    log.info("the client did not answer the consent elicitation within %.0f s", self.wait_s)
+                    return False
+                except Exception:  # noqa: BLE001 - no back-channel here: try the next, then fall back
+                    log.debug("URL elicitation failed (related=%s)", related is not None, exc_info=True)
+                    continue
+                self.elicitation_id = elicitation_id
                 return result.action == "accept"
-        if progress is not None:
-            await progress(0, None, message)
+        if self.progress is not None:
+            await self.progress(0, None, message)
             return True
         return False
 
-    return prompt
+    async def complete(self, connector: str) -> None:
+        """The connection landed: `notifications/elicitation/complete` for the URL shown."""
+        if self.elicitation_id is None:
+            return
+        elicitation_id, self.elicitation_id = self.elicitation_id, None
+        with contextlib.suppress(Exception):
+            await self.ctx.session.send_elicit_complete(elicitation_id, related_request_id=self.ctx.request_id)
 
 
 _APPROVAL_FORM: dict[str, Any] = {
@@ -298,7 +339,9 @@ def _approval_prompt(ctx: ServerRequestContext[Any, Any]) -> AskApproval | None:
         shown = json.dumps(arguments, ensure_ascii=False)
         shown = shown if len(shown) <= 500 else shown[:500] + "…"
         result = await ctx.session.elicit_form(
-            f"Allow the agent to call {tool}?\nArguments: {shown}", requested_schema=_APPROVAL_FORM
+            f"Allow the agent to call {tool}?\nArguments: {shown}",
+            requested_schema=_APPROVAL_FORM,
+            related_request_id=ctx.request_id,  # on the call's own stream
         )
         if result.action == "cancel":
             return None
@@ -322,6 +365,10 @@ def _progress_forwarder(
 
     async def forward(progress: float, total: float | None, message: str | None) -> None:
         with contextlib.suppress(Exception):
-            await ctx.session.send_progress_notification(token, progress, total, message)
+            # on the call's own stream: a 2026-07-28 client (or a session without a GET stream)
+            # has no other
+            await ctx.session.send_progress_notification(
+                token, progress, total, message, related_request_id=str(ctx.request_id)
+            )
 
     return forward

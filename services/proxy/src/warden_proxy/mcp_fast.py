@@ -12,7 +12,9 @@ This answers the same request directly with the same checks and the same wire re
   (`classify_inbound_request`: envelope `_meta`, `MCP-Protocol-Version` / `Mcp-Method`
   / `Mcp-Name` headers matching the body, a served version);
 - only `tools/call` of a proxied tool without a progress token, without `Mcp-Param-*`
-  headers and whose schema declares none (`x-mcp-header`);
+  headers and whose schema declares none (`x-mcp-header`), and not the retry of an
+  `input_required` round; a consent URL is asked through `input_required` when the client
+  declares URL elicitation (`consent_prompt`), else it is in the result;
 - everything else — handshake-era sessions, `server/discover`, `tools/list`,
   `tool_search`, progress, every rejection — goes to the SDK unchanged, with the body
   replayed, so its answers and errors stay the SDK's.
@@ -53,6 +55,7 @@ from warden_common.errors import WardenError
 from warden_common.tracing import begin_call
 
 from warden_proxy.agents import Principal
+from warden_proxy.consent_prompt import ModernConsent, consent_input_required, consent_text
 from warden_proxy.errors import InvalidArguments
 from warden_proxy.lean import RELAY
 from warden_proxy.relay import AgentRelay, LogLevels
@@ -220,7 +223,7 @@ class FastPath:
             key = f"session:{sid}" if sid else f"key:{principal.kind}:{principal.id}"
             relay = AgentRelay(_Ctx(rid, _Session(exchange, capabilities)), self.levels, key)  # type: ignore[arg-type]
             context.run(RELAY.set, relay)
-        await self._answer(exchange, context, self._run(principal, rid, name, arguments))
+        await self._answer(exchange, context, self._run(principal, rid, name, arguments, capabilities))
         return None
 
     def _headers_ok(self, headers: dict[str, str]) -> bool:
@@ -273,6 +276,9 @@ class FastPath:
             arguments = {}
         if not isinstance(arguments, dict) or not isinstance(meta, dict) or "progressToken" in meta:
             return None
+        if params.get("inputResponses") is not None or params.get("requestState") is not None:
+            return None  # the retry of an input_required round (a consent): the SDK's path waits
+
         route = classify_inbound_request(doc, headers=headers)
         if not isinstance(route, InboundModernRoute):
             return None
@@ -291,19 +297,23 @@ class FastPath:
         return hit[1]
 
     # -- the call ----------------------------------------------------------------------
-    async def _run(self, p: Principal, rid: Any, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    async def _run(
+        self, p: Principal, rid: Any, name: str, arguments: dict[str, Any], capabilities: Any = None
+    ) -> dict[str, Any]:
         begin_call()  # one trace per call (the caller's, when it sent one), across all four services
+        consent = ModernConsent(capabilities, None)  # no progress here: asks through input_required
         try:
-            r = await self.pipeline.call(p, name, arguments)
+            r = await self.pipeline.call(p, name, arguments, on_consent=consent)
         except InvalidArguments as e:
             return _error(rid, types.INVALID_PARAMS, e.message, e.details)
         except WardenError as e:
             if e.code in _REFUSED:
                 return _error(rid, types.INVALID_PARAMS, f"unknown tool: {name}")
-            text = e.message
-            if e.code == ErrorCode.consent_required and (url := e.details.get("consent_url")):
-                text = f"A connection is required before this tool can run. Open {url} to connect, then call again."
-            result: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": True}
+            if consent.asked is not None and e.code == ErrorCode.consent_required:
+                asked = consent_input_required(*consent.asked).model_dump(by_alias=True, mode="json", exclude_none=True)
+                asked["_meta"] = {SERVER_INFO_META_KEY: self.server_info}
+                return {"jsonrpc": "2.0", "id": rid, "result": asked}
+            result: dict[str, Any] = {"content": [{"type": "text", "text": consent_text(e)}], "isError": True}
         except Exception:  # noqa: BLE001 - the SDK's boundary too: log it, answer a generic error
             log.exception("tools/call %s failed", name)
             return _error(rid, types.INTERNAL_ERROR, "Internal server error")

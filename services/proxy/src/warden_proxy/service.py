@@ -7,6 +7,7 @@ Imports neither FastAPI nor the MCP server machinery; both edges call into this.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import logging
@@ -103,6 +104,16 @@ def _result_to_contract(r: types.CallToolResult, call_id: str) -> ToolCallResult
         is_error=bool(r.is_error),
         call_id=call_id,
     )
+
+
+_ACTING_FOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("warden_acting_for", default=None)
+"""The end user a call turned out to be for (a jwt_passthrough connector's verified `sub`), set
+while the call runs, read for its completion event's `refs.user`."""
+
+
+def _acting_for(refs: EventRefs) -> EventRefs:
+    user = _ACTING_FOR.get()
+    return refs if user is None or refs.user else refs.model_copy(update={"user": user})
 
 
 class CallPipeline(ConsentFlow):
@@ -290,12 +301,14 @@ class CallPipeline(ConsentFlow):
         before_upstream: Callable[[], Awaitable[None]] | None = None,
         progress: Callable[[float, float | None, str | None], Awaitable[None]] | None = None,
         on_consent: Callable[[str, str], Awaitable[bool]] | None = None,
+        on_consented: Callable[[str], Awaitable[None]] | None = None,
         on_approval: AskApproval | None = None,
         durable: bool = False,
     ) -> ToolCallResult:
         call_id = os.urandom(16).hex()  # what uuid4().hex is made of, without the UUID object
         set_call_id(call_id)  # on every log line of this call
         started = time.perf_counter()
+        _ACTING_FOR.set(None)
         refs = EventRefs(tool=tool, profile=principal.profile, call_id=call_id, user=principal.user)
         self._event(EventType.call_requested, principal, refs, status="requested", data={"arguments": arguments})
         try:
@@ -347,13 +360,13 @@ class CallPipeline(ConsentFlow):
                 self.validate(resolved, arguments)
             if before_upstream is not None:
                 await before_upstream()
-            result = await self._call_with_consent(resolved, principal, arguments, progress, on_consent)
+            result = await self._call_with_consent(resolved, principal, arguments, progress, on_consent, on_consented)
         except WardenError as e:
             latency = (time.perf_counter() - started) * 1000
             self._event(
                 EventType.call_failed,
                 principal,
-                refs,
+                _acting_for(refs),
                 status="error",
                 latency_ms=latency,
                 data={"error_code": str(e.code), "reason": e.message},
@@ -368,7 +381,7 @@ class CallPipeline(ConsentFlow):
         self._event(
             EventType.call_completed,
             principal,
-            refs,
+            _acting_for(refs),
             status="error" if out.is_error else "ok",
             latency_ms=latency,
             data={
@@ -388,6 +401,8 @@ class CallPipeline(ConsentFlow):
         self.breakers.check(tool.connector)
         cred = await self.credential(tool.connector, user, jwe=principal.jwe)
         _same_connector(tool, cred)
+        if cred.subject and not user:  # jwt_passthrough: the site's verified user is who it is for
+            _ACTING_FOR.set(cred.subject)
         try:
             try:
                 result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments, progress)

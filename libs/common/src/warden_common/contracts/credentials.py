@@ -67,6 +67,9 @@ class Credential(Message):
     # the connector's stable id: a connector created later under the same name has another,
     # so the proxy refuses a tool registered against the one that was removed
     connector_id: str | None = Field(default=None, max_length=64)
+    # jwt_passthrough: the `sub` of the embedding site's verified JWT, the end user the call is
+    # made for (recorded as the audit's `refs.user` when the caller named none)
+    subject: str | None = Field(default=None, max_length=200)
 
 
 CREDENTIALS_GET = Subject("credentials.get", CredentialRequest, Credential)
@@ -92,6 +95,8 @@ class ConnectionStatus(Message):
     connected_at: datetime | None = None
     expires_at: datetime | None = None
     reason: str | None = None
+    # the upstream account the consent linked (email or subject of its token), to check it is yours
+    account: str | None = Field(default=None, max_length=320)
     # only in the answer to `connections.consent`: where the user grants access
     consent_url: str | None = None
     consent_expires_at: datetime | None = None

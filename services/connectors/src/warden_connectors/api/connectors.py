@@ -97,6 +97,12 @@ def build_admin_router(admin: Callable[..., Any]) -> APIRouter:
     async def user_consent(name: str, user: str = User, _: str = Admin, s: ConnectorService = Svc) -> dict[str, Any]:
         return _consent(await s.user_consent(name, user))
 
+    @router.get("/{name}/connections")
+    async def connections(name: str, _: str = Admin, s: ConnectorService = Svc) -> dict[str, Any]:
+        """Every user's connection to a per-user connector: status, scopes, the upstream account
+        it links; never a token."""
+        return {"connector": name, "connections": await s.connections_of(name)}
+
     @router.get("/{name}/connections/{user}")
     async def user_connection(name: str, user: str = User, _: str = Admin, s: ConnectorService = Svc) -> dict[str, Any]:
         """`connection_required`, `verifying` (a consent URL is out), `connected`, or

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -34,6 +37,20 @@ class TokenSet(BaseModel):
         if self.expires_at is None:
             return False
         return self.expires_at - (now or datetime.now(UTC)) <= timedelta(seconds=seconds)
+
+    def account(self) -> str | None:
+        """The upstream account these tokens act as: `email` (else `sub`) of the ID token, else of
+        a JWT access token. Read, not verified: they came straight from the token endpoint over
+        the guarded connection (OIDC Core 3.1.3.7), and this is shown, never trusted for access."""
+        for token in (self.id_token, self.access_token):
+            claims = _jwt_claims(token.get_secret_value()) if token is not None else None
+            if claims is None:
+                continue
+            for name in ("email", "preferred_username", "sub"):
+                value = claims.get(name)
+                if isinstance(value, str) and 0 < len(value) <= 320 and value.isprintable():
+                    return value
+        return None
 
     def secrets(self) -> tuple[str, ...]:
         return tuple(
@@ -94,3 +111,14 @@ def parse_token_response(
         id_token=SecretStr(id_token) if isinstance(id_token, str) and id_token else None,
         obtained_at=now,
     )
+
+
+def _jwt_claims(token: str) -> dict[str, Any] | None:
+    parts = token.split(".")
+    if len(parts) != 3 or len(parts[1]) > 16_384:
+        return None
+    try:
+        doc = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    return doc if isinstance(doc, dict) else None
