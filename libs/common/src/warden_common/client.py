@@ -4,7 +4,10 @@
         result = await warden.call("notion__search", {"query": "roadmap"})
         result = await warden.call_durable("github__create_issue", {...}, idempotency_key="ticket-4711")
 
-`call` is request/reply on `warden.v1.calls.<profile>`; `call_durable` goes through
+`call` is request/reply on `warden.v1.calls.<profile>.<user>` (the connection's NATS user:
+the server lets it publish on its own name only, and the proxy records that name as the
+actor; `user=` on a call names the end user it acts for, allowed only for the services the
+proxy's `WARDEN_PROXY_ACT_FOR_USERS` lists); `call_durable` goes through
 JetStream: if a proxy dies mid-call the call is redelivered, and it never runs twice for
 the same key. Refusals raise the typed errors of `warden_common.errors` (e.g.
 `Forbidden` for an ungranted tool, `RemoteError` with code `consent_required`); a tool
@@ -105,7 +108,8 @@ class WardenClient:
         timeout_s: float | None = None,
     ) -> ToolCallResult:
         req = ToolCall(tool=tool, arguments=arguments or {}, user=user)
-        subject = calls_subject(self.root, self.profile)
+        # with a NATS user, the subject names it: the proxy records that user as the actor
+        subject = calls_subject(self.root, self.profile, self.user)
         timeout = timeout_s or self.timeout_s
         msg = await self._ask(
             subject,
@@ -174,7 +178,7 @@ class WardenClient:
             body = req.model_dump_json().encode()
             self._fits(body, "the durable call")
             ack = await js.publish(
-                durable_calls_subject(self.root, self.profile),
+                durable_calls_subject(self.root, self.profile, self.user),
                 body,
                 headers={"Nats-Msg-Id": f"{self.profile}:{idempotency_key}", "Warden-Caller": self.caller},
                 timeout=10,

@@ -29,13 +29,15 @@ from warden_common.contracts import (
     ErrorCode,
     ReplyError,
     ToolCallResult,
+    attested_durable_calls_wildcard,
+    call_origin,
     durable_calls_stream_name,
     durable_results_subject,
     legacy_durable_results_subject,
 )
 from warden_common.errors import NotFound, WardenError
 
-from warden_proxy.agents import Principal
+from warden_proxy.agents import service_principal
 from warden_proxy.service import CallPipeline
 
 __all__ = ["DurableCalls"]
@@ -45,39 +47,59 @@ _VERSION = "v1"
 
 
 class DurableCalls:
-    def __init__(self, bus: Bus, pool: asyncpg.Pool, pipeline: CallPipeline, *, ack_wait_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        pool: asyncpg.Pool,
+        pipeline: CallPipeline,
+        *,
+        ack_wait_s: float = 30.0,
+        act_for: frozenset[str] = frozenset(),
+    ) -> None:
         self.bus = bus
         self.pool = pool
         self.pipeline = pipeline
         self.ack_wait_s = ack_wait_s
+        self.act_for = act_for
         self.stream = durable_calls_stream_name(bus.root)
+        # the older subjects (`durable.calls.<profile>`, caller unattested) and the ones that
+        # name their caller's NATS user (`durable.calls.<profile>.<user>`): one stream, one
+        # consumer each (a work queue allows consumers whose filters do not overlap), so a
+        # proxy from before, which knows only the first consumer, never takes the second kind
         self.subjects = f"{bus.root}.{_VERSION}.durable.calls.*"
-        self._task: asyncio.Task[None] | None = None
+        self.attested = attested_durable_calls_wildcard(bus.root)
+        self._tasks: list[asyncio.Task[None]] = []
         self._inflight: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
         js = self.bus.nc.jetstream()  # type: ignore[union-attr]
+        subjects = [self.subjects, self.attested]
         cfg = StreamConfig(
             name=self.stream,
-            subjects=[self.subjects],
+            subjects=subjects,
             retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=300,
             max_age=7 * 24 * 3600,
         )
         try:
-            await js.stream_info(self.stream)
+            info = await js.stream_info(self.stream)
+            if set(info.config.subjects or []) != set(subjects):
+                # a stream made by a proxy from before carries the older subjects only
+                info.config.subjects = subjects
+                await js.update_stream(info.config)
         except NotFoundError:
             await js.add_stream(cfg)
-        self._sub = await js.pull_subscribe(
-            self.subjects,
-            durable="proxy",
-            stream=self.stream,
-            config=ConsumerConfig(
-                ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait_s, max_deliver=20, max_ack_pending=1000
-            ),
-        )
-        self._task = asyncio.create_task(self._loop(), name="durable-calls")
+        for durable, subject in (("proxy", self.subjects), ("proxy-attested", self.attested)):
+            sub = await js.pull_subscribe(
+                subject,
+                durable=durable,
+                stream=self.stream,
+                config=ConsumerConfig(
+                    ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait_s, max_deliver=20, max_ack_pending=1000
+                ),
+            )
+            self._tasks.append(asyncio.create_task(self._loop(sub), name=f"durable-calls-{durable}"))
         await self.bus.serve_on(
             f"{self.bus.root}.{_VERSION}.durable.status.*",
             DurableStatus,
@@ -102,17 +124,17 @@ class DurableCalls:
 
     async def stop(self) -> None:
         self._stop.set()
-        if self._task is not None:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
         if self._inflight:
             await asyncio.wait(self._inflight, timeout=10)
 
-    async def _loop(self) -> None:
+    async def _loop(self, sub: Any) -> None:
         while not self._stop.is_set():
             try:
-                msgs = await self._sub.fetch(batch=32, timeout=1.0)
+                msgs = await sub.fetch(batch=32, timeout=1.0)
             except TimeoutError:
                 continue
             except Exception:  # noqa: BLE001 - keep consuming through NATS hiccups
@@ -131,7 +153,7 @@ class DurableCalls:
                 await m.in_progress()
 
     async def _handle(self, m: Msg) -> None:
-        profile = m.subject.rsplit(".", 1)[-1]
+        profile, _ = call_origin(self.bus.root, m.subject)
         try:
             req = DurableCall.model_validate_json(m.data)
         except ValidationError as e:
@@ -172,8 +194,12 @@ class DurableCalls:
             keep.cancel()
 
     async def _run(self, profile: str, key: str, req: DurableCall, m: Msg) -> tuple[Any, Any]:
-        caller = (m.headers or {}).get("Warden-Caller", "internal")[:100]
-        principal = Principal(kind="service", id=caller, profile=profile, user=req.user)
+        # the actor is the NATS user the subject names, never a header's claim
+        _, caller = call_origin(self.bus.root, m.subject)
+        try:
+            principal = service_principal(profile, caller, req.user, self.act_for)
+        except WardenError as e:
+            return None, e.to_reply().model_dump(mode="json")
 
         async def mark_started() -> None:
             await self.pool.execute(

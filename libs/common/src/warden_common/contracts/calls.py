@@ -25,6 +25,9 @@ __all__ = [
     "ToolCallResult",
     "UpstreamTool",
     "UpstreamTools",
+    "attested_calls_wildcard",
+    "attested_durable_calls_wildcard",
+    "call_origin",
     "calls_subject",
     "calls_wildcard",
 ]
@@ -46,13 +49,43 @@ class ToolCallResult(Message):
     call_id: str | None = None
 
 
-def calls_subject(root: str, profile: str) -> str:
-    """Per-profile subject: NATS permissions decide who may publish for which profile."""
-    return f"{root}.{VERSION}.calls.{profile}"
+def calls_subject(root: str, profile: str, caller: str | None = None) -> str:
+    """Per-profile subject: NATS permissions decide who may publish for which profile.
+
+    With `caller` (the internal service's NATS user), `<root>.v1.calls.<profile>.<caller>`:
+    each internal user may publish only on subjects ending in its own name, so the subject
+    attests who called (nats-server cannot add a header saying so). Without it, the older
+    `<root>.v1.calls.<profile>`: any service of that profile, recorded as `profile:<profile>`."""
+    base = f"{root}.{VERSION}.calls.{profile}"
+    return f"{base}.{caller}" if caller else base
 
 
 def calls_wildcard(root: str) -> str:
+    """The older, unattested call subjects (`calls.<profile>`)."""
     return f"{root}.{VERSION}.calls.*"
+
+
+def attested_calls_wildcard(root: str) -> str:
+    """The call subjects that name their caller (`calls.<profile>.<user>`)."""
+    return f"{root}.{VERSION}.calls.*.*"
+
+
+def attested_durable_calls_wildcard(root: str) -> str:
+    return f"{root}.{VERSION}.durable.calls.*.*"
+
+
+def call_origin(root: str, subject: str) -> tuple[str, str | None]:
+    """(profile, caller) of a call or durable-call subject: caller is the NATS user the subject
+    names (permission-checked by the server), None on the older unattested subjects."""
+    for kind in ("calls", "durable.calls"):
+        prefix = f"{root}.{VERSION}.{kind}."
+        if subject.startswith(prefix):
+            parts = subject[len(prefix) :].split(".")
+            if len(parts) == 1:
+                return parts[0], None
+            if len(parts) == 2:
+                return parts[0], parts[1]
+    raise ValueError(f"{subject!r} is not a call subject")
 
 
 class ListUpstreamTools(Message):
@@ -98,8 +131,10 @@ class DurableResult(Message):
     error: dict[str, Any] | None = None  # a ReplyError as JSON
 
 
-def durable_calls_subject(root: str, profile: str) -> str:
-    return f"{root}.{VERSION}.durable.calls.{profile}"
+def durable_calls_subject(root: str, profile: str, caller: str | None = None) -> str:
+    """Where durable calls are submitted; with `caller`, the attested form (see `calls_subject`)."""
+    base = f"{root}.{VERSION}.durable.calls.{profile}"
+    return f"{base}.{caller}" if caller else base
 
 
 def durable_results_subject(root: str, profile: str, key: str) -> str:
