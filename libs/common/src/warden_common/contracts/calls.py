@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from pydantic import Field
@@ -124,11 +125,23 @@ class DurableCall(Message):
     user: str | None = Field(default=None, max_length=200)
     idempotency_key: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
 
+    def fingerprint(self) -> str:
+        """What the key stands for: the SHA-256 of the call (tool, arguments, user) as canonical
+        JSON. The same key with another fingerprint is refused (`conflict`), never answered
+        with the first call's result."""
+        doc = self.model_dump(mode="json", include={"tool", "arguments", "user"})
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
 
 class DurableResult(Message):
     idempotency_key: str
     result: ToolCallResult | None = None
     error: dict[str, Any] | None = None  # a ReplyError as JSON
+    # the fingerprint of the call this answers (`DurableCall.fingerprint`): a client takes only
+    # a result for its own call (a conflict refusal for another call with the same key goes to
+    # that caller alone); None from proxies before it. "malformed" for a refused message.
+    fingerprint: str | None = Field(default=None, max_length=64)
 
 
 def durable_calls_subject(root: str, profile: str, caller: str | None = None) -> str:
@@ -153,6 +166,8 @@ def legacy_durable_results_subject(root: str, profile: str, key: str) -> str:
 
 class DurableStatus(Message):
     idempotency_key: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
+    # the asker's call (`DurableCall.fingerprint`): a stored call with another one is a conflict
+    fingerprint: str | None = Field(default=None, max_length=64)
 
 
 def durable_status_subject(root: str, profile: str) -> str:
