@@ -32,6 +32,8 @@ async def stack(nats_url: str, admin_dsn: str, tmp_path_factory: pytest.TempPath
         "WARDEN_PROXY_APPROVAL_TIMEOUT_S": "10",
         "WARDEN_PROXY_DURABLE_ACK_WAIT_S": "3",
         "WARDEN_PROXY_BREAKER_THRESHOLD": "3",
+        # the one internal service the tests let act for end users (test_nats_caller_identity)
+        "WARDEN_PROXY_ACT_FOR_USERS": '["trusted-svc"]',
     }
     async with isolated_stack(nats_url, admin_dsn, Path(tmp_path_factory.mktemp("warden")), {"proxy": proxy}) as st:
         yield st

@@ -26,6 +26,7 @@ from warden_common.contracts import (
     CredentialRequest,
     ToolCallResult,
     calls_subject,
+    durable_calls_subject,
     events_stream_name,
 )
 from warden_common.contracts.credentials import CONNECTIONS_CONSENT, CONNECTIONS_DISCONNECT
@@ -133,6 +134,33 @@ async def test_an_internal_service_may_call_only_its_profile(server) -> None:  #
     await proxy.close()
 
 
+async def test_an_internal_service_may_call_only_under_its_own_user_name(server) -> None:  # type: ignore[no-untyped-def]
+    """The subject names the caller (`calls.<profile>.<user>`) and the server checks it: the
+    proxy records that user as the actor, so no service can call as another (issue 16 item 11b)."""
+    url, pw = server
+    errors: list[str] = []
+    proxy = await _connect(url, "proxy", pw, errors)
+
+    async def echo(m):  # type: ignore[no-untyped-def]
+        await m.respond(m.subject.encode())
+
+    await proxy.subscribe("warden.v1.calls.*.*", cb=echo)
+    await proxy.flush()
+    svc = await _connect(url, DEMO_SERVICE, pw, errors)
+    own = calls_subject("warden", "demo", DEMO_SERVICE)
+    assert (await svc.request(own, b"{}", timeout=2)).data == own.encode()
+    for other in ("admin", "proxy", "billing"):
+        with pytest.raises((NoRespondersError, nats.errors.TimeoutError)):
+            await svc.request(calls_subject("warden", "demo", other), b"{}", timeout=0.5)
+    js = svc.jetstream()
+    with pytest.raises(Exception):  # noqa: B017 - a permissions violation: no ack ever comes
+        await js.publish(durable_calls_subject("warden", "demo", "admin"), b"{}", timeout=0.5)
+    await asyncio.sleep(0)  # let the permission error callbacks run
+    assert sum("permissions violation for publish" in e.lower() for e in errors) >= 4, errors
+    await svc.close()
+    await proxy.close()
+
+
 async def test_an_internal_service_receives_no_reply_but_its_own(server) -> None:  # type: ignore[no-untyped-def]
     """The credentials reply to the proxy (an upstream bearer token) and every other reply go
     to the asker's own inbox, which nobody else may subscribe to."""
@@ -190,7 +218,7 @@ async def test_an_internal_service_receives_no_reply_but_its_own(server) -> None
             res = ToolCallResult(content=[{"type": "text", "text": "hi"}])
             await m.respond(b'{"result":' + res.model_dump_json().encode() + b"}")
 
-        await proxy.nc.subscribe(calls_subject("warden", "demo"), cb=answer)  # type: ignore[union-attr]
+        await proxy.nc.subscribe(calls_subject("warden", "demo", DEMO_SERVICE), cb=answer)  # type: ignore[union-attr]
         await proxy.nc.flush()  # type: ignore[union-attr]
         async with WardenClient(nats_url=url, profile="demo", user=DEMO_SERVICE, password=pw[DEMO_SERVICE]) as w:
             got = await w.call("demo__hello", {})

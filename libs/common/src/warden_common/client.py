@@ -4,7 +4,10 @@
         result = await warden.call("notion__search", {"query": "roadmap"})
         result = await warden.call_durable("github__create_issue", {...}, idempotency_key="ticket-4711")
 
-`call` is request/reply on `warden.v1.calls.<profile>`; `call_durable` goes through
+`call` is request/reply on `warden.v1.calls.<profile>.<user>` (the connection's NATS user:
+the server lets it publish on its own name only, and the proxy records that name as the
+actor; `user=` on a call names the end user it acts for, allowed only for the services the
+proxy's `WARDEN_PROXY_ACT_FOR_USERS` lists); `call_durable` goes through
 JetStream: if a proxy dies mid-call the call is redelivered, and it never runs twice for
 the same key. Refusals raise the typed errors of `warden_common.errors` (e.g.
 `Forbidden` for an ungranted tool, `RemoteError` with code `consent_required`); a tool
@@ -36,7 +39,7 @@ from warden_common.contracts import (
     durable_status_subject,
     legacy_durable_results_subject,
 )
-from warden_common.errors import Timeout, TooLarge, Unavailable, from_reply_error
+from warden_common.errors import Conflict, NotFound, Timeout, TooLarge, Unavailable, from_reply_error
 from warden_common.limits import HEADER_ROOM
 from warden_common.natsauth import inbox_prefix
 
@@ -105,7 +108,8 @@ class WardenClient:
         timeout_s: float | None = None,
     ) -> ToolCallResult:
         req = ToolCall(tool=tool, arguments=arguments or {}, user=user)
-        subject = calls_subject(self.root, self.profile)
+        # with a NATS user, the subject names it: the proxy records that user as the actor
+        subject = calls_subject(self.root, self.profile, self.user)
         timeout = timeout_s or self.timeout_s
         msg = await self._ask(
             subject,
@@ -151,6 +155,7 @@ class WardenClient:
         timeout_s: float | None = None,
     ) -> ToolCallResult:
         req = DurableCall(tool=tool, arguments=arguments or {}, user=user, idempotency_key=idempotency_key)
+        fp = req.fingerprint()
         limit = timeout_s or self.timeout_s
         mine: asyncio.Queue[DurableResult] = asyncio.Queue()
 
@@ -159,7 +164,9 @@ class WardenClient:
                 res = DurableResult.model_validate_json(m.data)
             except ValueError:
                 return  # not a durable result: never someone else's outcome taken as ours
-            if res.idempotency_key == idempotency_key:  # the subject is per key; the key decides
+            # the subject is per key; the key decides, and the fingerprint (a proxy from before
+            # sends none): a refusal of another call with this key is not our outcome
+            if res.idempotency_key == idempotency_key and res.fingerprint in (None, fp):
                 mine.put_nowait(res)
 
         subs = [
@@ -174,14 +181,16 @@ class WardenClient:
             body = req.model_dump_json().encode()
             self._fits(body, "the durable call")
             ack = await js.publish(
-                durable_calls_subject(self.root, self.profile),
+                durable_calls_subject(self.root, self.profile, self.user),
                 body,
                 headers={"Nats-Msg-Id": f"{self.profile}:{idempotency_key}", "Warden-Caller": self.caller},
                 timeout=10,
             )
             if ack.duplicate:
-                # submitted before (the stream de-duplicated it): its outcome may be stored already
-                done = await self._durable_status(idempotency_key)
+                # submitted before (the stream de-duplicated it): its outcome may be stored
+                # already, or it is still queued (no record yet) or running: then its result
+                # comes on the subscription; another call with this key is refused (`Conflict`)
+                done = await self._durable_status(idempotency_key, fp)
                 if done is not None:
                     return done
             try:
@@ -197,14 +206,19 @@ class WardenClient:
                 await sub.unsubscribe()
         return _outcome(got)
 
-    async def _durable_status(self, key: str) -> ToolCallResult | None:
+    async def _durable_status(self, key: str, fp: str) -> ToolCallResult | None:
         msg = await self._ask(
             durable_status_subject(self.root, self.profile),
-            DurableStatus(idempotency_key=key).model_dump_json().encode(),
+            DurableStatus(idempotency_key=key, fingerprint=fp).model_dump_json().encode(),
             10,
             "no answer from Warden about a durable call's status within 10s",
         )
-        res = decode_reply(msg.data, DurableResult)
+        try:
+            res = decode_reply(msg.data, DurableResult)
+        except NotFound:
+            return None  # in the stream, not taken by a proxy yet
+        if res.fingerprint not in (None, fp):
+            raise Conflict(f"idempotency key {key!r} was already used for another call; use a new key for this call")
         if res.result is None and res.error is None:
             return None  # still queued or running
         return _outcome(res)

@@ -8,7 +8,8 @@ Kubernetes manifests (`warden nats-config`, checked against `deploy/` by a test)
 - Only the proxy may ask for credentials and users' connections; only audit may consume the
   whole events stream (the registry has one durable consumer of its own, of
   `connector.removed`, and may touch no other); an internal service may publish tool calls
-  only on its profile's subjects and read only its profile's durable results.
+  only on its profile's subjects — those naming its own user, which the proxy records as the
+  actor — and read only its profile's durable results.
 - `allow_responses` (publishing to the reply subject of a request received) only for the
   services that answer requests: connectors, registry, proxy.
 """
@@ -106,10 +107,12 @@ def service_permissions(root: str, user: str) -> dict[str, Any]:
             *_js_stream(events),
             f"$JS.API.STREAM.INFO.{calls}",
             f"$JS.API.STREAM.CREATE.{calls}",
+            f"$JS.API.STREAM.UPDATE.{calls}",
             *_consume(calls),
         ]
         sub = [
             f"{v}.calls.*",
+            f"{v}.calls.*.*",
             f"{v}.upstream.list_tools",
             f"{v}.durable.status.*",
             f"{v}.events.registry.>",
@@ -129,11 +132,25 @@ def service_permissions(root: str, user: str) -> dict[str, Any]:
 
 
 def internal_service_permissions(root: str, user: str, profile: str) -> dict[str, Any]:
-    """An internal service that may call the tools of one profile, and nothing else."""
+    """An internal service that may call the tools of one profile, and nothing else.
+
+    It publishes its calls on subjects that end in its own user name (`calls.<profile>.<user>`,
+    `durable.calls.<profile>.<user>`) and may publish on no other user's: the proxy records that
+    name as the call's actor, attested by the server. The older subjects without a user
+    (`calls.<profile>`) stay open for clients from before, recorded as `profile:<profile>`."""
     v = f"{root}.v1"
     _check("profile", profile)
+    _check("user", user)
     return {
-        "publish": {"allow": [f"{v}.calls.{profile}", f"{v}.durable.calls.{profile}", f"{v}.durable.status.{profile}"]},
+        "publish": {
+            "allow": [
+                f"{v}.calls.{profile}.{user}",
+                f"{v}.durable.calls.{profile}.{user}",
+                f"{v}.calls.{profile}",
+                f"{v}.durable.calls.{profile}",
+                f"{v}.durable.status.{profile}",
+            ]
+        },
         "subscribe": {"allow": [f"{v}.durable.results.{profile}.>", f"{inbox_prefix(user)}.>"]},
         "allow_responses": False,
     }

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
+from warden_audit.checkpoints import Checkpoints
 from warden_audit.errors import BadFilter, ExecutionNotFound
 from warden_audit.maintenance import verify
 from warden_audit.query import (
@@ -38,6 +39,7 @@ class AuditState:
 
     store: Store
     tail: Tail
+    checkpoints: Checkpoints | None = None
 
 
 # -- response models (for the OpenAPI document) -------------------------------------------
@@ -137,6 +139,8 @@ class VerifyReport(BaseModel):
     until: datetime | None = None
     lanes: list[LaneReport]
     first_break: ChainBreak | None = None
+    # the signed checkpoint checked (`checked`: its time) and the one written (`written`)
+    checkpoint: dict[str, Any] | None = None
     seconds: float
 
 
@@ -362,7 +366,7 @@ def build_router(admin: Callable[[Request], Awaitable[str]], keepalive_s: float 
         s, u = _utc(since), _utc(until)
         if s and u and u <= s:
             raise BadFilter("`until` must be after `since`")
-        return await verify(st.store, s, u)
+        return await verify(st.store, s, u, st.checkpoints)
 
     @router.get("/dead-letters")
     async def dead_letters(limit: int = Query(default=50, ge=1, le=500), st: AuditState = Depends(_state)) -> Any:

@@ -16,8 +16,9 @@ from warden_common.runtime import Runtime, settle_heap
 from warden_common.web import admin_guard, install_error_handlers, openapi_servers, ops_router
 
 from warden_audit.api import AuditState, build_router
+from warden_audit.checkpoints import Checkpoints
 from warden_audit.handlers import Consumer
-from warden_audit.maintenance import Maintenance
+from warden_audit.maintenance import Maintenance, verify
 from warden_audit.query import Tail
 from warden_audit.redaction import Redactor
 from warden_audit.service import Ingestor
@@ -47,10 +48,15 @@ def create_app(settings: Settings) -> FastAPI:
             return f"degraded: {consumer.lag} events behind"
         return None
 
-    async def retention_loop(maintenance: Maintenance) -> None:
+    async def retention_loop(maintenance: Maintenance, store: Store, checkpoints: Checkpoints | None) -> None:
         while True:
             try:
                 await maintenance.run_once()
+                if checkpoints is not None:
+                    # a full verify, sealed with a signed checkpoint when it holds
+                    rep = await verify(store, None, None, checkpoints)
+                    if not rep["ok"]:
+                        log.error("audit: the chain does not verify: %s", rep["first_break"])
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - top of the retention task: log, try next round
@@ -71,6 +77,12 @@ def create_app(settings: Settings) -> FastAPI:
         tail: Tail | None = None
         try:
             store = Store(runtime.db.pool)
+            chain_key = settings.chain_key_bytes()
+            checkpoints = (
+                Checkpoints(settings.checkpoint_file, chain_key)
+                if chain_key is not None and settings.checkpoint_file is not None
+                else None
+            )
             tail = Tail(store, settings.tail_buffer)
             maintenance = Maintenance(store, settings.retention_days, settings.retention_batch)
             await maintenance.ensure_partitions()
@@ -95,10 +107,10 @@ def create_app(settings: Settings) -> FastAPI:
             )
             await consumer.start()
             parts["consumer"] = consumer
-            retention = asyncio.create_task(retention_loop(maintenance), name="audit-retention")
+            retention = asyncio.create_task(retention_loop(maintenance, store, checkpoints), name="audit-retention")
             settle_heap()
             runtime.ready = True
-            yield {"audit": AuditState(store=store, tail=tail)}
+            yield {"audit": AuditState(store=store, tail=tail, checkpoints=checkpoints)}
         finally:
             runtime.ready = False
             if retention is not None:

@@ -246,6 +246,9 @@ def verify(
         for ln in rep["lanes"]:
             h = ln["head"]
             typer.echo(f"  lane {ln['lane']}: {ln['checked']} rows, head seq {h['seq']} {h['hash'][:16]}…")
+        cp = rep.get("checkpoint")
+        if cp:
+            typer.echo(f"  signed checkpoint: checked {cp.get('checked') or 'none yet'}, written {cp.get('written')}")
         return
     for ln in rep["lanes"]:
         b = ln["first_break"]
@@ -253,4 +256,7 @@ def verify(
             typer.echo(f"chain BROKEN in lane {b['lane']} at seq {b['seq']}"
                        + (f" (event {b['id']})" if b.get("id") else "") + f": {b['reason']}")  # fmt: skip
             typer.echo(f"  checked {ln['checked']} rows of lane {b['lane']} before the break")
+    b = rep.get("first_break")
+    if b is not None and not any(ln["first_break"] for ln in rep["lanes"]):
+        typer.echo(f"chain NOT VERIFIED: {b['reason']}")
     raise typer.Exit(1)

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from warden_audit.chain import ZERO, Break, Layout, record_hash
+from warden_audit.checkpoints import CheckpointError, Checkpoints
 from warden_audit.store import Head, Store
 
 __all__ = ["Maintenance", "verify"]
@@ -20,16 +21,27 @@ log = logging.getLogger(__name__)
 
 
 # -- verify ------------------------------------------------------------------------------
-async def verify(store: Store, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+async def verify(
+    store: Store, since: datetime | None, until: datetime | None, checkpoints: Checkpoints | None = None
+) -> dict[str, Any]:
     """Recompute every lane over rows ingested in [since, until); report each lane's first
-    break and, as `first_break`, the one of the lowest lane."""
+    break and, as `first_break`, the one of the lowest lane. With `checkpoints` and the whole
+    range, the rows and heads are also checked against the last signed checkpoint (kept
+    outside the database), and a new one is written when everything holds."""
     started = _time.perf_counter()
+    checkpoint: dict[str, Any] | None = None
     async with store.snapshot() as conn:
         lay = await store.layout(conn)
         heads = await store.heads(conn)
         anchors = await store.anchors(conn)
         lanes = [await _verify_lane(store, conn, lay, h, anchors.get(h.lane), since, until) for h in heads]
+        if checkpoints is not None and since is None and until is None:
+            checkpoint = await _against_checkpoint(store, conn, checkpoints, heads, anchors, lanes)
     first = next((ln["first_break"] for ln in lanes if ln["first_break"] is not None), None)
+    if checkpoint is not None and checkpoint.get("break") and first is None:
+        first = checkpoint["break"]
+    if checkpoints is not None and since is None and until is None and first is None:
+        checkpoint = {**(checkpoint or {}), "written": checkpoints.write(heads)["time"]}
     firsts = [ln["first_seq"] for ln in lanes if ln["first_seq"] is not None]
     lasts = [ln["last_seq"] for ln in lanes if ln["last_seq"] is not None]
     return {
@@ -41,8 +53,53 @@ async def verify(store: Store, since: datetime | None, until: datetime | None) -
         "until": until.isoformat() if until else None,
         "lanes": lanes,
         "first_break": first,
+        "checkpoint": checkpoint,
         "seconds": round(_time.perf_counter() - started, 3),
     }
+
+
+async def _against_checkpoint(
+    store: Store,
+    conn: Any,
+    checkpoints: Checkpoints,
+    heads: list[Head],
+    anchors: dict[int, tuple[int, bytes]],
+    lanes: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """Each lane of the last signed checkpoint: its row still there with the signed hash (or
+    removed by retention), and the lane no shorter. A rewrite up to the checkpoint (a row
+    edited and everything after it re-chained) changes that row's hash: reported."""
+    try:
+        cp = checkpoints.latest()
+    except CheckpointError as e:
+        return {"checked": None, "break": Break(-1, 0, None, str(e)).as_dict()}
+    if cp is None:
+        return {"checked": None}
+    by_lane = {h.lane: h for h in heads}
+    for entry in cp.get("lanes", []):
+        lane, seq, want = int(entry["lane"]), int(entry["seq"]), bytes.fromhex(entry["hash"])
+        head = by_lane.get(lane)
+        brk: Break | None = None
+        if head is None or head.lane_seq < int(entry["lane_seq"]):
+            brk = Break(lane, seq, None, f"lane {lane} is shorter than its signed checkpoint of {cp['time']}")
+        elif int(entry["lane_seq"]) > 0:
+            row = await store.row_at(conn, lane, seq)
+            anchor = anchors.get(lane)
+            if row is None and not (anchor is not None and seq <= anchor[0]):
+                brk = Break(lane, seq, None, f"the row signed in the checkpoint of {cp['time']} is missing")
+            elif row is not None and bytes(row["hash"]) != want:
+                brk = Break(
+                    lane,
+                    seq,
+                    row["id"],
+                    f"the lane was rewritten: this row's hash is not the one signed in the checkpoint of {cp['time']}",
+                )
+        if brk is not None:
+            for ln in lanes:
+                if ln["lane"] == lane and ln["first_break"] is None:
+                    ln["first_break"] = brk.as_dict()
+            return {"checked": cp["time"], "break": brk.as_dict()}
+    return {"checked": cp["time"]}
 
 
 async def _verify_lane(

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from warden_common.runtime import ServiceSettings, settings_config
 from warden_common.settings import HttpSettings
 
@@ -55,6 +56,12 @@ class Settings(ServiceSettings):
     # key for `hash` redactions (HMAC-SHA256); without one, plain SHA-256
     redaction_hash_key: SecretStr | None = None
 
+    # tamper evidence beyond the database: lane heads signed (HMAC-SHA256) with this key, which
+    # the database never holds, into `checkpoint_file` (outside it); `verify` checks them
+    chain_key: SecretStr | None = None
+    chain_key_file: Path | None = None  # or read the key from this file (a mounted Secret)
+    checkpoint_file: Path | None = None
+
     # retention
     retention_days: int = Field(default=90, ge=1, le=36_500)
     maintenance_interval_s: float = Field(default=3600.0, gt=0)
@@ -62,3 +69,32 @@ class Settings(ServiceSettings):
 
     # live tail: events buffered per subscriber before it is told it missed some
     tail_buffer: int = Field(default=10_000, ge=10)
+
+    @model_validator(mode="after")
+    def _checkpoints_need_key_and_file(self) -> Settings:
+        if self.chain_key is not None and self.chain_key_file is not None:
+            raise ValueError("set one of WARDEN_AUDIT_CHAIN_KEY and WARDEN_AUDIT_CHAIN_KEY_FILE, not both")
+        keyed = self.chain_key is not None or self.chain_key_file is not None
+        if keyed != (self.checkpoint_file is not None):
+            raise ValueError(
+                "signed checkpoints need both a key (WARDEN_AUDIT_CHAIN_KEY or _FILE) and "
+                "WARDEN_AUDIT_CHECKPOINT_FILE (a path outside the database)"
+            )
+        return self
+
+    def chain_key_bytes(self) -> bytes | None:
+        """The checkpoint key (from the setting or its file), or None when checkpoints are off."""
+        if self.chain_key is not None:
+            key = self.chain_key.get_secret_value().encode()
+        elif self.chain_key_file is not None:
+            try:
+                key = self.chain_key_file.read_bytes().strip()
+            except OSError as e:
+                raise ValueError(
+                    f"WARDEN_AUDIT_CHAIN_KEY_FILE {self.chain_key_file} cannot be read: {e.strerror}"
+                ) from None
+        else:
+            return None
+        if len(key) < 16:
+            raise ValueError("the audit chain key (WARDEN_AUDIT_CHAIN_KEY) must be at least 16 bytes")
+        return key

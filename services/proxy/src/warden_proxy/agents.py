@@ -18,12 +18,12 @@ from starlette.requests import Request
 from warden_common.bus import Bus
 from warden_common.contracts import Actor, EventType
 from warden_common.contracts.registry import PROFILE_PATTERN
-from warden_common.errors import NotFound, Unauthorized
+from warden_common.errors import Forbidden, NotFound, Unauthorized
 
 from warden_proxy.jwt_callers import JwtCallers
 from warden_proxy.store import Store
 
-__all__ = ["AgentKeyCreate", "AgentKeys", "Principal", "request_principal"]
+__all__ = ["AgentKeyCreate", "AgentKeys", "Principal", "request_principal", "service_principal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +42,25 @@ class Principal:
 
     def actor(self) -> Actor:
         return Actor(kind="agent" if self.kind == "agent" else "user" if self.kind == "user" else "service", id=self.id)
+
+
+def service_principal(profile: str, caller: str | None, user: str | None, act_for: frozenset[str]) -> Principal:
+    """The principal of a call from an internal service over NATS.
+
+    `caller` is the NATS user named by the subject the call came on (`calls.<profile>.<user>`:
+    the server lets each internal user publish only on its own), so it is the actor; None on the
+    older subjects, where only "a service of this profile" is known (`profile:<profile>`). What
+    the caller says about itself (a `Warden-Caller` header) is not identity. A `user` the call
+    claims to act for is accepted only from the callers `act_for` lists (`*`: any caller),
+    and is recorded as the user acted for, never as the actor."""
+    who = caller or f"profile:{profile}"
+    if user is not None and "*" not in act_for and (caller is None or caller not in act_for):
+        who_says = f"internal service {caller!r}" if caller else f"a caller on profile {profile!r}'s unattested subject"
+        raise Forbidden(
+            f"{who_says} may not act for a user: list its NATS user in WARDEN_PROXY_ACT_FOR_USERS to allow it, "
+            "or call without `user`"
+        )
+    return Principal(kind="service", id=who, profile=profile, user=user)
 
 
 class AgentKeyCreate(BaseModel):

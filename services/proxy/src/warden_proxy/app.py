@@ -127,8 +127,11 @@ def create_app(settings: Settings) -> FastAPI:
                 allowed_hosts=allowed,
                 consent_wait_s=a.consent_wait_s,
             )
-            await register_handlers(runtime.bus, pipeline, keys, approvals)
-            durable = DurableCalls(runtime.bus, runtime.db.pool, pipeline, ack_wait_s=settings.durable_ack_wait_s)
+            act_for = frozenset(settings.act_for_users)
+            await register_handlers(runtime.bus, pipeline, keys, approvals, act_for=act_for)
+            durable = DurableCalls(
+                runtime.bus, runtime.db.pool, pipeline, ack_wait_s=settings.durable_ack_wait_s, act_for=act_for
+            )
             await durable.start()
             async with endpoint.manager.run(), holder["admin"].manager.run():
                 settle_heap()

@@ -8,9 +8,17 @@ import logging
 
 from nats.aio.msg import Msg
 from warden_common.bus import Bus
-from warden_common.contracts import UPSTREAM_LIST_TOOLS, VERSION, ToolCall, ToolCallResult, calls_wildcard
+from warden_common.contracts import (
+    UPSTREAM_LIST_TOOLS,
+    VERSION,
+    ToolCall,
+    ToolCallResult,
+    attested_calls_wildcard,
+    call_origin,
+    calls_wildcard,
+)
 
-from warden_proxy.agents import AgentKeys, Principal
+from warden_proxy.agents import AgentKeys, service_principal
 from warden_proxy.approvals import Approvals
 from warden_proxy.service import CallPipeline
 
@@ -26,23 +34,27 @@ log = logging.getLogger(__name__)
 _MAX_CALLS_IN_FLIGHT = 1024  # per replica; held approvals count too
 
 
-async def register_handlers(bus: Bus, pipeline: CallPipeline, keys: AgentKeys, approvals: Approvals) -> None:
+async def register_handlers(
+    bus: Bus, pipeline: CallPipeline, keys: AgentKeys, approvals: Approvals, *, act_for: frozenset[str] = frozenset()
+) -> None:
     await bus.serve(UPSTREAM_LIST_TOOLS, pipeline.list_upstream, concurrency=16)
 
     async def on_call(req: ToolCall, msg: Msg) -> ToolCallResult:
-        profile = msg.subject.rsplit(".", 1)[-1]
-        caller = (msg.headers or {}).get("Warden-Caller", "internal")[:100]
-        principal = Principal(kind="service", id=caller, profile=profile, user=req.user)
+        # the actor is the NATS user the subject names (the server checked it may publish
+        # there), never what the message or a header claims
+        profile, caller = call_origin(bus.root, msg.subject)
+        principal = service_principal(profile, caller, req.user, act_for)
         return await pipeline.call(principal, req.tool, req.arguments, idempotency_key=req.idempotency_key)
 
     # calls run concurrently: one slow upstream or held approval must not queue every other call
-    await bus.serve_on(
-        calls_wildcard(bus.root),
-        ToolCall,
-        on_call,  # type: ignore[arg-type]
-        with_msg=True,
-        concurrency=_MAX_CALLS_IN_FLIGHT,
-    )
+    for subject in (attested_calls_wildcard(bus.root), calls_wildcard(bus.root)):
+        await bus.serve_on(
+            subject,
+            ToolCall,
+            on_call,  # type: ignore[arg-type]
+            with_msg=True,
+            concurrency=_MAX_CALLS_IN_FLIGHT,
+        )
 
     async def on_registry_event(_: Msg) -> None:
         pipeline.on_registry_event()

@@ -43,6 +43,9 @@ class Settings(ServiceSettings):
     durable_ack_wait_s: float = Field(default=30.0, ge=1, le=3600)
     # a call whose arguments are larger (as JSON) is refused: -32602 on MCP, 413 over HTTP
     max_argument_bytes: int = Field(default=1_000_000, ge=1024, le=64 * 1024 * 1024)
+    # internal services (their NATS users) that may name the end user a call acts for (`user`
+    # in a NATS call); recorded as "acting for", the NATS user stays the actor. `*`: any caller
+    act_for_users: list[str] = Field(default_factory=list, max_length=1000)
     # Host header values the MCP endpoint accepts (DNS-rebinding guard); empty = any
     allowed_hosts: list[str] = Field(default_factory=list)
     # optional: callers with a bearer JWT from this issuer (an enterprise IdP) besides agent keys

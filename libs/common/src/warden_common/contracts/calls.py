@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import Any
 
 from pydantic import Field
@@ -25,6 +26,9 @@ __all__ = [
     "ToolCallResult",
     "UpstreamTool",
     "UpstreamTools",
+    "attested_calls_wildcard",
+    "attested_durable_calls_wildcard",
+    "call_origin",
     "calls_subject",
     "calls_wildcard",
 ]
@@ -46,13 +50,43 @@ class ToolCallResult(Message):
     call_id: str | None = None
 
 
-def calls_subject(root: str, profile: str) -> str:
-    """Per-profile subject: NATS permissions decide who may publish for which profile."""
-    return f"{root}.{VERSION}.calls.{profile}"
+def calls_subject(root: str, profile: str, caller: str | None = None) -> str:
+    """Per-profile subject: NATS permissions decide who may publish for which profile.
+
+    With `caller` (the internal service's NATS user), `<root>.v1.calls.<profile>.<caller>`:
+    each internal user may publish only on subjects ending in its own name, so the subject
+    attests who called (nats-server cannot add a header saying so). Without it, the older
+    `<root>.v1.calls.<profile>`: any service of that profile, recorded as `profile:<profile>`."""
+    base = f"{root}.{VERSION}.calls.{profile}"
+    return f"{base}.{caller}" if caller else base
 
 
 def calls_wildcard(root: str) -> str:
+    """The older, unattested call subjects (`calls.<profile>`)."""
     return f"{root}.{VERSION}.calls.*"
+
+
+def attested_calls_wildcard(root: str) -> str:
+    """The call subjects that name their caller (`calls.<profile>.<user>`)."""
+    return f"{root}.{VERSION}.calls.*.*"
+
+
+def attested_durable_calls_wildcard(root: str) -> str:
+    return f"{root}.{VERSION}.durable.calls.*.*"
+
+
+def call_origin(root: str, subject: str) -> tuple[str, str | None]:
+    """(profile, caller) of a call or durable-call subject: caller is the NATS user the subject
+    names (permission-checked by the server), None on the older unattested subjects."""
+    for kind in ("calls", "durable.calls"):
+        prefix = f"{root}.{VERSION}.{kind}."
+        if subject.startswith(prefix):
+            parts = subject[len(prefix) :].split(".")
+            if len(parts) == 1:
+                return parts[0], None
+            if len(parts) == 2:
+                return parts[0], parts[1]
+    raise ValueError(f"{subject!r} is not a call subject")
 
 
 class ListUpstreamTools(Message):
@@ -91,15 +125,29 @@ class DurableCall(Message):
     user: str | None = Field(default=None, max_length=200)
     idempotency_key: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
 
+    def fingerprint(self) -> str:
+        """What the key stands for: the SHA-256 of the call (tool, arguments, user) as canonical
+        JSON. The same key with another fingerprint is refused (`conflict`), never answered
+        with the first call's result."""
+        doc = self.model_dump(mode="json", include={"tool", "arguments", "user"})
+        text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
 
 class DurableResult(Message):
     idempotency_key: str
     result: ToolCallResult | None = None
     error: dict[str, Any] | None = None  # a ReplyError as JSON
+    # the fingerprint of the call this answers (`DurableCall.fingerprint`): a client takes only
+    # a result for its own call (a conflict refusal for another call with the same key goes to
+    # that caller alone); None from proxies before it. "malformed" for a refused message.
+    fingerprint: str | None = Field(default=None, max_length=64)
 
 
-def durable_calls_subject(root: str, profile: str) -> str:
-    return f"{root}.{VERSION}.durable.calls.{profile}"
+def durable_calls_subject(root: str, profile: str, caller: str | None = None) -> str:
+    """Where durable calls are submitted; with `caller`, the attested form (see `calls_subject`)."""
+    base = f"{root}.{VERSION}.durable.calls.{profile}"
+    return f"{base}.{caller}" if caller else base
 
 
 def durable_results_subject(root: str, profile: str, key: str) -> str:
@@ -118,6 +166,8 @@ def legacy_durable_results_subject(root: str, profile: str, key: str) -> str:
 
 class DurableStatus(Message):
     idempotency_key: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
+    # the asker's call (`DurableCall.fingerprint`): a stored call with another one is a conflict
+    fingerprint: str | None = Field(default=None, max_length=64)
 
 
 def durable_status_subject(root: str, profile: str) -> str:
