@@ -15,6 +15,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UpstreamError",
+    "UpstreamResultTooLarge",
 ]
 
 
@@ -39,3 +40,11 @@ class ConsentFailed(WardenError):
 
     code = ErrorCode.consent_required
     http_status = 409
+
+
+class UpstreamResultTooLarge(UpstreamError):
+    """A list in the upstream's result (content items, resource contents, ...) holds more items
+    than `WARDEN_PROXY_MAX_RESULT_ITEMS`; refused before it is built. The upstream is up (the
+    breaker does not count it), and the same call would be refused again."""
+
+    retryable = False

@@ -50,7 +50,7 @@ from warden_proxy.agents import Principal
 from warden_proxy.approvals import Approvals, AskApproval
 from warden_proxy.breaker import Breakers
 from warden_proxy.consent import ConsentFlow, insufficient_scope
-from warden_proxy.errors import ArgumentsTooLarge, BadInput, InvalidArguments, UpstreamError
+from warden_proxy.errors import ArgumentsTooLarge, BadInput, InvalidArguments, UpstreamError, UpstreamResultTooLarge
 from warden_proxy.upstream import UpstreamPool, UpstreamUnauthorized
 
 __all__ = ["CallPipeline"]
@@ -356,8 +356,8 @@ class CallPipeline(ConsentFlow):
                 cred = await self.credential(tool.connector, user, force=True, jwe=principal.jwe)
                 await self.pool.close_connector(tool.connector)
                 result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments, progress)
-        except UpstreamUnauthorized:
-            raise
+        except (UpstreamUnauthorized, UpstreamResultTooLarge):
+            raise  # the upstream is up: it answered
         except UpstreamError:
             self.breakers.failure(tool.connector)
             raise

@@ -30,6 +30,10 @@ class Settings(ServiceSettings):
     durable_ack_wait_s: float = Field(default=30.0, ge=1, le=3600)
     # a call whose arguments are larger (as JSON) is refused: -32602 on MCP, 413 over HTTP
     max_argument_bytes: int = Field(default=1_000_000, ge=1024, le=64 * 1024 * 1024)
+    # an upstream result with a list holding more items (a tool result's content items, a
+    # resource's contents, ...) is refused before it is built: an isError result on MCP, 502
+    # over HTTP, upstream_error over NATS, audited as call.failed
+    max_result_items: int = Field(default=10_000, ge=1, le=1_000_000)
     # Host header values the MCP endpoint accepts (DNS-rebinding guard); empty = any
     allowed_hosts: list[str] = Field(default_factory=list)
     # optional: callers with a bearer JWT from this issuer (an enterprise IdP) besides agent keys
