@@ -8,8 +8,9 @@ NATS and Postgres, isolated) and a real MCP upstream (the `mcp` package) whose t
 `--items` text items; an agent calls it `--calls` times. Printed per limit: the proxy's
 RSS after a warm-up call, its peak RSS (VmHWM) and its RSS after the calls, from
 /proc/<pid>/status. The calls go through the HTTP call API (an MCP client's SSE reader takes
-at most 1 MiB per event, so it could not receive the "before" result at all). A limit above `--items` is "before" (the result is built, relayed and
-audited), the default 10,000 is "after" (refused before it is built).
+at most 1 MiB per event, so it could not receive the "before" result at all). A limit above
+`--items` is "before" (the result is built, relayed and audited), the default 10,000 is
+"after" (refused before it is built).
 """
 
 from __future__ import annotations
