@@ -84,7 +84,11 @@ def create_app(settings: Settings) -> FastAPI:
             )
         )
 
-    pool = UpstreamPool(allow_insecure=settings.allow_insecure_upstreams, on_tools_changed=tools_changed)
+    pool = UpstreamPool(
+        allow_insecure=settings.allow_insecure_upstreams,
+        on_tools_changed=tools_changed,
+        max_result_items=settings.max_result_items,
+    )
     holder: dict[str, Any] = {}
 
     @asynccontextmanager

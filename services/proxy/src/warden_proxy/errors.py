@@ -18,6 +18,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UpstreamError",
+    "UpstreamResultTooLarge",
 ]
 
 
@@ -66,3 +67,11 @@ class AuthorityGone(WardenError):
 
     code = ErrorCode.approval_rejected
     http_status = 403
+
+
+class UpstreamResultTooLarge(UpstreamError):
+    """A list in the upstream's result (content items, resource contents, ...) holds more items
+    than `WARDEN_PROXY_MAX_RESULT_ITEMS`; refused before it is built. The upstream is up (the
+    breaker does not count it), and the same call would be refused again."""
+
+    retryable = False

@@ -161,14 +161,28 @@ class H1Response:
         """Lines split on \\n, \\r\\n or \\r, as httpx does (a \\r\\n split across reads is one break)."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pending = ""
+        # the pieces of a line longer than one read, joined once when it ends (adding each read
+        # to the line so far would copy a 15 MB line some 250 times)
+        parts: list[str] = []
         async for chunk in self.aiter_bytes():
-            text = pending + decoder.decode(chunk)
+            piece = decoder.decode(chunk)
+            if "\n" not in piece and "\r" not in piece and not pending.endswith("\r"):
+                if pending:
+                    parts.append(pending)
+                    pending = ""
+                parts.append(piece)
+                continue
+            if parts:
+                parts.append(pending)
+                pending = "".join(parts)
+                parts = []
+            text = pending + piece
             hold = text.endswith("\r")  # its \n may come with the next read
             lines = (text[:-1] if hold else text).replace("\r\n", "\n").replace("\r", "\n").split("\n")
             pending = lines.pop() + ("\r" if hold else "")
             for line in lines:
                 yield line
-        pending += decoder.decode(b"", final=True)
+        pending = "".join([*parts, pending]) + decoder.decode(b"", final=True)
         for line in pending.replace("\r\n", "\n").replace("\r", "\n").split("\n") if pending else []:
             yield line
 

@@ -31,7 +31,17 @@ from warden_common.tracing import current_trace_id, traceparent
 
 from warden_proxy.h1 import H1Pool, H1Response, TooLarge, read_capped, usable_for
 
-__all__ = ["CLIENT_CAPABILITIES", "RELAY", "LeanSession", "Relay", "RpcError", "UpstreamHttpError"]
+__all__ = [
+    "CLIENT_CAPABILITIES",
+    "RELAY",
+    "InvalidJson",
+    "LeanSession",
+    "Relay",
+    "RpcError",
+    "TooManyItems",
+    "UpstreamHttpError",
+    "longest_list",
+]
 
 log = logging.getLogger(__name__)
 PROTOCOL_VERSION = "2025-06-18"
@@ -51,6 +61,19 @@ class RpcError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class InvalidJson(Exception):
+    """The upstream's answer to a request (or one message on its stream) is not JSON."""
+
+
+class TooManyItems(Exception):
+    """A list in the upstream's result has more items than the session takes (`max_items`)."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"{count} items, at most {limit}")
+        self.count = count
+        self.limit = limit
 
 
 ProgressFn = Callable[[float, float | None, str | None], Awaitable[None]]
@@ -82,9 +105,12 @@ class LeanSession:
         on_tools_changed: Callable[[], Awaitable[None]] | None = None,
         on_notification: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
         policy: NetPolicy | None = None,
+        max_items: int | None = None,
     ) -> None:
-        """`policy`: the address guard every connection obeys (None: dev setting, no guard)."""
+        """`policy`: the address guard every connection obeys (None: dev setting, no guard);
+        `max_items`: the most items any list of a result may hold (None: no bound)."""
         self.url = url
+        self.max_items = max_items
         self.timeout_s = timeout_s
         self.http = httpx.AsyncClient(
             headers={**headers, "Accept": _ACCEPT},
@@ -185,10 +211,10 @@ class LeanSession:
                 self.session_id = sid
             ctype = r.headers.get("content-type", "").lower()
             if ctype.startswith("application/json"):
-                doc = _loads(await _body(r))
+                doc = _parse(await _body(r), self.max_items)
                 return self._result(doc, rid)
             if ctype.startswith("text/event-stream"):
-                async for doc in _sse_messages(r):
+                async for doc in _sse_messages(r, self.max_items, strict=True):
                     if doc.get("id") == rid and ("result" in doc or "error" in doc):
                         return self._result(doc, rid)
                     await self._notification(doc, progress)
@@ -300,8 +326,51 @@ def _loads(raw: bytes | str) -> Any:
         return json.loads(raw)
 
 
-async def _sse_messages(r: httpx.Response | H1Response) -> Any:
-    """JSON-RPC messages from an SSE body (data lines joined per event)."""
+def longest_list(obj: dict[str, Any]) -> int:
+    """How many items the longest list among `obj`'s values holds."""
+    return max((len(v) for v in obj.values() if isinstance(v, list)), default=0)
+
+
+def _collapse(obj: dict[str, Any]) -> Any:
+    # every object but a JSON-RPC envelope becomes the length of its longest list: what is
+    # left of a message is {"result": <the longest list of the result>, ...}
+    return obj if "result" in obj else longest_list(obj)
+
+
+def _result_items(raw: bytes | str, limit: int) -> int:
+    """The most items a list of this message's result holds, or 0 when it cannot pass
+    `limit` (every item of a result is an object, so the body has no more objects than
+    `{` bytes). Counted without building the message: each object is dropped as soon as it
+    is read, so a body of 400,000 items costs a few MB here, not the hundreds the whole
+    message would."""
+    braces = raw.count(b"{") if isinstance(raw, bytes) else raw.count("{")
+    if braces <= limit:
+        return 0
+    try:
+        doc = json.loads(raw, object_hook=_collapse)
+    except (ValueError, RecursionError):
+        raise InvalidJson from None
+    result = doc.get("result") if isinstance(doc, dict) else None
+    if isinstance(result, dict):
+        return longest_list(result)
+    return result if isinstance(result, int) else 0
+
+
+def _parse(raw: bytes | str, max_items: int | None) -> Any:
+    """One JSON-RPC message from the upstream, refused before it is built when a list of its
+    result holds more than `max_items`."""
+    if max_items is not None and (n := _result_items(raw, max_items)) > max_items:
+        raise TooManyItems(n, max_items)
+    try:
+        return _loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidJson from None
+
+
+async def _sse_messages(r: httpx.Response | H1Response, max_items: int | None = None, *, strict: bool = False) -> Any:
+    """JSON-RPC messages from an SSE body (data lines joined per event). `strict` (a
+    request's own stream): an event that is not JSON ends it with `InvalidJson`; else it is
+    skipped."""
     data: list[str] = []
     size = 0
     async for line in r.aiter_lines():
@@ -310,8 +379,10 @@ async def _sse_messages(r: httpx.Response | H1Response) -> Any:
                 payload = "\n".join(data)
                 data, size = [], 0
                 try:
-                    doc = _loads(payload)
-                except ValueError:
+                    doc = _parse(payload, max_items)
+                except InvalidJson:
+                    if strict:
+                        raise
                     continue
                 if isinstance(doc, dict):
                     yield doc

