@@ -115,3 +115,18 @@ async def test_environment_proxies_are_ignored_on_every_transport(
         server.close()
         await server.wait_closed()
     assert connections == 0
+
+
+@pytest.mark.parametrize("header", ["Host", "content-length", "Transfer-Encoding", "Proxy-Authorization"])
+async def test_a_credential_with_a_reserved_header_is_refused_not_forwarded(header: str) -> None:
+    async with upstream("streamable_http") as (port, path, app):
+        pool = UpstreamPool(allow_insecure=True)
+        cred = Credential(
+            connector="notes", url=f"http://127.0.0.1:{port}{path}", headers={header: "x", "X-Team": "blue"}
+        )
+        try:
+            with pytest.raises(UpstreamError, match=f"{header!r} is .*an admin must change the connector's headers"):
+                await pool.list_tools_page(cred, None, None)
+        finally:
+            await pool.close()
+        assert app.requests == 0

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpcore2
 import httpx
 import httpx2
+from warden_common.contracts.credentials import header_refusal
 from warden_common.errors import BadInput
 from warden_common.netguard import (
     AddressRefused,
@@ -117,6 +118,14 @@ class Egress:
             raise UpstreamError(f"cannot resolve upstream host {parts.hostname}") from None
         except AddressRefused as e:
             raise BadInput(f"upstream host {parts.hostname}: {e.message}") from None
+
+    @staticmethod
+    def check_headers(connector: str, headers: dict[str, str]) -> None:
+        """Refuse a credential that sets a hop-by-hop or transport header (the list connectors
+        validates against): never forwarded, never silently dropped."""
+        for name in headers:
+            if why := header_refusal(name):
+                raise UpstreamError(f"connector {connector}: {why}; an admin must change the connector's headers")
 
     def httpx_transport(self, timeout_s: float) -> httpx.AsyncBaseTransport:
         """For httpx clients (the lean session's GET stream and non-hot requests)."""

@@ -228,6 +228,7 @@ class UpstreamPool:
                 return s
             if s is not None:
                 await self._close(key)
+            self.egress.check_headers(cred.connector, cred.headers)
             await self.egress.check_url(cred.url)
             s = _Session(digest=digest, connector=cred.connector, user=user or "", cred=cred)
             await self._open(s, cred)
