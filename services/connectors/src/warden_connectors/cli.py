@@ -220,11 +220,38 @@ def test(name: str, url: str = _URL, token: str = _TOKEN) -> None:
         raise typer.Exit(1)
 
 
+_OUTCOME = {
+    "revoked": "revoked",
+    "not_revocable": "not revoked: the provider cannot revoke this kind of token",
+    "failed": "not revoked: the provider's revocation failed",
+    "no_endpoint": "not revoked: the provider has no revocation endpoint",
+}
+
+
+def _revocation_lines(report: dict[str, Any] | None) -> list[str]:
+    """What the revocation report says, per token, in words (the tokens are purged either way)."""
+    if not report or not report.get("connections"):
+        return []
+    lines = []
+    for kind, label in (("refresh", "refresh token"), ("access", "access token")):
+        for outcome, count in sorted((report.get(kind) or {}).items()):
+            many = f" ({count} connections)" if count > 1 else ""
+            lines.append(f"  {label}: {_OUTCOME.get(outcome, outcome)}{many}")
+    if not report.get("complete"):
+        if until := report.get("access_valid_until"):
+            lines.append(f"  the access token stays valid at the provider until {until}")
+        elif report.get("access_expiry_unknown"):
+            lines.append("  the access token stays valid at the provider until it expires (expiry unknown)")
+    return lines
+
+
 @app.command()
 def disconnect(name: str, url: str = _URL, token: str = _TOKEN) -> None:
     """Purge the connector's tokens (revoking them at the provider); every tool fails closed."""
     view = _Api(url, token)("POST", f"/v1/connectors/{name}/disconnect")
     out.print(f"{name}: {view['status']}")
+    for line in _revocation_lines(view.get("revocation")):
+        out.print(line)
 
 
 @app.command()
@@ -253,8 +280,10 @@ def remove(
     if typed != name:
         err.print("[yellow]not removed: the name did not match[/yellow]")
         raise typer.Exit(1)
-    _Api(url, token)("DELETE", f"/v1/connectors/{name}")
+    answer = _Api(url, token)("DELETE", f"/v1/connectors/{name}") or {}
     out.print(f"removed {name}")
+    for line in _revocation_lines(answer.get("revocation")):
+        out.print(line)
 
 
 _STATIC = {"none", "bearer", "api-key", "headers"}

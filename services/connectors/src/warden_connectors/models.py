@@ -232,3 +232,7 @@ class ConnectorView(BaseModel):
     # oauth2 only: discovered issuer and endpoints, client id, whether a client secret is
     # stored, redirect URI, granted scopes; never a secret
     oauth: dict[str, object] | None = None
+    # the answer to a disconnect of an oauth2 connector: how revoking went, per token
+    # (`refresh` / `access`: outcome counts per token; `complete`; `access_valid_until`
+    # when the provider did not revoke an access token that has not expired yet)
+    revocation: dict[str, object] | None = None
