@@ -19,7 +19,7 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
@@ -81,6 +81,21 @@ class ProtectedMcp:
     issuer: str
     verifier: JwksTokenVerifier
     prm_url: str
+    # every HTTP request the server got: (method, path, user agent, carried an Authorization)
+    requests: list[tuple[str, str, str, bool]] = field(default_factory=list)
+
+
+class _Recorder:
+    def __init__(self, app: Any, log: list[tuple[str, str, str, bool]]) -> None:
+        self.app = app
+        self.log = log
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers", []))
+            ua = headers.get(b"user-agent", b"").decode(errors="replace")
+            self.log.append((scope["method"], scope["path"], ua, b"authorization" in headers))
+        await self.app(scope, receive, send)
 
 
 def _build(issuer: str, url: str, scopes: list[str], verifier: JwksTokenVerifier) -> Any:
@@ -285,13 +300,9 @@ async def protected_mcp(
     prm_url = f"http://127.0.0.1:{port}" + (path_prm if prm_at == "path" else "/.well-known/oauth-protected-resource")
     if tool_scopes:
         app = _ToolScopes(app, tool_scopes=tool_scopes, base=list(scopes), verifier=verifier, prm_url=prm_url)
+    requests: list[tuple[str, str, str, bool]] = []
     try:
-        async with serve_on_loopback(app, sock):
-            yield ProtectedMcp(
-                url=url,
-                issuer=issuer,
-                verifier=verifier,
-                prm_url=prm_url,
-            )
+        async with serve_on_loopback(_Recorder(app, requests), sock):
+            yield ProtectedMcp(url=url, issuer=issuer, verifier=verifier, prm_url=prm_url, requests=requests)
     finally:
         sock.close()

@@ -40,6 +40,11 @@ class Sealer:
     def active_kid(self) -> str:
         return self._active_kid
 
+    @property
+    def key_ids(self) -> list[str]:
+        """Every configured key id, the active one first."""
+        return list(self._keks)
+
     @staticmethod
     def _wrap_aad(kid: bytes, aad: bytes) -> bytes:
         return b"warden-dek|" + kid + b"|" + aad

@@ -19,7 +19,9 @@ from rich.table import Table
 
 __all__ = ["app"]
 
-app = typer.Typer(no_args_is_help=True, help="Connectors: add, list, show, json, test, disconnect, reconnect, remove.")
+app = typer.Typer(
+    no_args_is_help=True, help="Connectors: add, list, show, json, test, disconnect, reconnect, remove, rewrap."
+)
 out = Console()
 err = Console(stderr=True)
 
@@ -220,11 +222,38 @@ def test(name: str, url: str = _URL, token: str = _TOKEN) -> None:
         raise typer.Exit(1)
 
 
+_OUTCOME = {
+    "revoked": "revoked",
+    "not_revocable": "not revoked: the provider cannot revoke this kind of token",
+    "failed": "not revoked: the provider's revocation failed",
+    "no_endpoint": "not revoked: the provider has no revocation endpoint",
+}
+
+
+def _revocation_lines(report: dict[str, Any] | None) -> list[str]:
+    """What the revocation report says, per token, in words (the tokens are purged either way)."""
+    if not report or not report.get("connections"):
+        return []
+    lines = []
+    for kind, label in (("refresh", "refresh token"), ("access", "access token")):
+        for outcome, count in sorted((report.get(kind) or {}).items()):
+            many = f" ({count} connections)" if count > 1 else ""
+            lines.append(f"  {label}: {_OUTCOME.get(outcome, outcome)}{many}")
+    if not report.get("complete"):
+        if until := report.get("access_valid_until"):
+            lines.append(f"  the access token stays valid at the provider until {until}")
+        elif report.get("access_expiry_unknown"):
+            lines.append("  the access token stays valid at the provider until it expires (expiry unknown)")
+    return lines
+
+
 @app.command()
 def disconnect(name: str, url: str = _URL, token: str = _TOKEN) -> None:
     """Purge the connector's tokens (revoking them at the provider); every tool fails closed."""
     view = _Api(url, token)("POST", f"/v1/connectors/{name}/disconnect")
     out.print(f"{name}: {view['status']}")
+    for line in _revocation_lines(view.get("revocation")):
+        out.print(line)
 
 
 @app.command()
@@ -253,8 +282,10 @@ def remove(
     if typed != name:
         err.print("[yellow]not removed: the name did not match[/yellow]")
         raise typer.Exit(1)
-    _Api(url, token)("DELETE", f"/v1/connectors/{name}")
+    answer = _Api(url, token)("DELETE", f"/v1/connectors/{name}") or {}
     out.print(f"removed {name}")
+    for line in _revocation_lines(answer.get("revocation")):
+        out.print(line)
 
 
 _STATIC = {"none", "bearer", "api-key", "headers"}
@@ -306,6 +337,48 @@ def _iso(value: str) -> str:
 def _validity(answer: dict[str, Any]) -> str:
     expires = answer.get("expires_at") or answer.get("consent_expires_at")
     return f"once, until {expires}" if expires else "once"
+
+
+def _key_summary(st: dict[str, Any]) -> str:
+    counts = ", ".join(f"{k}: {n}" for k, n in sorted(st["by_key"].items())) or "none"
+    return f"{st['records']} sealed records (by key id: {counts}); active key {st['active_key']}"
+
+
+@app.command()
+def rewrap(
+    batch: int = typer.Option(500, "--batch", min=1, max=5000, help="records per request"),
+    status: bool = typer.Option(False, "--status", help="only say how many records still use an old key"),
+    url: str = _URL,
+    token: str = _TOKEN,
+) -> None:
+    """Re-wrap every sealed record under the newest key (run after a KEK rotation). Resumable:
+    stop it any time and run it again. Exits 1 while records remain under an old key."""
+    api = _Api(url, token)
+    st = api("GET", "/v1/keys")
+    out.print(_key_summary(st))
+    if not status:
+        total = st["old_key_records"]
+        done = 0
+        while st["old_key_records"]:
+            st = api("POST", "/v1/keys/rewrap", params={"batch": batch})
+            done += st["rewrapped"]
+            out.print(f"re-wrapped {done}/{total}; {st['old_key_records']} left under an old key")
+            if st["rewrapped"] == 0:
+                break  # no progress: the rest does not open (reported below)
+    if st["unconfigured_key_records"]:
+        err.print(
+            f"[red]{st['unconfigured_key_records']} records are sealed under keys that are not configured"
+            f" ({', '.join(st['unconfigured_keys'])}): they cannot be opened; put those keys back to re-wrap them[/red]"
+        )
+    if st["old_key_records"]:
+        verb = "still use" if status else "could not be re-wrapped and still use"
+        err.print(f"[yellow]{st['old_key_records']} records {verb} an old key: keep the old keys configured[/yellow]")
+        raise typer.Exit(1)
+    if st["unconfigured_key_records"]:
+        raise typer.Exit(1)
+    old = [k for k in st["configured_keys"] if k != st["active_key"]]
+    tail = f"; the old keys ({', '.join(old)}) may now be removed" if old else ""
+    out.print(f"[green]every record is under the active key {st['active_key']}{tail}[/green]")
 
 
 if __name__ == "__main__":

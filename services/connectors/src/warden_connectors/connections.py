@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn
 
 from warden_common.contracts import EventType
@@ -24,12 +25,64 @@ from warden_connectors.oauth import OAuthError, OAuthServer, TokenSet, step_up_s
 from warden_connectors.store import ConnectorRow, Store
 from warden_connectors.tokens import RefreshOutcome, TokenVault, is_client_credentials
 
-__all__ = ["ConnectionState", "Connections", "Emit"]
+__all__ = ["ConnectionState", "Connections", "Emit", "TokenRevocation", "revocation_report"]
 
 log = logging.getLogger(__name__)
 
 ConnectionState = Literal["connection_required", "verifying", "connected", "reauth_required", "expired"]
 Emit = Callable[..., None]  # (type, row, actor, *, user=None, status=None, **data)
+
+
+@dataclass(frozen=True)
+class TokenRevocation:
+    """How revoking one connection's tokens went, per token: `revoked`, `unsupported_token_type`
+    (the provider cannot revoke it, e.g. oidc-provider's JWT access tokens), `failed`,
+    `no_endpoint` (the provider has no revocation endpoint), None (no such token)."""
+
+    refresh_token: str | None
+    access_token: str | None
+    access_token_expires_at: datetime | None = None
+
+    @property
+    def access_token_valid_until(self) -> datetime | None:
+        """Until when the access token still works at the provider (None: revoked, or unknown)."""
+        if self.access_token in (None, "revoked"):
+            return None
+        return self.access_token_expires_at
+
+
+# the provider's `unsupported_token_type` (RFC 7009 §2.2.1), under a name the event scrubber keeps
+_REPORTED = {"unsupported_token_type": "not_revocable"}
+
+
+def revocation_report(outcomes: Mapping[str, TokenRevocation]) -> dict[str, Any]:
+    """What events and answers say about a revocation (no user ids, no tokens; no key names a
+    token either, so the event scrubber keeps them): the count of each outcome for the refresh
+    and the access tokens, whether everything was revoked, and when not, until when the
+    longest-lived unrevoked access token stays valid at the provider."""
+    report: dict[str, Any] = {"connections": len(outcomes), "refresh": {}, "access": {}}
+    until: datetime | None = None
+    unknown = False
+    for o in outcomes.values():
+        for kind, outcome in (("refresh", o.refresh_token), ("access", o.access_token)):
+            if outcome is not None:
+                label = _REPORTED.get(outcome, outcome)
+                report[kind][label] = report[kind].get(label, 0) + 1
+        if o.access_token not in (None, "revoked"):
+            v = o.access_token_valid_until
+            if v is None:
+                unknown = True
+            elif until is None or v > until:
+                until = v
+    report["complete"] = all(
+        o.refresh_token in (None, "revoked") and o.access_token in (None, "revoked") for o in outcomes.values()
+    )
+    if not report["complete"]:
+        if until is not None and until > datetime.now(UTC):
+            report["access_valid_until"] = until.isoformat()
+        if unknown:
+            report["access_expiry_unknown"] = True
+    return report
 
 
 class Connections:
@@ -233,26 +286,30 @@ class Connections:
             )
         return out
 
-    async def disconnect(self, row: ConnectorRow, user_key: str | None) -> dict[str, str]:
+    async def disconnect(self, row: ConnectorRow, user_key: str | None) -> dict[str, TokenRevocation]:
         """Purge the tokens of one user key (or all), then revoke them at the provider.
-        Purging first means every request fails closed even if the provider is slow."""
+        Purging first means every request fails closed even if the provider is slow.
+        The outcome per user key and per token: an access token the provider did not revoke
+        stays valid there until it expires (`access_valid_until` in the report)."""
         rows = await self.store.purge_tokens(row["id"], user_key)
         await self.store.drop_flows(row["id"], user_key)
         self.invalidate(row["name"])
         secret = self.open_secret(row) if row["auth_type"] == "oauth2" else {}
-        outcomes: dict[str, str] = {}
+        outcomes: dict[str, TokenRevocation] = {}
         for trow in rows:
+            expires_at: datetime | None = trow["expires_at"]
             try:
                 held = self.vault.open(trow)
+                expires_at = held.tokens.expires_at or expires_at
                 result = await self.consent.revoke(row, held.tokens, secret)
             except (OAuthError, ValueError, KeyError) as e:
                 log.warning("revoking tokens of %s failed: %s", row["name"], getattr(e, "message", type(e).__name__))
-                outcomes[trow["user_key"]] = "failed"
+                outcomes[trow["user_key"]] = TokenRevocation("failed", "failed", expires_at)
                 continue
             if result is None:
-                outcomes[trow["user_key"]] = "no_endpoint"
+                outcomes[trow["user_key"]] = TokenRevocation(None, "no_endpoint", expires_at)
             else:
-                outcomes[trow["user_key"]] = result.refresh_token or result.access_token or "none"
+                outcomes[trow["user_key"]] = TokenRevocation(result.refresh_token, result.access_token, expires_at)
         return outcomes
 
     # -- show ------------------------------------------------------------------------------

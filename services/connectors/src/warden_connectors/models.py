@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
-from warden_common.contracts.credentials import NAME_PATTERN, Transport
+from warden_common.contracts.credentials import NAME_PATTERN, Transport, header_refusal
 
 __all__ = [
     "ApiKeyAuth",
@@ -28,13 +28,30 @@ __all__ = [
 Scope = Literal["organization", "per_user"]
 Status = Literal["pending", "active", "reauth_required", "expired", "error", "disconnected"]
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
-_FORBIDDEN_HEADERS = {"host", "content-length", "content-type", "transfer-encoding", "connection", "mcp-session-id"}
 
 
 def _check_header_name(name: str) -> str:
-    if not _HEADER.match(name) or name.lower() in _FORBIDDEN_HEADERS:
-        raise ValueError(f"{name!r} is not a header name Warden may set")
+    """A header name an admin may configure: a token (RFC 9110 §5.6.2), not hop-by-hop, not one
+    Warden's transport sets (warden_common.contracts.credentials.RESERVED_HEADERS)."""
+    if not _HEADER.match(name):
+        raise ValueError(f"{name!r} is not a valid header name (letters, digits and !#$%&'*+.^_`|~- only)")
+    if why := header_refusal(name):
+        raise ValueError(why)
     return name
+
+
+def _check_headers(headers: dict[str, str], *, oauth: bool = False) -> None:
+    seen: set[str] = set()
+    for k, val in headers.items():
+        _check_header_name(k)
+        if k.lower() in seen:
+            raise ValueError(f"header {k!r} is given twice (header names are case-insensitive)")
+        seen.add(k.lower())
+        if oauth and k.lower() == "authorization":
+            raise ValueError(
+                "'Authorization' carries the connector's OAuth access token; an extra header may not replace it"
+            )
+        _check_header_value(val)
 
 
 def _check_header_value(value: str) -> None:
@@ -82,9 +99,8 @@ class CustomHeadersAuth(_Strict):
     @field_validator("headers")
     @classmethod
     def _v(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
-        for k, val in v.items():
-            _check_header_name(k)
-            _check_header_value(val.get_secret_value())
+        # Authorization may be one of them (sent as given, e.g. "Token abc"): a static credential
+        _check_headers({k: val.get_secret_value() for k, val in v.items()})
         return v
 
 
@@ -106,9 +122,7 @@ class JwtPassthroughAuth(_Strict):
     def _v(cls, v: dict[str, str]) -> dict[str, str]:
         if not any("%{jwt_token}" in val for val in v.values()):
             raise ValueError("at least one header value must contain %{jwt_token}")
-        for k, val in v.items():
-            _check_header_name(k)
-            _check_header_value(val)
+        _check_headers(v)
         return v
 
     @field_validator("site_public_jwk")
@@ -145,6 +159,12 @@ class OAuth2Auth(_Strict):
     registration_endpoint: str | None = None
     revocation_endpoint: str | None = None
     extra_headers: dict[str, SecretStr] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("extra_headers")
+    @classmethod
+    def _extra(cls, v: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        _check_headers({k: val.get_secret_value() for k, val in v.items()}, oauth=True)
+        return v
 
     @model_validator(mode="after")
     def _client_fits(self) -> OAuth2Auth:
@@ -212,3 +232,7 @@ class ConnectorView(BaseModel):
     # oauth2 only: discovered issuer and endpoints, client id, whether a client secret is
     # stored, redirect URI, granted scopes; never a secret
     oauth: dict[str, object] | None = None
+    # the answer to a disconnect of an oauth2 connector: how revoking went, per token
+    # (`refresh` / `access`: outcome counts per token; `complete`; `access_valid_until`
+    # when the provider did not revoke an access token that has not expired yet)
+    revocation: dict[str, object] | None = None

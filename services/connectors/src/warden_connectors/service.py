@@ -26,7 +26,7 @@ from warden_common.contracts import (
 from warden_common.crypto import Sealer
 from warden_common.errors import WardenError
 
-from warden_connectors.connections import Connections
+from warden_connectors.connections import Connections, TokenRevocation, revocation_report
 from warden_connectors.consent import Consent, ConsentStart
 from warden_connectors.credentials import CredentialDesk
 from warden_connectors.errors import (
@@ -55,14 +55,6 @@ STATUS_GROUPS: dict[str, list[str] | None] = {
     "inactive": ["disconnected"],
     "all": None,
 }
-
-
-def _revocation_summary(outcomes: dict[str, str]) -> dict[str, int]:
-    """How revocation went, counted by outcome (user ids stay out of the event data)."""
-    out: dict[str, int] = {}
-    for v in outcomes.values():
-        out[v] = out.get(v, 0) + 1
-    return out
 
 
 class ConnectorService(CredentialDesk):
@@ -249,7 +241,7 @@ class ConnectorService(CredentialDesk):
         An oauth2 connector keeps its client settings, so `reconnect` can consent again."""
         row = await self._row(name)
         fields: dict[str, Any] = {"status": "disconnected", "status_reason": "disconnected by an admin"}
-        revoked: dict[str, str] = {}
+        revoked: dict[str, TokenRevocation] = {}
         if row["auth_type"] == "oauth2":
             revoked = await self.connections.disconnect(row, None)
         else:
@@ -259,14 +251,17 @@ class ConnectorService(CredentialDesk):
         if new is None:
             raise ConnectorNotFound(name)
         self._invalidate(name)
-        self._emit(EventType.connector_disconnected, new, actor, revoked=_revocation_summary(revoked))
+        report = revocation_report(revoked)
+        self._emit(EventType.connector_disconnected, new, actor, revocation=report)
         if row["status"] != new["status"]:
             self._emit(EventType.connector_status_changed, new, actor, previous=row["status"])
-        return await self.show(new)
+        view = await self.show(new)
+        return view.model_copy(update={"revocation": report}) if row["auth_type"] == "oauth2" else view
 
-    async def remove(self, name: str, actor: str) -> None:
+    async def remove(self, name: str, actor: str) -> dict[str, Any] | None:
+        """Revoke (oauth2), then delete. The revocation report, for an oauth2 connector."""
         row = await self._row(name)
-        revoked: dict[str, str] = {}
+        revoked: dict[str, TokenRevocation] = {}
         if row["auth_type"] == "oauth2":
             revoked = await self.connections.disconnect(row, None)  # revoke first, then delete
         else:
@@ -274,7 +269,9 @@ class ConnectorService(CredentialDesk):
         if not await self.store.delete(name):
             raise ConnectorNotFound(name)
         self._invalidate(name)
-        self._emit(EventType.connector_removed, row, actor, revoked=_revocation_summary(revoked))
+        report = revocation_report(revoked)
+        self._emit(EventType.connector_removed, row, actor, revocation=report)
+        return report if row["auth_type"] == "oauth2" else None
 
     # -- OAuth consent and connections -------------------------------------------------------
     async def authorize(self, name: str, actor: str, *, fresh: bool = False) -> ConsentStart | None:
@@ -315,9 +312,9 @@ class ConnectorService(CredentialDesk):
         row = await self._row(name)
         if row["scope"] != "per_user":
             raise BadInput(f"connector {name!r} is organization-wide; disconnect the connector instead")
-        revoked = await self.connections.disconnect(row, user)
-        self._emit(EventType.connector_disconnected, row, actor, user=user, revoked=_revocation_summary(revoked))
-        return await self.connections.connection(row, user)
+        report = revocation_report(await self.connections.disconnect(row, user))
+        self._emit(EventType.connector_disconnected, row, actor, user=user, revocation=report)
+        return {**await self.connections.connection(row, user), "revocation": report}
 
     async def user_connections(self, user: str) -> builtins.list[dict[str, Any]]:
         """The user's connection to every per-user connector that is not disconnected."""

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import httpx
-from warden_common.netguard import NetPolicy, ResolveFailed, resolve_checked
+from warden_common.netguard import NetPolicy, ResolveFailed, Resolver, resolve_checked, system_resolver
 
 __all__ = ["H1Pool", "H1Response", "usable_for"]
 
@@ -199,7 +199,14 @@ class H1Response:
 class H1Pool:
     """Kept-alive connections to one origin; a request takes one, its response gives it back."""
 
-    def __init__(self, url: str, *, connect_timeout_s: float, policy: NetPolicy | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        connect_timeout_s: float,
+        policy: NetPolicy | None = None,
+        resolver: Resolver = system_resolver,
+    ) -> None:
         parts = urlsplit(url)
         if parts.hostname is None:
             raise ValueError("absolute URL required")
@@ -213,6 +220,7 @@ class H1Pool:
         self.connect_timeout_s = connect_timeout_s
         # the address guard (libs/common netguard): connect only to checked addresses; None = dev
         self.policy = policy
+        self.resolver = resolver
         self._ssl: ssl.SSLContext | None = None
         if self.tls:
             self._ssl = httpx.create_ssl_context()
@@ -224,7 +232,9 @@ class H1Pool:
         targets: list[str] = [self.host]
         if self.policy is not None:  # resolve once, check every address, connect to a checked one
             try:
-                targets = [str(ip) for ip in await resolve_checked(self.host, self.port, self.policy)]
+                targets = [
+                    str(ip) for ip in await resolve_checked(self.host, self.port, self.policy, resolver=self.resolver)
+                ]
             except ResolveFailed:
                 raise httpx.ConnectError(f"cannot resolve {self.host}") from None
         last: Exception | None = None

@@ -26,9 +26,10 @@ from typing import Any, Protocol
 
 import httpx
 import orjson
-from warden_common.netguard import NetPolicy, PinnedBackend, PinnedTransport
+from warden_common.netguard import NetPolicy
 from warden_common.tracing import current_trace_id, traceparent
 
+from warden_proxy.egress import Egress
 from warden_proxy.h1 import H1Pool, H1Response, TooLarge, read_capped, usable_for
 
 __all__ = [
@@ -106,9 +107,13 @@ class LeanSession:
         on_notification: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
         policy: NetPolicy | None = None,
         max_items: int | None = None,
+        egress: Egress | None = None,
     ) -> None:
-        """`policy`: the address guard every connection obeys (None: dev setting, no guard);
+        """`egress`: the seam every connection goes through (address policy, pinning, resolver);
+        `policy` alone: that policy with the system resolver; neither: no guard (tests only).
         `max_items`: the most items any list of a result may hold (None: no bound)."""
+        if egress is None and policy is not None:
+            egress = Egress(policy, allow_http=True)
         self.url = url
         self.max_items = max_items
         self.timeout_s = timeout_s
@@ -117,12 +122,16 @@ class LeanSession:
             timeout=httpx.Timeout(timeout_s),
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
             follow_redirects=False,
-            transport=PinnedTransport(PinnedBackend(policy, timeout_s=timeout_s)) if policy else None,
+            transport=egress.httpx_transport(timeout_s) if egress is not None else None,
         )
         # requests (the hot path) on the lean HTTP/1.1 client; the rest stays on httpx. A guarded
         # session never uses an environment proxy (the guard decides where bytes go).
         self._h1 = (
-            H1Pool(url, connect_timeout_s=timeout_s, policy=policy) if policy is not None or usable_for(url) else None
+            egress.h1_pool(url, connect_timeout_s=timeout_s)
+            if egress is not None
+            else H1Pool(url, connect_timeout_s=timeout_s)
+            if usable_for(url)
+            else None
         )
         self._h1_headers = {"User-Agent": "warden-proxy", **headers, "Accept": _ACCEPT}
         self._h1_cached: tuple[tuple[str, str | None], bytes] | None = None

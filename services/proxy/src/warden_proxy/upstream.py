@@ -14,7 +14,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import httpx2
@@ -24,21 +23,15 @@ from mcp.client.sse import sse_client
 from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 from warden_common.contracts import Credential
-from warden_common.errors import BadInput
-from warden_common.netguard import AddressRefused, NetPolicy, ResolveFailed, resolve_checked
+from warden_common.netguard import AddressRefused, NetPolicy
 
+from warden_proxy.egress import DEV_GUARD, GUARD, Egress
 from warden_proxy.errors import UpstreamError, UpstreamResultTooLarge
 from warden_proxy.lean import InvalidJson, LeanSession, RpcError, TooManyItems, UpstreamHttpError, longest_list
 
 __all__ = ["UpstreamPool", "UpstreamUnauthorized", "credential_digest"]
 
 log = logging.getLogger(__name__)
-
-# production address policy for upstream connections: public addresses only, https only
-GUARD = NetPolicy()
-# the dev setting (`allow_insecure_upstreams`, the embedded run): http, and loopback too;
-# private, link-local (cloud metadata), multicast and reserved addresses stay refused
-DEV_GUARD = NetPolicy(allow_loopback=True)
 
 
 def policy_for(allow_insecure: bool) -> NetPolicy:
@@ -64,20 +57,8 @@ def credential_digest(cred: Credential) -> str:
 
 
 async def check_upstream_url(url: str, *, allow_insecure: bool) -> None:
-    """Fail fast, with a reason, on URLs the address guard (libs/common netguard) would refuse;
-    the connections themselves are pinned to checked addresses (`LeanSession(policy=...)`)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadInput("upstream URL must be absolute http(s)")
-    if parts.scheme != "https" and not allow_insecure:
-        raise BadInput("upstream URL must use https")
-    try:
-        default_port = 443 if parts.scheme == "https" else 80
-        await resolve_checked(parts.hostname, parts.port or default_port, policy_for(allow_insecure), timeout_s=5)
-    except ResolveFailed:
-        raise UpstreamError(f"cannot resolve upstream host {parts.hostname}") from None
-    except AddressRefused as e:
-        raise BadInput(f"upstream host {parts.hostname}: {e.message}") from None
+    """Fail fast, with a reason, on URLs the egress (warden_proxy.egress) would refuse."""
+    await Egress.for_setting(allow_insecure).check_url(url)
 
 
 def _status_of(exc: BaseException) -> tuple[int | None, str | None]:
@@ -164,11 +145,14 @@ class UpstreamPool:
         allow_insecure: bool,
         on_tools_changed: Callable[[str], Awaitable[None]] | None = None,
         max_result_items: int | None = None,
+        egress: Egress | None = None,
     ) -> None:
         """`max_result_items`: the most items any list of an upstream result may hold (content
         items of a tool result, contents of a resource, ...); more is refused unbuilt."""
         self.allow_insecure = allow_insecure
         self.max_result_items = max_result_items
+        # every upstream connection, of every transport, goes through this one seam
+        self.egress = egress or Egress.for_setting(allow_insecure)
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._on_tools_changed = on_tools_changed
@@ -183,7 +167,12 @@ class UpstreamPool:
                 if isinstance(message, types.ToolListChangedNotification) and self._on_tools_changed is not None:
                     await self._on_tools_changed(s.connector)
 
-            transport = sse_client(cred.url, headers=dict(cred.headers), timeout=cred.timeout_s)
+            transport = sse_client(
+                cred.url,
+                headers=dict(cred.headers),
+                timeout=cred.timeout_s,
+                httpx_client_factory=self.egress.sdk_client_factory(cred.timeout_s),
+            )
             async with Client(transport, cache=None, message_handler=on_message) as client:
                 s.client = client
                 s.ready.set()
@@ -222,7 +211,7 @@ class UpstreamPool:
             cred.timeout_s,
             on_tools_changed=changed,
             on_notification=notified,
-            policy=policy_for(self.allow_insecure),
+            egress=self.egress,
             max_items=self.max_result_items,
         )
         try:
@@ -260,7 +249,8 @@ class UpstreamPool:
                 return s
             if s is not None:
                 await self._close(key)
-            await check_upstream_url(cred.url, allow_insecure=self.allow_insecure)
+            self.egress.check_headers(cred.connector, cred.headers)
+            await self.egress.check_url(cred.url)
             s = _Session(digest=digest, connector=cred.connector, user=user or "", cred=cred)
             await self._open(s, cred)
             self._sessions[key] = s

@@ -23,6 +23,7 @@ __all__ = [
     "Credential",
     "CredentialRequest",
     "Transport",
+    "header_refusal",
 ]
 
 Transport = Literal["streamable_http", "sse"]
@@ -30,6 +31,50 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,47}$"
 # an OAuth scope token (RFC 6749 §3.3: printable ASCII without space, quote or backslash)
 SCOPE_TOKEN_PATTERN = r"^[\x21\x23-\x5B\x5D-\x7E]{1,200}$"
 ScopeToken = Annotated[str, StringConstraints(pattern=SCOPE_TOKEN_PATTERN)]
+
+
+# Headers a credential may not set, with why (compared case-insensitively). Connectors refuses
+# them when an admin configures headers; the proxy refuses a credential carrying one (stored
+# before this list grew) instead of sending it. One list, so both sides agree.
+_HOP_BY_HOP = "a hop-by-hop header (RFC 9110 §7.6.1), never forwarded"
+_TRANSPORT = "set by Warden's MCP transport for every request"
+RESERVED_HEADERS: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "transfer-encoding",
+            "upgrade",
+            "proxy-authorization",
+            "proxy-authenticate",
+        ),
+        _HOP_BY_HOP,
+    ),
+    **dict.fromkeys(
+        (
+            "host",
+            "content-length",
+            "content-type",
+            "content-encoding",
+            "accept",
+            "accept-encoding",
+            "expect",
+            "mcp-session-id",
+            "mcp-protocol-version",
+            "last-event-id",
+        ),
+        _TRANSPORT,
+    ),
+}
+
+
+def header_refusal(name: str) -> str | None:
+    """Why a credential may not set header `name`, or None when it may."""
+    why = RESERVED_HEADERS.get(name.lower())
+    return f"{name!r} is {why}; a connector may not set it" if why else None
 
 
 class CredentialRequest(Message):

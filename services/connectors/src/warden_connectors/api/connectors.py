@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Request
 
 from warden_connectors.consent import ConsentStart
 from warden_connectors.models import ConnectorCreate, ConnectorUpdate, ConnectorView
@@ -86,10 +86,11 @@ def build_admin_router(admin: Callable[..., Any]) -> APIRouter:
     async def disconnect(name: str, actor: str = Admin, s: ConnectorService = Svc) -> ConnectorView:
         return await s.disconnect(name, actor)
 
-    @router.delete("/{name}", status_code=204)
-    async def remove(name: str, actor: str = Admin, s: ConnectorService = Svc) -> Response:
-        await s.remove(name, actor)
-        return Response(status_code=204)
+    @router.delete("/{name}")
+    async def remove(name: str, actor: str = Admin, s: ConnectorService = Svc) -> dict[str, Any]:
+        """Revoke (oauth2), then delete: `{"removed": name, "revocation": …}` (oauth2 only)."""
+        report = await s.remove(name, actor)
+        return {"removed": name, **({"revocation": report} if report is not None else {})}
 
     # -- per-user connections of any user (admins); users manage their own through the proxy's
     # /v1/me/connections, authenticated by their agent key -------------------------------------
