@@ -28,7 +28,7 @@ from warden_cli.embedded import Stack
 pytestmark = pytest.mark.e2e
 
 SHIM = Path(__file__).resolve().parents[1] / "support" / "dnslog.c"
-SERVICES = ("connectors", "registry", "proxy", "audit")
+SERVICES = ("connectors", "registry", "proxy", "audit", "console")
 WATCH_S = 20.0  # from the registry's start: the telemetry lookup came after about 7 s
 
 
