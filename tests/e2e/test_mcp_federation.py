@@ -38,7 +38,7 @@ async def _profile(admin: Admin, grants: list[str], tool_names: str = "namespace
     name = "p" + secrets.token_hex(4)
     await admin.req("POST", "registry", "/v1/profiles", json={"name": name, "tool_names": tool_names})
     for g in grants:
-        await admin.req("POST", "registry", f"/v1/profiles/{name}/grants", json={"tool": g})
+        await admin.req("POST", "registry", f"/v1/profiles/{name}/grants", json={"tool": g, "reason": "test"})
     return name
 
 
@@ -209,7 +209,9 @@ async def test_revoking_the_grant_cuts_resources_and_prompts_at_once(stack: Stac
         c = await admin.connector(url, None)
         await admin.register(c)
         p = await _profile(admin, [])
-        g = await admin.req("POST", "registry", f"/v1/profiles/{p}/grants", json={"tool": f"{c}__test_simple_text"})
+        g = await admin.req(
+            "POST", "registry", f"/v1/profiles/{p}/grants", json={"tool": f"{c}__test_simple_text", "reason": "test"}
+        )
         async with agent(stack, await admin.key(p)) as client:
             assert (await client.read_resource("test://static-text")).contents
             assert (await client.get_prompt(f"{c}__test_simple_prompt")).messages

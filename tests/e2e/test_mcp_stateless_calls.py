@@ -36,7 +36,9 @@ async def _setup(stack: Stack) -> AsyncIterator[tuple[str, str]]:
         await admin.register(c)
         profile = "p" + secrets.token_hex(4)
         await admin.req("POST", "registry", "/v1/profiles", json={"name": profile})
-        await admin.req("POST", "registry", f"/v1/profiles/{profile}/grants", json={"tool": f"{c}__*"})
+        await admin.req(
+            "POST", "registry", f"/v1/profiles/{profile}/grants", json={"tool": f"{c}__*", "reason": "test"}
+        )
         yield c, await admin.key(profile)
 
 

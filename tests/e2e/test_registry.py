@@ -69,6 +69,40 @@ async def test_grants_fail_closed_and_read_only_hides_writes(stack: Stack) -> No
         assert r.status_code == 403  # unknown and ungranted look the same
 
 
+async def test_a_grant_needs_a_reason_and_a_tool_it_names(stack: Stack) -> None:
+    """Issue 16 item 21: a blank reason and an exact name that names no registered tool are
+    refused (400, naming the field); a pattern that matches nothing yet is kept, with a warning."""
+    async with catalog_upstream(_tools()) as cat, admin_client(stack) as admin:
+        c = await admin.connector(cat.url, None)
+        await admin.register(c, [{"name": "get_page"}, {"name": "delete_page"}])
+        p = await admin.profile([])
+        grants = f"{stack.urls['registry']}/v1/profiles/{p}/grants"
+        for body in ({"tool": f"{c}__get_page"}, {"tool": f"{c}__get_page", "reason": "   "}):
+            r = await admin.http.post(grants, json=body)
+            assert r.status_code == 400, r.text
+            assert [f["field"] for f in r.json()["error"]["details"]["fields"]] == ["reason"], r.text
+        r = await admin.http.post(grants, json={"tool": f"{c}__get_pgae", "reason": "typo"})
+        assert r.status_code == 400 and f"{c}__get_pgae" in r.json()["error"]["message"], r.text
+        assert r.json()["error"]["details"]["field"] == "tool"
+        exact = await admin.req(
+            "POST", "registry", f"/v1/profiles/{p}/grants", json={"tool": f"{c}__get_page", "reason": "reads"}
+        )
+        assert exact["warnings"] == [] and exact["reason"] == "reads"
+        later = await admin.req(
+            "POST", "registry", f"/v1/profiles/{p}/grants", json={"tool": "nobody__*", "reason": "soon"}
+        )
+        assert len(later["warnings"]) == 1 and "matches no registered tool" in later["warnings"][0]
+        writes = await admin.req(
+            "POST",
+            "registry",
+            f"/v1/profiles/{p}/grants",
+            json={"tool": f"{c}__delete*", "read_only": True, "reason": "ro"},
+        )
+        assert "only write tools" in writes["warnings"][0]
+        shown = await admin.req("GET", "registry", f"/v1/profiles/{p}")
+        assert sorted(g["tool"] for g in shown["grants"]) == sorted([f"{c}__get_page", "nobody__*", f"{c}__delete*"])
+
+
 async def test_drifted_tool_is_held_until_an_admin_reapproves(stack: Stack) -> None:
     async with catalog_upstream(_tools()) as cat, admin_client(stack) as admin:
         c = await admin.connector(cat.url, None)

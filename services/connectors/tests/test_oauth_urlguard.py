@@ -15,6 +15,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 from support.protected_mcp import serve_on_loopback
 from warden_connectors.oauth import (
+    BadResponse,
     ForbiddenAddress,
     GuardedHttp,
     InsecureUrl,
@@ -24,6 +25,7 @@ from warden_connectors.oauth import (
     UrlPolicy,
     UrlRefused,
     check_address,
+    check_url,
 )
 
 PROD = UrlPolicy(timeout_s=5)
@@ -55,7 +57,7 @@ def _app() -> Starlette:
     return Starlette(
         routes=[
             Route("/hello", hello),
-            Route("/to", to),
+            Route("/to", to, methods=["GET", "POST"]),
             Route("/loop/{n}", loop),
             Route("/big", big),
             Route("/chunked", chunked),
@@ -159,6 +161,30 @@ async def test_guard_refuses_a_redirect_to_a_private_address(origin: str) -> Non
             await http.request("GET", f"{origin}/to?url=http://metadata.example.test/")
         ok = await http.request("GET", f"{origin}/to?url=/hello")
         assert ok.content == b"hello" and len(ok.redirects) == 1
+
+
+async def test_refusals_name_the_redirect_and_a_redirect_is_not_a_bad_body(origin: str) -> None:
+    """Issue 16 item 19: a refused redirect says from where to where; a redirect where an answer
+    was due is reported as a redirect, not as a body that is not JSON; no made-up setting."""
+    async with GuardedHttp(UrlPolicy.development(timeout_s=5)) as http:
+        with pytest.raises(ForbiddenAddress) as refused:
+            await http.request("GET", f"{origin}/to?url=https://10.0.0.1/admin")
+        assert refused.value.message.startswith(f"refused the redirect from {origin}/to to https://10.0.0.1/admin")
+        posted = await http.request("POST", f"{origin}/to?url=/hello")
+        with pytest.raises(BadResponse) as redirect:
+            posted.json_object()
+        msg = redirect.value.message
+        assert "redirect (HTTP 302 to" in msg and f"{origin}/hello" in msg and "not JSON" not in msg, msg
+        followed = await http.request("GET", f"{origin}/to?url=/hello")
+        with pytest.raises(BadResponse) as body:
+            followed.json()
+        assert "after redirects" in body.value.message and "text/plain" in body.value.message
+        with pytest.raises(InsecureUrl) as insecure:
+            await http.request("GET", "http://mcp.example.com/x")
+        assert "admin lists" not in insecure.value.message and "development run" in insecure.value.message
+    with pytest.raises(InsecureUrl) as prod:
+        check_url("http://mcp.example.com/x", UrlPolicy())
+    assert "https only" in prod.value.message
 
 
 async def test_guard_limits_redirects(origin: str) -> None:

@@ -184,9 +184,9 @@ async def test_profiles_crud_and_errors(registry: Registry, events: Events) -> N
     assert r.status_code == 409
     r = await registry.http.post("/v1/profiles", json={"name": "Bad Name"})
     assert r.status_code == 400
-    r = await registry.http.post(f"/v1/profiles/{unique('nope')}/grants", json={"tool": "a__b"})
+    r = await registry.http.post(f"/v1/profiles/{unique('nope')}/grants", json={"tool": "a__b", "reason": "test"})
     assert r.status_code == 404
-    r = await registry.http.post(f"/v1/profiles/{p}/grants", json={"tool": "a b; drop"})
+    r = await registry.http.post(f"/v1/profiles/{p}/grants", json={"tool": "a b; drop", "reason": "test"})
     assert r.status_code == 400
     r = await registry.http.delete(f"/v1/profiles/{p}/grants/not-a-uuid")
     assert r.status_code == 404

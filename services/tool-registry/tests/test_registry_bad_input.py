@@ -34,7 +34,7 @@ async def test_invalid_input_schema_is_stored_flagged_and_resolved_as_invalid(
     assert t["schema_valid"] is False and t["input_schema"]["properties"]["a"] == {"type": "strnig"}
     p = unique("p")
     await registry.ok("POST", "/v1/profiles", json={"name": p})
-    await registry.ok("POST", f"/v1/profiles/{p}/grants", json={"tool": f"{c}__*"})
+    await registry.ok("POST", f"/v1/profiles/{p}/grants", json={"tool": f"{c}__*", "reason": "test"})
     # still visible (flagged), and resolve says so: the proxy refuses the call with a clear error
     vis = await bus.request(REGISTRY_VISIBLE, VisibleRequest(profile=p))
     assert f"{c}__bad_props" in {x.name for x in vis.tools}
@@ -162,7 +162,7 @@ async def test_a_server_with_10000_tools_registers(registry: Registry, proxy: Pr
     assert len(listed) == 10_000
     p = unique("p")
     await registry.ok("POST", "/v1/profiles", json={"name": p})
-    await registry.ok("POST", f"/v1/profiles/{p}/grants", json={"tool": f"{c}__tool_0000*"})
+    await registry.ok("POST", f"/v1/profiles/{p}/grants", json={"tool": f"{c}__tool_0000*", "reason": "test"})
     vis = await bus.request(REGISTRY_VISIBLE, VisibleRequest(profile=p))
     assert [t.name for t in vis.tools] == [f"{c}__tool_{i:05d}" for i in range(10)]
     start = time.monotonic()

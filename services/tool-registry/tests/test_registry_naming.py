@@ -111,7 +111,7 @@ async def test_profile_naming_setting_over_http_and_nats(registry: Registry, pro
     p = unique("p")
     created = await registry.ok("POST", "/v1/profiles", json={"name": p})
     assert created["tool_names"] == "namespaced"
-    await registry.ok("POST", f"/v1/profiles/{p}/grants", json={"tool": f"{c}__*"})
+    await registry.ok("POST", f"/v1/profiles/{p}/grants", json={"tool": f"{c}__*", "reason": "test"})
 
     async def names() -> list[str]:
         return [t.name for t in (await bus.request(REGISTRY_VISIBLE, VisibleRequest(profile=p))).tools]

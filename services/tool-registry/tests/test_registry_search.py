@@ -50,7 +50,7 @@ async def test_hybrid_search_ranks_by_meaning_and_stays_within_grants(hybrid_ava
         p = unique("p")
         await reg.ok("POST", "/v1/profiles", json={"name": p})
         for name in ("send_message", "get_weather", "delete_file"):
-            await reg.ok("POST", f"/v1/profiles/{p}/grants", json={"tool": f"{c}__{name}"})
+            await reg.ok("POST", f"/v1/profiles/{p}/grants", json={"tool": f"{c}__{name}", "reason": "test"})
 
         async def hybrid_ready() -> bool:
             res = await reg.ok("POST", f"/v1/profiles/{p}/search", json={"query": "chat", "k": 3})

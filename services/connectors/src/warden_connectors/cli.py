@@ -53,21 +53,29 @@ class _Api:
         return r.json() if r.content else None
 
 
-def _wait_connected(api: _Api, name: str, since: str | None, timeout: float) -> None:
-    """Poll the connector until its connection is newer than `since` (active) or it failed."""
+def _wait_connected(api: _Api, name: str, before: dict[str, Any] | None, timeout: float) -> None:
+    """Poll the connector until a consent newer than `before` (the view before the consent URL
+    was made; None for a new connector) connected it, or was refused (the service records the
+    organization's refused consent, `oauth.last_consent_failure`, when it emits
+    `connector.consent_failed`). A status or reason left from before does not end the wait."""
     if timeout <= 0:
         return
+    old = (before or {}).get("oauth") or {}
+    old_connected = old.get("connected_at")
+    old_failure = (old.get("last_consent_failure") or {}).get("at")
     deadline = time.monotonic() + timeout
     with out.status(f"waiting for the consent of {name} (open the URL above) ...", spinner="dots"):
         while time.monotonic() < deadline:
             view = api("GET", f"/v1/connectors/{name}")
             oauth = view.get("oauth") or {}
             connected = oauth.get("connected_at")
-            if view["status"] == "active" and connected and (since is None or connected > since):
+            if view["status"] == "active" and connected and connected != old_connected:
                 out.print(f"[green]{name} is connected[/green] (scopes: {' '.join(oauth.get('granted_scopes', []))})")
                 return
-            if view["status"] in ("error", "reauth_required") and view["updated_at"] > (since or ""):
-                err.print(f"[red]{name}: {view['status']}: {view.get('status_reason') or ''}[/red]")
+            failure = oauth.get("last_consent_failure") or {}
+            if failure.get("at") and failure["at"] != old_failure:
+                err.print(f"[red]{name}: the consent was refused: {failure.get('reason') or 'no reason given'}[/red]")
+                err.print(f"run `warden connectors reconnect {name}` to try again")
                 raise typer.Exit(1)
             time.sleep(1.0)
     err.print(f"[yellow]no consent for {name} within {timeout:g}s; run `warden connectors reconnect {name}`[/yellow]")
@@ -260,14 +268,15 @@ def disconnect(name: str, url: str = _URL, token: str = _TOKEN) -> None:
 def reconnect(name: str, wait_timeout: float = _WAIT, url: str = _URL, token: str = _TOKEN) -> None:
     """A fresh consent for the same connector; waits until it is connected again."""
     api = _Api(url, token)
-    before = (api("GET", f"/v1/connectors/{name}").get("oauth") or {}).get("connected_at")
+    before = api("GET", f"/v1/connectors/{name}")
     started = api("POST", f"/v1/connectors/{name}/reconnect")
     if not started.get("consent_url"):
         out.print(f"[green]{name} is connected[/green] (client credentials)")
         return
+    if before["status"] != "active":
+        out.print(f"{name} is {before['status']} now; the new consent replaces that")
     out.print(f"open this URL to authorize ({_validity(started)}):\n{started['consent_url']}", soft_wrap=True)
-    since = before or time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(0))
-    _wait_connected(api, name, since, wait_timeout)
+    _wait_connected(api, name, before, wait_timeout)
 
 
 @app.command()

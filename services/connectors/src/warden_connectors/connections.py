@@ -192,6 +192,8 @@ class Connections:
 
     async def _connected(self, row: ConnectorRow, done: Finished) -> ConnectorRow:
         await self.vault.save(row, done.user_key, done.tokens, done.server, done.client.client_id)
+        if done.user_key == "":
+            await self.store.set_consent_failure(row["id"], None)
         if done.user_key == "" and row["step_up_scopes"]:
             row = await self.store.set_step_up(row["id"], []) or row  # the consent asked for them
         new = await self.store.set_status(row["id"], "active", None) or row
@@ -213,6 +215,8 @@ class Connections:
         """A consent that came back refused: an event (a call waiting for it ends at once, with
         the reason), and an organization connection not yet active says so in its status."""
         self.emit(EventType.connector_consent_failed, row, None, user=user_key or None, reason=e.message[:500])
+        if user_key == "":  # what `warden connectors add/reconnect` wait on, and `show` says
+            await self.store.set_consent_failure(row["id"], e.message[:500])
         if user_key == "" and row["status"] != "active":
             new = await self.store.set_status(row["id"], "error", e.message[:500])
             if new is not None:
@@ -355,6 +359,12 @@ class Connections:
                 token_expires_at=_iso(org["expires_at"]),
                 connection_status=org["status"],
             )
+        failed = await self.store.consent_failure(row["id"])
+        if failed is not None:  # the organization's last refused consent since it last connected
+            out["last_consent_failure"] = {
+                "at": _iso(failed["consent_failed_at"]),
+                "reason": failed["consent_failed_reason"],
+            }
         if row["scope"] == "per_user":
             out["user_connections"] = len([t for t in tokens if t["user_key"] and t["status"] == "active"])
         return out

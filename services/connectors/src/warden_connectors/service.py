@@ -168,6 +168,25 @@ class ConnectorService(CredentialDesk):
         self._emit(EventType.connector_created, row, actor, auth_type=spec.auth.type, url=spec.url)
         return await self.show(row)
 
+    async def add(self, spec: ConnectorCreate, actor: str) -> tuple[ConnectorView, ConsentStart | None]:
+        """Create and start the admin's consent at once (`POST /v1/connectors?authorize=true`,
+        `warden connectors add`). A refusal on the way (discovery, registration, a client
+        credentials token) leaves nothing behind: the connector is removed again (its events
+        say so), so the retry after a fix starts clean instead of meeting a 409."""
+        view = await self.create(spec, actor)
+        if not isinstance(spec.auth, OAuth2Auth):  # static: connected at once, nobody to ask
+            return view, None
+        try:
+            started = await self.authorize(spec.name, actor)
+        except Exception as e:  # cleanup, re-raised: whatever stopped the add undoes the create
+            row = await self.store.get(spec.name)
+            if row is not None and row["id"] == view.id and await self.store.delete(spec.name):
+                self._invalidate(spec.name)
+                reason = getattr(e, "message", type(e).__name__)[:500]
+                self._emit(EventType.connector_removed, row, actor, reason=f"the add failed: {reason}", revoked={})
+            raise
+        return await self.get(spec.name), started
+
     def _seal_secret(self, cid: uuid.UUID, secret: dict[str, Any] | None) -> bytes | None:
         if secret is None:
             return None

@@ -35,16 +35,23 @@ def check_url(url: str, *, allow_insecure: bool) -> str:
     if allow_insecure:
         return url
     if parts.scheme != "https":
-        raise BadInput("url must use https (http is allowed only with the dev setting allow_insecure_urls)")
+        raise BadInput(
+            "url must use https (plain http is accepted only in a development run: `warden run`, or "
+            "WARDEN_CONNECTORS_ALLOW_INSECURE_URLS=true)"
+        )
     host = parts.hostname
+    shown = f"{parts.scheme}://{parts.netloc}{parts.path}"[:200]  # no query: it may carry a key
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
         if host == "localhost" or host.endswith(".localhost"):
-            raise BadInput("url points at this machine; refused by default") from None
+            raise BadInput(f"url {shown} points at this machine; refused outside a development run") from None
         return url
     if not ip.is_global:
-        raise BadInput("url points at a private, loopback or link-local address; refused by default")
+        raise BadInput(
+            f"url {shown} points at {ip}, a private, loopback or link-local address; Warden only connects to "
+            "public addresses"
+        )
     return url
 
 

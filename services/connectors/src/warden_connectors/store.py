@@ -135,6 +135,23 @@ class Store:
             scopes,
         )
 
+    async def set_consent_failure(self, cid: uuid.UUID, reason: str | None) -> None:
+        """Record the organization's refused consent (now), or clear it (None) when one succeeded."""
+        await self.pool.execute(
+            "UPDATE connectors SET consent_failed_reason = $2,"
+            " consent_failed_at = CASE WHEN $2::text IS NULL THEN NULL ELSE clock_timestamp() END WHERE id = $1",
+            cid,
+            reason,
+        )
+
+    async def consent_failure(self, cid: uuid.UUID) -> asyncpg.Record | None:
+        """(consent_failed_at, consent_failed_reason) of the connector, when a consent was refused."""
+        return await self.pool.fetchrow(
+            "SELECT consent_failed_at, consent_failed_reason FROM connectors"
+            " WHERE id = $1 AND consent_failed_at IS NOT NULL",
+            cid,
+        )
+
     async def set_oauth_server(self, cid: uuid.UUID, server: dict[str, Any] | None) -> None:
         await self.pool.execute("UPDATE connectors SET oauth_server = $2 WHERE id = $1", cid, server)
 

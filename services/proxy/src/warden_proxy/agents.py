@@ -30,8 +30,10 @@ __all__ = ["AgentKeyCreate", "AgentKeys", "Principal", "request_principal", "ser
 class Principal:
     """Who is calling: an agent key (bound to a profile) or an internal service."""
 
-    kind: str  # "agent" | "user" (a bearer JWT from the configured issuer) | "service"
-    id: str  # key prefix, "jwt:<user>" or service name
+    # "agent" | "user" (a bearer JWT from the configured issuer) | "service" | "admin" (an admin
+    # running a tool as a profile, POST /v1/admin/tools/{name}/call)
+    kind: str
+    id: str  # key prefix, "jwt:<user>", service name or the admin's name
     profile: str
     user: str | None = None
     # the embedding site's JWE for jwt_passthrough connectors (a secret; never printed)
@@ -41,7 +43,8 @@ class Principal:
         return replace(self, jwe=jwe) if jwe else self
 
     def actor(self) -> Actor:
-        return Actor(kind="agent" if self.kind == "agent" else "user" if self.kind == "user" else "service", id=self.id)
+        kind = self.kind if self.kind in ("agent", "user", "admin") else "service"
+        return Actor(kind=kind, id=self.id)  # type: ignore[arg-type]
 
 
 def service_principal(profile: str, caller: str | None, user: str | None, act_for: frozenset[str]) -> Principal:

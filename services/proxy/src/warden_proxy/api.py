@@ -7,6 +7,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from warden_common.contracts.registry import PROFILE_PATTERN
 from warden_common.tracing import begin_call
 
 from warden_proxy.agents import AgentKeyCreate, AgentKeys, AgentKeyView, Principal, request_principal
@@ -17,6 +19,18 @@ from warden_proxy.service import CallPipeline
 __all__ = ["build_router"]
 
 T = TypeVar("T")
+
+
+class AdminCall(BaseModel):
+    """`POST /v1/admin/tools/{name}/call`: whom the admin runs the tool as, and with what."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    profile: str = Field(pattern=PROFILE_PATTERN, description="the behavior profile whose grants apply")
+    user: str | None = Field(
+        default=None, min_length=1, max_length=200, description="the end user acted for (per-user connectors)"
+    )
+    arguments: dict[str, Any] = Field(default_factory=dict)
 
 
 def _keys(request: Request) -> AgentKeys:
@@ -113,6 +127,23 @@ def build_router(admin: Callable[..., Any], resource_url: str, *, jwt_issuer: st
         client that disconnects while the call waits (for an approval) cancels it."""
         begin_call()
         r = await _unless_disconnected(request, pipeline.call(principal, name, arguments))
+        return r.model_dump(mode="json")
+
+    @router.post("/v1/admin/tools/{name}/call", tags=["calls"])
+    async def admin_call_tool(
+        name: str,
+        request: Request,
+        body: AdminCall,
+        actor: str = Admin,
+        pipeline: CallPipeline = Depends(_pipeline),
+    ) -> dict[str, Any]:
+        """Run a tool as a profile (and, for per-user connectors, as a user), with the admin
+        token: the console's try-it and scripts. The same pipeline as an agent's call: only
+        what the profile is granted, approvals apply (a held call waits for a decision), and
+        every event records the admin as the actor, the profile and user in its refs."""
+        begin_call()
+        principal = Principal(kind="admin", id=actor, profile=body.profile, user=body.user)
+        r = await _unless_disconnected(request, pipeline.call(principal, name, body.arguments))
         return r.model_dump(mode="json")
 
     return router

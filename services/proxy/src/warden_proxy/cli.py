@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import typer
@@ -15,9 +16,9 @@ URL = typer.Option(os.environ.get("WARDEN_PROXY_URL", "http://127.0.0.1:8083"), 
 TOKEN = typer.Option(os.environ.get("WARDEN_ADMIN_TOKEN", ""), "--token", help="admin token (env WARDEN_ADMIN_TOKEN)")
 
 
-def _req(method: str, url: str, token: str, **kw: Any) -> Any:
+def _req(method: str, url: str, token: str, timeout: float = 30, **kw: Any) -> Any:
     try:
-        r = httpx.request(method, url, headers={"Authorization": f"Bearer {token}"}, timeout=30, **kw)
+        r = httpx.request(method, url, headers={"Authorization": f"Bearer {token}"}, timeout=timeout, **kw)
     except httpx.HTTPError as e:
         raise typer.BadParameter(f"cannot reach the proxy at {url}: {type(e).__name__}") from None
     if r.status_code >= 400:
@@ -73,3 +74,33 @@ def reject(approval_id: str, reason: str = typer.Option(..., prompt=True), url: 
     """Reject a held call with a reason the caller sees."""
     a = _req("POST", f"{url}/v1/approvals/{approval_id}/reject", token, json={"reason": reason})
     typer.echo(f"rejected {a['tool']} ({a['id']})")
+
+
+@app.command("run")
+def run(
+    tool: str,
+    profile: str = typer.Option(..., "--profile", help="the profile whose grants apply"),
+    user: str = typer.Option(None, "--user", help="the end user acted for (per-user connectors)"),
+    args: str = typer.Option("{}", "--args", help="the arguments, a JSON object"),
+    timeout: float = typer.Option(600, "--timeout", help="seconds to wait (a held call waits for its approval)"),
+    url: str = URL,
+    token: str = TOKEN,
+) -> None:
+    """Run TOOL as PROFILE (and USER) with the admin token: the profile's grants and the
+    approvals apply as for its agents; the audit records you as the actor."""
+    try:
+        arguments = json.loads(args)
+    except ValueError as e:
+        raise typer.BadParameter(f"not JSON: {e}", param_hint="--args") from None
+    if not isinstance(arguments, dict):
+        raise typer.BadParameter('a JSON object, such as {"id": "42"}', param_hint="--args")
+    body = {"profile": profile, "arguments": arguments, **({"user": user} if user else {})}
+    r = _req("POST", f"{url}/v1/admin/tools/{quote(tool, safe='')}/call", token, timeout=timeout, json=body)
+    blocks = r.get("content") or []
+    for block in blocks:
+        typer.echo(block["text"] if block.get("type") == "text" else json.dumps(block))
+    if not blocks and r.get("structured_content") is not None:
+        typer.echo(json.dumps(r["structured_content"], indent=2))
+    if r.get("is_error"):
+        typer.echo(f"the tool answered an error (call {r.get('call_id')})", err=True)
+        raise typer.Exit(1)

@@ -268,6 +268,8 @@ def grant(
         json={"tool": tool, "read_only": read_only, "reason": reason},
     )
     typer.echo(f"granted {g['tool']}{' (read-only)' if g['read_only'] else ''} to {profile}: grant {g['id']}")
+    for warning in g.get("warnings") or []:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @profiles_app.command("revoke")

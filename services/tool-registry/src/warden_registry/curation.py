@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from warden_common.contracts import EventRefs, EventType
 
-from warden_registry.errors import Conflict, NotFound
+from warden_registry.access import Grant
+from warden_registry.catalog import is_pattern
+from warden_registry.errors import BadInput, Conflict, NotFound
 from warden_registry.models import (
     ConnectorSettingsOut,
     ConnectorSettingsPatch,
@@ -41,6 +43,25 @@ def _grant_out(g: Any) -> GrantOut:
         granted_by=g["granted_by"],
         created_at=g["created_at"],
     )
+
+
+def _grant_warnings(body: GrantCreate, tools: list[tuple[str, str]]) -> list[str]:
+    """Refuse an exact grant of no registered tool; warn about a pattern that matches none (or,
+    read-only, only write tools)."""
+    rule = Grant.of(body.tool, body.read_only)
+    matched = [(n, op) for n, op in tools if rule.matches(n)]
+    if not is_pattern(body.tool):
+        if not matched:
+            raise BadInput(
+                f"tool: no registered tool is named {body.tool!r}; register the connector's tools first "
+                "(GET /v1/tools lists them), or grant a pattern such as <connector>__* for tools registered later",
+                details={"field": "tool"},
+            )
+    elif not matched:
+        return [f"the pattern {body.tool!r} matches no registered tool yet: it applies to tools registered later"]
+    if body.read_only and all(op != "read" for _, op in matched):
+        return [f"read-only: {body.tool!r} matches only write tools, so this grant lets its agents call none of them"]
+    return []
 
 
 class Curation:
@@ -158,6 +179,12 @@ class Curation:
         self._emit(EventType.profile_deleted, actor, EventRefs(profile=name))
 
     async def grant(self, profile: str, body: GrantCreate, actor: str) -> GrantOut:
+        """A grant of a registered tool, or of a pattern. An exact name that names no registered
+        tool is refused (a typo would otherwise grant nothing, silently); a pattern may name tools
+        registered later, so one that matches nothing yet is kept and answered with a warning."""
+        if await self.store.profile(profile) is None:
+            raise NotFound(f"no profile named {profile}")
+        warnings = _grant_warnings(body, [(r["name"], r["operation"]) for r in await self.store.all_tools()])
         g = await self.store.insert_grant(profile, body.tool, body.read_only, body.reason, actor)
         if g is None:
             raise NotFound(f"no profile named {profile}")
@@ -169,8 +196,9 @@ class Curation:
             grant_id=str(g["id"]),
             read_only=body.read_only,
             reason=body.reason,
+            **({"warnings": warnings} if warnings else {}),
         )
-        return _grant_out(g)
+        return _grant_out(g).model_copy(update={"warnings": warnings})
 
     async def revoke(self, profile: str, grant_id: str, actor: str, reason: str = "") -> None:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from warden_common.contracts.credentials import NAME_PATTERN
 from warden_common.contracts.registry import PROFILE_PATTERN, ToolNames
 
@@ -171,7 +171,17 @@ class GrantCreate(_Strict):
         description="a tool name, or an fnmatch-style pattern such as notion__*",
     )
     read_only: bool = Field(default=False, description="only tools whose operation is read")
-    reason: str = Field(default="", max_length=1000, description="why; goes into the grant.added event")
+    reason: str = Field(
+        max_length=1000, description="why this profile may call it (required); goes into the grant.added event"
+    )
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_given(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("say why this profile may call the tool (the reason goes into the audit log)")
+        return v
 
 
 class GrantOut(BaseModel):
@@ -181,6 +191,9 @@ class GrantOut(BaseModel):
     reason: str
     granted_by: str
     created_at: datetime
+    # only in the answer to a new grant: a pattern that matches no registered tool (yet), or a
+    # read-only grant whose tools are all write tools
+    warnings: list[str] = Field(default_factory=list)
 
 
 class ProfileOut(BaseModel):

@@ -37,13 +37,12 @@ def build_admin_router(admin: Callable[..., Any]) -> APIRouter:
         body: ConnectorCreate, authorize: bool = False, actor: str = Admin, s: ConnectorService = Svc
     ) -> dict[str, Any]:
         """Add a connector; with `?authorize=true` (oauth2) also start the admin's consent and
-        answer its `consent_url`."""
-        view = await s.create(body, actor)
-        out = view.model_dump(mode="json")
-        if authorize:
-            out.update(_consent(await s.authorize(body.name, actor)))
-            out["oauth"] = (await s.get(body.name)).model_dump(mode="json")["oauth"]
-        return out
+        answer its `consent_url`. If that start is refused (discovery, registration), nothing
+        is left behind: the retry starts clean."""
+        if not authorize:
+            return (await s.create(body, actor)).model_dump(mode="json")
+        view, started = await s.add(body, actor)
+        return {**view.model_dump(mode="json"), **_consent(started)}
 
     @router.get("", response_model=list[ConnectorView])
     async def list_connectors(

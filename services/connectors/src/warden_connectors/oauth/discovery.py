@@ -27,10 +27,18 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 from warden_common.rfc6750 import BearerChallenge, parse_bearer_challenge
 
-from .errors import BadResponse, DiscoveryFailed, IssuerMismatch, MetadataInvalid, PkceUnsupported, ProviderUnavailable
+from .errors import (
+    BadResponse,
+    DiscoveryFailed,
+    IssuerMismatch,
+    MetadataInvalid,
+    PkceUnsupported,
+    ProviderUnavailable,
+    UrlRefused,
+)
 from .rfc8414 import AuthorizationServerMetadata, metadata_urls, parse_as_metadata
 from .rfc9728 import ProtectedResourceMetadata, check_resource, parse_prm, prm_urls
-from .urlguard import GuardedHttp, check_url
+from .urlguard import GuardedHttp, check_url, refused_in
 
 __all__ = ["DiscoveryCache", "OAuthOverrides", "OAuthServer", "discover"]
 
@@ -127,8 +135,15 @@ async def _fetch_prm(http: GuardedHttp, mcp_url: str, hint: str | None) -> Prote
     return None
 
 
+def _check(url: str, http: GuardedHttp, what: str) -> None:
+    try:
+        check_url(url, http.policy)
+    except UrlRefused as e:
+        raise refused_in(e, what) from None
+
+
 async def _fetch_asm(http: GuardedHttp, issuer: str, *, legacy: bool = False) -> AuthorizationServerMetadata | None:
-    check_url(issuer, http.policy)
+    _check(issuer, http, "the issuer (authorization server)")
     for url, openid in metadata_urls(issuer):
         r = await http.request("GET", url, headers={"Accept": "application/json"})
         if r.status_code == 200:
@@ -161,7 +176,7 @@ async def discover(
     `probe=False` and no challenge, discovery starts from the well-known URIs.
     """
     ov = overrides or OAuthOverrides()
-    check_url(mcp_url, http.policy)
+    _check(mcp_url, http, "the MCP server URL")
     if challenge is None and probe:
         challenge = await _probe(http, mcp_url)
 
@@ -207,9 +222,14 @@ async def discover(
     if fallback and registration is None:
         registration = f"{issuer}/register"
     revocation = ov.revocation_endpoint or (md.revocation_endpoint if md else None)
-    for url in (authz, token, registration, revocation):
-        if url:
-            check_url(url, http.policy)  # early, readable refusal; every fetch is checked again anyway
+    for kind, url in (
+        ("authorization endpoint", authz),
+        ("token endpoint", token),
+        ("registration endpoint", registration),
+        ("revocation endpoint", revocation),
+    ):
+        if url:  # early, readable refusal naming the endpoint; every fetch is checked again anyway
+            _check(url, http, f"the {kind} of {issuer}")
 
     if ov.omit_resource:
         resource = None

@@ -238,6 +238,11 @@ async def _token_request(
             f"the token endpoint of {server.issuer} answered HTTP {r.status_code}; try again later",
             details={"issuer": server.issuer, "status": r.status_code},
         )
+    if r.is_redirect:  # not an OAuth error, not a bad body: the endpoint is not where it says
+        raise BadResponse(
+            f"the token endpoint of {server.issuer}: {r.redirect_message()}",
+            details={"issuer": server.issuer, "status": r.status_code},
+        )
     if r.status_code != 200:
         try:
             err = r.json_object()

@@ -65,6 +65,11 @@ async def register_client(
             f"client registration at {server.registration_endpoint} answered HTTP {r.status_code}",
             details={"issuer": server.issuer},
         )
+    if r.is_redirect:
+        raise RegistrationRejected(
+            f"client registration at {server.registration_endpoint}: {r.redirect_message()}",
+            details={"issuer": server.issuer, "status": r.status_code},
+        )
     if r.status_code not in (200, 201):
         try:
             err = r.json_object()

@@ -57,6 +57,7 @@ __all__ = [
     "UrlPolicy",
     "check_address",
     "check_url",
+    "refused_in",
     "system_resolver",
 ]
 
@@ -108,8 +109,14 @@ def check_url(url: str | httpx.URL, policy: UrlPolicy) -> httpx.URL:
         raise UrlRefused("refused: URLs with user:password@ are not allowed", details={"host": host})
     if u.scheme == "http":
         if host not in policy.allow_http_hosts:
+            if policy.allow_http_hosts:
+                hint = (
+                    f"plain http is accepted only for {', '.join(sorted(policy.allow_http_hosts))} in a development run"
+                )
+            else:
+                hint = "OAuth requests go over https only; plain http is for development runs on loopback"
             raise InsecureUrl(
-                f"refused: {shown} is http://; use https:// (http is allowed only for hosts the admin lists)",
+                f"refused: {shown} is http://; use https:// ({hint})",
                 details={"url": shown},
             )
     elif u.scheme != "https":
@@ -135,6 +142,12 @@ class _PinnedBackend(PinnedBackend):
         raise UrlRefused("refused: unix sockets are not reachable through the URL guard")
 
 
+def refused_in(e: UrlRefused, context: str) -> UrlRefused:
+    """The same refusal, saying where it happened: `refused <context>: <why>`."""
+    why = e.message.removeprefix("refused: ")
+    return type(e)(f"refused {context}: {why}", oauth_error=e.oauth_error, details={**e.details, "where": context})
+
+
 def _PinnedTransport(policy: UrlPolicy, resolver: Resolver, verify: Any = True) -> PinnedTransport:  # noqa: N802
     return PinnedTransport(_PinnedBackend(policy, resolver, timeout_s=policy.timeout_s), verify=verify)
 
@@ -150,13 +163,30 @@ class FetchResult:
     redirects: tuple[str, ...] = field(default=())
 
     def json(self) -> Any:
+        if self.is_redirect:
+            raise BadResponse(self.redirect_message(), details={"url": _shown(self.url), "status": self.status_code})
         try:
             return json.loads(self.content)
         except (ValueError, UnicodeDecodeError) as e:
+            kind = self.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+            via = f" (after redirects: {' -> '.join(self.redirects)})" if self.redirects else ""
             raise BadResponse(
-                f"{_shown(self.url)} answered HTTP {self.status_code} with a body that is not JSON",
+                f"{_shown(self.url)}{via} answered HTTP {self.status_code} with a body that is not JSON ({kind})",
                 details={"url": _shown(self.url), "status": self.status_code},
             ) from e
+
+    @property
+    def is_redirect(self) -> bool:
+        return self.status_code in _REDIRECTS
+
+    def redirect_message(self) -> str:
+        """What a redirect where an answer was due says: from where, to where, and what to do."""
+        to = self.headers.get("location")
+        target = f" to {_shown(self.url if not to else httpx.URL(self.url).join(to))}" if to else " without a Location"
+        return (
+            f"{_shown(self.url)} answered a redirect (HTTP {self.status_code}{target}) instead of an answer; "
+            "Warden does not follow redirects for POST requests: configure the endpoint's final URL"
+        )
 
     def json_object(self) -> dict[str, Any]:
         body = self.json()
@@ -226,7 +256,11 @@ class GuardedHttp:
         try:
             async with asyncio.timeout(self.policy.timeout_s):
                 while True:
-                    result = await self._one(method, current, headers, data, json_body, auth, tuple(hops))
+                    try:
+                        result = await self._one(method, current, headers, data, json_body, auth, tuple(hops))
+                    except ForbiddenAddress as e:  # at connect time (DNS): say which URL, and which redirect
+                        via = f" (redirected from {_shown(url)})" if hops else ""
+                        raise refused_in(e, f"{_shown(current)}{via}") from None
                     if not follow or result.status_code not in _REDIRECTS:
                         return result
                     location = result.headers.get("location")
@@ -237,7 +271,10 @@ class GuardedHttp:
                             f"refused: {_shown(url)} redirected more than {self.policy.max_redirects} times",
                             details={"url": _shown(url)},
                         )
-                    nxt = check_url(current.join(location), self.policy)
+                    try:
+                        nxt = check_url(current.join(location), self.policy)
+                    except UrlRefused as e:
+                        raise refused_in(e, f"the redirect from {_shown(current)} to {_shown(location)}") from None
                     hops.append(_shown(nxt))
                     log.debug("oauth fetch redirected to %s", _shown(nxt))
                     current = nxt

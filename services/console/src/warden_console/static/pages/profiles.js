@@ -27,6 +27,8 @@ export async function render(root) {
   await Promise.all([loadProfiles(), loadKeys()]);
 }
 
+let grantWarnings = { profile: null, lines: [] };
+
 async function loadProfiles() {
   let profiles;
   try {
@@ -38,9 +40,10 @@ async function loadProfiles() {
   if (!profiles.length) return replace(profilesEl, h("p.empty", {}, "No profiles yet."));
   replace(profilesEl, profiles.map((p) => {
     const tool = h("input", { name: "grant_tool", placeholder: "notion__* or a tool name" });
-    const reason = h("input", { name: "grant_reason" });
+    const reason = h("input", { name: "grant_reason", required: true, placeholder: "why its agents need it" });
     const ro = h("input", { type: "checkbox", "aria-label": `Read-only grant for ${p.name}` });
     const out = h("div");
+    if (grantWarnings.profile === p.name) out.append(...grantWarnings.lines.map((w) => h("p.warning", { role: "status" }, w)));
     const add = h("button.ghost", { type: "submit" }, "Add grant");
     return h("article.panel", { dataset: { profile: p.name }, "aria-labelledby": `p-${p.name}` },
       h("h3", { id: `p-${p.name}` }, p.name, " ", h("span.muted", {}, p.description)),
@@ -59,7 +62,9 @@ async function loadProfiles() {
               } }, "Revoke"))))))
         : h("p.muted", {}, "No grants: its agents see no tool."),
       h("form.toolbar", { onsubmit: (ev) => (ev.preventDefault(), busy(add, "Granting…", async () => {
-        await svc("registry", "POST", `/profiles/${enc(p.name)}/grants`, { tool: tool.value.trim(), read_only: ro.checked, reason: reason.value.trim() });
+        if (!reason.value.trim()) throw new Error("Say why: the reason goes into the audit log.");
+        const g = await svc("registry", "POST", `/profiles/${enc(p.name)}/grants`, { tool: tool.value.trim(), read_only: ro.checked, reason: reason.value.trim() });
+        grantWarnings = { profile: p.name, lines: g.warnings || [] };  // a pattern that matches no tool yet
         await loadProfiles();
       }, out)) }, field(`Grant to ${p.name}`, tool)[0], field("Reason", reason)[0],
         h("label", {}, ro, " read-only"), add),
