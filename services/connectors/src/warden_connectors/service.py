@@ -183,7 +183,7 @@ class ConnectorService(CredentialDesk):
             if row is not None and row["id"] == view.id and await self.store.delete(spec.name):
                 self._invalidate(spec.name)
                 reason = getattr(e, "message", type(e).__name__)[:500]
-                self._emit(EventType.connector_removed, row, actor, reason=f"the add failed: {reason}", revoked={})
+                self._emit(EventType.connector_removed, row, actor, reason=f"the add failed: {reason}", revocation=None)
             raise
         return await self.get(spec.name), started
 
