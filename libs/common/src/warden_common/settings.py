@@ -20,6 +20,9 @@ class NatsSettings(BaseModel):
     request_timeout_s: float = Field(default=5.0, gt=0, le=300)
     dedup_window_s: float = Field(default=120.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    # copies JetStream keeps of each stream this service creates (events, durable calls): 1 on
+    # one server (the embedded run), 3 on a 3-node cluster (deploy/overlays/ha)
+    stream_replicas: int = Field(default=1, ge=1, le=5)
 
 
 class PostgresSettings(BaseModel):
