@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 PKGS    := -e libs/common -e libs/cli -e services/connectors -e services/tool-registry[search] -e services/proxy -e services/audit -e services/console
 
-.PHONY: install run test test-e2e lint bench clean
+.PHONY: install peers checkov run test test-e2e lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -13,7 +13,11 @@ $(BIN)/python:
 install: $(BIN)/python  ## install every package (editable) and the dev tools into .venv
 	$(BIN)/pip install -q $(PKGS) -r requirements-dev.txt
 	$(BIN)/python services/tool-registry/scripts/install_model.py
-	$(MAKE) -s peers
+	$(MAKE) -s peers checkov
+
+checkov:  ## checkov in its own venv (it pins packaging<24, which pytest refuses): tests/deploy runs it
+	@[ -x $(VENV)-checkov/bin/checkov ] || { $(PY) -m venv $(VENV)-checkov && \
+		$(VENV)-checkov/bin/pip install -q -r deploy/requirements-checkov.txt; }
 
 peers:  ## npm peers used by tests (OAuth authorization server, MCP conformance suite and reference server, axe-core)
 	@for d in tests/peers/oidc-provider tests/peers/mcp tests/peers/axe; do \

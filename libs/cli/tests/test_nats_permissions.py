@@ -257,10 +257,12 @@ async def test_a_user_without_its_inbox_prefix_gets_no_replies(server) -> None: 
 
 
 def test_the_deployed_nats_config_is_generated_from_the_same_definition() -> None:
-    """deploy/nats.conf is `warden nats-config`'s output: one source of truth for the embedded
-    run and the manifests (regenerate it with `warden nats-config > deploy/nats.conf`)."""
-    committed = (REPO / "deploy" / "nats.conf").read_text()
-    assert committed == deploy_nats_config(), "deploy/nats.conf is stale: run `warden nats-config > deploy/nats.conf`"
+    """deploy/base/nats.conf is `warden nats-config`'s output: one source of truth for the embedded
+    run and the manifests (regenerate it with `warden nats-config > deploy/base/nats.conf`)."""
+    committed = (REPO / "deploy" / "base" / "nats.conf").read_text()
+    assert committed == deploy_nats_config(), (
+        "deploy/base/nats.conf is stale: run `warden nats-config > deploy/base/nats.conf`"
+    )
     assert "_INBOX.>" not in committed
     for u in SERVICE_USERS:
         assert f"_INBOX_{u}.>" in committed

@@ -14,7 +14,7 @@ def _settings(**kw: object) -> Settings:
     return Settings(
         crypto={"keys": "k1:" + "A" * 43 + "="},  # type: ignore[arg-type]
         postgres={"dsn": "postgresql://u@127.0.0.1/db"},  # type: ignore[arg-type]
-        admin_token="x" * 32,
+        admin_token="adm-0123456789abcdefghij",
         **kw,  # type: ignore[arg-type]
     )
 

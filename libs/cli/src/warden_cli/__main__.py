@@ -54,7 +54,7 @@ def nats_config(
 ) -> None:
     """Print the nats-server config for a deployment: one user per service and per internal
     service with its subject permissions and own reply inbox; passwords are read by the server
-    from $NATS_<USER> environment variables (a Secret). deploy/ carries its output."""
+    from $NATS_<USER> environment variables (a Secret). deploy/base/nats.conf carries its output."""
     from warden_cli.natsconf import deploy_nats_config
 
     pairs: dict[str, str] = {}

@@ -44,8 +44,8 @@ def password_variable(user: str) -> str:
 
 
 def deploy_nats_config(*, root: str = "warden", internal: Mapping[str, str] | None = None) -> str:
-    """The server config of `deploy/`: passwords are `$NATS_<USER>` variables the server reads
-    from its environment (a Secret), so the config itself holds no secret."""
+    """The server config of the manifests (deploy/base/nats.conf): passwords are `$NATS_<USER>`
+    variables the server reads from its environment (a Secret), so the config holds no secret."""
     internal = dict(internal or {})
     names = [*_SERVICES, *internal]
     pw = {u: "$" + password_variable(u) for u in names}

@@ -11,7 +11,7 @@ import gc
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from warden_common.bus import Bus
@@ -20,7 +20,20 @@ from warden_common.db import Database
 from warden_common.settings import HttpSettings, NatsSettings, PostgresSettings
 from warden_common.web import ReadinessCheck
 
-__all__ = ["Runtime", "ServiceSettings", "settings_config", "settle_heap"]
+__all__ = ["Runtime", "ServiceSettings", "refuse_placeholder", "settings_config", "settle_heap"]
+
+# words of the values people copy from examples (deploy/secrets.example.yaml says CHANGE-ME)
+_PLACEHOLDERS = ("changeme", "replaceme", "placeholder", "yourtoken", "yoursecret", "example", "admintoken")
+
+
+def refuse_placeholder(secret: SecretStr) -> SecretStr:
+    """Refuse a secret copied from an example, or one with too few distinct characters
+    (`aaaaaaaaaaaaaaaa`, `0123456789abcdef` passes): such a value is known to everyone."""
+    value = secret.get_secret_value()
+    folded = "".join(c for c in value.lower() if c.isalnum())
+    if any(p in folded for p in _PLACEHOLDERS) or len(set(value)) < 8:
+        raise ValueError("is a placeholder, not a secret: generate one, e.g. `openssl rand -base64 32`")
+    return secret
 
 
 def settings_config(prefix: str) -> SettingsConfigDict:
@@ -39,6 +52,11 @@ class ServiceSettings(BaseSettings):
     # ADMIN_TOKEN is the admin named `admin`)
     admin_tokens: SecretStr | None = None
     log_level: str = "info"
+
+    @field_validator("admin_token")
+    @classmethod
+    def _not_a_placeholder(cls, v: SecretStr) -> SecretStr:
+        return refuse_placeholder(v)
 
 
 def settle_heap() -> None:

@@ -31,6 +31,10 @@ class NatsSettings(BaseModel):
     # readiness fails when the oldest event not yet stored by the stream has waited longer
     event_stall_s: float = Field(default=60.0, gt=0, le=3600)
 
+    # copies JetStream keeps of each stream this service creates (events, durable calls): 1 on
+    # one server (the embedded run), 3 on a 3-node cluster (deploy/overlays/ha)
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+
     @model_validator(mode="after")
     def _value_within_event(self) -> NatsSettings:
         if self.event_value_max_bytes > self.event_max_bytes // 2:

@@ -108,6 +108,7 @@ class DurableCalls:
             retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=300,
             max_age=7 * 24 * 3600,
+            num_replicas=self.bus.settings.stream_replicas,
         )
         try:
             info = await js.stream_info(self.stream)
