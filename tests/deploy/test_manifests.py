@@ -47,7 +47,12 @@ SERVICES = {  # Deployment -> (settings module, env prefix)
 }
 NATS_USER_OF = {"connectors": "connectors", "tool-registry": "registry", "proxy": "proxy", "audit": "audit"}
 # needed at start though the field has a default (CryptoSettings.load raises without a key)
-REQUIRED_AT_START = {"connectors": ["WARDEN_CONNECTORS_CRYPTO__KEYS"]}
+REQUIRED_AT_START = {
+    "connectors": ["WARDEN_CONNECTORS_CRYPTO__KEYS"],
+    # defaults are the embedded run's loopback addresses: in a cluster they must be set
+    "console": [f"WARDEN_CONSOLE_SERVICES__{s}" for s in ("CONNECTORS", "REGISTRY", "PROXY", "AUDIT")],
+    "proxy": [f"WARDEN_PROXY_ADMIN_APIS__{s}_URL" for s in ("CONNECTORS", "REGISTRY", "AUDIT")],
+}
 
 
 def _kubectl() -> str:
