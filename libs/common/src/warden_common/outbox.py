@@ -143,6 +143,7 @@ class EventOutbox:
             subjects=[events_wildcard(self.root)],
             duplicate_window=self.settings.dedup_window_s,
             max_age=7 * 24 * 3600,
+            num_replicas=self.settings.stream_replicas,
         )
         try:
             await js.stream_info(self.events_stream)

@@ -64,6 +64,7 @@ class DurableCalls:
             retention=RetentionPolicy.WORK_QUEUE,
             duplicate_window=300,
             max_age=7 * 24 * 3600,
+            num_replicas=self.bus.settings.stream_replicas,
         )
         try:
             await js.stream_info(self.stream)
