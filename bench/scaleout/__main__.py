@@ -706,6 +706,18 @@ async def drill(duration: float, mcp_rate: float, durable_rate: float, keep: boo
                 rows,
             )
         )
+        by_key = {c.key: c for c in calls}
+        missing = [k for k in executed if requested[k] == 0 or completed[k] == 0]
+        if missing:
+            print(
+                "\nkeys run upstream whose events audit lacks (the call, as its caller saw it): "
+                + "; ".join(
+                    f"{by_key[k].kind} at {by_key[k].start:.1f} s, {by_key[k].outcome}"
+                    f" (requested ×{requested[k]}, completed ×{completed[k]})"
+                    for k in missing[:10]
+                    if k in by_key
+                )
+            )
         reasons = Counter(f"{c.kind}: {c.outcome}" for c in calls if not c.ok)
         if reasons:
             print("\nfailures by reason: " + "; ".join(f"{r} ×{n}" for r, n in reasons.most_common(8)))
