@@ -1,11 +1,13 @@
 import asyncio
 import contextlib
+import socket
 import uuid
 
 import nats
 import nats.js.errors
 import pytest
 from warden_common.bus import Bus
+from warden_common.client import WardenClient
 from warden_common.contracts import (
     CREDENTIALS_GET,
     Actor,
@@ -217,3 +219,24 @@ async def test_close_waits_for_the_requests_being_answered(nats_url):
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await nc.jetstream().delete_stream(events_stream_name(root))
         await nc.close()
+
+
+async def test_a_url_listing_several_servers_connects_to_one_that_answers(nats_url):
+    with socket.socket() as s:  # a port nothing listens on: the client moves on to the next server
+        s.bind(("127.0.0.1", 0))
+        closed = f"nats://127.0.0.1:{s.getsockname()[1]}"
+    settings = NatsSettings(url=f"{closed}, {nats_url}", root="t" + uuid.uuid4().hex[:10], connect_timeout_s=1)
+    assert settings.servers == [closed, nats_url]
+    bus = Bus(settings, Service.proxy)
+    await bus.connect()
+    try:
+        assert bus.nc is not None and bus.nc.is_connected
+    finally:
+        await bus.close()
+    async with WardenClient(nats_url=f"{closed},{nats_url}", profile="p", root=settings.root) as client:
+        assert client.nc.is_connected
+
+
+def test_a_url_naming_no_server_is_refused():
+    with pytest.raises(ValueError, match="names no NATS server"):
+        NatsSettings(url=" , ")

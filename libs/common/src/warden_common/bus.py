@@ -88,7 +88,7 @@ class Bus(EventOutbox):
     # -- lifecycle -------------------------------------------------------------------
     async def connect(self) -> None:
         opts: dict[str, Any] = {
-            "servers": [self.settings.url],
+            "servers": self.settings.servers,
             "name": f"warden-{self.service}",
             "connect_timeout": self.settings.connect_timeout_s,
             "max_reconnect_attempts": -1,

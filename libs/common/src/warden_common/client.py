@@ -42,6 +42,7 @@ from warden_common.contracts import (
 from warden_common.errors import Conflict, NotFound, Timeout, TooLarge, Unavailable, from_reply_error
 from warden_common.limits import HEADER_ROOM
 from warden_common.natsauth import inbox_prefix
+from warden_common.settings import nats_servers
 
 __all__ = ["WardenClient"]
 
@@ -76,7 +77,7 @@ class WardenClient:
 
     async def connect(self) -> None:
         kw: dict[str, Any] = {
-            "servers": [self.nats_url],
+            "servers": nats_servers(self.nats_url),  # one URL, or a cluster's, comma-separated
             "name": f"warden-client-{self.caller}",
             # replies come to this user's own inbox, the only one its permissions let it read
             "inbox_prefix": inbox_prefix(self.user),

@@ -8,11 +8,18 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
-__all__ = ["CryptoSettings", "HttpSettings", "NatsSettings", "PostgresSettings"]
+__all__ = ["CryptoSettings", "HttpSettings", "NatsSettings", "PostgresSettings", "nats_servers"]
+
+
+def nats_servers(url: str) -> list[str]:
+    """`nats://a:4222,nats://b:4222` -> the URLs, in order (one URL -> a list of one)."""
+    return [u.strip() for u in url.split(",") if u.strip()]
 
 
 class NatsSettings(BaseModel):
-    url: str = "nats://127.0.0.1:4222"
+    # one server, or the servers of one cluster separated by commas (the client tries each,
+    # and moves to another when its server goes away)
+    url: str = Field(default="nats://127.0.0.1:4222", min_length=1)
     user: str | None = None
     password: SecretStr | None = None
     # subject root: `warden` in production; a unique prefix per test run
@@ -20,6 +27,9 @@ class NatsSettings(BaseModel):
     request_timeout_s: float = Field(default=5.0, gt=0, le=300)
     dedup_window_s: float = Field(default=120.0, gt=0)
     connect_timeout_s: float = Field(default=5.0, gt=0)
+    # copies JetStream keeps of each stream this service creates (events, durable calls): 1 on
+    # one server (the embedded run), 3 on a 3-node cluster (deploy/overlays/ha)
+    stream_replicas: int = Field(default=1, ge=1, le=5)
     # The bus's size limits, one set (warden_common.limits), checked against the server's
     # max_payload when connecting. The largest message this service sends (request, answer,
     # durable result); default: what the server accepts.
@@ -31,9 +41,17 @@ class NatsSettings(BaseModel):
     # readiness fails when the oldest event not yet stored by the stream has waited longer
     event_stall_s: float = Field(default=60.0, gt=0, le=3600)
 
-    # copies JetStream keeps of each stream this service creates (events, durable calls): 1 on
-    # one server (the embedded run), 3 on a 3-node cluster (deploy/overlays/ha)
-    stream_replicas: int = Field(default=1, ge=1, le=5)
+    @property
+    def servers(self) -> list[str]:
+        """The server URLs in `url`, in order."""
+        return nats_servers(self.url)
+
+    @field_validator("url")
+    @classmethod
+    def _some_server(cls, v: str) -> str:
+        if not nats_servers(v):
+            raise ValueError("names no NATS server: give nats://host:port, or several separated by commas")
+        return v
 
     @model_validator(mode="after")
     def _value_within_event(self) -> NatsSettings:
