@@ -166,17 +166,19 @@ class Catalog:
     url: str = ""
     page_size: int = 100
     sessions: list[Any] = None  # type: ignore[assignment]
+    called: list[str] = None  # type: ignore[assignment]  # the names tools/call was sent
 
 
 @asynccontextmanager
 async def catalog_upstream(tools: dict[str, dict[str, Any]], page_size: int = 100) -> AsyncIterator[Catalog]:
-    """Each tool: {"description", "input_schema", "annotations"?}. Calls echo their arguments."""
+    """Each tool: {"description", "input_schema", "annotations"?, "title"?, "output_schema"?,
+    "icons"?, "meta"?}. Calls echo their arguments."""
     import json as _json
 
     import mcp_types as types
     from mcp.server.lowlevel import Server
 
-    cat = Catalog(tools=tools, page_size=page_size, sessions=[])
+    cat = Catalog(tools=tools, page_size=page_size, sessions=[], called=[])
 
     async def list_tools(ctx: Any, params: Any) -> Any:
         if ctx.session not in cat.sessions:
@@ -195,12 +197,23 @@ async def catalog_upstream(tools: dict[str, dict[str, Any]], page_size: int = 10
                         "description": t.get("description"),
                         "inputSchema": t["input_schema"],
                         "annotations": t.get("annotations"),
+                        **{
+                            wire: t[k]
+                            for k, wire in (
+                                ("title", "title"),
+                                ("output_schema", "outputSchema"),
+                                ("icons", "icons"),
+                                ("meta", "_meta"),
+                            )
+                            if k in t
+                        },
                     }
                 )
             )
         return types.ListToolsResult(tools=out, nextCursor=nxt)
 
     async def call_tool(ctx: Any, params: Any) -> Any:
+        cat.called.append(params.name)
         return types.CallToolResult(content=[types.TextContent(type="text", text=_json.dumps(params.arguments or {}))])
 
     server = Server("catalog", on_list_tools=list_tools, on_call_tool=call_tool)

@@ -3,6 +3,8 @@ the MCP session manager; shutdown is not-ready, stop MCP, drain NATS, close upst
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -22,6 +24,7 @@ from warden_proxy.breaker import Breakers
 from warden_proxy.durable import DurableCalls
 from warden_proxy.handlers import register_handlers
 from warden_proxy.jwt_callers import jwt_callers_from
+from warden_proxy.listing import Unlocks
 from warden_proxy.mcp_endpoint import McpEndpoint
 from warden_proxy.me_api import build_me_router
 from warden_proxy.service import CallPipeline
@@ -31,6 +34,12 @@ from warden_proxy.stream_api import build_stream_router
 from warden_proxy.upstream import UpstreamPool
 
 __all__ = ["create_app"]
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class _Asgi:
@@ -113,7 +122,11 @@ def create_app(settings: Settings) -> FastAPI:
             if not allowed and settings.http.host in ("127.0.0.1", "localhost", "::1"):
                 # bound to loopback: refuse other Host headers (DNS rebinding) unless told otherwise
                 allowed = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
-            endpoint = McpEndpoint(pipeline, keys, resource_url=resource_url, allowed_hosts=allowed)
+            endpoint = McpEndpoint(
+                pipeline, keys, resource_url=resource_url, allowed_hosts=allowed, unlocks=Unlocks(runtime.db.pool)
+            )
+            watch = asyncio.get_running_loop().create_task(endpoint.watch.run(), name="tools-list-watch")
+            exits.push_async_callback(_cancel, watch)
             holder["endpoint"] = endpoint
             # Warden's own admin operations as MCP tools (admin token or admin-scoped JWT only)
             a = settings.admin_apis

@@ -12,13 +12,14 @@ import contextlib
 import json
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
 import mcp_types as types
 from mcp.server.context import ServerRequestContext
-from mcp.server.lowlevel import Server
+from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
 from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
@@ -41,6 +42,7 @@ from warden_proxy.consent_prompt import (
 )
 from warden_proxy.errors import InvalidArguments
 from warden_proxy.federation import Federation
+from warden_proxy.listing import ListWatch, Unlocks, as_mcp_tool
 from warden_proxy.mcp_fast import FastPath
 from warden_proxy.rfc9728 import metadata_url
 from warden_proxy.service import CallPipeline
@@ -52,6 +54,9 @@ _SCOPE_KEY = "warden.principal"
 TOOL_SEARCH = "tool_search"
 _MAX_CONTEXTS = 10_000
 _MODERN = frozenset(MODERN_PROTOCOL_VERSIONS)
+# tool_search's limits, as its input schema (the registry's) declares them
+SEARCH_QUERY_MAX = 1000
+SEARCH_K_MAX = 20
 
 # Codes that mean "this tool does not exist for you": a JSON-RPC error, like an unknown tool.
 _REFUSED = {ErrorCode.forbidden, ErrorCode.not_found}
@@ -66,13 +71,39 @@ def _principal(ctx: ServerRequestContext[Any, Any]) -> Principal:
     return p
 
 
+class _Server(Server[Any]):
+    """The SDK's server, advertising `tools.listChanged` to handshake-era sessions: they are
+    told when their visible list changes (`ListWatch`)."""
+
+    def create_initialization_options(
+        self,
+        notification_options: NotificationOptions | None = None,
+        experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+        extensions: dict[str, dict[str, Any]] | None = None,
+    ) -> InitializationOptions:
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True), experimental_capabilities, extensions
+        )
+
+
 class McpEndpoint:
-    def __init__(self, pipeline: CallPipeline, keys: AgentKeys, *, resource_url: str, allowed_hosts: list[str]) -> None:
+    def __init__(
+        self,
+        pipeline: CallPipeline,
+        keys: AgentKeys,
+        *,
+        resource_url: str,
+        allowed_hosts: list[str],
+        unlocks: Unlocks,
+    ) -> None:
         self.pipeline = pipeline
         self.keys = keys
         self.resource_url = resource_url
         self.metadata_url = metadata_url(resource_url)
-        self.server: Server[Any] = Server(
+        self.unlocks = unlocks
+        self.watch = ListWatch()
+        pipeline.registry_listeners.append(self.watch.poke)
+        self.server: Server[Any] = _Server(
             "warden",
             version="0.1.0",
             instructions="Warden: governed access to your organization's MCP tools.",
@@ -102,50 +133,70 @@ class McpEndpoint:
         self._mcp_app = StreamableHTTPASGIApp(self.manager)
         # legacy HTTP+SSE transport (2024-11-05 clients): GET /sse, POST /sse/messages/
         self.sse = SseServerTransport("/messages/", security_settings=security)
-        # tools a client unlocked through tool_search: keyed by its MCP session when it has
-        # one (2025-x clients), else by its agent key (stateless 2026-07-28 clients)
-        self._unlocked: OrderedDict[str, set[str]] = OrderedDict()
+
+    async def listing(self, p: Principal, client: str, *, fresh: bool = False) -> list[types.Tool]:
+        """What tools/list shows this client: the profile's listed tools, then the deferred
+        ones it found through tool_search (on any replica) that it may still use."""
+        tools = list(await self.pipeline.visible_tools(p.profile, fresh=fresh))
+        unlocked = await self.unlocks.of(client, _owner(p), p.profile)
+        have = {t.name for t in tools}
+        for name in sorted(unlocked - have):
+            try:
+                r = await (self.pipeline.resolve_fresh if fresh else self.pipeline.resolve)(p.profile, name)
+            except WardenError:
+                continue  # revoked since it was found: stays invisible
+            tools.append(r.view or ToolView(name=r.name, description=r.description, input_schema=r.input_schema))
+        return [as_mcp_tool(t) for t in tools]
 
     async def _list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         p = _principal(ctx)
+        client = _client_context(ctx, p)
         try:
-            tools = list(await self.pipeline.visible_tools(p.profile))
-            unlocked = self._unlocked.get(_client_context(ctx, p), set())
-            if unlocked:
-                have = {t.name for t in tools}
-                for name in sorted(unlocked - have):
-                    try:
-                        r = await self.pipeline.resolve(p.profile, name)
-                    except WardenError:
-                        continue  # revoked since it was found: stays invisible
-                    tools.append(ToolView(name=r.name, description=r.description, input_schema=r.input_schema))
+            tools = await self.listing(p, client)
         except WardenError as e:
             raise MCPError(types.INTERNAL_ERROR, f"could not list tools: {e.message}") from None
-        return types.ListToolsResult(
-            tools=[types.Tool(name=t.name, description=t.description, input_schema=t.input_schema) for t in tools]
-        )
+        if ctx.protocol_version not in MODERN_PROTOCOL_VERSIONS:  # a session that can be told of changes
+
+            async def again(fresh: bool) -> list[types.Tool]:
+                return await self.listing(p, client, fresh=fresh)
+
+            self.watch.seen(ctx.session, again, tools)
+        return types.ListToolsResult(tools=tools)
 
     async def _tool_search(
         self, ctx: ServerRequestContext[Any, Any], p: Principal, args: dict[str, Any]
     ) -> types.CallToolResult:
         query = args.get("query")
         k = args.get("k", 5)
-        if not isinstance(query, str) or not query.strip():
-            raise MCPError(types.INVALID_PARAMS, "invalid argument query: a non-empty string is required")
-        if not isinstance(k, int) or not 1 <= k <= 20:
-            raise MCPError(types.INVALID_PARAMS, "invalid argument k: an integer from 1 to 20")
+        if not isinstance(query, str) or not query.strip() or len(query) > SEARCH_QUERY_MAX:
+            raise MCPError(
+                types.INVALID_PARAMS,
+                f"invalid argument query: a non-empty string of at most {SEARCH_QUERY_MAX} characters is required",
+                data={"field": "query"},
+            )
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= SEARCH_K_MAX:
+            raise MCPError(
+                types.INVALID_PARAMS,
+                f"invalid argument k: an integer from 1 to {SEARCH_K_MAX} is required",
+                data={"field": "k"},
+            )
+        extra = sorted(set(args) - {"query", "k"})
+        if extra:
+            raise MCPError(
+                types.INVALID_PARAMS,
+                f"invalid argument {extra[0]}: tool_search takes only query and k",
+                data={"field": extra[0]},
+            )
         found = await self.pipeline.search(p, query, k)
         names = {t.name for t in found}
         if names:
-            ckey = _client_context(ctx, p)
-            unlocked = self._unlocked.setdefault(ckey, set())
-            self._unlocked.move_to_end(ckey)
-            while len(self._unlocked) > _MAX_CONTEXTS:
-                self._unlocked.popitem(last=False)
-            if not names <= unlocked:
-                unlocked |= names
+            try:
+                new = await self.unlocks.add(_client_context(ctx, p), _owner(p), p.profile, names)
+            except (asyncpg.PostgresError, OSError) as e:
+                raise MCPError(types.INTERNAL_ERROR, "tool_search could not record what it found; try again") from e
+            if new:
                 with contextlib.suppress(Exception):
                     await ctx.session.send_tool_list_changed()
         payload = [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in found]
@@ -258,6 +309,10 @@ class McpEndpoint:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _owner(p: Principal) -> str:
+    return f"{p.kind}:{p.id}"
 
 
 def _client_context(ctx: ServerRequestContext[Any, Any], p: Principal) -> str:

@@ -148,12 +148,16 @@ class CallPipeline(ConsentFlow):
         self._consent_failed: dict[tuple[str, str], str] = {}
         self.consent_wait_s = consent_wait_s
         self.max_consents = 10
+        # called on every registry event (after the caches are dropped)
+        self.registry_listeners: list[Callable[[], None]] = []
 
     # -- cache invalidation (events from every replica of every service) -----------------
     def on_registry_event(self) -> None:
         self._resolved.drop()
         self._visible.drop()
         self.approvals.registry_changed()  # held calls check their authority again
+        for listener in self.registry_listeners:  # sessions are told when their list changed
+            listener()
 
     async def on_connector_event(
         self,
@@ -178,8 +182,8 @@ class CallPipeline(ConsentFlow):
             await self.pool.close_connector(connector)
 
     # -- registry ------------------------------------------------------------------------
-    async def visible_tools(self, profile: str) -> list[ToolView]:
-        hit = self._visible.get(profile)
+    async def visible_tools(self, profile: str, *, fresh: bool = False) -> list[ToolView]:
+        hit = None if fresh else self._visible.get(profile)
         if hit is not None:
             return hit  # type: ignore[no-any-return]
         vis = await self.bus.request(REGISTRY_VISIBLE, VisibleRequest(profile=profile))
@@ -193,6 +197,11 @@ class CallPipeline(ConsentFlow):
             return hit  # type: ignore[no-any-return]
         resolved = await self.bus.request(REGISTRY_RESOLVE, ResolveRequest(profile=profile, tool=tool))
         self._resolved.put(key, resolved)
+        return resolved
+
+    async def resolve_fresh(self, profile: str, tool: str) -> ResolvedTool:
+        resolved = await self.bus.request(REGISTRY_RESOLVE, ResolveRequest(profile=profile, tool=tool))
+        self._resolved.put((profile, tool), resolved)
         return resolved
 
     async def still_allowed(self, profile: str, tool: str) -> str | None:
@@ -444,16 +453,22 @@ class CallPipeline(ConsentFlow):
         return UpstreamTools(
             connector_id=cred.connector_id,
             next_cursor=next_cursor,
-            tools=[
-                UpstreamTool(
-                    name=t.name,
-                    description=t.description,
-                    input_schema=t.input_schema,
-                    annotations=t.annotations.model_dump(by_alias=True, exclude_none=True) if t.annotations else None,
-                )
-                for t in tools
-            ],
+            tools=[_upstream_tool(t) for t in tools],
         )
+
+
+def _upstream_tool(t: Any) -> UpstreamTool:
+    """An upstream's tool as the registry keeps it: everything it declared an agent may see."""
+    return UpstreamTool(
+        name=t.name,
+        description=t.description,
+        input_schema=t.input_schema,
+        annotations=t.annotations.model_dump(by_alias=True, exclude_none=True) if t.annotations else None,
+        title=t.title,
+        output_schema=t.output_schema,
+        icons=[i.model_dump(by_alias=True, mode="json", exclude_none=True) for i in t.icons] if t.icons else None,
+        meta=dict(t.meta) if t.meta else None,
+    )
 
 
 def _same_connector(tool: ResolvedTool, cred: Credential) -> None:

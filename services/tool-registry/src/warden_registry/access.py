@@ -28,7 +28,7 @@ from typing import Any
 
 from warden_common.contracts import ProfileConnector, ProfileConnectors, ResolvedTool, ToolView, VisibleTools
 
-from warden_registry.catalog import check_schema, is_pattern, valid_mcp_name
+from warden_registry.catalog import check_schema, classify, is_pattern, valid_mcp_name
 from warden_registry.errors import Forbidden, NotFound
 from warden_registry.searching import SearchDoc
 
@@ -43,11 +43,18 @@ TOOL_SEARCH = ToolView(
     input_schema={
         "type": "object",
         "properties": {
-            "query": {"type": "string", "description": "what you want to do, in a few words"},
+            "query": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 1000,
+                "description": "what you want to do, in a few words",
+            },
             "k": {"type": "integer", "minimum": 1, "maximum": 20, "default": 5, "description": "how many tools"},
         },
         "required": ["query"],
+        "additionalProperties": False,
     },
+    annotations={"readOnlyHint": True, "openWorldHint": False},
 )
 
 
@@ -74,16 +81,25 @@ class Entry:
     missing: bool
     pin: str  # the hash of the name, description and schema served
     connector_id: str | None = None  # the connector it was registered against
+    title: str | None = None
+    output_schema: dict[str, Any] | None = None
+    icons: list[dict[str, Any]] | None = None
+    meta: dict[str, Any] | None = None
+    local_name: str | None = None  # the admin's name for it (the upstream's is not MCP's)
+    # the fact the registry would give it from its listing: the admin changed it when it differs
+    classified: str = "write"
 
     @classmethod
     def from_row(cls, r: Mapping[str, Any]) -> Entry:
         desc, schema, ann, valid = r["description"], r["input_schema"], r["annotations"], r["schema_valid"]
+        meta = {k: r.get(k) for k in ("title", "output_schema", "icons", "meta")}
         pin = r["pin_hash"]
         drift = r["drift"]
         if drift and not r["held"]:
             desc, schema, ann = drift["description"], drift["input_schema"], drift.get("annotations")
             valid = check_schema(schema)
             pin = drift.get("pin_hash", pin)
+            meta = {k: drift.get(k, v) for k, v in meta.items()}
         return cls(
             name=r["name"],
             connector=r["connector"],
@@ -103,18 +119,45 @@ class Entry:
             missing=r["missing"],
             pin=pin,
             connector_id=r.get("connector_id"),
+            local_name=r.get("local_name"),
+            classified=classify(r["upstream_name"], desc, ann),
+            **meta,
         )
 
     @property
     def usable(self) -> bool:
         return self.enabled and not self.held and not self.missing
 
+    @property
+    def tool(self) -> str:
+        """The tool's own name (after the alias): the admin's, else the upstream's."""
+        return self.local_name or self.upstream_name
+
+    def shown_annotations(self) -> dict[str, Any] | None:
+        """The upstream's annotations, with the registry's fact in readOnlyHint/destructiveHint
+        when an admin changed it (a read-only grant follows the fact, so must the agent)."""
+        if self.operation == self.classified:
+            return self.annotations
+        ann = dict(self.annotations or {})
+        if self.operation == "read":
+            ann["readOnlyHint"] = True
+            ann.pop("destructiveHint", None)  # meaningful only when readOnlyHint is false
+        else:
+            ann["readOnlyHint"] = False
+            if ann.get("destructiveHint") is False and self.classified == "read":
+                ann.pop("destructiveHint")  # an unknown write: MCP's default, destructive
+        return ann
+
     def view(self, name: str | None = None) -> ToolView:
         return ToolView(
             name=name or self.name,
             description=self.description,
             input_schema=self.input_schema,
-            annotations=self.annotations,
+            annotations=self.shown_annotations(),
+            title=self.title,
+            output_schema=self.output_schema,
+            icons=self.icons,
+            meta=self.meta,
         )
 
 
@@ -163,10 +206,10 @@ def shown_names(usable: Iterable[Entry], tool_names: str) -> dict[str, str]:
     full = {e.name for e in entries}
     count: dict[str, int] = {}
     for e in entries:
-        count[e.upstream_name] = count.get(e.upstream_name, 0) + 1
+        count[e.tool] = count.get(e.tool, 0) + 1
     out = {}
     for e in entries:
-        bare = e.upstream_name
+        bare = e.tool
         ok = count[bare] == 1 and bare not in full and bare != TOOL_SEARCH.name and valid_mcp_name(bare)
         out[e.name] = bare if ok else e.name
     return out
@@ -258,7 +301,9 @@ class Snapshot:
 
     def resolve(self, profile: str, name: str) -> ResolvedTool:
         if profile in self.naming and (registered := self.cut(profile).registered.get(name)) is not None:
-            return self._resolve(profile, registered).model_copy(update={"name": name, "registered_name": registered})
+            r = self._resolve(profile, registered)
+            view = self.tools[registered].view(name)
+            return r.model_copy(update={"name": name, "registered_name": registered, "view": view})
         return self._resolve(profile, name)
 
     def _resolve(self, profile: str, name: str) -> ResolvedTool:
@@ -287,6 +332,7 @@ class Snapshot:
             deferred=e.deferred,
             schema_valid=e.schema_valid,
             connector_id=e.connector_id,
+            view=e.view(),
         )
 
 

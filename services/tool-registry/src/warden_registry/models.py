@@ -51,18 +51,30 @@ class _Strict(BaseModel):
 
 class DiscoveredTool(BaseModel):
     name: str = Field(description="the upstream tool name")
+    title: str | None = None
     description: str = Field(description="cleaned and capped, as an agent would see it")
     input_schema: dict[str, Any]
     annotations: dict[str, Any] | None
     operation: Operation = Field(description="pre-classified fact: annotations first, then the name")
     suggested_name: str = Field(description="the name it would be registered under")
     name_valid: bool = Field(description="whether suggested_name is within MCP's tool-name rules")
+    suggested_local_name: str | None = Field(
+        default=None, description="when the name is not valid: a local_name to register it under"
+    )
     registered: bool
     schema_valid: bool
 
 
 class ToolSelection(_Strict):
-    name: str = Field(min_length=1, max_length=128, description="the upstream tool name")
+    name: str = Field(min_length=1, max_length=1000, description="the upstream tool name")
+    local_name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,128}$",
+        description=(
+            "the tool's own name in Warden, for an upstream name MCP does not allow (`PDF&URLTool`):"
+            " registered as `<alias>__<local_name>`, and called upstream by its upstream name"
+        ),
+    )
     operation: Operation | None = Field(default=None, description="override the pre-classified fact")
     auto_approve: bool | None = Field(default=None, description="default: the connector's default (on)")
     approver: Approver | None = Field(default=None, description=_APPROVER_DOC)
@@ -125,9 +137,14 @@ class ToolOut(BaseModel):
     connector: str
     alias: str
     upstream_name: str
+    local_name: str | None = Field(default=None, description="the admin's name for it (None: the upstream's)")
+    title: str | None = None
     description: str
     input_schema: dict[str, Any]
+    output_schema: dict[str, Any] | None = None
     annotations: dict[str, Any] | None
+    icons: list[dict[str, Any]] | None = None
+    meta: dict[str, Any] | None = None
     operation: Operation
     auto_approve: bool
     approver: Approver | None = Field(default=None, description="this tool's own; None: the connector's default")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -53,6 +54,18 @@ _MAX_PAGES = 1000
 _OWN_EVENTS = 100_000
 _PER_TOOL_EVENTS = 100
 _EVENT_BATCH = 200
+
+
+_METADATA = ("title", "output_schema", "icons", "meta")
+
+
+def _metadata(u: UpstreamTool) -> dict[str, Any]:
+    return {k: getattr(u, k) for k in _METADATA}
+
+
+def _suggest(upstream: str) -> str:
+    """A local name within MCP's rules for an upstream name outside them (`PDF&URLTool` -> `PDF_URLTool`)."""
+    return re.sub(r"_+", "_", re.sub(r"[^A-Za-z0-9_.-]", "_", upstream)).strip("_")[:100] or "tool"
 
 
 def _by_name(listing: Sequence[UpstreamTool]) -> tuple[dict[str, UpstreamTool], list[str]]:
@@ -229,15 +242,18 @@ class Registry(Curation, Removal):
         out = []
         for u in listing.values():
             suggested = tool_name(alias, u.name)
+            valid = valid_mcp_name(suggested)
             out.append(
                 DiscoveredTool(
                     name=u.name,
+                    title=u.title,
+                    suggested_local_name=None if valid else _suggest(u.name),
                     description=clean_description(u.description, self.description_cap),
                     input_schema=u.input_schema,
                     annotations=u.annotations,
                     operation=classify(u.name, u.description, u.annotations),
                     suggested_name=suggested,
-                    name_valid=valid_mcp_name(suggested),
+                    name_valid=valid,
                     registered=u.name in mine,
                     schema_valid=check_schema(u.input_schema),
                 )
@@ -276,10 +292,16 @@ class Registry(Curation, Removal):
             chosen = [(listing[s.name], s) for s in body.tools]
 
         rows: list[tuple[Any, ...]] = []
+        local_names = [s.local_name for s in body.tools or () if s.local_name]
+        if len(set(local_names)) != len(local_names):
+            raise BadInput("two tools were given the same local_name")
         for u, sel in chosen:
-            name = tool_name(alias, u.name)
+            local = sel.local_name if sel is not None and sel.local_name else None
+            name = tool_name(alias, local or u.name)
             if not valid_mcp_name(name):
                 why = f"{name!r} is not a valid MCP tool name (1-128 characters of A-Z a-z 0-9 _ . -)"
+                if local is None:
+                    why += f"; register it with a local_name of those characters (for example {_suggest(u.name)!r})"
                 if sel is None:
                     skipped.append(Skipped(name=u.name, reason=why))
                     continue
@@ -305,6 +327,11 @@ class Registry(Curation, Removal):
                     actor,
                     connector_id,
                     sel.approver if sel is not None else None,
+                    u.title,
+                    u.output_schema,
+                    u.icons,
+                    u.meta,
+                    local,
                 )
             )
         names = [r[0] for r in rows]
@@ -342,6 +369,7 @@ class Registry(Curation, Removal):
                         "auto_approve": r[8],
                         "deferred": r[9],
                         "schema_valid": r[11],
+                        **({"local_name": r[-1]} if r[-1] else {}),
                     },
                 )
                 for r in rows
@@ -400,10 +428,13 @@ class Registry(Curation, Removal):
         fields: dict[str, Any] = {"missing": False} if r["missing"] else {}
         desc = clean_description(u.description, self.description_cap)
         h = pin_hash(u.name, desc, u.input_schema)
+        meta = _metadata(u)
         if h == r["pin_hash"]:
             if r["drift"] is not None:
                 out.restored.append(r["name"])
                 fields |= {"drift": None, "held": False}
+            # title, output schema, icons and _meta are not pinned: kept as the upstream has them now
+            fields |= {k: v for k, v in meta.items() if r[k] != v}
         elif r["drift"] is None or r["drift"].get("pin_hash") != h:
             out.drifted.append(r["name"])
             fields |= {
@@ -411,6 +442,7 @@ class Registry(Curation, Removal):
                     "description": desc,
                     "input_schema": u.input_schema,
                     "annotations": u.annotations,
+                    **meta,
                     "pin_hash": h,
                     "description_changed": desc != r["description"],
                     "schema_changed": u.input_schema != r["input_schema"],
@@ -433,6 +465,7 @@ class Registry(Curation, Removal):
                 "description": d["description"],
                 "input_schema": d["input_schema"],
                 "annotations": d.get("annotations"),
+                **{k: d[k] for k in _METADATA if k in d},
                 "pin_hash": d["pin_hash"],
                 "schema_valid": check_schema(d["input_schema"]),
                 "drift": None,

@@ -17,7 +17,7 @@ __all__ = ["INSERT_COLUMNS", "Store"]
 _TOOL_COLUMNS = (
     "name, connector, alias, upstream_name, description, input_schema, annotations, operation, auto_approve,"
     " deferred, favorite, enabled, schema_valid, pin_hash, held, missing, drift, registered_by, created_at,"
-    " updated_at, connector_id, approver"
+    " updated_at, connector_id, approver, title, output_schema, icons, meta, local_name"
 )
 INSERT_COLUMNS = (
     "name",
@@ -36,6 +36,11 @@ INSERT_COLUMNS = (
     "registered_by",
     "connector_id",
     "approver",
+    "title",
+    "output_schema",
+    "icons",
+    "meta",
+    "local_name",
 )
 _UPDATABLE = {
     "operation",
@@ -52,6 +57,10 @@ _UPDATABLE = {
     "missing",
     "drift",
     "approver",
+    "title",
+    "output_schema",
+    "icons",
+    "meta",
 }
 _CONNECTOR_FIELDS = {"alias", "auto_approve_default", "cache_enabled", "refreshed_at", "approver_default"}
 _INSERT_BATCH = 1000

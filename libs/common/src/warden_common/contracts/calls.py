@@ -105,6 +105,10 @@ class UpstreamTool(Message):
     description: str | None = None
     input_schema: dict[str, Any] = Field(default_factory=dict)
     annotations: dict[str, Any] | None = None
+    title: str | None = None
+    output_schema: dict[str, Any] | None = None
+    icons: list[dict[str, Any]] | None = None
+    meta: dict[str, Any] | None = None  # the upstream's `_meta`
 
 
 class UpstreamTools(Message):

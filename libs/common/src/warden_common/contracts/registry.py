@@ -40,12 +40,17 @@ PROFILE_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
 
 class ToolView(Message):
-    """A tool as an agent sees it."""
+    """A tool as an agent sees it: the upstream's declaration (annotations with the registry's
+    read/write fact reflected in readOnlyHint/destructiveHint when an admin changed it)."""
 
     name: str
     description: str = ""
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     annotations: dict[str, Any] | None = None
+    title: str | None = None
+    output_schema: dict[str, Any] | None = None
+    icons: list[dict[str, Any]] | None = None
+    meta: dict[str, Any] | None = None  # the upstream's `_meta`
 
 
 class VisibleRequest(Message):
@@ -79,6 +84,8 @@ class ResolvedTool(Message):
     # the id of the connector the tool was registered against (None: registered before ids
     # were recorded); the proxy refuses the call when the connector's credential has another
     connector_id: str | None = Field(default=None, max_length=64)
+    # the tool as tools/list shows it (metadata included); None from an older registry
+    view: ToolView | None = None
 
 
 class SearchRequest(Message):
