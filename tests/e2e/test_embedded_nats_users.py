@@ -97,7 +97,7 @@ async def test_the_embedded_stack_runs_under_per_user_inboxes_and_nobody_overhea
             admin = {"Authorization": f"Bearer {stack.admin_token}"}
             async with httpx.AsyncClient(timeout=30, headers=admin) as http:
                 r = await http.delete(f"{stack.urls['connectors']}/v1/connectors/demo")
-                assert r.status_code == 204, r.text
+                assert r.status_code == 200 and r.json()["removed"] == "demo", r.text
                 async with asyncio.timeout(30):
                     while (await http.get(f"{stack.urls['registry']}/v1/tools", params={"connector": "demo"})).json():
                         await asyncio.sleep(0.1)

@@ -7,7 +7,7 @@ Which codes a route answers follows from what it is (`tests/e2e/test_openapi_con
 checks the documents against the running services with schemathesis):
 400 when it takes parameters or a body; 401 and 403 when it wants a bearer token; 404 when
 its path names something; 409 when it changes state; 413 where a body has a size limit;
-500, 503 and 504 everywhere a dependency (NATS, Postgres, an upstream) is involved.
+500, 502, 503 and 504 everywhere a dependency (NATS, Postgres, an upstream) is involved.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ _WORDS = {
     409: "conflicts with the current state",
     413: "too large",
     500: "internal error (the message carries the trace id)",
+    502: "an upstream MCP server answered badly or not at all (`upstream_error`)",
     503: "a dependency is unavailable; retry later",
     504: "a dependency did not answer in time",
 }
@@ -87,7 +88,7 @@ def document_errors(
                 responses = op.setdefault("responses", {})
                 responses.pop("422", None)
                 params = op.get("parameters", [])
-                codes = {500, 503, 504}
+                codes = {500, 502, 503, 504}
                 if params or "requestBody" in op:
                     codes.add(400)
                 if any(p.get("in") == "path" for p in params):
