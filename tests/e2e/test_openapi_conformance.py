@@ -6,6 +6,7 @@ carry Warden's error model (400, not 422 HTTPValidationError) and the bearer sch
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -33,6 +34,24 @@ async def test_the_document_has_the_error_model_and_the_security_scheme(stack: S
             assert op["security"] == [{"bearer": []}] and {"401", "403"} <= set(op["responses"]), path
         if "{" in path:
             assert "404" in op["responses"], path
+
+
+@pytest.mark.parametrize("service", SERVICES)
+async def test_docs_load_nothing_from_another_origin(stack: Stack, service: str) -> None:
+    """`/docs` works without a CDN (issue 14): the page names only this service's own paths,
+    and each script, style sheet and icon it names is served."""
+    base = stack.urls[service]
+    async with httpx.AsyncClient(timeout=30) as http:
+        page = await http.get(f"{base}/docs")
+        assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+        assert not re.search(r"(https?:)?//", page.text.replace("window.location.origin", "")), page.text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert {a.rsplit(".", 1)[-1] for a in assets} >= {"js", "css"}
+        for asset in assets:
+            assert asset.startswith("/docs/static/"), asset
+            got = await http.get(f"{base}{asset}")
+            assert got.status_code == 200 and got.content, asset
+        assert (await http.get(f"{base}/redoc")).status_code == 404  # ReDoc has no offline bundle
 
 
 @pytest.mark.skipif(

@@ -69,6 +69,24 @@ def nats_config(
         raise typer.BadParameter(str(e)) from None
 
 
+@app.command("asyncapi")
+def asyncapi(
+    out: Path = typer.Option(Path("docs/asyncapi.json"), "--out", "-o", help="where to write it; - for stdout"),
+    root: str = typer.Option("warden", help="subject root the services run with"),
+) -> None:
+    """Write the AsyncAPI 3.0 document of Warden's NATS subjects and messages, generated from
+    warden_common.contracts (docs/asyncapi.json carries it; a test fails when it is stale)."""
+    from warden_common.asyncapi import render
+
+    text = render(root)
+    if str(out) == "-":
+        typer.echo(text, nl=False)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {out}")
+
+
 # Each service ships its own admin commands; mount the ones that are installed.
 for module, attr, name in (
     ("warden_connectors.cli", "app", "connectors"),

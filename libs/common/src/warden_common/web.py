@@ -30,6 +30,7 @@ __all__ = [
     "admin_guard",
     "parse_admin_tokens",
     "install_error_handlers",
+    "offline_docs",
     "ops_router",
     "serve_http",
 ]
@@ -150,6 +151,7 @@ def install_error_handlers(app: FastAPI, openapi_extra: dict[tuple[str, str], li
     its trace id). The OpenAPI document says so (`warden_common.openapi`)."""
     app.add_middleware(_TraceContext)
     document_errors(app, extra=openapi_extra)
+    offline_docs(app)
 
     @app.exception_handler(WardenError)
     async def _warden(_: Request, e: WardenError) -> JSONResponse:
@@ -180,6 +182,48 @@ def install_error_handlers(app: FastAPI, openapi_extra: dict[tuple[str, str], li
         log.error("unhandled error", exc_info=e)
         msg = f"internal error; trace id {current_trace_id() or '-'}"
         return JSONResponse({"error": {"code": "internal", "message": msg}}, status_code=500)
+
+
+DOCS_STATIC = "/docs/static"
+
+
+def offline_docs(app: FastAPI) -> None:
+    """`/docs` without a CDN: FastAPI's Swagger UI page loads its script, CSS and favicon from
+    jsdelivr and tiangolo.com, which an air-gapped operator cannot reach.
+    This replaces it with the same page whose assets come from this service, out of the
+    `swagger-ui-bundle` package, under `/docs/static/`. ReDoc (CDN-only) is dropped.
+    An app built with `docs_url=None` (the console) keeps no docs."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.routing import APIRoute
+    from starlette.routing import Route
+    from starlette.staticfiles import StaticFiles
+    from swagger_ui_bundle import swagger_ui_path
+
+    docs_url, redoc_url = app.docs_url, app.redoc_url
+    drop = {u for u in (docs_url, redoc_url) if u}
+    app.router.routes[:] = [r for r in app.router.routes if not (isinstance(r, (Route, APIRoute)) and r.path in drop)]
+    app.docs_url = app.redoc_url = None
+    if not docs_url or not app.openapi_url:
+        return
+    openapi_url, oauth2_redirect = app.openapi_url, app.swagger_ui_oauth2_redirect_url
+    title = f"{app.title} - API"
+
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(
+            openapi_url=root + openapi_url,
+            title=title,
+            swagger_js_url=f"{root}{DOCS_STATIC}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{DOCS_STATIC}/swagger-ui.css",
+            swagger_favicon_url=f"{root}{DOCS_STATIC}/favicon-32x32.png",
+            oauth2_redirect_url=root + oauth2_redirect if oauth2_redirect else None,
+            init_oauth=app.swagger_ui_init_oauth,
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
+
+    app.add_route(docs_url, docs, include_in_schema=False)
+    app.mount(DOCS_STATIC, StaticFiles(directory=str(swagger_ui_path)), name="swagger-ui")
 
 
 def serve_http(app: FastAPI, http: HttpSettings, service: str) -> None:
