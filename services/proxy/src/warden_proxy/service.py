@@ -425,7 +425,7 @@ class CallPipeline(ConsentFlow):
                 # the credential may have been rotated or revoked: one fresh credential, one retry
                 cred = await self.credential(tool.connector, user, force=True, jwe=principal.jwe)
                 _same_connector(tool, cred)
-                await self.pool.close_connector(tool.connector)
+                await self.pool.close_credential(cred, user)  # this user's session only
                 result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments, progress)
         except UpstreamUnauthorized:
             UPSTREAM_ERRORS.labels(connector_label(tool.connector), "unauthorized").inc()
