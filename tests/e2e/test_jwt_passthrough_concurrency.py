@@ -109,3 +109,56 @@ async def test_twenty_users_with_their_own_site_tokens_all_get_answers_over_mcp_
         for how in (over_http, over_mcp):
             answers = await asyncio.gather(*(how(u) for u in users), return_exceptions=True)
             assert answers == users, f"{how.__name__}: {answers}"
+
+
+async def test_the_admin_discovers_and_registers_a_passthrough_connector_with_a_site_token(stack: Stack) -> None:
+    """Issue 16, item 10f: discovery and registration of a jwt_passthrough connector take a site
+    token (X-Warden-JWE) the admin supplies; RSA-OAEP is accepted; a wrong algorithm is named."""
+    import base64
+    import json
+    import secrets
+
+    async with whoami_upstream() as url, admin_client(stack) as admin:
+        c = "c" + secrets.token_hex(4)
+        view = await admin.req(
+            "POST",
+            "connectors",
+            "/v1/connectors",
+            json={
+                "name": c,
+                "url": url,
+                "auth": {
+                    "type": "jwt_passthrough",
+                    "audience": "warden-test",
+                    "site_public_jwk": SITE.as_dict(private=False),
+                    "headers": {"Authorization": "Bearer %{jwt_token}"},
+                },
+            },
+        )
+        warden_jwk = view["auth_config"]["warden_public_jwk"]
+        path = f"/v1/connectors/{c}"
+        r = await admin.http.post(f"{stack.urls['registry']}{path}/discover")
+        assert r.status_code == 401 and "X-Warden-JWE" in r.text, r.text
+
+        token = site_token(SITE, warden_jwk, "admin-alice", alg="RSA-OAEP")  # what the seed's sites use
+        found = await admin.req("POST", "registry", f"{path}/discover", headers={"X-Warden-JWE": token})
+        assert [t["name"] for t in found["tools"]] == ["whoami"]
+        out = await admin.req("POST", "registry", f"{path}/tools", json={}, headers={"X-Warden-JWE": token})
+        assert out["registered"] == [f"{c}__whoami"]
+        assert token not in "".join(admin.responses)
+
+        # a token with an algorithm the connector does not take: the algorithm is named
+        header = base64.urlsafe_b64encode(json.dumps({"alg": "ECDH-ES", "enc": "A256GCM"}).encode()).rstrip(b"=")
+        wrong = header.decode() + token[token.index(".") :]
+        r = await admin.http.post(f"{stack.urls['registry']}{path}/discover", headers={"X-Warden-JWE": wrong})
+        assert r.status_code == 401 and "ECDH-ES" in r.text and "RSA-OAEP" in r.text, r.text
+
+        # and agents' calls work with RSA-OAEP tokens too
+        key = await admin.key(await admin.profile([f"{c}__*"]))
+        async with httpx.AsyncClient(timeout=60) as h:
+            called = await h.post(
+                f"{stack.urls['proxy']}/v1/tools/{c}__whoami/call",
+                json={"arguments": {}},
+                headers={"Authorization": f"Bearer {key}", "X-Warden-JWE": token},
+            )
+        assert called.status_code == 200 and called.json()["content"][0]["text"] == "admin-alice", called.text

@@ -441,7 +441,7 @@ class CallPipeline(ConsentFlow):
 
     # -- discovery for the registry ------------------------------------------------------
     async def list_upstream(self, req: ListUpstreamTools) -> UpstreamTools:
-        cred = await self.credential(req.connector, req.user, purpose="discovery")
+        cred = await self.credential(req.connector, req.user, purpose="discovery", jwe=req.jwe)
         # page through the upstream until `page_size` tools (all of them when it is not set)
         tools: list[Any] = []
         next_cursor = req.cursor
