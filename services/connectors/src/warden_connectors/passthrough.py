@@ -1,6 +1,8 @@
 """jwt_passthrough: open the embedding site's JWE and check the JWT inside.
 
-JWE: RSA-OAEP-256 key wrap + A256GCM content encryption, to this connector's public key.
+JWE: RSA-OAEP-256 (or RSA-OAEP, which embedding sites often use) key wrap + A256GCM
+content encryption, to this connector's public key. A token with another algorithm is
+refused naming the algorithm, not the key.
 JWT: RS256, signed by the site; `exp` and `aud` required (and `iss` when configured).
 Any failure raises `PassthroughRefused` with a reason a person can act on; the token
 itself never appears in an error.
@@ -8,6 +10,8 @@ itself never appears in an error.
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
 from joserfc import jwe, jwt
@@ -19,7 +23,9 @@ from warden_common.errors import Unauthorized
 
 __all__ = ["PassthroughRefused", "new_keypair", "open_passthrough", "render_headers"]
 
-_JWE = JWERegistry(algorithms=["RSA-OAEP-256", "A256GCM"])
+_KEY_WRAP = ("RSA-OAEP-256", "RSA-OAEP")
+_ENC = ("A256GCM",)
+_JWE = JWERegistry(algorithms=[*_KEY_WRAP, *_ENC])
 
 
 class PassthroughRefused(Unauthorized):
@@ -38,6 +44,7 @@ def open_passthrough(
     token: str, *, private_pem: str, site_jwk: dict[str, Any], audience: str, issuer: str | None
 ) -> tuple[str, dict[str, Any]]:
     """Return (the inner JWT, its claims) or raise PassthroughRefused."""
+    _check_algorithms(token)
     try:
         inner = jwe.decrypt_compact(token, RSAKey.import_key(private_pem), registry=_JWE).plaintext
     except (JoseError, ValueError):
@@ -56,6 +63,32 @@ def open_passthrough(
     except JoseError as e:
         raise PassthroughRefused(f"the site token was refused: {e.error}") from None
     return inner.decode(), dict(decoded.claims)
+
+
+def _check_algorithms(token: str) -> None:
+    """Refuse a token whose protected header names an algorithm this connector does not take,
+    saying so (instead of a decryption failure that blames the key)."""
+    parts = token.split(".")
+    if len(parts) != 5:
+        raise PassthroughRefused("the site token is not a compact JWE (five dot-separated parts)")
+    try:
+        raw = parts[0] + "=" * (-len(parts[0]) % 4)
+        header = json.loads(base64.urlsafe_b64decode(raw))
+    except (ValueError, TypeError):
+        raise PassthroughRefused("the site token's JWE header is not base64url JSON") from None
+    if not isinstance(header, dict):
+        raise PassthroughRefused("the site token's JWE header is not a JSON object")
+    alg, enc = header.get("alg"), header.get("enc")
+    if alg not in _KEY_WRAP:
+        shown = alg[:40] if isinstance(alg, str) and alg.isprintable() else "none"
+        raise PassthroughRefused(
+            f"the site token's key wrap algorithm {shown!r} is not accepted; use {' or '.join(_KEY_WRAP)}"
+        )
+    if enc not in _ENC:
+        shown = enc[:40] if isinstance(enc, str) and enc.isprintable() else "none"
+        raise PassthroughRefused(
+            f"the site token's content encryption {shown!r} is not accepted; use {' or '.join(_ENC)}"
+        )
 
 
 def render_headers(templates: dict[str, str], token: str) -> dict[str, str]:

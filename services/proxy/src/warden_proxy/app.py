@@ -97,6 +97,8 @@ def create_app(settings: Settings) -> FastAPI:
         allow_insecure=settings.allow_insecure_upstreams,
         on_tools_changed=tools_changed,
         max_result_items=settings.max_result_items,
+        max_sessions=settings.upstream_sessions,
+        idle_s=settings.upstream_idle_s,
     )
     holder: dict[str, Any] = {}
 

@@ -170,7 +170,7 @@ class Federation:
             return await pool.request(cred, p.user, method, params)
         except UpstreamUnauthorized:
             cred = await self.pipeline.credential(connector, p.user, force=True, jwe=p.jwe)
-            await pool.close_connector(connector)
+            await pool.close_credential(cred, p.user)  # this user's session only
             return await pool.request(cred, p.user, method, params)
 
     async def _list_all(self, p: Principal, connector: str, method: str, key: str) -> list[dict[str, Any]]:

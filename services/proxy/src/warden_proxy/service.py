@@ -425,7 +425,7 @@ class CallPipeline(ConsentFlow):
                 # the credential may have been rotated or revoked: one fresh credential, one retry
                 cred = await self.credential(tool.connector, user, force=True, jwe=principal.jwe)
                 _same_connector(tool, cred)
-                await self.pool.close_connector(tool.connector)
+                await self.pool.close_credential(cred, user)  # this user's session only
                 result = await self.pool.call_tool(cred, user, tool.upstream_name, arguments, progress)
         except UpstreamUnauthorized:
             UPSTREAM_ERRORS.labels(connector_label(tool.connector), "unauthorized").inc()
@@ -441,7 +441,7 @@ class CallPipeline(ConsentFlow):
 
     # -- discovery for the registry ------------------------------------------------------
     async def list_upstream(self, req: ListUpstreamTools) -> UpstreamTools:
-        cred = await self.credential(req.connector, req.user, purpose="discovery")
+        cred = await self.credential(req.connector, req.user, purpose="discovery", jwe=req.jwe)
         # page through the upstream until `page_size` tools (all of them when it is not set)
         tools: list[Any] = []
         next_cursor = req.cursor

@@ -50,6 +50,11 @@ class Settings(ServiceSettings):
     # resource's contents, ...) is refused before it is built: an isError result on MCP, 502
     # over HTTP, upstream_error over NATS, audited as call.failed
     max_result_items: int = Field(default=10_000, ge=1, le=1_000_000)
+    # upstream sessions kept open per connector (one per user, and per end user a
+    # jwt_passthrough token vouches for; least recently used closed first, after draining)
+    upstream_sessions: int = Field(default=100, ge=1, le=10_000)
+    # an upstream session unused for this long is closed
+    upstream_idle_s: float = Field(default=300.0, gt=0, le=86_400)
     # Host header values the MCP endpoint accepts (DNS-rebinding guard); empty = any
     allowed_hosts: list[str] = Field(default_factory=list)
     # optional: callers with a bearer JWT from this issuer (an enterprise IdP) besides agent keys

@@ -1,9 +1,14 @@
 """The single egress to upstream MCP servers: guarded URLs, pooled sessions, timeouts.
 
-One session per (connector, user), opened lazily with the credential's headers and
-kept while its connector's config version and credential stay the same. A session
-lives in its own task (the SDK's transports are task-scoped context managers); calls
-from any task go through it. Closing a connector's sessions is immediate.
+One session per (connector, user, subject) -- `subject`: the end user a jwt_passthrough
+credential vouches for, so users who share one agent key each get theirs -- opened lazily
+with the credential's headers and kept while its connector's config version and credential
+stay the same. A new credential for the same group opens a new session and retires the old
+one, which is closed once its in-flight calls have answered (never under them). At most
+`max_sessions` sessions per connector (least recently used closed first, after draining);
+a session idle for `idle_s` is closed. A session lives in its own task (the SDK's
+transports are task-scoped context managers); calls from any task go through it. Closing a
+connector's sessions is immediate.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,7 +104,7 @@ def _translate(connector: str, exc: BaseException) -> UpstreamError:
     return UpstreamError(f"upstream {connector} is unreachable ({type(exc).__name__}); check that the server is up")
 
 
-@dataclass
+@dataclass(eq=False)  # identity: sessions are kept in sets
 class _Session:
     digest: str
     connector: str
@@ -110,6 +116,10 @@ class _Session:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     error: BaseException | None = None
     task: asyncio.Task[None] | None = None
+    group: tuple[str, str, str] = ("", "", "")  # (connector, user, subject)
+    inflight: int = 0  # requests sent on it and not yet answered
+    last_used: float = field(default_factory=time.monotonic)
+    retired: bool = False  # replaced or evicted: closed when its last request answers
 
     @property
     def open(self) -> bool:
@@ -146,15 +156,23 @@ class UpstreamPool:
         on_tools_changed: Callable[[str], Awaitable[None]] | None = None,
         max_result_items: int | None = None,
         egress: Egress | None = None,
+        max_sessions: int = 100,
+        idle_s: float = 300.0,
     ) -> None:
         """`max_result_items`: the most items any list of an upstream result may hold (content
-        items of a tool result, contents of a resource, ...); more is refused unbuilt."""
+        items of a tool result, contents of a resource, ...); more is refused unbuilt.
+        `max_sessions`: the most sessions kept open per connector; `idle_s`: how long an unused
+        session stays open."""
         self.allow_insecure = allow_insecure
         self.max_result_items = max_result_items
+        self.max_sessions = max_sessions
+        self.idle_s = idle_s
         # every upstream connection, of every transport, goes through this one seam
         self.egress = egress or Egress.for_setting(allow_insecure)
-        self._sessions: dict[tuple[str, str], _Session] = {}
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        # the current session of each (connector, user, subject); retired ones drain apart
+        self._sessions: dict[tuple[str, str, str], _Session] = {}
+        self._retired: set[_Session] = set()
+        self._locks: dict[tuple[str, str, str], asyncio.Lock] = {}
         self._on_tools_changed = on_tools_changed
         # other notifications an upstream sends outside any request (resources/updated, ...):
         # (connector, user, message); set by whoever fans them out to agents
@@ -233,34 +251,76 @@ class UpstreamPool:
             raise
         s.lean = lean
 
+    @staticmethod
+    def _group(cred: Credential, user: str | None) -> tuple[str, str, str]:
+        return (cred.connector, user or "", cred.subject or "")
+
     async def _session(self, cred: Credential, user: str | None) -> _Session:
-        key = (cred.connector, user or "")
+        """The session for this credential, with one request counted in flight on it (the
+        caller's: it must decrement `inflight` when its request has answered)."""
+        key = self._group(cred, user)
         s = self._sessions.get(key)
         if s is not None and s.cred is cred and s.open:
+            s.inflight += 1
             return s  # the very credential (cached, immutable) the session was opened or last checked with
         digest = credential_digest(cred)
         if s is not None and s.digest == digest and s.open:
             s.cred = cred
+            s.inflight += 1
             return s
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             s = self._sessions.get(key)
             if s is not None and s.digest == digest and s.open:
+                s.inflight += 1
                 return s
             if s is not None:
-                await self._close(key)
+                await self._retire(s)  # a new credential: the old session drains, then closes
             self.egress.check_headers(cred.connector, cred.headers)
             await self.egress.check_url(cred.url)
-            s = _Session(digest=digest, connector=cred.connector, user=user or "", cred=cred)
+            s = _Session(digest=digest, connector=cred.connector, user=user or "", cred=cred, group=key)
             await self._open(s, cred)
+            s.inflight = 1  # the caller's request: nobody retires it under that
             self._sessions[key] = s
+            await self._make_room(s)
             return s
+
+    async def _make_room(self, new: _Session) -> None:
+        """Close idle sessions, then retire the least recently used of the connector's beyond
+        the bound (never the one just opened)."""
+        now = time.monotonic()
+        for s in [s for s in self._sessions.values() if s.inflight == 0 and now - s.last_used > self.idle_s]:
+            await self._retire(s)
+        mine = sorted(
+            (s for s in self._sessions.values() if s.connector == new.connector and s is not new),
+            key=lambda s: s.last_used,
+        )
+        for s in mine[: max(0, len(mine) + 1 - self.max_sessions)]:
+            await self._retire(s)
+        self._locks = {k: v for k, v in self._locks.items() if k in self._sessions or v.locked()}
+
+    async def _retire(self, s: _Session) -> None:
+        """Take a session out of the pool; close it now if idle, else when its last request answers."""
+        if self._sessions.get(s.group) is s:
+            del self._sessions[s.group]
+        if s.inflight == 0:
+            self._retired.discard(s)
+            await self._close_session(s)
+        else:
+            s.retired = True
+            self._retired.add(s)
+
+    async def _drop(self, s: _Session) -> None:
+        """A broken session: out of the pool and closed now (its other requests fail too)."""
+        if self._sessions.get(s.group) is s:
+            del self._sessions[s.group]
+        self._retired.discard(s)
+        await self._close_session(s)
 
     async def _rpc(
         self, cred: Credential, user: str | None, method: str, params: dict[str, Any], progress: Any = None
     ) -> dict[str, Any]:
         """One JSON-RPC request on the pooled session; a vanished session is reopened once."""
-        key = (cred.connector, user or "")
         for attempt in (0, 1):
             s = await self._session(cred, user)
             try:
@@ -274,7 +334,7 @@ class UpstreamPool:
             except TimeoutError:
                 raise UpstreamError(f"upstream {cred.connector} did not answer within {cred.timeout_s:g}s") from None
             except UpstreamHttpError as e:
-                await self._close(key)
+                await self._drop(s)
                 if e.status == 404 and attempt == 0:
                     continue  # the upstream forgot our session: open a new one
                 raise _http_error(cred.connector, e) from None
@@ -287,10 +347,16 @@ class UpstreamPool:
             except MCPError as e:
                 raise _translate(cred.connector, e) from None
             except (httpx.HTTPError, httpx2.HTTPError, OSError, ExceptionGroup) as e:
-                await self._close(key)
+                await self._drop(s)
                 if attempt == 0 and isinstance(e, httpx.RemoteProtocolError | httpx.ReadError):
                     continue  # a kept-alive connection the server had closed
                 raise _translate(cred.connector, e) from None
+            finally:
+                s.inflight -= 1
+                s.last_used = time.monotonic()
+                if s.retired and s.inflight == 0 and s in self._retired:
+                    self._retired.discard(s)
+                    await self._close_session(s)
             # the lean client counted before building; the SDK's (legacy SSE) only after
             if self.max_result_items is not None and (n := longest_list(raw)) > self.max_result_items:
                 raise _too_many(cred.connector, n, self.max_result_items)
@@ -358,10 +424,7 @@ class UpstreamPool:
             raise UpstreamError(f"upstream {cred.connector} answered a malformed tool list") from None
         return list(page.tools), page.next_cursor
 
-    async def _close(self, key: tuple[str, str]) -> None:
-        s = self._sessions.pop(key, None)
-        if s is None:
-            return
+    async def _close_session(self, s: _Session) -> None:
         if s.lean is not None:
             lean, s.lean = s.lean, None
             await lean.close()
@@ -372,10 +435,20 @@ class UpstreamPool:
             except (TimeoutError, asyncio.CancelledError, Exception):  # noqa: BLE001 - closing best effort
                 s.task.cancel()
 
+    def sessions(self, connector: str) -> int:
+        """How many sessions this connector has open (draining ones included)."""
+        return sum(1 for s in [*self._sessions.values(), *self._retired] if s.connector == connector)
+
+    async def close_credential(self, cred: Credential, user: str | None) -> None:
+        """Close the session of this credential's (connector, user, subject) now: its upstream
+        refused it. Other users' sessions of the connector are left alone."""
+        if (s := self._sessions.get(self._group(cred, user))) is not None:
+            await self._drop(s)
+
     async def close_connector(self, connector: str) -> None:
-        for key in [k for k in self._sessions if k[0] == connector]:
-            await self._close(key)
+        for s in [s for s in [*self._sessions.values(), *self._retired] if s.connector == connector]:
+            await self._drop(s)
 
     async def close(self) -> None:
-        for key in list(self._sessions):
-            await self._close(key)
+        for s in [*self._sessions.values(), *self._retired]:
+            await self._drop(s)

@@ -8,7 +8,7 @@ dependency aliases are local to `build_router`."""
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from warden_common.contracts import ResolvedTool, SearchResult, VisibleTools
 from warden_common.contracts.registry import PROFILE_PATTERN
 
@@ -38,6 +38,15 @@ __all__ = ["build_router"]
 Connector = Annotated[str, Path(pattern=CONNECTOR_PATTERN, description="the connector's name")]
 Profile = Annotated[str, Path(pattern=PROFILE_PATTERN)]
 ToolName = Annotated[str, Path(min_length=1, max_length=128, description="a registered tool name")]
+# jwt_passthrough connectors: a site token (JWE) the admin supplies so the upstream can be listed
+SiteToken = Annotated[
+    str | None,
+    Header(
+        alias="X-Warden-JWE",
+        max_length=16384,
+        description="for a jwt_passthrough connector: an embedding site's token (JWE) to list the upstream with",
+    ),
+]
 
 
 def _registry(request: Request) -> Registry:
@@ -57,9 +66,10 @@ def build_router(admin: Callable[..., Awaitable[str]]) -> APIRouter:
         actor: Actor,
         reg: Reg,
         alias: Annotated[str | None, Query(pattern=ALIAS_PATTERN)] = None,
+        jwe: SiteToken = None,
     ) -> dict[str, list[DiscoveredTool]]:
         """List the connector's tools through the proxy, each with a pre-classified read/write fact."""
-        return {"tools": await reg.discover(connector, actor, alias)}
+        return {"tools": await reg.discover(connector, actor, alias, jwe)}
 
     @router.post("/connectors/{connector}/tools", status_code=201, tags=["discovery"])
     async def register(
@@ -67,14 +77,15 @@ def build_router(admin: Callable[..., Awaitable[str]]) -> APIRouter:
         actor: Actor,
         reg: Reg,
         body: Annotated[RegisterBody, Body(default_factory=RegisterBody)],
+        jwe: SiteToken = None,
     ) -> RegisterOut:
         """Register the selected tools (all when `tools` is omitted) as `<alias>__<tool>`."""
-        return await reg.register(connector, body, actor)
+        return await reg.register(connector, body, actor, jwe)
 
     @router.post("/connectors/{connector}/refresh", tags=["discovery"])
-    async def refresh(connector: Connector, actor: Actor, reg: Reg) -> RefreshOut:
+    async def refresh(connector: Connector, actor: Actor, reg: Reg, jwe: SiteToken = None) -> RefreshOut:
         """List the connector again: flag (and hold) drifted tools, hide tools gone upstream."""
-        return await reg.refresh(connector, actor)
+        return await reg.refresh(connector, actor, jwe=jwe)
 
     @router.delete("/connectors/{connector}/tools/{name}", status_code=204, tags=["discovery"])
     async def unregister(connector: Connector, name: ToolName, actor: Actor, reg: Reg) -> Response:

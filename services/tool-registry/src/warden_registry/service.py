@@ -203,16 +203,17 @@ class Registry(Curation, Removal):
         return snap.catalog_key, snap.search_docs()
 
     # -- discovery and registration -------------------------------------------------------
-    async def list_upstream(self, connector: str) -> tuple[list[UpstreamTool], str | None]:
+    async def list_upstream(self, connector: str, jwe: str | None = None) -> tuple[list[UpstreamTool], str | None]:
         """Every tool of the connector, page by page through the proxy (NATS messages are
-        capped), and the id of the connector that answered (None from an older proxy)."""
+        capped), and the id of the connector that answered (None from an older proxy).
+        `jwe`: a site token the admin supplied, for a jwt_passthrough connector."""
         tools: list[UpstreamTool] = []
         cursor: str | None = None
         connector_id: str | None = None
         for _ in range(_MAX_PAGES):
             page = await self.bus.request(
                 UPSTREAM_LIST_TOOLS,
-                ListUpstreamTools(connector=connector, page_size=self.discovery_page_size, cursor=cursor),
+                ListUpstreamTools(connector=connector, page_size=self.discovery_page_size, cursor=cursor, jwe=jwe),
                 timeout=self.discovery_timeout_s,
             )
             if connector_id is not None and page.connector_id != connector_id:
@@ -230,8 +231,10 @@ class Registry(Curation, Removal):
         s = await self.store.connector_settings(connector)
         return str(s["alias"]) if s is not None and s["alias"] else connector
 
-    async def discover(self, connector: str, actor: str | None, alias: str | None = None) -> list[DiscoveredTool]:
-        upstream, connector_id = await self.list_upstream(connector)
+    async def discover(
+        self, connector: str, actor: str | None, alias: str | None = None, jwe: str | None = None
+    ) -> list[DiscoveredTool]:
+        upstream, connector_id = await self.list_upstream(connector, jwe)
         listing, dupes = _by_name(upstream)
         await self.check_connector_id(connector, connector_id, await self.store.tools_of(connector))
         alias = await self._alias(connector, alias)
@@ -260,8 +263,8 @@ class Registry(Curation, Removal):
             )
         return out
 
-    async def register(self, connector: str, body: RegisterBody, actor: str) -> RegisterOut:
-        upstream, connector_id = await self.list_upstream(connector)
+    async def register(self, connector: str, body: RegisterBody, actor: str, jwe: str | None = None) -> RegisterOut:
+        upstream, connector_id = await self.list_upstream(connector, jwe)
         listing, dupes = _by_name(upstream)
         # tools of a removed connector of this name (its event not yet seen) go first
         await self.check_connector_id(connector, connector_id, await self.store.tools_of(connector))
@@ -378,14 +381,16 @@ class Registry(Curation, Removal):
         return RegisterOut(registered=names, skipped=skipped)
 
     # -- refresh and drift ------------------------------------------------------------------
-    async def refresh(self, connector: str, actor: str | None, *, live: bool = False) -> RefreshOut:
+    async def refresh(
+        self, connector: str, actor: str | None, *, live: bool = False, jwe: str | None = None
+    ) -> RefreshOut:
         """List the connector again and compare each registered tool with its pin.
 
         A changed description or schema flags the tool (`tool.drifted`) and, by setting, holds
         it from agents until re-approved; a listing back to the pin clears the flag; a tool no
         longer listed is hidden until it returns. Replicas refresh a connector one at a time.
         """
-        upstream, connector_id = await self.list_upstream(connector)
+        upstream, connector_id = await self.list_upstream(connector, jwe)
         listing, _ = _by_name(upstream)
         # never compare a removed connector's tools with the listing of the one there is now
         await self.check_connector_id(connector, connector_id, await self.store.tools_of(connector))

@@ -98,6 +98,9 @@ class ListUpstreamTools(Message):
     # most that many tools and a `next_cursor` when more remain; without it, answer them all
     page_size: int | None = Field(default=None, ge=1, le=10_000)
     cursor: str | None = Field(default=None, max_length=1000)
+    # jwt_passthrough connectors: a site token (JWE) the admin supplies, so discovery can list
+    # the upstream as that site user (a secret; never logged)
+    jwe: str | None = Field(default=None, max_length=16384, repr=False)
 
 
 class UpstreamTool(Message):
