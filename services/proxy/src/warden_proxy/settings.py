@@ -50,6 +50,11 @@ class Settings(ServiceSettings):
     # resource's contents, ...) is refused before it is built: an isError result on MCP, 502
     # over HTTP, upstream_error over NATS, audited as call.failed
     max_result_items: int = Field(default=10_000, ge=1, le=1_000_000)
+    # SSE resumability (/mcp streams and the HTTP call stream): the `retry:` (ms) the streams
+    # suggest to a client that lost its connection, and how long (s) a streamed call waits for
+    # that client (and keeps its events) before it is cancelled / forgotten. Per replica memory.
+    sse_retry_ms: int = Field(default=3000, ge=100, le=600_000)
+    stream_resume_s: float = Field(default=60.0, gt=0, le=3600)
     # Host header values the MCP endpoint accepts (DNS-rebinding guard); empty = any
     allowed_hosts: list[str] = Field(default_factory=list)
     # optional: callers with a bearer JWT from this issuer (an enterprise IdP) besides agent keys
