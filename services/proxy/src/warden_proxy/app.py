@@ -123,7 +123,12 @@ def create_app(settings: Settings) -> FastAPI:
                 # bound to loopback: refuse other Host headers (DNS rebinding) unless told otherwise
                 allowed = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
             endpoint = McpEndpoint(
-                pipeline, keys, resource_url=resource_url, allowed_hosts=allowed, unlocks=Unlocks(runtime.db.pool)
+                pipeline,
+                keys,
+                resource_url=resource_url,
+                allowed_hosts=allowed,
+                unlocks=Unlocks(runtime.db.pool),
+                retry_ms=settings.sse_retry_ms,
             )
             watch = asyncio.get_running_loop().create_task(endpoint.watch.run(), name="tools-list-watch")
             exits.push_async_callback(_cancel, watch)
