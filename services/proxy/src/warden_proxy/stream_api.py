@@ -119,7 +119,7 @@ class CallStreams:
         if call.task is not None and not call.task.done():
             call.task.cancel()
 
-    def _detached(self, sid: str, call: _Call) -> None:
+    def unfollowed(self, sid: str, call: _Call) -> None:
         """The last listener left: cancel the call / forget its events unless someone comes back."""
         if call.listeners > 0:
             return
@@ -153,7 +153,7 @@ class CallStreams:
                     yield b": keep-alive\n\n"
         finally:
             call.listeners -= 1
-            self._detached(sid, call)
+            self.unfollowed(sid, call)
 
 
 def _last_event_id(value: str | None) -> int:
@@ -203,6 +203,7 @@ def build_stream_router(streams: CallStreams) -> APIRouter:
 
         call.add("started", {"tool": name, "stream": sid})
         call.task = asyncio.create_task(run())
+        streams.unfollowed(sid, call)  # until the response starts: a client gone before it does not leak the call
         return StreamingResponse(streams.follow(sid, call, 0), media_type="text/event-stream", headers=_HEADERS)
 
     @router.get("/v1/calls/{stream}/stream", response_class=StreamingResponse)
