@@ -187,3 +187,39 @@ async def test_an_mcp_sessions_get_stream_is_primed_and_resumes_with_last_event_
             ):
                 replayed = [ev async for ev in _blocks(r) if ev.get("data")]
             assert replayed == []
+
+
+async def test_an_mcp_call_whose_post_stream_dropped_resumes_to_its_result(stack: Stack) -> None:
+    async with trouble_upstream() as up, admin_client(stack) as admin:
+        c = await admin.connector(up.url, up.token)
+        await admin.register(c, [{"name": "wait_for_release", "auto_approve": True}])
+        key = await admin.key(await admin.profile([f"{c}__*"]))
+        url = f"{stack.urls['proxy']}/mcp"
+        version = "2025-11-25"
+        h = {"Authorization": f"Bearer {key}", "Accept": "application/json, text/event-stream"}
+        init = {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}
+        async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
+            async with http.stream("POST", url, headers=h, json=_rpc("initialize", init, 1)) as r:
+                sid = r.headers["mcp-session-id"]
+                _ = [ev async for ev in _blocks(r)]
+            h = {**h, "mcp-session-id": sid, "mcp-protocol-version": version}
+            await _post(http, url, h, _rpc("notifications/initialized", {}))
+            call = _rpc("tools/call", {"name": f"{c}__wait_for_release", "arguments": {"key": "m1"}}, 2)
+            async with http.stream("POST", url, headers=h, json=call) as r:
+                async for priming in _blocks(r):
+                    break  # dropped after the priming event, before the result
+            assert priming["id"] and priming["data"] == ""
+            up.trouble.release.set()
+            async with (
+                asyncio.timeout(20),
+                http.stream(
+                    "GET", url, headers={**h, "Accept": "text/event-stream", "Last-Event-ID": priming["id"]}
+                ) as r,
+            ):
+                assert r.status_code == 200
+                async for ev in _blocks(r):
+                    if ev.get("data"):
+                        answer = json.loads(ev["data"])
+                        break
+            assert answer["id"] == 2 and answer["result"]["content"][0]["text"] == "released m1"
+        assert up.trouble.executions == {"m1": 1}
