@@ -30,7 +30,7 @@ from warden_proxy.me_api import build_me_router
 from warden_proxy.service import CallPipeline
 from warden_proxy.settings import Settings
 from warden_proxy.store import Store
-from warden_proxy.stream_api import build_stream_router
+from warden_proxy.stream_api import CallStreams, build_stream_router
 from warden_proxy.upstream import UpstreamPool
 
 __all__ = ["create_app"]
@@ -125,7 +125,12 @@ def create_app(settings: Settings) -> FastAPI:
                 # bound to loopback: refuse other Host headers (DNS rebinding) unless told otherwise
                 allowed = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
             endpoint = McpEndpoint(
-                pipeline, keys, resource_url=resource_url, allowed_hosts=allowed, unlocks=Unlocks(runtime.db.pool)
+                pipeline,
+                keys,
+                resource_url=resource_url,
+                allowed_hosts=allowed,
+                unlocks=Unlocks(runtime.db.pool),
+                retry_ms=settings.sse_retry_ms,
             )
             watch = asyncio.get_running_loop().create_task(endpoint.watch.run(), name="tools-list-watch")
             exits.push_async_callback(_cancel, watch)
@@ -177,7 +182,9 @@ def create_app(settings: Settings) -> FastAPI:
         )
     )
     app.include_router(build_me_router())
-    app.include_router(build_stream_router())
+    app.include_router(
+        build_stream_router(CallStreams(resume_s=settings.stream_resume_s, retry_ms=settings.sse_retry_ms))
+    )
 
     # exact routes (no /mcp -> /mcp/ redirect); the SSE message path is a mount below /sse
     app.router.routes.append(Route("/mcp", _Asgi(lambda: holder["endpoint"]), methods=["GET", "POST", "DELETE"]))

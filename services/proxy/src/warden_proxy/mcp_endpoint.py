@@ -21,7 +21,7 @@ from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
 from mcp.server.sse import SseServerTransport
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -44,6 +44,7 @@ from warden_proxy.errors import InvalidArguments
 from warden_proxy.federation import Federation
 from warden_proxy.listing import ListWatch, Unlocks, as_mcp_tool
 from warden_proxy.mcp_fast import FastPath
+from warden_proxy.resumable import EventBuffer, SessionManager
 from warden_proxy.rfc9728 import metadata_url
 from warden_proxy.service import CallPipeline
 
@@ -95,6 +96,7 @@ class McpEndpoint:
         resource_url: str,
         allowed_hosts: list[str],
         unlocks: Unlocks,
+        retry_ms: int = 3000,
     ) -> None:
         self.pipeline = pipeline
         self.keys = keys
@@ -119,7 +121,10 @@ class McpEndpoint:
             allowed_hosts=allowed_hosts,
             allowed_origins=[f"http://{h}" for h in allowed_hosts] + [f"https://{h}" for h in allowed_hosts],
         )
-        self.manager = StreamableHTTPSessionManager(app=self.server, security_settings=security)
+        # resumable streams: a bounded in-memory event store (per replica), a priming event
+        # and `retry:` on every SSE stream of a 2025-11-25+ session (resumable.py)
+        self.events = EventBuffer()
+        self.manager = SessionManager(self.server, events=self.events, retry_ms=retry_ms, security_settings=security)
         # stateless tools/call without the SDK's per-request machinery; the rest goes to the SDK
         self._fast = FastPath(
             pipeline,

@@ -55,6 +55,11 @@ class Settings(ServiceSettings):
     upstream_sessions: int = Field(default=100, ge=1, le=10_000)
     # an upstream session unused for this long is closed
     upstream_idle_s: float = Field(default=300.0, gt=0, le=86_400)
+    # SSE resumability (/mcp streams and the HTTP call stream): the `retry:` (ms) the streams
+    # suggest to a client that lost its connection, and how long (s) a streamed call waits for
+    # that client (and keeps its events) before it is cancelled / forgotten. Per replica memory.
+    sse_retry_ms: int = Field(default=3000, ge=100, le=600_000)
+    stream_resume_s: float = Field(default=60.0, gt=0, le=3600)
     # Host header values the MCP endpoint accepts (DNS-rebinding guard); empty = any
     allowed_hosts: list[str] = Field(default_factory=list)
     # optional: callers with a bearer JWT from this issuer (an enterprise IdP) besides agent keys
