@@ -223,3 +223,43 @@ async def test_an_mcp_call_whose_post_stream_dropped_resumes_to_its_result(stack
                         break
             assert answer["id"] == 2 and answer["result"]["content"][0]["text"] == "released m1"
         assert up.trouble.executions == {"m1": 1}
+
+
+async def test_an_mcp_session_serves_only_the_credential_that_opened_it(stack: Stack) -> None:
+    """A session id is not a bearer: another valid agent key that learns it gets 404, as if the
+    session did not exist, and cannot resume its streams."""
+    async with admin_client(stack) as admin:
+        profile = await admin.profile([])
+        owner, other = await admin.key(profile), await admin.key(profile)
+        url = f"{stack.urls['proxy']}/mcp"
+        version = "2025-11-25"
+        accept = {"Accept": "application/json, text/event-stream"}
+        async with httpx.AsyncClient(timeout=30, trust_env=False) as http:
+            async with http.stream(
+                "POST",
+                url,
+                headers={**accept, "Authorization": f"Bearer {owner}"},
+                json=_rpc(
+                    "initialize",
+                    {"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}},
+                    1,
+                ),
+            ) as r:
+                assert r.status_code == 200
+                sid = r.headers["mcp-session-id"]
+                [ev async for ev in _blocks(r)]
+            session = {**accept, "mcp-session-id": sid, "mcp-protocol-version": version}
+            r = await http.post(
+                url, headers={**session, "Authorization": f"Bearer {other}"}, json=_rpc("tools/list", {}, 2)
+            )
+            assert r.status_code == 404, r.text
+            r = await http.get(
+                url,
+                headers={**session, "Authorization": f"Bearer {other}", "Accept": "text/event-stream",
+                         "Last-Event-ID": "0"},
+            )  # fmt: skip
+            assert r.status_code == 404
+            r = await http.post(
+                url, headers={**session, "Authorization": f"Bearer {owner}"}, json=_rpc("tools/list", {}, 3)
+            )
+            assert r.status_code == 200, r.text

@@ -17,6 +17,8 @@ from typing import Any
 
 import asyncpg
 import mcp_types as types
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import NotificationOptions, Server
 from mcp.server.models import InitializationOptions
@@ -265,6 +267,16 @@ class McpEndpoint:
         try:
             principal = await self.keys.authenticate(authorization)
             scope[_SCOPE_KEY] = principal.with_jwe(jwe)
+            # the SDK binds a session (and resuming its streams) to the credential that opened it:
+            # who the caller is, never the secret itself
+            scope["user"] = AuthenticatedUser(
+                AccessToken(
+                    token="",
+                    client_id=f"{principal.kind}:{principal.id}",
+                    scopes=[],
+                    subject=f"{principal.profile}|{principal.user or ''}",
+                )
+            )
         except WardenError as e:
             await self._unauthorized(send, e.message, presented=bool(authorization))
             return False
