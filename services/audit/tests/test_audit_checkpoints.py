@@ -105,3 +105,38 @@ async def test_an_altered_checkpoint_file_is_reported(signed: tuple[Audit, Path]
     cp_file.write_text(text + json.dumps(doc) + "\n")
     rep = await _verify(a)
     assert not rep["ok"] and "does not match its signature" in rep["first_break"]["reason"]
+
+
+async def test_an_execution_row_edited_with_sql_is_reported_by_verify(signed: tuple[Audit, Path]) -> None:
+    """The executions table (folded, mutable rows) is covered too: each row is signed with the
+    chain key when it is upserted, and verify checks every one."""
+    a, _ = signed
+    async with publisher(a.root) as bus:
+        for i in range(3):
+            refs = EventRefs(tool="cp__t", call_id=f"cp-call-{i}")
+            await bus.publish_event_now(event("call.requested", refs=refs, data={"arguments": {"n": i}}))
+            await bus.publish_event_now(event("call.completed", refs=refs, data={"result": {"ok": i}}))
+
+    async def folded() -> bool:
+        rows = await a.sql("SELECT count(*) FROM executions WHERE state = 'completed' AND mac IS NOT NULL")
+        return rows[0][0] == 3
+
+    await wait_for(folded, what="3 signed executions")
+    rep = await _verify(a)
+    assert rep["ok"] and rep["executions"] == {"checked": 3}, rep
+
+    await a.sql("UPDATE executions SET result = '{\"ok\": \"forged\"}' WHERE call_id = 'cp-call-1'")
+    rep = await _verify(a)
+    assert not rep["ok"], rep
+    b = rep["first_break"]
+    assert b["id"] == "cp-call-1" and "does not match its signature" in b["reason"], b
+    assert not rep["checkpoint"].get("written")  # a broken log is not sealed
+
+    env = {"WARDEN_AUDIT_URL": a.url, "WARDEN_ADMIN_TOKEN": a.token}
+    res = await asyncio.to_thread(CliRunner().invoke, cli_app, ["verify"], env=env)
+    assert res.exit_code == 1 and "cp-call-1" in res.output, res.output
+
+    # removing the signature is no way round it
+    await a.sql("UPDATE executions SET mac = NULL WHERE call_id = 'cp-call-1'")
+    rep = await _verify(a)
+    assert not rep["ok"] and "has no signature" in rep["first_break"]["reason"], rep
