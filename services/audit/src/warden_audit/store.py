@@ -281,7 +281,9 @@ class Store:
     async def sign_unsigned_executions(self, sign: Callable[[Any], bytes]) -> int:
         """Sign the rows that have no signature (written before the chain key was set)."""
         async with self.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(f"SELECT {EXECUTION_SIGNED_SELECT} FROM executions WHERE mac IS NULL FOR UPDATE")
+            rows = await conn.fetch(
+                f"SELECT {EXECUTION_SIGNED_SELECT} FROM executions WHERE mac IS NULL ORDER BY call_id FOR UPDATE"
+            )
             if rows:
                 await conn.execute(
                     "UPDATE executions AS x SET mac = u.mac FROM unnest($1::text[], $2::bytea[]) AS u(call_id, mac)"
