@@ -182,6 +182,9 @@ async def main() -> None:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--nats-py-fetch", action="store_true", help="also time nats-py's own fetch() loop")
     ap.add_argument("--replicas", type=int, default=1, help="audit processes sharing the durable consumer")
+    ap.add_argument(
+        "--signed", action="store_true", help="with a chain key: signed checkpoints and executions rows (warden run)"
+    )
     args, _ = ap.parse_known_args()
 
     root = "b" + uuid.uuid4().hex[:10]
@@ -228,6 +231,9 @@ async def main() -> None:
                     "WARDEN_AUDIT_BATCH_SIZE": str(args.batch),
                     "WARDEN_AUDIT_LOG_LEVEL": "warning",
                 }
+                if args.signed:
+                    env["WARDEN_AUDIT_CHAIN_KEY"] = secrets.token_urlsafe(32)
+                    env["WARDEN_AUDIT_CHECKPOINT_FILE"] = str(log.parent / "checkpoints.jsonl")
                 url = f"http://127.0.0.1:{port}"
                 with (log.parent / f"audit{k}.log").open("wb") as out:
                     procs.append(

@@ -17,7 +17,7 @@ from support.upstream import trouble_upstream
 from warden_cli.embedded import Stack
 from warden_common.client import WardenClient
 from warden_common.contracts import ErrorCode
-from warden_common.errors import RemoteError
+from warden_common.errors import RemoteError, Timeout
 
 pytestmark = pytest.mark.e2e
 
@@ -195,3 +195,23 @@ async def test_a_held_call_whose_caller_went_away_is_abandoned(stack: Stack, nat
         await _approval(admin, held["id"], "abandoned")
         await admin.req("POST", "proxy", f"/v1/approvals/{held['id']}/approve", expect=409)
         assert "left-mcp" not in up.trouble.executions and "left-http" not in up.trouble.executions
+
+
+async def test_a_held_nats_call_is_abandoned_when_its_requester_stops_waiting(stack: Stack, nats_url: str) -> None:
+    """A plain NATS request cannot be seen to go away: it says how long it waits
+    (`ToolCall.wait_s`, from WardenClient.call's timeout), and past that its held call is
+    `abandoned`, so approving it later is refused and the upstream never runs."""
+    async with trouble_upstream() as up, admin_client(stack) as admin:
+        c = await admin.connector(up.url, up.token)
+        await admin.register(c, [{"name": "record", "auto_approve": False}])
+        p = await admin.profile([f"{c}__*"])
+        tool = f"{c}__record"
+        async with WardenClient(nats_url=nats_url, profile=p, root=stack.cfg.root) as warden:
+            call = asyncio.create_task(warden.call(tool, {"key": "left-nats"}, timeout_s=3))
+            held = await _pending(admin, tool)
+            with pytest.raises(Timeout):
+                await call
+        gone = await _approval(admin, held["id"], "abandoned")
+        assert "stopped waiting after 3s" in gone["reason"], gone
+        await admin.req("POST", "proxy", f"/v1/approvals/{held['id']}/approve", expect=409)
+        assert "left-nats" not in up.trouble.executions

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from audit_support import Audit, event, publisher, run_audit, wait_for
+from audit_support import Audit, event, fresh_database, publisher, run_audit, unique_root, wait_for
 from pydantic import SecretStr
 from typer.testing import CliRunner
 from warden_audit.chain import record_hash
@@ -105,3 +105,62 @@ async def test_an_altered_checkpoint_file_is_reported(signed: tuple[Audit, Path]
     cp_file.write_text(text + json.dumps(doc) + "\n")
     rep = await _verify(a)
     assert not rep["ok"] and "does not match its signature" in rep["first_break"]["reason"]
+
+
+async def test_an_execution_row_edited_with_sql_is_reported_by_verify(signed: tuple[Audit, Path]) -> None:
+    """The executions table (folded, mutable rows) is covered too: each row is signed with the
+    chain key when it is upserted, and verify checks every one."""
+    a, _ = signed
+    async with publisher(a.root) as bus:
+        for i in range(3):
+            refs = EventRefs(tool="cp__t", call_id=f"cp-call-{i}")
+            await bus.publish_event_now(event("call.requested", refs=refs, data={"arguments": {"n": i}}))
+            await bus.publish_event_now(event("call.completed", refs=refs, data={"result": {"ok": i}}))
+
+    async def folded() -> bool:
+        rows = await a.sql("SELECT count(*) FROM executions WHERE state = 'completed' AND mac IS NOT NULL")
+        return rows[0][0] == 3
+
+    await wait_for(folded, what="3 signed executions")
+    rep = await _verify(a)
+    assert rep["ok"] and rep["executions"] == {"checked": 3}, rep
+
+    await a.sql("UPDATE executions SET result = '{\"ok\": \"forged\"}' WHERE call_id = 'cp-call-1'")
+    rep = await _verify(a)
+    assert not rep["ok"], rep
+    b = rep["first_break"]
+    assert b["id"] == "cp-call-1" and "does not match its signature" in b["reason"], b
+    assert not rep["checkpoint"].get("written")  # a broken log is not sealed
+
+    env = {"WARDEN_AUDIT_URL": a.url, "WARDEN_ADMIN_TOKEN": a.token}
+    res = await asyncio.to_thread(CliRunner().invoke, cli_app, ["verify"], env=env)
+    assert res.exit_code == 1 and "cp-call-1" in res.output, res.output
+
+    # removing the signature is no way round it
+    await a.sql("UPDATE executions SET mac = NULL WHERE call_id = 'cp-call-1'")
+    rep = await _verify(a)
+    assert not rep["ok"] and "has no signature" in rep["first_break"]["reason"], rep
+
+
+async def test_executions_from_before_the_key_are_signed_by_the_first_verify(tmp_path: Path) -> None:
+    """Turning the key on for an existing log: its executions rows (no signature yet) are
+    signed once, by the first verify that finds no checkpoint, as the first checkpoint trusts
+    the lanes; from then on an edit of one of them is reported."""
+    root = unique_root()
+    async with fresh_database() as db:
+        async with run_audit(root=root, dsn=db) as a:
+            async with publisher(a.root) as bus:
+                refs = EventRefs(tool="cp__t", call_id="before-key")
+                await bus.publish_event_now(event("call.requested", refs=refs, data={"arguments": {}}))
+
+            async def folded() -> bool:
+                return bool(await a.sql("SELECT 1 FROM executions WHERE call_id = 'before-key' AND mac IS NULL"))
+
+            await wait_for(folded, what="an unsigned execution")
+        cp = tmp_path / "cp.jsonl"
+        async with run_audit(root=root, dsn=db, chain_key=SecretStr(KEY), checkpoint_file=cp) as a:
+            rep = await _verify(a)
+            assert rep["ok"] and rep["executions"]["checked"] == 1, rep
+            await a.sql("UPDATE executions SET tool = 'forged__t' WHERE call_id = 'before-key'")
+            rep = await _verify(a)
+            assert not rep["ok"] and rep["first_break"]["id"] == "before-key", rep

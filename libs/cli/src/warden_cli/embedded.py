@@ -112,6 +112,23 @@ class Stack:
         path.chmod(0o600)
         self.admin_token = self.cfg.admin_token or doc["admin_token"]
         self.crypto_keys = doc["crypto_keys"]
+        # the audit chain key (signed checkpoints, executions signatures): its own file, read
+        # by audit only, never in the database; the checkpoints go beside it (issue 16 item 11d)
+        key = self.audit_chain_key_file
+        if not key.exists():
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, secrets.token_urlsafe(32).encode())
+            finally:
+                os.close(fd)
+
+    @property
+    def audit_chain_key_file(self) -> Path:
+        return self.cfg.data_dir / "audit-chain.key"
+
+    @property
+    def audit_checkpoint_file(self) -> Path:
+        return self.cfg.data_dir / "audit" / "checkpoints.jsonl"
 
     # -- NATS ------------------------------------------------------------------------
     def _start_nats(self) -> None:
@@ -208,6 +225,12 @@ class Stack:
             # the admin MCP endpoint (/mcp/admin) calls the other services' admin APIs
             for svc, var in (("connectors", "CONNECTORS_URL"), ("registry", "REGISTRY_URL"), ("audit", "AUDIT_URL")):
                 env[f"{prefix}ADMIN_APIS__{var}"] = f"http://127.0.0.1:{self.cfg.ports[svc]}"
+        if name == "audit" and not {f"{prefix}{k}" for k in ("CHAIN_KEY", "CHAIN_KEY_FILE", "CHECKPOINT_FILE")} & set(
+            self.cfg.extra_env.get(name, {})
+        ):
+            # signed checkpoints and executions signatures on by default
+            env[f"{prefix}CHAIN_KEY_FILE"] = str(self.audit_chain_key_file)
+            env[f"{prefix}CHECKPOINT_FILE"] = str(self.audit_checkpoint_file)
         env.update(self.cfg.extra_env.get(name, {}))
         return env
 

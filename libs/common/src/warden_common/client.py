@@ -108,10 +108,11 @@ class WardenClient:
         user: str | None = None,
         timeout_s: float | None = None,
     ) -> ToolCallResult:
-        req = ToolCall(tool=tool, arguments=arguments or {}, user=user)
+        timeout = timeout_s or self.timeout_s
+        # wait_s: a call held for approval past our timeout is abandoned at the proxy
+        req = ToolCall(tool=tool, arguments=arguments or {}, user=user, wait_s=timeout)
         # with a NATS user, the subject names it: the proxy records that user as the actor
         subject = calls_subject(self.root, self.profile, self.user)
-        timeout = timeout_s or self.timeout_s
         msg = await self._ask(
             subject,
             req.model_dump_json().encode(),

@@ -141,6 +141,8 @@ class VerifyReport(BaseModel):
     first_break: ChainBreak | None = None
     # the signed checkpoint checked (`checked`: its time) and the one written (`written`)
     checkpoint: dict[str, Any] | None = None
+    # with a chain key: executions rows checked against their signatures (`checked`, `break`)
+    executions: dict[str, Any] | None = None
     seconds: float
 
 

@@ -66,12 +66,7 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         await runtime.start("warden_audit.migrations")
-        writer = Writer(
-            settings.postgres.dsn.get_secret_value(),
-            SCHEMA,
-            timeout_s=settings.postgres.command_timeout_s,
-            connections=settings.writers,
-        )
+        writer: Writer | None = None
         retention: asyncio.Task[None] | None = None
         consumer: Consumer | None = None
         tail: Tail | None = None
@@ -82,6 +77,13 @@ def create_app(settings: Settings) -> FastAPI:
                 Checkpoints(settings.checkpoint_file, chain_key)
                 if chain_key is not None and settings.checkpoint_file is not None
                 else None
+            )
+            writer = Writer(
+                settings.postgres.dsn.get_secret_value(),
+                SCHEMA,
+                timeout_s=settings.postgres.command_timeout_s,
+                connections=settings.writers,
+                signer=checkpoints,
             )
             tail = Tail(store, settings.tail_buffer)
             maintenance = Maintenance(store, settings.retention_days, settings.retention_batch)
@@ -121,7 +123,8 @@ def create_app(settings: Settings) -> FastAPI:
                 await consumer.stop()
             if tail is not None:
                 await tail.close()
-            await writer.close()
+            if writer is not None:
+                await writer.close()
             await runtime.stop()
 
     app = FastAPI(

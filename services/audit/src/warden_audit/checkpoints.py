@@ -16,15 +16,40 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from warden_audit.store import Head
+if TYPE_CHECKING:
+    from warden_audit.store import Head
 
-__all__ = ["CheckpointError", "Checkpoints"]
+__all__ = ["EXECUTION_SIGNED", "EXECUTION_SIGNED_SELECT", "CheckpointError", "Checkpoints", "execution_values"]
+
+# the executions columns a row's signature covers (jsonb ones read as text: one value, one
+# text, whichever codec the connection uses), in this order
+_EXEC_JSONB = ("arguments", "result", "error")
+EXECUTION_SIGNED = (
+    "call_id", "tool", "connector", "profile", "user_id", "actor_kind", "actor_id", "trace_id", "state",
+    "state_rank", "status", "started_at", "requested_at", "decided_at", "finished_at", "latency_ms",
+    "arguments", "result", "error", "approver", "event_count", "updated_at",
+)  # fmt: skip
+EXECUTION_SIGNED_SELECT = ", ".join(f"{c}::text AS {c}" if c in _EXEC_JSONB else c for c in EXECUTION_SIGNED)
+
+
+def execution_values(r: Any) -> bytes:
+    """The bytes an executions row's signature covers (a record with EXECUTION_SIGNED_SELECT)."""
+    vals = []
+    for c in EXECUTION_SIGNED:
+        v = r[c]
+        if isinstance(v, datetime):
+            v = v.astimezone(UTC).isoformat()
+        elif isinstance(v, float) and not math.isfinite(v):
+            v = str(v)
+        vals.append(v)
+    return json.dumps(vals, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class CheckpointError(Exception):
@@ -41,9 +66,18 @@ class Checkpoints:
             raise ValueError("the audit chain key must be at least 16 bytes")
         self.path = path
         self._key = key
+        self._exec_key = hmac.new(key, b"warden-audit executions v1", hashlib.sha256).digest()
 
     def _mac(self, doc: dict[str, Any]) -> str:
         return hmac.new(self._key, _canonical(doc), hashlib.sha256).hexdigest()
+
+    def sign_execution(self, r: Any) -> bytes:
+        """The signature of one executions row (under a key derived from the chain key, so a
+        row's signature can never pass for a checkpoint's)."""
+        return hmac.new(self._exec_key, execution_values(r), hashlib.sha256).digest()
+
+    def execution_ok(self, r: Any, mac: bytes | None) -> bool:
+        return mac is not None and hmac.compare_digest(bytes(mac), self.sign_execution(r))
 
     def write(self, heads: Sequence[Head]) -> dict[str, Any]:
         """Append a signed checkpoint of these heads (fsync'd) and return it."""

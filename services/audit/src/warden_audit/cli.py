@@ -249,6 +249,9 @@ def verify(
         cp = rep.get("checkpoint")
         if cp:
             typer.echo(f"  signed checkpoint: checked {cp.get('checked') or 'none yet'}, written {cp.get('written')}")
+        ex = rep.get("executions")
+        if ex:
+            typer.echo(f"  executions: {ex['checked']} rows match their signatures")
         return
     for ln in rep["lanes"]:
         b = ln["first_break"]

@@ -30,6 +30,16 @@ async def verify(
     outside the database), and a new one is written when everything holds."""
     started = _time.perf_counter()
     checkpoint: dict[str, Any] | None = None
+    executions: dict[str, Any] | None = None
+    full = checkpoints is not None and since is None and until is None
+    if full and checkpoints is not None:
+        try:
+            first_use = checkpoints.latest() is None
+        except CheckpointError:
+            first_use = False
+        if first_use:
+            # trusted once, as the first checkpoint trusts the lanes: rows from before the key
+            await store.sign_unsigned_executions(checkpoints.sign_execution)
     async with store.snapshot() as conn:
         lay = await store.layout(conn)
         heads = await store.heads(conn)
@@ -37,9 +47,12 @@ async def verify(
         lanes = [await _verify_lane(store, conn, lay, h, anchors.get(h.lane), since, until) for h in heads]
         if checkpoints is not None and since is None and until is None:
             checkpoint = await _against_checkpoint(store, conn, checkpoints, heads, anchors, lanes)
+            executions = await _verify_executions(store, conn, checkpoints)
     first = next((ln["first_break"] for ln in lanes if ln["first_break"] is not None), None)
     if checkpoint is not None and checkpoint.get("break") and first is None:
         first = checkpoint["break"]
+    if executions is not None and executions.get("break") and first is None:
+        first = executions["break"]
     if checkpoints is not None and since is None and until is None and first is None:
         checkpoint = {**(checkpoint or {}), "written": checkpoints.write(heads)["time"]}
     firsts = [ln["first_seq"] for ln in lanes if ln["first_seq"] is not None]
@@ -54,8 +67,24 @@ async def verify(
         "lanes": lanes,
         "first_break": first,
         "checkpoint": checkpoint,
+        "executions": executions,
         "seconds": round(_time.perf_counter() - started, 3),
     }
+
+
+async def _verify_executions(store: Store, conn: Any, checkpoints: Checkpoints) -> dict[str, Any]:
+    """Every executions row against its signature (written with the row, under the chain key):
+    a row edited, or its signature removed, with SQL is reported (the first one, by call id)."""
+    checked = 0
+    async for r in store.signed_executions(conn):
+        checked += 1
+        if not checkpoints.execution_ok(r, r["mac"]):
+            why = "has no signature" if r["mac"] is None else "does not match its signature"
+            brk = Break(
+                -1, 0, r["call_id"], f"the executions row of call {r['call_id']} {why}: it was changed outside audit"
+            )
+            return {"checked": checked, "break": brk.as_dict()}
+    return {"checked": checked}
 
 
 async def _against_checkpoint(

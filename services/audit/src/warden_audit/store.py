@@ -4,7 +4,7 @@ pool (jsonb decoded). Ingest writes through `writer.Writer`."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 
 from warden_audit.chain import HASHED_COLUMNS, Layout
+from warden_audit.checkpoints import EXECUTION_SIGNED_SELECT
 
 __all__ = [
     "EVENT_COLUMNS",
@@ -269,6 +270,28 @@ class Store:
             finally:
                 await conn.execute("RESET lock_timeout")
         return removed
+
+    @staticmethod
+    async def signed_executions(conn: asyncpg.Connection) -> AsyncIterator[asyncpg.Record]:
+        """Every executions row with what its signature covers and the signature (call_id order)."""
+        sql = f"SELECT {EXECUTION_SIGNED_SELECT}, mac FROM executions ORDER BY call_id"
+        async for r in conn.cursor(sql, prefetch=2000):
+            yield r
+
+    async def sign_unsigned_executions(self, sign: Callable[[Any], bytes]) -> int:
+        """Sign the rows that have no signature (written before the chain key was set)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"SELECT {EXECUTION_SIGNED_SELECT} FROM executions WHERE mac IS NULL ORDER BY call_id FOR UPDATE"
+            )
+            if rows:
+                await conn.execute(
+                    "UPDATE executions AS x SET mac = u.mac FROM unnest($1::text[], $2::bytea[]) AS u(call_id, mac)"
+                    " WHERE x.call_id = u.call_id",
+                    [r["call_id"] for r in rows],
+                    [sign(r) for r in rows],
+                )
+        return len(rows)
 
     async def delete_old_executions(self, before: datetime, batch: int) -> int:
         total = 0

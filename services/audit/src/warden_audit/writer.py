@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 
 from warden_audit.chain import Layout
+from warden_audit.checkpoints import EXECUTION_SIGNED_SELECT, Checkpoints
 from warden_audit.store import EVENT_COLUMNS, Head, ensure_partition, head_of, layout
 
 __all__ = ["EXECUTION_COLUMNS", "Tx", "Writer", "execution_rows"]
@@ -81,6 +82,12 @@ ON CONFLICT (call_id) DO UPDATE SET
     event_count = x.event_count + EXCLUDED.event_count,
     updated_at = now()
 """
+# with a chain key: the upserted rows come back and are signed in the same transaction
+_EXEC_UPSERT_SIGNED = _EXEC_UPSERT + f"RETURNING {EXECUTION_SIGNED_SELECT}"
+_SET_MACS = (
+    "UPDATE executions AS x SET mac = u.mac FROM unnest($1::text[], $2::bytea[]) AS u(call_id, mac)"
+    " WHERE x.call_id = u.call_id"
+)
 _JSONB_AT = (16, 17, 18)
 _LATENCY_AT = 15
 # ids are claimed before the chain is locked: a replica claims while another holds the chain
@@ -138,8 +145,16 @@ class Tx:
     folded first; then a lane's head is locked and read, the rows chained and copied, and
     the executions upsert moves the head."""
 
-    def __init__(self, conn: asyncpg.Connection, known_days: set[date], layout: Layout, fallback: int) -> None:
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        known_days: set[date],
+        layout: Layout,
+        fallback: int,
+        signer: Checkpoints | None = None,
+    ) -> None:
         self.conn = conn
+        self.signer = signer
         self.known_days = known_days
         self.layout = layout
         self.fallback = fallback  # the lane to wait for when every lane is taken
@@ -172,8 +187,15 @@ class Tx:
 
     async def upsert_executions(self, rows: bytes, head: Head) -> None:
         """One statement for the batch (`rows`: the jsonb array `execution_rows` makes, one
-        row per call, in call_id order); it also moves the lane's head."""
-        await self.conn.execute(_EXEC_UPSERT, rows, head.lane, head.lane_seq, head.seq, head.hash, head.ingested_at)
+        row per call, in call_id order); it also moves the lane's head. With a signer, each
+        row as it now stands is signed (one more statement, same transaction)."""
+        args = (rows, head.lane, head.lane_seq, head.seq, head.hash, head.ingested_at)
+        if self.signer is None:
+            await self.conn.execute(_EXEC_UPSERT, *args)
+            return
+        stored = await self.conn.fetch(_EXEC_UPSERT_SIGNED, *args)
+        sign = self.signer.sign_execution
+        await self.conn.execute(_SET_MACS, [r["call_id"] for r in stored], [sign(r) for r in stored])
 
     async def dead_letters(self, rows: Sequence[tuple[str, int | None, str, bytes, int]]) -> None:
         await self.conn.executemany(
@@ -190,8 +212,11 @@ class Writer:
     claim its ids while another's holds the chain). Each reconnects on its next batch after
     a failure."""
 
-    def __init__(self, dsn: str, schema: str, timeout_s: float, connections: int = 1) -> None:
+    def __init__(
+        self, dsn: str, schema: str, timeout_s: float, connections: int = 1, signer: Checkpoints | None = None
+    ) -> None:
         self.dsn = dsn
+        self.signer = signer  # signs each executions row it upserts (the chain key)
         self.schema = schema
         self.timeout_s = timeout_s
         self._conns: list[asyncpg.Connection | None] = [None] * connections
@@ -228,7 +253,7 @@ class Writer:
                 try:
                     assert self.layout is not None
                     self._turn += 1
-                    yield Tx(conn, self.known_days, self.layout, self._turn % self.layout.lanes)
+                    yield Tx(conn, self.known_days, self.layout, self._turn % self.layout.lanes, self.signer)
                     await conn.execute("COMMIT")
                 except BaseException:
                     # also when cancelled mid-statement: never leave this connection inside a

@@ -121,6 +121,7 @@ class Approvals:
         approver: str = "admin",
         progress: Progress | None = None,
         abandon_on_cancel: bool = True,
+        caller_wait_s: float | None = None,
     ) -> None:
         """Wait for a decision on this call; return when approved, raise otherwise.
         With `ask` (the calling client can show a form), the user at the client is asked too:
@@ -129,7 +130,11 @@ class Approvals:
         or held for drift) ends the wait: the approval becomes `revoked`, with the reason.
         A wait cancelled because its caller went away (the MCP request cancelled or its session
         closed, the HTTP client disconnected) makes it `abandoned`, so no one approves a call
-        nobody waits for; a durable call (`abandon_on_cancel=False`) keeps its approval."""
+        nobody waits for; a durable call (`abandon_on_cancel=False`) keeps its approval.
+        `caller_wait_s` (a plain NATS request's own timeout, `ToolCall.wait_s`): a request
+        cannot be seen to go away, so once that long has passed the approval is `abandoned`
+        the same way."""
+        gone_at = time.monotonic() + caller_wait_s if caller_wait_s is not None else None
         row = await self.pool.fetchrow(
             f"INSERT INTO approvals (id, call_key, call_id, tool, profile, actor, arguments, expires_at, approver)"
             f" VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9) ON CONFLICT (call_key) DO NOTHING RETURNING {_COLS}",
@@ -194,9 +199,19 @@ class Approvals:
                     raise ApprovalTimeout(
                         f"no approval decision within {self.timeout_s:g}s; ask an admin to approve, then call again"
                     )
+                if status == "abandoned":
+                    raise ApprovalRejected(f"the call was abandoned: {row['reason'] or 'the caller went away'}")
+                wait = min(remaining, 5.0, PROGRESS_EVERY_S)
+                if gone_at is not None:
+                    left = gone_at - time.monotonic()
+                    if left <= 0 and status == "pending":
+                        why = f"the caller stopped waiting after {caller_wait_s:g}s (its request timeout)"
+                        await self._abandon(row["id"], tool, profile, refs, why)
+                        continue  # read back: abandoned, or decided just before
+                    wait = min(wait, max(left, 0.0))
                 event.clear()
                 try:
-                    await asyncio.wait_for(event.wait(), timeout=min(remaining, 5.0, PROGRESS_EVERY_S))
+                    await asyncio.wait_for(event.wait(), timeout=wait)
                 except TimeoutError:
                     pass
         except asyncio.CancelledError:
@@ -231,11 +246,14 @@ class Approvals:
             approval_id,
         )
 
-    async def _abandon(self, approval_id: uuid.UUID, tool: str, profile: str, refs: EventRefs) -> None:
+    async def _abandon(
+        self, approval_id: uuid.UUID, tool: str, profile: str, refs: EventRefs, why: str = "the caller went away"
+    ) -> None:
         res = await self.pool.execute(
-            "UPDATE approvals SET status = 'abandoned', reason = 'the caller went away', decided_at = now()"
+            "UPDATE approvals SET status = 'abandoned', reason = $2, decided_at = now()"
             " WHERE id = $1 AND status = 'pending'",
             approval_id,
+            why,
         )
         if res.endswith(" 1"):
             self.bus.emit(
@@ -244,7 +262,7 @@ class Approvals:
                     actor=Actor(kind="system", id="proxy"),
                     refs=refs,
                     status="abandoned",
-                    data={"approval_id": str(approval_id), "reason": "the caller went away"},
+                    data={"approval_id": str(approval_id), "reason": why},
                 )
             )
 

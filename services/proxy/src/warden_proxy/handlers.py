@@ -44,7 +44,9 @@ async def register_handlers(
         # there), never what the message or a header claims
         profile, caller = call_origin(bus.root, msg.subject)
         principal = service_principal(profile, caller, req.user, act_for)
-        return await pipeline.call(principal, req.tool, req.arguments, idempotency_key=req.idempotency_key)
+        return await pipeline.call(
+            principal, req.tool, req.arguments, idempotency_key=req.idempotency_key, caller_wait_s=req.wait_s
+        )
 
     # calls run concurrently: one slow upstream or held approval must not queue every other call
     for subject in (attested_calls_wildcard(bus.root), calls_wildcard(bus.root)):

@@ -314,6 +314,7 @@ class CallPipeline(ConsentFlow):
         on_consented: Callable[[str], Awaitable[None]] | None = None,
         on_approval: AskApproval | None = None,
         durable: bool = False,
+        caller_wait_s: float | None = None,
     ) -> ToolCallResult:
         call_id = os.urandom(16).hex()  # what uuid4().hex is made of, without the UUID object
         set_call_id(call_id)  # on every log line of this call
@@ -365,6 +366,9 @@ class CallPipeline(ConsentFlow):
                     approver=approver,
                     progress=progress,
                     abandon_on_cancel=not durable,
+                    # a plain request's own timeout ends its wait; not a durable call's (its result
+                    # is stored), nor one with an idempotency key (a retry with it joins the wait)
+                    caller_wait_s=None if durable or idempotency_key else caller_wait_s,
                 )
                 resolved = await self.recheck(principal.profile, tool, after="the approval")
                 self.validate(resolved, arguments)

@@ -39,6 +39,10 @@ class ToolCall(Message):
     arguments: dict[str, Any] = Field(default_factory=dict)
     user: str | None = Field(default=None, max_length=200)
     idempotency_key: str | None = Field(default=None, max_length=200)
+    # how long the requester waits for the answer (its request timeout, seconds): a call held
+    # for approval past it is `abandoned`, since no one is left to receive the result
+    # (optional; without it the approval timeout alone ends the wait)
+    wait_s: float | None = Field(default=None, gt=0, le=86_400)
 
 
 class ToolCallResult(Message):
