@@ -97,8 +97,12 @@ async def test_a_consent_completed_in_another_browser_is_refused_and_links_nothi
         events = await wait_for(audited, timeout=15)
         assert events[0]["refs"]["user"] == "alice" and params["code"] not in str(events)
 
-        # the link still works where it was started: alice completes it as herself
-        mine = await complete_consent(stack, url, "alice")
+        # the leaked flow is burnt, even in alice's own browser (its code and state are out)
+        again = await hit_callback(stack, params)
+        assert again.status_code == 400 and "already used" in again.json()["message"], again.text
+        assert await open_tokens(stack, name, "alice") is None
+        # alice starts again and completes it as herself, in her browser
+        mine = await complete_consent(stack, await _start(stack, alice, name), "alice")
         assert mine.status_code == 200, mine.text
         doc = await open_tokens(stack, name, "alice")
         assert doc is not None

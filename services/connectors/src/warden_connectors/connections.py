@@ -194,7 +194,10 @@ class Connections:
             raise NotFound("the connector of this consent no longer exists")
         try:
             self.consent.check_browser(flow, cookies or {})
-        except StateUserMismatch as e:  # the state stays usable in the right browser
+        except StateUserMismatch as e:
+            # the flow leaked out of its browser: burn it (a code for it is in a stranger's hands,
+            # and the state with it); the person starts again
+            await self.store.consume_flow(flow.nonce)
             await self._failed(row, flow.user, e, browser=True)
             raise
         try:

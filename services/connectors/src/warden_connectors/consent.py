@@ -275,8 +275,9 @@ class Consent:
         if not self.codec.binding_ok(cookies.get(BINDING_COOKIE_PREFIX + flow.nonce), flow.nonce, flow.user):
             raise StateUserMismatch(
                 "this consent was not started in this browser, so Warden cannot tell that the account you "
-                "signed in with belongs to the person it is for. Open the consent link in the browser where you "
-                "started it (or start the connection again from your agent or the console); nothing was linked",
+                "signed in with belongs to the person it is for: nothing was linked, and this link no longer "
+                "works. Start the connection again (from your agent or the console) and open the consent link "
+                "in the browser where you started it",
                 details={"connector_id": flow.connector_id},
             )
 
