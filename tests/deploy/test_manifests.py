@@ -245,6 +245,7 @@ def test_the_public_urls_are_the_public_host(variant: str) -> None:
     assert ingress["spec"]["rules"][0]["host"] == host and ingress["spec"]["tls"][0]["hosts"] == [host]
     paths = {p["path"]: p["backend"]["service"]["name"] for p in ingress["spec"]["rules"][0]["http"]["paths"]}
     assert paths["/mcp"] == "proxy" and paths["/connect/callback"] == "connectors" and paths["/"] == "console"
+    assert paths["/connect/start/"] == "connectors"  # a person's consent link (issue 16, 10d)
 
     def from_env(deployment: str, cls: Any, prefix: str) -> Any:
         """The service's Settings as it builds them: from the Deployment's literal env, and

@@ -272,7 +272,9 @@ async def test_per_user_tokens_are_isolated_and_a_missing_connection_answers_a_c
         assert subs == {"alice": "alice", "bob": "bob"}
 
         err = await refusal(stack, name, "carol")
-        assert err.code == ErrorCode.consent_required and err.details["consent_url"].startswith(env.op.issuer)
+        assert err.code == ErrorCode.consent_required and err.details["consent_url"].startswith(
+            f"{stack.urls['connectors']}/connect/start/"
+        )
         # carol's consent URL puts tokens in carol's slot only, whoever logs in at the provider
         page = await complete_consent(stack, err.details["consent_url"], "carol")
         assert page.status_code == 200 and page.json()["user"] == "carol"

@@ -56,7 +56,7 @@ async def test_url_elicitation_consent_then_the_original_call_returns(stack: Sta
             result = await client.call_tool(f"{name}__whoami", {})
         assert not result.is_error, result
         assert result.content[0].text == "alice"  # type: ignore[union-attr]
-        assert len(alice.shown) == 1 and alice.shown[0].startswith(upstream.issuer)
+        assert len(alice.shown) == 1 and alice.shown[0].startswith(f"{stack.urls['connectors']}/connect/start/")
         page = await alice.pages[0]
         assert page.status_code == 200 and page.json()["user"] == "alice"
         tokens = await open_tokens(stack, name, "alice")
@@ -92,7 +92,7 @@ async def test_a_client_that_can_show_nothing_gets_the_consent_url_in_the_result
         async with agent(stack, key) as client:
             result = await client.call_tool(f"{name}__whoami", {})
         text = result.content[0].text  # type: ignore[union-attr]
-        assert result.is_error and upstream.issuer in text and "connect" in text.lower()
+        assert result.is_error and f"{stack.urls['connectors']}/connect/start/" in text and "connect" in text.lower()
 
 
 async def test_a_call_without_an_end_user_never_runs_on_the_admins_connection(

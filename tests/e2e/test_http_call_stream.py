@@ -101,6 +101,9 @@ async def test_a_consent_event_then_the_result_with_the_users_token(stack: Stack
         async with asyncio.timeout(120):
             events = await _events(stack, str(key["key"]), f"{name}__whoami", {}, on)
         assert [e for e, _ in events] == ["started", "consent", "result"]
-        assert events[1][1]["url"].startswith(op.issuer) and events[1][1]["connector"] == name
+        assert (
+            events[1][1]["url"].startswith(f"{stack.urls['connectors']}/connect/start/")
+            and events[1][1]["connector"] == name
+        )
         assert events[-1][1]["content"][0]["text"] == "ivy"
         assert (await consents[0]).status_code == 200

@@ -70,7 +70,9 @@ async def test_a_user_connects_checks_and_disconnects_their_own_connection(
         ).items()
 
         started = (await a.post(f"{ME}/{name}/consent")).json()
-        assert started["status"] == "verifying" and started["consent_url"].startswith(op.issuer)
+        assert started["status"] == "verifying" and started["consent_url"].startswith(
+            f"{stack.urls['connectors']}/connect/start/"
+        )
         assert (await a.get(f"{ME}/{name}")).json()["status"] == "verifying"
         assert (await b.get(f"{ME}/{name}")).json()["status"] == "connection_required"  # bob's is his own
 

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from support.admin import Admin, admin_client, agent
-from support.consent import ElicitedConsents, callback_url, complete_consent, jwt_claims, open_tokens
+from support.consent import ElicitedConsents, authorize_url, callback_url, complete_consent, jwt_claims, open_tokens
 from support.infra import wait_for
 from support.oauth import registered_clients
 from support.oidc import oidc_provider
@@ -36,8 +36,9 @@ async def upstream(stack: Stack) -> AsyncIterator[ProtectedMcp]:
         yield mcp
 
 
-def _scopes(consent_url: str) -> set[str]:
-    return set(parse_qs(urlsplit(consent_url).query)["scope"][0].split())
+async def _scopes(consent_url: str) -> set[str]:
+    url = await authorize_url(consent_url)  # a person's consent URL is Warden's start URL
+    return set(parse_qs(urlsplit(url).query)["scope"][0].split())
 
 
 async def _connector(stack: Stack, admin: Admin, upstream: ProtectedMcp, scope: str) -> str:
@@ -48,7 +49,9 @@ async def _connector(stack: Stack, admin: Admin, upstream: ProtectedMcp, scope: 
         "/v1/connectors?authorize=true",
         json={"name": name, "url": upstream.url, "scope": scope, "auth": {"type": "oauth2"}},
     )
-    assert "mcp:admin" not in _scopes(view["consent_url"])  # the first consent asks for what the server advertises
+    assert "mcp:admin" not in await _scopes(
+        view["consent_url"]
+    )  # the first consent asks for what the server advertises
     assert (await complete_consent(stack, view["consent_url"], "the-admin")).status_code == 200
     await admin.register(name, [{"name": "admin_echo"}, {"name": "echo"}])
     return name
@@ -67,14 +70,14 @@ async def test_per_user_step_up_consents_to_the_union_and_resumes_the_call(
                 # first erin's own connection (a plain consent), then the tool that needs more
                 r = await client.call_tool(f"{name}__echo", {"text": "hi"})
                 assert not r.is_error, r
-                assert len(erin.shown) == 1 and "mcp:admin" not in _scopes(erin.shown[0])
+                assert len(erin.shown) == 1 and "mcp:admin" not in await _scopes(erin.shown[0])
                 await erin.pages[0]
                 r = await client.call_tool(f"{name}__admin_echo", {"text": "hi"})
         assert not r.is_error, r
         assert r.content[0].text == "admin: hi"  # type: ignore[union-attr]
         # the second consent asked for the union of what erin held and what the server required
         assert len(erin.shown) == 2, erin.shown
-        assert {"mcp:tools", "mcp:admin"} <= _scopes(erin.shown[1])
+        assert {"mcp:tools", "mcp:admin"} <= await _scopes(erin.shown[1])
         assert (await erin.pages[1]).status_code == 200
         tokens = await open_tokens(stack, name, "erin")
         assert tokens is not None
@@ -106,7 +109,7 @@ async def test_organization_step_up_needs_the_admin_and_the_next_consent_asks_fo
         assert name in [c["name"] for c in attention]
 
         started = await admin.req("POST", "connectors", f"/v1/connectors/{name}/authorize")
-        assert {"mcp:tools", "mcp:admin"} <= _scopes(started["consent_url"])
+        assert {"mcp:tools", "mcp:admin"} <= await _scopes(started["consent_url"])
         assert (await complete_consent(stack, started["consent_url"], "the-admin")).status_code == 200
 
         view = await admin.req("GET", "connectors", f"/v1/connectors/{name}")

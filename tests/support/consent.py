@@ -10,7 +10,7 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import asyncpg
 import httpx
@@ -24,10 +24,13 @@ from support.oauth import follow_consent
 
 __all__ = [
     "ElicitedConsents",
+    "authorize_url",
     "callback_url",
     "complete_consent",
     "connectors_db",
+    "hit_callback",
     "jwt_claims",
+    "open_start",
     "open_tokens",
     "provider_redirect",
     "stack_bus",
@@ -42,13 +45,55 @@ def _hinted(consent_url: str, login_hint: str) -> str:
     return f"{consent_url}&{urlencode({'login_hint': login_hint})}"
 
 
+# The browser's cookie jars: a person's consent URL is Warden's start URL, which binds the flow
+# to the browser that opens it (a cookie the callback asks back). One jar per consent URL plays
+# "the browser where it was started"; the callback finds it again by the state it carries.
+_JARS: dict[str, httpx.Cookies] = {}
+_BY_STATE: dict[str, httpx.Cookies] = {}
+_AUTHORIZE: dict[str, str] = {}
+_OPENING: dict[str, asyncio.Lock] = {}
+
+
+def is_start_url(consent_url: str) -> bool:
+    return "/connect/start/" in urlsplit(consent_url).path
+
+
+async def open_start(consent_url: str, jar: httpx.Cookies | None = None) -> httpx.Response:
+    """Open a start URL in a browser (`jar`: its cookies; by default the consent's own jar)."""
+    jar = _JARS.setdefault(consent_url, httpx.Cookies()) if jar is None else jar
+    async with httpx.AsyncClient(timeout=30, trust_env=False, cookies=jar) as browser:
+        r = await browser.get(consent_url, headers={"Accept": "application/json"})
+        jar.update(browser.cookies)
+        return r
+
+
+async def authorize_url(consent_url: str) -> str:
+    """The provider's authorization URL behind a consent URL (opening the start URL in the
+    consent's own browser; the same URL when it is already the provider's)."""
+    if not is_start_url(consent_url):
+        return consent_url
+    async with _OPENING.setdefault(consent_url, asyncio.Lock()):  # one opening at a time per link
+        if consent_url not in _AUTHORIZE:
+            r = await open_start(consent_url)
+            assert r.status_code == 302, (r.status_code, r.text)
+            _AUTHORIZE[consent_url] = r.headers["location"]
+    return _AUTHORIZE[consent_url]
+
+
 async def provider_redirect(stack: Stack, consent_url: str, login_hint: str) -> dict[str, str]:
     """Log in at the provider and stop at its redirect to Warden: the callback's query."""
-    return await follow_consent(_hinted(consent_url, login_hint), redirect_uri=callback_url(stack))
+    url = await authorize_url(consent_url)
+    params = await follow_consent(_hinted(url, login_hint), redirect_uri=callback_url(stack))
+    if is_start_url(consent_url) and "state" in params:
+        _BY_STATE[params["state"]] = _JARS[consent_url]
+    return params
 
 
-async def hit_callback(stack: Stack, params: dict[str, str]) -> httpx.Response:
-    async with httpx.AsyncClient(timeout=30, trust_env=False) as browser:
+async def hit_callback(stack: Stack, params: dict[str, str], jar: httpx.Cookies | None = None) -> httpx.Response:
+    """Come back to Warden's callback, in the browser that started the flow unless `jar` says
+    which (an empty jar: another person's browser)."""
+    cookies = _BY_STATE.get(params.get("state", ""), httpx.Cookies()) if jar is None else jar
+    async with httpx.AsyncClient(timeout=30, trust_env=False, cookies=cookies) as browser:
         return await browser.get(
             f"{callback_url(stack)}?{urlencode(params, quote_via=quote)}", headers={"Accept": "application/json"}
         )

@@ -97,7 +97,10 @@ def create_app(settings: Settings) -> FastAPI:
             runtime.ready = False
 
     app = FastAPI(title="Warden connectors", version="0.1.0", lifespan=lifespan, servers=openapi_servers(settings.http))
-    install_error_handlers(app, {("get", "/connect/callback"): [400]})  # its query is read by hand
+    # their query and cookies are read by hand; a browser bound elsewhere is a 403
+    install_error_handlers(
+        app, {("get", "/connect/callback"): [400, 403], ("get", "/connect/start/{nonce}"): [400, 403]}
+    )
     app.include_router(ops_router(runtime.checks()))
     app.include_router(build_router(admin_guard(settings.admin_token, settings.admin_tokens)))
     if cimd is not None:

@@ -19,9 +19,9 @@ from typing import Any, Literal, NoReturn
 from warden_common.contracts import EventType
 from warden_common.errors import NotFound
 
-from warden_connectors.consent import Consent, ConsentStart, Finished
+from warden_connectors.consent import Consent, ConsentStart, Finished, Opened
 from warden_connectors.errors import BadInput, ConsentRequired, ReauthRequired
-from warden_connectors.oauth import OAuthError, OAuthServer, TokenSet, step_up_scopes
+from warden_connectors.oauth import OAuthError, OAuthServer, StateUserMismatch, TokenSet, step_up_scopes
 from warden_connectors.store import ConnectorRow, Store
 from warden_connectors.tokens import RefreshOutcome, TokenVault, is_client_credentials
 
@@ -163,8 +163,27 @@ class Connections:
             details={"scopes": list(union)},
         )
 
-    async def callback(self, params: Mapping[str, str]) -> tuple[ConnectorRow, str]:
-        """The browser came back: consume the state, redeem the code, store the tokens sealed."""
+    async def open(self, nonce: str, cookies: Mapping[str, str]) -> Opened:
+        """A person opened their consent link (`/connect/start/<nonce>`); a refusal is audited."""
+        try:
+            return await self.consent.open(nonce, cookies)
+        except StateUserMismatch as e:
+            row = await self._flow_row(e.details.get("connector_id"))
+            if row is not None:
+                await self._failed(row, str(e.details.get("user") or ""), e, browser=True)
+            raise
+
+    async def _flow_row(self, connector_id: object) -> ConnectorRow | None:
+        try:
+            return await self.store.get_by_id(uuid.UUID(str(connector_id)))
+        except ValueError:
+            return None
+
+    async def callback(
+        self, params: Mapping[str, str], cookies: Mapping[str, str] | None = None
+    ) -> tuple[ConnectorRow, str]:
+        """The browser came back: check it is the one that started a person's consent, consume
+        the state, redeem the code, store the tokens sealed."""
         flow = self.consent.peek(params.get("state"))
         try:
             cid = uuid.UUID(flow.connector_id)
@@ -173,6 +192,14 @@ class Connections:
         row = await self.store.get_by_id(cid)
         if row is None or row["auth_type"] != "oauth2":
             raise NotFound("the connector of this consent no longer exists")
+        try:
+            self.consent.check_browser(flow, cookies or {})
+        except StateUserMismatch as e:
+            # the flow leaked out of its browser: burn it (a code for it is in a stranger's hands,
+            # and the state with it); the person starts again
+            await self.store.consume_flow(flow.nonce)
+            await self._failed(row, flow.user, e, browser=True)
+            raise
         try:
             done = await self.consent.finish(row, flow, params, self.open_secret(row))
         except OAuthError as e:
@@ -211,10 +238,15 @@ class Connections:
             self.emit(EventType.connector_status_changed, new, None, previous=row["status"])
         return new
 
-    async def _failed(self, row: ConnectorRow, user_key: str, e: OAuthError) -> None:
+    async def _failed(self, row: ConnectorRow, user_key: str, e: OAuthError, *, browser: bool = False) -> None:
         """A consent that came back refused: an event (a call waiting for it ends at once, with
-        the reason), and an organization connection not yet active says so in its status."""
-        self.emit(EventType.connector_consent_failed, row, None, user=user_key or None, reason=e.message[:500])
+        the reason), and an organization connection not yet active says so in its status.
+        `browser`: refused because another browser than the starting one came (no status change:
+        the person can still finish in their own browser)."""
+        extra: dict[str, Any] = {"refused": "other_browser"} if browser else {}
+        self.emit(EventType.connector_consent_failed, row, None, user=user_key or None, reason=e.message[:500], **extra)
+        if browser:
+            return
         if user_key == "":  # what `warden connectors add/reconnect` wait on, and `show` says
             await self.store.set_consent_failure(row["id"], e.message[:500])
         if user_key == "" and row["status"] != "active":

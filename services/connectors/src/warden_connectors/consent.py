@@ -8,6 +8,12 @@ where to send the person, what to do with the callback, and revocation.
   lock so two replicas never register twice.
 - Each consent URL has a row in `oauth_flows` (its state nonce); the callback deletes it
   (`DELETE ... RETURNING`), so a state works once across replicas.
+- A person's consent (per-user connection) is bound to the browser that starts it (issue 16,
+  10d): the URL given out is Warden's `/connect/start/<nonce>`, which works in one browser only,
+  sets a short-lived cookie there (an HMAC of the nonce and the person, keyed by the state key)
+  and redirects to the provider; the callback refuses that flow without the cookie. So a link
+  completed in someone else's browser links nothing. The organization's consent (the admin's,
+  from an admin-token request) keeps the provider's URL as before.
 
 No FastAPI, no NATS: the service and the HTTP edge call this.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -37,6 +44,7 @@ from warden_connectors.oauth import (
     RevocationResult,
     StateCodec,
     StateInvalid,
+    StateUserMismatch,
     StaticClient,
     TokenSet,
     authorization_url,
@@ -48,7 +56,10 @@ from warden_connectors.oauth import (
 )
 from warden_connectors.store import ConnectorRow, Store
 
-__all__ = ["Consent", "ConsentStart", "DbNonceStore", "Finished", "client_aad"]
+__all__ = ["BINDING_COOKIE_PREFIX", "Consent", "ConsentStart", "DbNonceStore", "Finished", "Opened", "client_aad"]
+
+BINDING_COOKIE_PREFIX = "warden_consent_"
+_NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +94,21 @@ class ConsentStart:
     url: str
     expires_at: datetime
     user_key: str
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A start URL opened in a browser: where to send it, and the cookie that binds the flow."""
+
+    authorize_url: str
+    cookie_name: str
+    cookie_value: str
+    max_age: int
+    connector_id: uuid.UUID
+    user_key: str
+
+    def __repr__(self) -> str:
+        return f"Opened(connector_id={self.connector_id}, user_key={self.user_key!r})"
 
 
 @dataclass(frozen=True)
@@ -127,6 +153,8 @@ class Consent:
         self.discovery = discovery or DiscoveryCache(ttl_s=300)
         self.client_name = client_name
         self.cimd = cimd
+        # the start URL sits beside the callback: <base>/connect/start/<nonce>
+        self.start_base = redirect_uri.removesuffix("/connect/callback").rstrip("/") + "/connect/start/"
 
     # -- the authorization server -----------------------------------------------------
     async def server(self, row: ConnectorRow, *, fresh: bool = False) -> OAuthServer:
@@ -213,8 +241,45 @@ class Consent:
             server, client, self.codec, connector_id=str(row["id"]), user=user_key, scopes=scopes
         )
         expires = datetime.fromtimestamp(req.flow.expires_at, UTC)
-        await self.store.add_flow(req.flow.nonce, row["id"], user_key, expires)
-        return ConsentStart(url=req.url, expires_at=expires, user_key=user_key)
+        if not user_key:  # the organization's consent: the admin's own request, as before
+            await self.store.add_flow(req.flow.nonce, row["id"], user_key, expires)
+            return ConsentStart(url=req.url, expires_at=expires, user_key=user_key)
+        await self.store.add_flow(req.flow.nonce, row["id"], user_key, expires, authorize_url=req.url)
+        return ConsentStart(url=self.start_base + req.flow.nonce, expires_at=expires, user_key=user_key)
+
+    async def open(self, nonce: str, cookies: Mapping[str, str]) -> Opened:
+        """`/connect/start/<nonce>`: the first browser to open it gets the flow's cookie; the same
+        browser may open it again (it shows its cookie); any other is refused."""
+        if not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
+            raise StateInvalid("the consent link is not valid (damaged); start the connection again")
+        rec, first = await self.store.open_flow(nonce)
+        if rec is None:
+            raise StateInvalid(
+                "the consent link is not valid any more (unknown, expired or already used); start the connection again"
+            )
+        name = BINDING_COOKIE_PREFIX + nonce
+        value = self.codec.binding(nonce, rec["user_key"])
+        if not first and not self.codec.binding_ok(cookies.get(name), nonce, rec["user_key"]):
+            raise StateUserMismatch(
+                "this consent link was already opened in another browser: it works only in the browser where "
+                "it was first opened. Open it there, or start the connection again from your agent or the console",
+                details={"connector_id": str(rec["connector_id"]), "user": rec["user_key"]},
+            )
+        max_age = max(1, int((rec["expires_at"] - datetime.now(UTC)).total_seconds()))
+        return Opened(rec["authorize_url"], name, value, max_age, rec["connector_id"], rec["user_key"])
+
+    def check_browser(self, flow: FlowState, cookies: Mapping[str, str]) -> None:
+        """The callback of a person's consent must come to the browser that started it."""
+        if not flow.user:
+            return
+        if not self.codec.binding_ok(cookies.get(BINDING_COOKIE_PREFIX + flow.nonce), flow.nonce, flow.user):
+            raise StateUserMismatch(
+                "this consent was not started in this browser, so Warden cannot tell that the account you "
+                "signed in with belongs to the person it is for: nothing was linked, and this link no longer "
+                "works. Start the connection again (from your agent or the console) and open the consent link "
+                "in the browser where you started it",
+                details={"connector_id": flow.connector_id},
+            )
 
     def peek(self, state: str | None) -> FlowState:
         return self.codec.peek(state)

@@ -27,7 +27,7 @@ from warden_common.crypto import Sealer
 from warden_common.errors import WardenError
 
 from warden_connectors.connections import Connections, TokenRevocation, revocation_report
-from warden_connectors.consent import Consent, ConsentStart
+from warden_connectors.consent import Consent, ConsentStart, Opened
 from warden_connectors.credentials import CredentialDesk
 from warden_connectors.errors import (
     BadInput,
@@ -344,9 +344,13 @@ class ConnectorService(CredentialDesk):
             if r["scope"] == "per_user" and r["auth_type"] == "oauth2" and r["status"] != "disconnected"
         ]
 
-    async def callback(self, params: dict[str, str]) -> tuple[str, str | None]:
-        row, user_key = await self.connections.callback(params)
+    async def callback(self, params: dict[str, str], cookies: dict[str, str] | None = None) -> tuple[str, str | None]:
+        row, user_key = await self.connections.callback(params, cookies)
         return row["name"], user_key or None
+
+    async def open_consent(self, nonce: str, cookies: dict[str, str]) -> Opened:
+        """A person's consent link opened in a browser (`/connect/start/<nonce>`)."""
+        return await self.connections.open(nonce, cookies)
 
     async def test(self, name: str) -> dict[str, Any]:
         """List the connector's tools through the proxy (the one egress), with its credential."""

@@ -287,15 +287,37 @@ class Store:
         await self.pool.execute("DELETE FROM oauth_clients WHERE connector_id = $1", cid)
 
     # -- pending consent flows ---------------------------------------------------------
-    async def add_flow(self, nonce: str, cid: uuid.UUID, user_key: str, expires_at: datetime) -> None:
+    async def add_flow(
+        self, nonce: str, cid: uuid.UUID, user_key: str, expires_at: datetime, authorize_url: str | None = None
+    ) -> None:
         await self.pool.execute("DELETE FROM oauth_flows WHERE expires_at < now() - interval '1 hour'")
         await self.pool.execute(
-            "INSERT INTO oauth_flows (nonce, connector_id, user_key, expires_at) VALUES ($1,$2,$3,$4)",
+            "INSERT INTO oauth_flows (nonce, connector_id, user_key, expires_at, authorize_url)"
+            " VALUES ($1,$2,$3,$4,$5)",
             nonce,
             cid,
             user_key,
             expires_at,
+            authorize_url,
         )
+
+    async def open_flow(self, nonce: str) -> tuple[asyncpg.Record | None, bool]:
+        """The start URL opened: (the flow, whether this is its first opening). The first
+        opening is claimed atomically, so only one browser ever gets the flow's cookie."""
+        first = await self.pool.fetchrow(
+            "UPDATE oauth_flows SET opened_at = now() WHERE nonce = $1 AND expires_at > now()"
+            " AND opened_at IS NULL AND authorize_url IS NOT NULL"
+            " RETURNING connector_id, user_key, authorize_url, expires_at",
+            nonce,
+        )
+        if first is not None:
+            return first, True
+        again = await self.pool.fetchrow(
+            "SELECT connector_id, user_key, authorize_url, expires_at FROM oauth_flows"
+            " WHERE nonce = $1 AND expires_at > now() AND authorize_url IS NOT NULL",
+            nonce,
+        )
+        return again, False
 
     async def consume_flow(self, nonce: str) -> asyncpg.Record | None:
         """The single use of a state: whichever replica deletes the row first wins."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
 import secrets
 import time
@@ -78,6 +79,10 @@ class FlowState(BaseModel):
     expires_at: float
 
 
+def _binding_key(key: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"warden oauth consent binding v1").derive(key)
+
+
 def _derive(key: bytes) -> AESGCM:
     if len(key) < 32:
         raise ValueError("the state key must be at least 32 bytes")
@@ -97,6 +102,7 @@ class StateCodec:
     ) -> None:
         self._aead = _derive(key)
         self._openers = [self._aead, *(_derive(k) for k in old_keys)]  # rotation: old keys only open
+        self._binders = [_binding_key(key), *(_binding_key(k) for k in old_keys)]
         self._store = store
         self.ttl_s = ttl_s
         self._clock = clock
@@ -141,6 +147,21 @@ class StateCodec:
         ct = self._aead.encrypt(iv, json.dumps(doc, separators=(",", ":")).encode(), _AAD)
         token = _PREFIX + base64.urlsafe_b64encode(iv + ct).rstrip(b"=").decode()
         return token, fs
+
+    def binding(self, nonce: str, user: str) -> str:
+        """The browser binding of a flow: an HMAC of its nonce and person, which the start URL
+        sets as a cookie in the browser that opened it and the callback asks back."""
+        return self._mac(self._binders[0], nonce, user)
+
+    def binding_ok(self, value: str | None, nonce: str, user: str) -> bool:
+        if not value or not isinstance(value, str) or len(value) > 128:
+            return False
+        return any(hmac.compare_digest(value, self._mac(k, nonce, user)) for k in self._binders)
+
+    @staticmethod
+    def _mac(key: bytes, nonce: str, user: str) -> str:
+        msg = json.dumps([nonce, user], separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(hmac.digest(key, msg, "sha256")).rstrip(b"=").decode()
 
     def peek(self, state: str | None) -> FlowState:
         """Open and check a state without consuming it. Raises StateInvalid / StateExpired."""
