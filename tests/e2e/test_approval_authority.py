@@ -137,7 +137,8 @@ async def test_the_audit_names_the_admin_who_did_each_thing(stack: Stack, nats_u
         assert mallory["items"] == []
 
 
-async def test_a_held_call_sends_progress_while_it_waits(stack: Stack) -> None:
+@pytest.mark.parametrize("mode", ["legacy", "auto"])  # a 2025 session, and a 2026-07-28 client
+async def test_a_held_call_sends_progress_while_it_waits(stack: Stack, mode: str) -> None:
     """With a progress token, a call waiting for approval hears from the proxy at once and then
     every 10 s (under the 60 s request timeout of common clients), then completes."""
     async with trouble_upstream() as up, admin_client(stack) as admin:
@@ -152,9 +153,9 @@ async def test_a_held_call_sends_progress_while_it_waits(stack: Stack) -> None:
             heard.append(message or "")
             first.set()
 
-        async with agent(stack, key, mode="legacy") as client:
+        async with agent(stack, key, mode=mode) as client:
             call = asyncio.create_task(
-                client.call_tool(f"{c}__record", {"key": "progress"}, progress_callback=on_progress)
+                client.call_tool(f"{c}__record", {"key": f"progress-{mode}"}, progress_callback=on_progress)
             )
             held = await _pending(admin, f"{c}__record")
             await asyncio.wait_for(first.wait(), 8)
