@@ -33,6 +33,7 @@ from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel, ValidationError
 
+from warden_common import otel
 from warden_common.contracts.base import ErrorCode, Message, Reply, ReplyError, Subject
 from warden_common.contracts.events import Service
 from warden_common.errors import (
@@ -52,6 +53,7 @@ from warden_common.tracing import (
     current_trace_id,
     from_traceparent,
     new_trace_id,
+    parent_from_traceparent,
     set_trace_id,
     traceparent,
 )
@@ -87,6 +89,7 @@ class Bus(EventOutbox):
 
     # -- lifecycle -------------------------------------------------------------------
     async def connect(self) -> None:
+        otel.setup(str(self.service))  # spans only when OTEL_* asks for them (once per process)
         opts: dict[str, Any] = {
             "servers": self.settings.servers,
             "name": f"warden-{self.service}",
@@ -221,6 +224,18 @@ class Bus(EventOutbox):
         if len(body) > self.message_limit:
             raise self.too_large(f"the request on {subject}", len(body))
         label = subject_label(subject)
+        with otel.span(f"{label} request", kind="client", attributes=_span_attrs(label)) as s:
+            if s is None:
+                return await self._request(subject, label, body, result, limit)
+            try:
+                out = await self._request(subject, label, body, result, limit)
+            except WardenError as e:
+                s.set_attribute("outcome", str(e.code))
+                raise
+            s.set_attribute("outcome", "ok")
+            return out
+
+    async def _request(self, subject: str, label: str, body: bytes, result: type[Rep], limit: float) -> Rep:
         started = time.perf_counter()
         try:
             reply = await ask(self._nc, subject, body, timeout=limit, headers=self._headers())
@@ -266,7 +281,20 @@ class Bus(EventOutbox):
         timers = {o: NATS_HANDLE.labels(label, o) for o in ("ok", "error", "invalid", "internal")}
 
         async def _cb(m: Msg) -> None:
-            set_trace_id(from_traceparent((m.headers or {}).get("traceparent")) or new_trace_id())
+            header = (m.headers or {}).get("traceparent")
+            set_trace_id(from_traceparent(header) or new_trace_id())
+            if not otel.enabled():
+                await _handle(m)
+                return
+            with otel.span(
+                f"{label} handle", kind="server", parent=parent_from_traceparent(header), attributes=_span_attrs(label)
+            ) as s:
+                outcome = await _handle(m)
+                s.set_attribute("outcome", outcome)
+                if outcome == "internal":
+                    s.set_status(otel_error_status())
+
+        async def _handle(m: Msg) -> str:
             started = time.perf_counter()
             outcome = "ok"
             try:
@@ -299,6 +327,7 @@ class Bus(EventOutbox):
                     await m.respond(body)
                 except Exception:  # noqa: BLE001 - the requester may be gone
                     log.debug("respond failed", exc_info=True)
+            return outcome
 
         cb = _cb
         if concurrency > 1:
@@ -331,6 +360,16 @@ class Bus(EventOutbox):
         self._subs.append(sub)
         await self._nc.flush(timeout=5)  # the server knows our interest before we say we serve
         return sub
+
+
+def _span_attrs(label: str) -> dict[str, str]:
+    return {"messaging.system": "nats", "messaging.destination.name": label}
+
+
+def otel_error_status() -> Any:
+    from opentelemetry.trace import Status, StatusCode
+
+    return Status(StatusCode.ERROR, "internal")
 
 
 # pauses before asking again when nobody is subscribed (at most ~0.4 s in all, within the timeout)

@@ -15,11 +15,15 @@ from typing import Any
 
 __all__ = [
     "begin_call",
+    "call_parent",
     "current_call_id",
+    "current_span_id",
     "current_trace_id",
     "inbound_http",
     "set_call_id",
     "from_traceparent",
+    "parent_from_traceparent",
+    "set_span_id",
     "new_trace_id",
     "set_trace_id",
     "traceparent",
@@ -27,7 +31,11 @@ __all__ = [
 
 _trace_id: ContextVar[str | None] = ContextVar("warden_trace_id", default=None)
 _incoming: ContextVar[str | None] = ContextVar("warden_incoming_trace_id", default=None)
+_incoming_parent: ContextVar[str | None] = ContextVar("warden_incoming_parent", default=None)
 _call_id: ContextVar[str | None] = ContextVar("warden_call_id", default=None)
+# the open OpenTelemetry span's id (warden_common.otel), the parent in the `traceparent` we send;
+# None when tracing is off (then each `traceparent` gets a fresh random parent id, as before)
+_span_id: ContextVar[str | None] = ContextVar("warden_span_id", default=None)
 
 
 def new_trace_id() -> str:
@@ -50,8 +58,26 @@ def ensure_trace_id() -> str:
     return tid
 
 
+def current_span_id() -> str | None:
+    return _span_id.get()
+
+
+def set_span_id(span_id: str | None) -> None:
+    _span_id.set(span_id)
+
+
 def traceparent(trace_id: str) -> str:
-    return f"00-{trace_id}-{os.urandom(8).hex()}-01"
+    return f"00-{trace_id}-{_span_id.get() or os.urandom(8).hex()}-01"
+
+
+def parent_from_traceparent(value: str | None) -> str | None:
+    """The parent span id of a valid W3C `traceparent` (16 hex digits, not all zero)."""
+    if not value or from_traceparent(value) is None:
+        return None
+    parent = value.split("-")[2]
+    if len(parent) == 16 and all(c in "0123456789abcdef" for c in parent) and parent != "0" * 16:
+        return parent
+    return None
 
 
 def from_traceparent(value: str | None) -> str | None:
@@ -66,22 +92,34 @@ def from_traceparent(value: str | None) -> str | None:
 def inbound_http(scope: dict[str, Any]) -> None:
     """At the HTTP edge: remember the trace id of the request's `traceparent` (when it is a
     valid W3C one) for the calls this request starts, and make it the current trace."""
-    value = None
+    value = parent = None
     for k, v in scope.get("headers") or ():
         if k == b"traceparent":
-            value = from_traceparent(v.decode("latin-1"))
+            header = v.decode("latin-1")
+            value, parent = from_traceparent(header), parent_from_traceparent(header)
             break
     _incoming.set(value)
+    _incoming_parent.set(parent)
     _trace_id.set(value or new_trace_id())
 
 
 def begin_call(traceparent_header: str | None = None) -> str:
     """Start a call's trace: the given `traceparent`'s trace id, else the HTTP request's
     (`inbound_http`), else a new one. Returns the trace id; the call id is reset."""
-    tid = from_traceparent(traceparent_header) or _incoming.get() or new_trace_id()
+    tid = from_traceparent(traceparent_header)
+    if tid is not None:
+        parent = parent_from_traceparent(traceparent_header)
+    else:
+        tid, parent = _incoming.get() or new_trace_id(), _incoming_parent.get()
     _trace_id.set(tid)
     _call_id.set(None)
+    _incoming_parent.set(parent)
     return tid
+
+
+def call_parent() -> str | None:
+    """The caller's span id (its `traceparent` parent) for the call `begin_call` started."""
+    return _incoming_parent.get()
 
 
 def current_call_id() -> str | None:

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 import httpx
 import orjson
+from warden_common import otel
 from warden_common.netguard import NetPolicy
 from warden_common.tracing import current_trace_id, traceparent
 
@@ -194,6 +195,20 @@ class LeanSession:
 
     async def request(
         self, method: str, params: dict[str, Any], *, progress: ProgressFn | None = None, initializing: bool = False
+    ) -> dict[str, Any]:
+        if not otel.enabled():
+            return await self._request(method, params, progress, initializing)
+        # the upstream HTTP request: its traceparent names this span as the upstream's parent
+        with otel.span(f"upstream {method}", kind="client", attributes={"rpc.method": method}) as s:
+            try:
+                out = await self._request(method, params, progress, initializing)
+            except UpstreamHttpError as e:
+                s.set_attribute("http.response.status_code", e.status)
+                raise
+            return out
+
+    async def _request(
+        self, method: str, params: dict[str, Any], progress: ProgressFn | None, initializing: bool
     ) -> dict[str, Any]:
         rid = next(self._ids)
         body: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method, "params": params}

@@ -24,6 +24,7 @@ import mcp_types as types
 import orjson
 from jsonschema.exceptions import SchemaError, ValidationError
 from prometheus_client import Counter
+from warden_common import otel
 from warden_common.bus import Bus
 from warden_common.contracts import (
     CREDENTIALS_GET,
@@ -47,7 +48,7 @@ from warden_common.contracts import (
 )
 from warden_common.errors import WardenError
 from warden_common.metrics import CALL_DURATION, UPSTREAM_ERRORS, connector_label, tool_label
-from warden_common.tracing import set_call_id
+from warden_common.tracing import call_parent, set_call_id
 
 from warden_proxy.agents import Principal
 from warden_proxy.approvals import Approvals, AskApproval
@@ -316,6 +317,39 @@ class CallPipeline(ConsentFlow):
         durable: bool = False,
         caller_wait_s: float | None = None,
     ) -> ToolCallResult:
+        if not otel.enabled():
+            return await self._call(
+                principal, tool, arguments, idempotency_key, before_upstream, progress, on_consent, on_consented,
+                on_approval, durable, caller_wait_s,
+            )  # fmt: skip
+        # one span per call, a child of the caller's traceparent span: names and outcome, never arguments
+        with otel.span("tool call", kind="server", parent=call_parent(), attributes={"tool": tool[:200]}) as s:
+            try:
+                out = await self._call(
+                    principal, tool, arguments, idempotency_key, before_upstream, progress, on_consent, on_consented,
+                    on_approval, durable, caller_wait_s, s,
+                )  # fmt: skip
+            except WardenError as e:
+                s.set_attribute("outcome", str(e.code))
+                raise
+            s.set_attribute("outcome", "error" if out.is_error else "ok")
+            return out
+
+    async def _call(
+        self,
+        principal: Principal,
+        tool: str,
+        arguments: dict[str, Any],
+        idempotency_key: str | None,
+        before_upstream: Callable[[], Awaitable[None]] | None,
+        progress: Callable[[float, float | None, str | None], Awaitable[None]] | None,
+        on_consent: Callable[[str, str], Awaitable[bool]] | None,
+        on_consented: Callable[[str], Awaitable[None]] | None,
+        on_approval: AskApproval | None,
+        durable: bool,
+        caller_wait_s: float | None,
+        span: Any = None,
+    ) -> ToolCallResult:
         call_id = os.urandom(16).hex()  # what uuid4().hex is made of, without the UUID object
         set_call_id(call_id)  # on every log line of this call
         started = time.perf_counter()
@@ -338,6 +372,8 @@ class CallPipeline(ConsentFlow):
                 connector=resolved.connector,
             )
             self.validate(resolved, arguments)
+            if span is not None:
+                span.set_attribute("connector", resolved.connector or "-")
         except WardenError as e:
             self._event(
                 EventType.call_denied,
