@@ -86,7 +86,13 @@ async def test_a_consent_completed_in_another_browser_is_refused_and_links_nothi
         assert params["code"] not in refused.text
         assert await open_tokens(stack, name, "alice") is None  # mallory's account is not alice's
         async with connectors_db(stack) as db:
-            assert await db.fetchval("SELECT count(*) FROM tokens WHERE user_key = 'alice'") == 0
+            # this connector's rows only: other tests in the shared stack connect an alice too
+            linked = await db.fetchval(
+                "SELECT count(*) FROM tokens t JOIN connectors c ON c.id = t.connector_id"
+                " WHERE t.user_key = 'alice' AND c.name = $1",
+                name,
+            )
+            assert linked == 0
 
         async def audited() -> list[dict[str, Any]]:
             page = await admin.req(
