@@ -6,45 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
 import pytest
 from mcp import Client
 from support.admin import admin_client, agent
 from support.infra import wait_for
+from support.replicas import second_proxy
 from support.upstream import bearer_upstream
-from warden_cli.embedded import Stack, free_port
+from warden_cli.embedded import Stack
 from warden_common.client import WardenClient
 
 pytestmark = pytest.mark.e2e
-
-
-@asynccontextmanager
-async def _second_proxy(stack: Stack) -> AsyncIterator[str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = stack.service_env("proxy", "WARDEN_PROXY_")
-    env.update({"WARDEN_PROXY_HTTP__PORT": str(port), "WARDEN_PROXY_HTTP__PUBLIC_URL": url})
-    proc = stack._spawn("proxy-2", [sys.executable, "-m", "warden_proxy"], env)
-    try:
-        async with httpx.AsyncClient(timeout=2, trust_env=False) as http:
-
-            async def ready() -> bool:
-                assert proc.popen.poll() is None, proc.log_path.read_text()[-2000:]
-                try:
-                    return (await http.get(f"{url}/readyz")).status_code == 200
-                except httpx.HTTPError:
-                    return False
-
-            assert await wait_for(ready, timeout=30, interval=0.1)
-        yield url
-    finally:
-        proc.popen.terminate()
-        proc.popen.wait(timeout=15)
-        stack.procs.remove(proc)
 
 
 async def _ok_calls(http: httpx.AsyncClient, url: str) -> float:
@@ -55,7 +28,7 @@ async def _ok_calls(http: httpx.AsyncClient, url: str) -> float:
 
 async def test_two_replicas_share_calls_and_both_fail_closed_on_disconnect(stack: Stack, nats_url: str) -> None:
     async with (
-        _second_proxy(stack) as second,
+        second_proxy(stack) as second,
         bearer_upstream() as up,
         admin_client(stack) as admin,
         httpx.AsyncClient(timeout=5, trust_env=False) as http,

@@ -17,7 +17,7 @@ import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import httpcore
 import httpx
@@ -32,6 +32,7 @@ __all__ = [
     "ResolveFailed",
     "Resolver",
     "check_address",
+    "connect_first",
     "literal_ip",
     "resolve_checked",
     "system_resolver",
@@ -40,6 +41,7 @@ __all__ = [
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+T = TypeVar("T")
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
@@ -162,6 +164,24 @@ async def resolve_checked(
     return addresses
 
 
+async def connect_first(
+    addresses: list[IPAddress],
+    connect: Callable[[IPAddress], Awaitable[T]],
+    retry_on: tuple[type[Exception], ...],
+) -> T:
+    """Connect to the first of the checked `addresses` that takes the connection (in order;
+    `retry_on` moves on to the next); the last such error if none does. Both pinned backends
+    (httpcore's here, httpcore2's in the proxy) connect this way."""
+    last: Exception | None = None
+    for ip in addresses:
+        try:
+            return await connect(ip)
+        except retry_on as e:
+            last = e
+    assert last is not None
+    raise last
+
+
 class PinnedBackend(httpcore.AsyncNetworkBackend):
     """Resolve, check every address, connect to a checked address. Never lets the OS re-resolve."""
 
@@ -182,16 +202,13 @@ class PinnedBackend(httpcore.AsyncNetworkBackend):
         addresses = await resolve_checked(
             host, port, self._policy, resolver=self._resolver, timeout_s=timeout or self._timeout_s
         )
-        last: Exception | None = None
-        for ip in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    str(ip), port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as e:
-                last = e
-        assert last is not None
-        raise last
+        return await connect_first(
+            addresses,
+            lambda ip: self._inner.connect_tcp(
+                str(ip), port, timeout=timeout, local_address=local_address, socket_options=socket_options
+            ),
+            (httpcore.ConnectError, httpcore.ConnectTimeout),
+        )
 
     async def connect_unix_socket(self, *a: Any, **kw: Any) -> httpcore.AsyncNetworkStream:
         raise AddressRefused("refused: unix sockets are not reachable through the guard", host="unix", reason="unix")

@@ -29,6 +29,7 @@ from warden_common.netguard import (
     PinnedTransport,
     ResolveFailed,
     Resolver,
+    connect_first,
     resolve_checked,
     system_resolver,
 )
@@ -62,16 +63,13 @@ class _PinnedBackend2(httpcore2.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore2.AsyncNetworkStream:
         addresses = await self._egress.resolve(host, port, timeout_s=timeout or self._timeout_s)
-        last: Exception | None = None
-        for ip in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    str(ip), port, timeout=timeout, local_address=local_address, socket_options=socket_options
-                )
-            except (httpcore2.ConnectError, httpcore2.ConnectTimeout) as e:
-                last = e
-        assert last is not None
-        raise last
+        return await connect_first(
+            addresses,
+            lambda ip: self._inner.connect_tcp(
+                str(ip), port, timeout=timeout, local_address=local_address, socket_options=socket_options
+            ),
+            (httpcore2.ConnectError, httpcore2.ConnectTimeout),
+        )
 
     async def connect_unix_socket(self, *a: Any, **kw: Any) -> httpcore2.AsyncNetworkStream:
         raise AddressRefused("refused: unix sockets are not reachable through the guard", host="unix", reason="unix")
