@@ -4,6 +4,7 @@ screenshots under test-artifacts/console/."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -144,10 +145,24 @@ async def test_try_it_runs_a_tool_from_its_schema_form(stack: Stack, demo: tuple
     async with admin_client(stack) as admin:
         await admin.register(c, [{"name": "add"}])
         await admin.profile([f"{c}__add"], name="tryer")
+        await admin.profile([], name="0-listed-first")  # profiles list by name: this one loads first
     async with signed_in(browser, stack, stack.admin_token) as page:
+        # The first profile's tool list (loaded with the page) answering after tryer's must not
+        # replace it: CI once lost this race. Hold that answer until tryer's tool is picked.
+        release = asyncio.Event()
+
+        async def hold_others(route: Any) -> None:
+            if "/profiles/tryer/" not in route.request.url:
+                await release.wait()
+            await route.continue_()
+
+        await page.route("**/api/s/registry/v1/profiles/*/visible", hold_others)
         await page.goto("/try")
         await page.get_by_label("Run as profile").select_option("tryer")
         await page.get_by_label("Tool").select_option(f"{c}__add")
+        async with page.expect_response(lambda r: "/profiles/0-listed-first/visible" in r.url):
+            release.set()
+        await page.evaluate("() => new Promise((r) => setTimeout(r, 100))")  # let the page handle it
         await page.get_by_label("a (required)").fill("2")
         await page.get_by_label("b (required)").fill("40")
         await page.get_by_role("button", name="Run").click()

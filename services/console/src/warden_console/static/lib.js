@@ -343,3 +343,15 @@ export function toggle(label, checked, onchange) {
   });
   return input;
 }
+
+/**
+ * For a loader that can be called again before its answer arrives (a filter changed, a key was
+ * typed): `const loads = newestOnly();` then in the loader `const current = loads(); … if (!current()) return;` drops every answer but the newest.
+ */
+export function newestOnly() {
+  let n = 0;
+  return () => {
+    const mine = ++n;
+    return () => mine === n;
+  };
+}

@@ -1,6 +1,6 @@
 // Audit: events with the query API's filters, a live tail that can be paused, one call's whole
 // history, chain verify, export as JSON lines.
-import { busy, errorBox, field, getStream, h, modal, pretty, replace, svc, toast, when } from "../lib.js";
+import { busy, errorBox, field, getStream, h, modal, newestOnly, pretty, replace, svc, toast, when } from "../lib.js";
 
 const FILTERS = [["type", "Event type (glob)", "call.*"], ["tool", "Tool (glob)", "notion__*"], ["connector", "Connector (glob)", ""],
   ["profile", "Profile", ""], ["status", "Status", ""], ["call_id", "Call id", ""], ["q", "Text in data", ""]];
@@ -59,15 +59,19 @@ function eventRow(ev) {
     h("td", {}, r.call_id ? h("button.ghost", { type: "button", onclick: () => history(r.call_id) }, r.call_id.slice(0, 12)) : "—"));
 }
 
+const loads = newestOnly();
+
 async function load(out) {
+  const current = loads();
   const p = params();
   p.set("limit", "100");
   try {
     const page = await svc("audit", "GET", `/events?${p}`);
+    if (!current()) return; // a newer query's answer owns the table
     replace(out);
     replace(tableBody, page.items.length ? page.items.map(eventRow) : h("tr", {}, h("td", { colspan: "6" }, "No events match.")));
   } catch (e) {
-    replace(out, errorBox(new Error(`Could not query the audit log: ${e.message}`)));
+    if (current()) replace(out, errorBox(new Error(`Could not query the audit log: ${e.message}`)));
   }
 }
 

@@ -2,7 +2,7 @@
 // static / JWT passthrough, advanced overrides), "Add & authorize" in a popup, details with
 // Copy as JSON, Disconnect / Reconnect / Remove with confirmations.
 import {
-  ApiError, busy, confirmAction, copyText, enc, errorBox, field, h, initials, modal, openPopup, pill, poll,
+  ApiError, busy, confirmAction, copyText, enc, errorBox, field, h, initials, modal, newestOnly, openPopup, pill, poll,
   pretty, replace, svc, statusGroup, toast, when,
 } from "../lib.js";
 
@@ -43,13 +43,16 @@ export async function render(root) {
   await refresh();
 }
 
+const refreshes = newestOnly();
+
 async function refresh() {
+  const current = refreshes();
   let items;
   let tools = [];
   try {
     items = await svc("connectors", "GET", `/connectors?status=${filter}`);
   } catch (e) {
-    replace(listEl, errorBox(new Error(`Could not list connectors: ${e.message}`)));
+    if (current()) replace(listEl, errorBox(new Error(`Could not list connectors: ${e.message}`)));
     return;
   }
   try {
@@ -57,6 +60,7 @@ async function refresh() {
   } catch {
     tools = null; // the registry is down: cards show no tool count
   }
+  if (!current()) return; // a newer filter's answer owns the list
   const shown = items.filter((c) => !query || c.name.toLowerCase().includes(query) || c.url.toLowerCase().includes(query));
   if (!shown.length) {
     replace(listEl, h("p.empty", {}, items.length ? "No connector matches the search." : "No connectors here yet."));

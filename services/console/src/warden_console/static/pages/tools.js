@@ -2,7 +2,7 @@
 // profile" with a reason), the tool table (auto-approve, deferred, favorite toggles, cache,
 // refresh), held-for-drift tools with old vs new and Re-approve.
 import {
-  busy, enc, errorBox, field, h, modal, pretty, replace, svc, toast, toggle,
+  busy, enc, errorBox, field, h, modal, newestOnly, pretty, replace, svc, toast, toggle,
 } from "../lib.js";
 
 let tableEl;
@@ -50,7 +50,10 @@ export async function render(root) {
   await load();
 }
 
+const loads = newestOnly();
+
 async function load() {
+  const current = loads();
   const p = new URLSearchParams();
   if (filters.connector) p.set("connector", filters.connector);
   if (filters.operation) p.set("operation", filters.operation);
@@ -62,9 +65,10 @@ async function load() {
     tools = await svc("registry", "GET", `/tools?${p}`);
     if (filters.connector) settings = await svc("registry", "GET", `/connectors/${enc(filters.connector)}`).catch(() => null);
   } catch (e) {
-    replace(tableEl, errorBox(new Error(`Could not list tools: ${e.message}`)));
+    if (current()) replace(tableEl, errorBox(new Error(`Could not list tools: ${e.message}`)));
     return;
   }
+  if (!current()) return; // a newer filter's answer owns the table
   const cache = settings
     ? h("div.field.inline", {}, toggle(`Cache ${filters.connector}'s tool listing`, settings.cache_enabled, async (on) => {
         await svc("registry", "PATCH", `/connectors/${enc(filters.connector)}`, { cache_enabled: on });

@@ -2,7 +2,7 @@
 // from its input schema (or raw JSON), run it as that profile (and user) through the proxy's
 // SSE call. A per-user connection shows an inline connector card (Connection required →
 // Verifying connection… → Connected) and the call resumes by itself; a held call says so.
-import { busy, enc, errorBox, field, h, nextId, openPopup, pill, poll, postStream, pretty, replace, svc } from "../lib.js";
+import { busy, enc, errorBox, field, h, newestOnly, nextId, openPopup, pill, poll, postStream, pretty, replace, svc } from "../lib.js";
 
 let profileSel;
 let userInput;
@@ -12,6 +12,7 @@ let resultEl;
 let tools = [];
 let favorites = new Set();
 let getArgs = () => ({});
+const toolLoads = newestOnly(); // a late answer for an earlier profile must not replace the newest
 
 export async function render(root) {
   profileSel = h("select", { name: "profile" });
@@ -39,12 +40,16 @@ export async function render(root) {
 }
 
 async function loadTools() {
+  const current = toolLoads();
+  let answer;
   try {
-    tools = (await svc("registry", "GET", `/profiles/${enc(profileSel.value)}/visible`)).tools;
+    answer = (await svc("registry", "GET", `/profiles/${enc(profileSel.value)}/visible`)).tools;
   } catch (e) {
-    replace(formEl, errorBox(new Error(`Could not list the profile's tools: ${e.message}`)));
+    if (current()) replace(formEl, errorBox(new Error(`Could not list the profile's tools: ${e.message}`)));
     return;
   }
+  if (!current()) return; // the profile changed while this answer was on its way
+  tools = answer;
   const groups = new Map();
   const sorted = [...tools].sort((a, b) => (favorites.has(b.name) - favorites.has(a.name)) || a.name.localeCompare(b.name));
   for (const t of sorted) {
