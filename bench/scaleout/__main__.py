@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -197,6 +198,15 @@ def start_upstream(port: int, executions: Path, log_path: Path) -> subprocess.Po
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
+
+
+def journal_adoptions(logs: Path) -> int:
+    """Events the services published from the journals of killed processes (their log lines)."""
+    found = 0
+    for path in logs.glob("*.log"):
+        for m in re.finditer(r"published (\d+) events from \S+, left by a process", path.read_text(errors="replace")):
+            found += int(m.group(1))
+    return found
 
 
 def restart_postgres(stack: Stack) -> None:
@@ -668,6 +678,10 @@ async def drill(duration: float, mcp_rate: float, durable_rate: float, keep: boo
                 f"{extra_req + unrun_req}",
             ],
             ["audit events stored", f"{total_events}"],
+            [
+                "events a killed process had not got stored, published from its journal after it",
+                f"{journal_adoptions(stack.cfg.data_dir / 'logs')}",
+            ],
             [
                 "p99 counted as back: 2 x warm p99 or the worst warm 1 s window, MCP / durable",
                 f"{base['mcp'] * 1000:.0f} / {base['durable'] * 1000:.0f} ms",

@@ -205,6 +205,8 @@ class Stack:
         env = {
             f"{prefix}NATS__URL": self.nats_url,
             f"{prefix}NATS__ROOT": self.cfg.root,
+            # events journaled until stored: a killed service's are published when it starts again
+            f"{prefix}NATS__EVENT_JOURNAL_DIR": str(self.cfg.data_dir / "events"),
             f"{prefix}POSTGRES__DSN": self.database_url,
             f"{prefix}HTTP__PORT": str(port),
             f"{prefix}HTTP__PUBLIC_URL": f"http://127.0.0.1:{port}",

@@ -21,6 +21,11 @@
   readiness check fails when that age passes `NATS__EVENT_STALL_S`.
 - `emit_event(type, ...)` is `emit(new_event(...))` for hot paths: the envelope goes straight
   to JSON (`contracts.events.event_json`).
+- With `NATS__EVENT_JOURNAL_DIR` set, every event is also written to a journal on disk when it is
+  emitted (already bounded) and forgotten once stored (`warden_common.journal`): a process killed
+  with events in its outbox loses none; its next start, or a live replica on the same directory
+  (checked every `NATS__EVENT_JOURNAL_SCAN_S`), publishes them. A clean stop that cannot store
+  everything within 5 s leaves the rest there too.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from warden_common.contracts.events import (
     events_wildcard,
 )
 from warden_common.errors import Unavailable
+from warden_common.journal import EventJournal
 from warden_common.limits import bound_event
 from warden_common.settings import NatsSettings
 from warden_common.tracing import current_trace_id, traceparent
@@ -63,7 +69,10 @@ _BATCH_MAX = 256  # events per pipelined publish
 _ACK_TIMEOUT_S = 5.0
 LINGER_S = 0.002  # gather the events of calls in flight into one batch
 _Encoded = tuple[str, bytes, dict[str, str]]  # an event as published: subject, JSON, headers
-_Queued = tuple[float, Event | _Encoded]  # (when it was queued, monotonic; the event)
+# (when it was queued, monotonic; the event; its journal segment, or _RAW / _FITTED when not in one)
+_Queued = tuple[float, Event | _Encoded, int]
+_RAW = -1  # not fitted to the limits yet (no journal)
+_FITTED = -2  # fitted, in memory only (the journal refused it)
 # JetStream API errors after which sending the same message again cannot succeed
 _REFUSED_ERR_CODES = {10054: "too_large"}  # "message size exceeds maximum allowed"
 
@@ -79,6 +88,15 @@ _DEAD = Counter(
     ["service", "reason"],
 )
 _TRUNCATED = Counter("warden_events_truncated_total", "events stored with large values truncated", ["service"])
+_ADOPTED = Counter(
+    "warden_events_adopted_total",
+    "events found in the journal of a process that stopped before they were stored, published by this one",
+    ["service"],
+)
+_JOURNAL_ERRORS = Counter(
+    "warden_event_journal_errors_total", "events the journal could not write (kept in memory only)", ["service"]
+)
+_JOURNAL_BYTES = Gauge("warden_event_journal_bytes", "bytes in this process's event journal", ["service"])
 
 
 class EventOutbox:
@@ -107,11 +125,23 @@ class EventOutbox:
         self._ack_prefix = ""
         self._ack_seq = 0
         self._waiting: dict[str, tuple[_Acks, int]] = {}  # reply subject -> (its batch, index)
+        jdir = self.settings.event_journal_dir
+        self._journal = EventJournal(jdir, str(self.service)) if jdir is not None else None
+        self._journal_open = False
+        self._journal_scan: asyncio.Task[None] | None = None
+        if self._journal is not None:
+            journal = self._journal
+            _JOURNAL_BYTES.labels(self.service).set_function(lambda: journal.size_bytes)
 
     async def _start_outbox(self) -> None:
         # the stream's acks of published events: one subscription, one token per event
         self._ack_prefix = self._nc.new_inbox() + "."
         await self._nc.subscribe(self._ack_prefix + "*", cb=self._on_ack, pending_msgs_limit=65536)
+        if self._journal is not None and not self._journal_open:
+            self._journal.open()
+            self._journal_open = True
+            self._adopt_journals()
+            self._journal_scan = asyncio.create_task(self._scan_journals(), name=f"{self.service}-journal-scan")
         self._publisher = asyncio.create_task(self._publish_loop(), name=f"{self.service}-event-publisher")
 
     async def _stop_outbox(self) -> None:
@@ -122,12 +152,45 @@ class EventOutbox:
             await asyncio.wait_for(self._outbox.join(), timeout=5)
         except TimeoutError:
             log.error("shutdown: %d events not yet acknowledged by the stream", self._outbox.qsize())
-        self._publisher.cancel()
-        try:
-            await self._publisher
-        except asyncio.CancelledError:
-            pass
-        self._publisher = None
+        for task in (self._publisher, self._journal_scan):
+            if task is None:
+                continue
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        self._publisher = self._journal_scan = None
+        if self._journal is not None and self._journal_open:
+            self._journal.close()  # what is still waiting stays on disk for the next start
+            self._journal_open = False
+
+    def _adopt_journals(self) -> int:
+        """Queue the events in the journals of this service's dead processes (writing them to
+        this one's journal first), then remove those journals."""
+        if self._journal is None or not self._journal_open:
+            return 0
+        n = 0
+        for path, fd, records in self._journal.adopt():
+            for rec in records:
+                self._queue(rec, rec[2].get("Nats-Msg-Id", "?"), "(adopted)")
+            self._journal.release(path, fd)
+            n += len(records)
+            if records:
+                log.warning(
+                    "published %d events from %s, left by a process that stopped first", len(records), path.name
+                )
+        if n:
+            _ADOPTED.labels(self.service).inc(n)
+        return n
+
+    async def _scan_journals(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.event_journal_scan_s)
+            try:
+                self._adopt_journals()
+            except Exception:  # noqa: BLE001 - the scan must outlive one bad directory listing
+                log.exception("looking for journals to adopt failed")
 
     @property
     def _nc(self) -> NatsClient:
@@ -158,10 +221,19 @@ class EventOutbox:
         self._queue(event, event.id, event.type)
 
     def _queue(self, item: Event | _Encoded, eid: str, type: str) -> None:
-        try:
-            self._outbox.put_nowait((time.monotonic(), item))
-        except asyncio.QueueFull:
+        if self._outbox.full():
             log.error("event outbox full (%d); event %s of type %s not queued", _OUTBOX_MAX, eid, type)
+            return
+        seg = _RAW
+        if self._journal is not None and self._journal_open:
+            item = self._fit(item)  # what is journaled is what will be published
+            try:
+                seg = self._journal.append(item)
+            except OSError as e:
+                seg = _FITTED
+                _JOURNAL_ERRORS.labels(self.service).inc()
+                log.error("event %s of type %s not written to the journal (%s); kept in memory", eid, type, e)
+        self._outbox.put_nowait((time.monotonic(), item, seg))
 
     def emit_event(
         self,
@@ -348,7 +420,9 @@ class EventOutbox:
                 events.append(self._outbox.get_nowait())
             self._inflight_since, self._inflight_n = first[0], len(events)
             try:
-                await self._publish_all([self._fit(e) for _, e in events])
+                await self._publish_all(
+                    [self._fit(e) if seg == _RAW or isinstance(e, Event) else e for _, e, seg in events]
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the publisher's top: it must outlive any one batch
@@ -356,7 +430,9 @@ class EventOutbox:
                 _DEAD.labels(self.service, "internal").inc(len(events))
             finally:
                 self._inflight_since, self._inflight_n = None, 0
-            for _ in events:
+            for _, _, seg in events:
+                if seg >= 0 and self._journal is not None:
+                    self._journal.done(seg)
                 self._outbox.task_done()
 
     async def _publish_all(self, pending: list[_Encoded]) -> None:

@@ -40,11 +40,23 @@ class NatsSettings(BaseModel):
     event_value_max_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024 * 1024)
     # readiness fails when the oldest event not yet stored by the stream has waited longer
     event_stall_s: float = Field(default=60.0, gt=0, le=3600)
+    # Events are written here when emitted and forgotten once stored (warden_common.journal),
+    # so a killed process loses none: its next start, or another replica using the same
+    # directory, publishes them. Unset or empty: the outbox is in memory only. `warden run` and
+    # deploy/ set it; give every replica of a service the same directory where they share a disk.
+    event_journal_dir: Path | None = None
+    # how often a running process looks for the journals of dead processes to adopt
+    event_journal_scan_s: float = Field(default=10.0, gt=0, le=3600)
 
     @property
     def servers(self) -> list[str]:
         """The server URLs in `url`, in order."""
         return nats_servers(self.url)
+
+    @field_validator("event_journal_dir", mode="before")
+    @classmethod
+    def _empty_is_off(cls, v: object) -> object:
+        return None if v == "" else v  # `NATS__EVENT_JOURNAL_DIR=` turns the journal off
 
     @field_validator("url")
     @classmethod
