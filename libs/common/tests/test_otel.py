@@ -14,7 +14,7 @@ from warden_common.bus import Bus
 from warden_common.contracts import CREDENTIALS_GET, Credential, CredentialRequest, Service, events_stream_name
 from warden_common.errors import NotFound
 from warden_common.settings import NatsSettings
-from warden_common.tracing import current_span_id, set_trace_id
+from warden_common.tracing import begin_call, current_span_id, inbound_http, set_trace_id
 
 
 @pytest.fixture
@@ -84,6 +84,21 @@ async def test_a_span_inside_another_is_its_child_and_sets_the_traceparent_paren
         with otel.span("inner") as inner:
             assert inner.parent.span_id == outer.context.span_id
     assert header.split("-")[2] == format(outer.context.span_id, "016x")
+
+
+async def test_a_span_outside_any_other_in_a_callers_trace_is_the_callers_child(spans):
+    caller = "12" * 8
+    inbound_http({"headers": [(b"traceparent", f"00-{'ef' * 16}-{caller}-01".encode())]})
+    begin_call()  # the call goes on in the caller's trace
+    with otel.span("look-up") as s:
+        assert format(s.context.trace_id, "032x") == "ef" * 16
+        assert s.parent is not None and format(s.parent.span_id, "016x") == caller
+    set_trace_id("01" * 16)  # another trace in the same context: the caller's span is not its parent
+    with otel.span("elsewhere") as s:
+        assert s.parent is None
+    begin_call(f"00-{'ab' * 16}-{'34' * 8}-01")  # a call's own traceparent wins over the request's
+    with otel.span("call") as s:
+        assert format(s.parent.span_id, "016x") == "34" * 8
 
 
 def test_wanted_reads_the_standard_variables():

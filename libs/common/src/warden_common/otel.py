@@ -114,7 +114,8 @@ def span(
     name: str, *, kind: str = "internal", parent: str | None = None, attributes: Mapping[str, Any] | None = None
 ) -> contextlib.AbstractContextManager[Any]:
     """A span named `name` under the current Warden trace (a no-op context when off).
-    `parent` is a span id to continue (a received `traceparent`'s); by default the open span."""
+    `parent` is a span id to continue (a received `traceparent`'s); by default the open span,
+    else the caller's span when the trace is the caller's (`tracing.call_parent`)."""
     if _tracer is None:
         return _NOOP
     return _span(name, kind, parent, attributes)
@@ -125,7 +126,9 @@ def _span(name: str, kind: str, parent: str | None, attributes: Mapping[str, Any
     from opentelemetry import trace
 
     tid = tracing.ensure_trace_id()
-    parent = parent or tracing.current_span_id()
+    # the open span, else the caller's (a trace that came in with a `traceparent`): a span in a
+    # continued trace is never a second root beside the caller's
+    parent = parent or tracing.current_span_id() or tracing.call_parent()
     ctx = None
     if parent is not None:
         remote = trace.SpanContext(

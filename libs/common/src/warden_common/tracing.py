@@ -31,7 +31,8 @@ __all__ = [
 
 _trace_id: ContextVar[str | None] = ContextVar("warden_trace_id", default=None)
 _incoming: ContextVar[str | None] = ContextVar("warden_incoming_trace_id", default=None)
-_incoming_parent: ContextVar[str | None] = ContextVar("warden_incoming_parent", default=None)
+# the caller's span id, with the trace id it belongs to (a parent is only ever one in its own trace)
+_incoming_parent: ContextVar[tuple[str, str] | None] = ContextVar("warden_incoming_parent", default=None)
 _call_id: ContextVar[str | None] = ContextVar("warden_call_id", default=None)
 # the open OpenTelemetry span's id (warden_common.otel), the parent in the `traceparent` we send;
 # None when tracing is off (then each `traceparent` gets a fresh random parent id, as before)
@@ -99,7 +100,7 @@ def inbound_http(scope: dict[str, Any]) -> None:
             value, parent = from_traceparent(header), parent_from_traceparent(header)
             break
     _incoming.set(value)
-    _incoming_parent.set(parent)
+    _incoming_parent.set((value, parent) if value and parent else None)
     _trace_id.set(value or new_trace_id())
 
 
@@ -109,17 +110,19 @@ def begin_call(traceparent_header: str | None = None) -> str:
     tid = from_traceparent(traceparent_header)
     if tid is not None:
         parent = parent_from_traceparent(traceparent_header)
+        _incoming_parent.set((tid, parent) if parent else None)
     else:
-        tid, parent = _incoming.get() or new_trace_id(), _incoming_parent.get()
+        tid = _incoming.get() or new_trace_id()  # the HTTP request's caller's parent stays
     _trace_id.set(tid)
     _call_id.set(None)
-    _incoming_parent.set(parent)
     return tid
 
 
 def call_parent() -> str | None:
-    """The caller's span id (its `traceparent` parent) for the call `begin_call` started."""
-    return _incoming_parent.get()
+    """The caller's span id (its `traceparent` parent) when the current trace is the caller's:
+    the parent of a span opened outside any other (`warden_common.otel`)."""
+    got = _incoming_parent.get()
+    return got[1] if got is not None and got[0] == _trace_id.get() else None
 
 
 def current_call_id() -> str | None:

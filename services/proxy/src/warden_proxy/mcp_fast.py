@@ -214,6 +214,9 @@ class FastPath:
         if not isinstance(principal, Principal):
             return _replay(body, more, receive)
         rid, capabilities, name, arguments = call
+        # one trace per call (the caller's, when it sent one), across all four services: from
+        # here, so the tool's look-up just below is in it too
+        begin_call()
         if arguments and await self._schema_declares_headers(principal, name):
             return _replay(body, more, receive)
         exchange = _Exchange(send)
@@ -300,7 +303,6 @@ class FastPath:
     async def _run(
         self, p: Principal, rid: Any, name: str, arguments: dict[str, Any], capabilities: Any = None
     ) -> dict[str, Any]:
-        begin_call()  # one trace per call (the caller's, when it sent one), across all four services
         consent = ModernConsent(capabilities, None)  # no progress here: asks through input_required
         try:
             r = await self.pipeline.call(p, name, arguments, on_consent=consent)

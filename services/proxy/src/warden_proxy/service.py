@@ -352,6 +352,8 @@ class CallPipeline(ConsentFlow):
     ) -> ToolCallResult:
         call_id = os.urandom(16).hex()  # what uuid4().hex is made of, without the UUID object
         set_call_id(call_id)  # on every log line of this call
+        if span is not None:
+            span.set_attribute("call_id", call_id)  # from the trace to the call's audit events
         started = time.perf_counter()
         _ACTING_FOR.set(None)
         refs = EventRefs(tool=tool, profile=principal.profile, call_id=call_id, user=principal.user)
