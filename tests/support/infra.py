@@ -179,10 +179,15 @@ NAMED_ADMINS = {"alice": "alice-" + secrets.token_urlsafe(24), "bob": "bob-" + s
 
 @asynccontextmanager
 async def isolated_stack(
-    nats_url: str, admin_dsn: str, data_dir: Path, extra_env: dict[str, dict[str, str]] | None = None
+    nats_url: str,
+    admin_dsn: str,
+    data_dir: Path,
+    extra_env: dict[str, dict[str, str]] | None = None,
+    admin_token: str | None = None,
 ) -> AsyncIterator[Any]:
     """A whole Warden stack on a shared NATS and Postgres, isolated by its own subject root and
-    database; its streams and database are dropped afterwards."""
+    database; its streams and database are dropped afterwards. `admin_token`: the root admin
+    token (default: a random one), for a test that must hand it to the console as well."""
     from warden_cli.embedded import SERVICES, Stack, StackConfig
     from warden_common.contracts import durable_calls_stream_name, events_stream_name
 
@@ -194,7 +199,7 @@ async def isolated_stack(
             nats_url=nats_url,
             database_url=dsn,
             ports={name: free_port() for name, _, _ in SERVICES},
-            admin_token="adm-" + secrets.token_urlsafe(24),
+            admin_token=admin_token or "adm-" + secrets.token_urlsafe(24),
             admin_tokens=",".join(f"{name}:{token}" for name, token in NAMED_ADMINS.items()),
             extra_env=extra_env or {},
         )

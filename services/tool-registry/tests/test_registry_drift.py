@@ -139,6 +139,8 @@ async def test_cache_off_connector_lists_from_the_upstream_every_time(
         await registry.ok("POST", f"/v1/connectors/{c}/tools", json={"cache_enabled": False})
         settings = await registry.ok("GET", f"/v1/connectors/{c}")
         assert settings["cache_enabled"] is False and settings["tools"] == 2
+        listed = {s["connector"]: s for s in await registry.ok("GET", "/v1/connectors")}
+        assert listed[c] == settings
         p = await granted(registry, c)
         before = len(proxy.requests)
         assert set(await visible(bus, p)) == {f"{c}__get_page", f"{c}__list_pages"}

@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import pytest
 from support.admin import admin_client, agent
 from support.browser import CHROMIUM, axe_script, shot
 from support.connectors import Idp, add_oauth, idp
 from support.consent import complete_consent
+from support.infra import wait_for
 from support.upstream import Upstream, bearer_upstream
 from warden_cli.embedded import Stack
 
@@ -270,7 +272,10 @@ async def test_every_page_has_no_serious_accessibility_violations(stack: Stack, 
     async with signed_in(browser, stack, stack.admin_token, bypass_csp=True) as page:
         for path in pages:
             await page.goto(path)
-            await page.wait_for_load_state("networkidle")
+            if path == "/approvals":  # its live queue keeps a stream open: the network is never idle
+                await page.locator('[data-mode="live"]').wait_for(state="attached")
+            else:
+                await page.wait_for_load_state("networkidle")
             await shot(page, f"a11y-{path.strip('/')}")
             if script is not None:
                 await page.add_script_tag(path=str(script))
@@ -313,3 +318,77 @@ async def test_a_per_user_tool_shows_the_connector_card_and_the_call_resumes_aft
         await page.locator('[data-outcome="ok"]').wait_for()
         await card.locator('[data-status="connected"]').wait_for()
         await shot(page, "try-it-connected")
+
+
+async def test_a_connector_whose_tool_listing_is_cached_wears_the_badge(stack: Stack, browser: Any) -> None:
+    async with bearer_upstream() as up, admin_client(stack) as admin:
+        c = await admin.connector(up.url, up.token)
+        bare = await admin.connector(up.url, up.token)  # no tools registered: nothing listed, nothing cached
+        await admin.register(c, [{"name": "echo"}, {"name": "add"}])
+        async with signed_in(browser, stack, stack.admin_token) as page:
+            card = page.locator(f'article[data-connector="{c}"]')
+            await card.locator('[data-tools="2"]').wait_for()
+            assert await card.locator("[data-cached]").inner_text() == "Cached"
+            await page.locator(f'article[data-connector="{bare}"] [data-tools="0"]').wait_for()
+            assert await page.locator(f'article[data-connector="{bare}"] [data-cached]').count() == 0
+            await shot(page, "connectors-cached")
+            # the listing goes to the upstream every time: no badge
+            await admin.req("PATCH", "registry", f"/v1/connectors/{c}", json={"cache_enabled": False})
+            await page.reload()
+            await card.locator('[data-tools="2"]').wait_for()
+            assert await card.locator("[data-cached]").count() == 0
+
+
+async def test_the_approval_queue_is_live_from_the_proxy_stream_and_polls_when_the_stream_fails(
+    stack: Stack, browser: Any
+) -> None:
+    async with bearer_upstream() as up, admin_client(stack) as admin:
+        c = await admin.connector(up.url, up.token)
+        await admin.register(c, [{"name": "delete_note", "auto_approve": False}])
+        key = await admin.key(await admin.profile([f"{c}__delete_note"]))
+        tool = f"{c}__delete_note"
+
+        async def held_call(note: str) -> Any:
+            async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {key}"}) as http:
+                return await http.post(
+                    f"{stack.urls['proxy']}/v1/tools/{tool}/call", json={"arguments": {"note_id": note}}
+                )
+
+        async def pending(note: str) -> str | None:
+            items = await admin.req("GET", "proxy", "/v1/approvals", params={"status": "pending"})
+            return next((a["id"] for a in items if a["tool"] == tool and a["arguments"].get("note_id") == note), None)
+
+        def polls(url: str) -> bool:
+            return "/api/s/proxy/v1/approvals?" in url
+
+        def streams(url: str) -> bool:
+            return "/api/s/proxy/v1/approvals/stream" in url
+
+        # live: polling is blocked, so whatever shows came by the stream
+        async with signed_in(browser, stack, stack.admin_token) as page:
+            await page.route(polls, lambda route: route.abort())
+            await page.goto("/approvals")
+            await page.locator('[data-mode="live"]').wait_for()
+            call = asyncio.create_task(held_call("n-live"))
+            row = page.locator(f'tr[data-tool="{tool}"]', has_text="n-live")
+            await row.wait_for()
+            await shot(page, "approvals-live")
+            # another admin decides through the API: the row leaves without a reload
+            approval = await wait_for(lambda: pending("n-live"), timeout=15)
+            await admin.req("POST", "proxy", f"/v1/approvals/{approval}/approve", json={"reason": "ok"})
+            await row.wait_for(state="detached")
+            assert (await call).status_code == 200
+
+        # the stream refused: the page polls instead
+        async with signed_in(browser, stack, stack.admin_token) as page:
+            await page.route(
+                streams, lambda route: route.fulfill(status=503, body="{}", content_type="application/json")
+            )
+            await page.goto("/approvals")
+            await page.locator('[data-mode="polling"]').wait_for()
+            call = asyncio.create_task(held_call("n-polled"))
+            row = page.locator(f'tr[data-tool="{tool}"]', has_text="n-polled")
+            await row.wait_for()
+            await row.get_by_role("button", name="Reject").click()
+            await row.wait_for(state="detached")
+            assert (await call).status_code == 403

@@ -9,6 +9,8 @@
 //   CIMD=1           enable client ID metadata documents (draft-02) and let the provider fetch them
 //                    from loopback (test only: it turns off oidc-provider's own special-use-IP guard
 //                    for outgoing fetches); set NODE_EXTRA_CA_CERTS to the test HTTPS server's cert
+//   WITHHOLD_SCOPES  JSON {"<user>": ["<scope>", ...]}: scopes the consent never grants that user (rejected,
+//                    so the tokens come without them), e.g. {"uma": ["warden:admin"]}: a person who is no admin
 //   CLIENTS          JSON list of pre-registered clients (oidc-provider client metadata), e.g.
 //                    [{"client_id":"a","client_secret":"s","token_endpoint_auth_method":"client_secret_post",
 //                      "redirect_uris":["http://127.0.0.1:1/cb"],"grant_types":["authorization_code","refresh_token"]}]
@@ -28,6 +30,7 @@ const AT_TTL = Number(process.env.AT_TTL ?? 3600);
 const RT_TTL = Number(process.env.RT_TTL ?? 86400);
 const EXTRA_CLIENTS = JSON.parse(process.env.CLIENTS ?? '[]');
 const CIMD = process.env.CIMD === '1';
+const WITHHOLD = JSON.parse(process.env.WITHHOLD_SCOPES ?? '{}');
 
 // one RSA signing key for ID tokens and JWT access tokens
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -106,10 +109,18 @@ server.listen(PORT, '127.0.0.1', () => {
         ? await provider.Grant.find(grantId)
         : new provider.Grant({ accountId: session.accountId, clientId: params.client_id });
       const d = prompt.details;
-      if (d.missingOIDCScope) grant.addOIDCScope(d.missingOIDCScope.join(' '));
+      const withheld = new Set(WITHHOLD[session.accountId] ?? []);
+      const split = (scopes) => [scopes.filter((s) => !withheld.has(s)), scopes.filter((s) => withheld.has(s))];
+      if (d.missingOIDCScope) {
+        const [give, keep] = split(d.missingOIDCScope);
+        if (give.length) grant.addOIDCScope(give.join(' '));
+        if (keep.length) grant.rejectOIDCScope(keep.join(' '));
+      }
       if (d.missingOIDCClaims) grant.addOIDCClaims(d.missingOIDCClaims);
       for (const [indicator, scopes] of Object.entries(d.missingResourceScopes ?? {})) {
-        grant.addResourceScope(indicator, scopes.join(' '));
+        const [give, keep] = split(scopes);
+        if (give.length) grant.addResourceScope(indicator, give.join(' '));
+        if (keep.length) grant.rejectResourceScope(indicator, keep.join(' '));
       }
       result = { consent: { grantId: await grant.save() } };
     } else {

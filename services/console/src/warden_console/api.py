@@ -4,6 +4,7 @@ forwarding API the pages call.
 | route | who | what |
 |---|---|---|
 | `GET /login`, `POST /api/login` | anyone | sign in with the admin token or an agent key |
+| `GET /login/oidc[?login_hint=]`, `GET /login/oidc/callback` | anyone | single sign-on (`sso.py`) |
 | `POST /api/logout` | a session | end it (and revoke the keys "Try it" made) |
 | `GET /api/session` | a session | role, label and the CSRF token for this page |
 | `GET /api/health` | a session | each service's readiness, for the banner |
@@ -14,13 +15,16 @@ forwarding API the pages call.
 | `ANY /api/me/connections[/...]` | end user | the proxy's `/v1/me/connections` with the user's key |
 
 Every state-changing request needs the session's `X-CSRF-Token` and must not come from
-another site (`Origin`, `Sec-Fetch-Site`).
+another site (`Origin`, `Sec-Fetch-Site`). An admin signed in through the issuer is forwarded
+with the console's root admin token and `X-Warden-Actor: <their name>` (as the proxy's
+/mcp/admin does), so the services record them by name; an end user, with their access token.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -29,11 +33,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import BaseModel, Field, SecretStr
 from warden_common.errors import BadInput, Forbidden, Unauthorized, WardenError
 
+from warden_console.oidc import Oidc
 from warden_console.pages import ADMIN_PAGES, forbidden_page, login_page, shell
 from warden_console.sessions import Session, SessionStore, TryKey
 from warden_console.upstream import SERVICE_NAMES, Upstreams
 
-__all__ = ["COOKIE", "ConsoleState", "build_router"]
+__all__ = ["COOKIE", "ConsoleState", "build_router", "set_session_cookie", "state_of"]
 
 log = logging.getLogger(__name__)
 COOKIE = "warden_session"
@@ -43,11 +48,22 @@ _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
 
 class ConsoleState:
-    def __init__(self, sessions: SessionStore, upstreams: Upstreams, cookie_secure: bool, mcp_url: str) -> None:
+    def __init__(
+        self,
+        sessions: SessionStore,
+        upstreams: Upstreams,
+        cookie_secure: bool,
+        mcp_url: str,
+        *,
+        oidc: Oidc | None = None,
+        admin_token: SecretStr | None = None,
+    ) -> None:
         self.mcp_url = mcp_url
         self.sessions = sessions
         self.upstreams = upstreams
         self.cookie_secure = cookie_secure
+        self.oidc = oidc
+        self.admin_token = admin_token  # the root admin token, for admins signed in through the issuer
 
     async def revoke_try_keys(self, sessions: list[Session]) -> None:
         """Best effort: the keys "Try it" made for these sessions (they expire with nothing else)."""
@@ -55,7 +71,7 @@ class ConsoleState:
             for k in list(s.try_keys.values()):
                 try:
                     await self.upstreams.request(
-                        "proxy", "DELETE", f"/v1/agent-keys/{k.prefix}", s.secret.get_secret_value()
+                        "proxy", "DELETE", f"/v1/agent-keys/{k.prefix}", s.secret.get_secret_value(), actor=s.actor
                     )
                 except WardenError as e:
                     log.warning("console: could not revoke try-it key %s: %s", k.prefix, e.message)
@@ -67,13 +83,13 @@ class Login(BaseModel):
     secret: SecretStr = Field(min_length=8, max_length=4096)
 
 
-def _state(request: Request) -> ConsoleState:
+def state_of(request: Request) -> ConsoleState:
     st: ConsoleState = request.state.console
     return st
 
 
 def _session(request: Request) -> Session | None:
-    return _state(request).sessions.get(request.cookies.get(COOKIE))
+    return state_of(request).sessions.get(request.cookies.get(COOKIE))
 
 
 def _need(request: Request, role: str | None = None) -> Session:
@@ -124,14 +140,22 @@ async def _body(request: Request) -> Any:
 
 
 async def _forward(
-    st: ConsoleState, service: str, method: str, path: str, token: str, *, params: Any = None, body: Any = None
+    st: ConsoleState,
+    service: str,
+    method: str,
+    path: str,
+    token: str,
+    *,
+    actor: str | None = None,
+    params: Any = None,
+    body: Any = None,
 ) -> Response:
     kw: dict[str, Any] = {}
     if params:
         kw["params"] = params
     if body is not None:
         kw["json"] = body
-    cm = st.upstreams.stream(service, method, path, token, **kw)
+    cm = st.upstreams.stream(service, method, path, token, actor=actor, **kw)
     resp = await cm.__aenter__()
     ctype = resp.headers.get("content-type", "application/json")
     headers = {"Cache-Control": "no-store"}
@@ -167,8 +191,9 @@ def build_router() -> APIRouter:
         return RedirectResponse("/connectors" if s.role == "admin" else "/me", status_code=303)
 
     @router.get("/login", include_in_schema=False)
-    async def login_form() -> HTMLResponse:
-        return HTMLResponse(login_page())
+    async def login_form(request: Request) -> HTMLResponse:
+        oidc = state_of(request).oidc
+        return HTMLResponse(login_page(oidc.name if oidc else None))
 
     def admin_page(page: str, title: str) -> None:
         async def view(request: Request) -> Response:
@@ -199,7 +224,7 @@ def build_router() -> APIRouter:
         if not isinstance(raw, dict):
             raise BadInput("send {kind, secret}")
         body = Login.model_validate(raw)
-        st = _state(request)
+        st = state_of(request)
         secret = body.secret.get_secret_value().strip()
         user: str | None = None
         if body.kind == "admin":
@@ -209,6 +234,7 @@ def build_router() -> APIRouter:
             if r.status_code != 200:
                 raise WardenError(f"the connectors service answered {r.status_code} while checking the token")
             role: Literal["admin", "user"] = "admin"
+            via: Literal["token", "agent_key"] = "token"
         else:
             if not secret.startswith("wk_"):
                 raise BadInput("an agent key starts with wk_")
@@ -222,24 +248,17 @@ def build_router() -> APIRouter:
             conns = r.json().get("connections") or []
             user = conns[0]["user"] if conns else f"key {secret[:11]}…"
             role = "user"
-        sid, session, dropped = st.sessions.open(role, SecretStr(secret), user=user)
+            via = "agent_key"
+        sid, session, dropped = st.sessions.open(role, SecretStr(secret), user=user, via=via)
         await st.revoke_try_keys(dropped)
         resp = JSONResponse({"role": role, "label": session.label, "csrf": session.csrf})
-        resp.set_cookie(
-            COOKIE,
-            sid,
-            max_age=int(st.sessions.ttl_s),
-            httponly=True,
-            samesite="strict",
-            secure=st.cookie_secure,
-            path="/",
-        )
+        set_session_cookie(resp, st, sid, session)
         return resp
 
     @router.post("/api/logout", tags=["session"])
     async def logout(request: Request) -> JSONResponse:
         s = _changing(request)
-        st = _state(request)
+        st = state_of(request)
         st.sessions.close(request.cookies.get(COOKIE))
         await st.revoke_try_keys([s])
         resp = JSONResponse({"signed_out": True})
@@ -249,12 +268,19 @@ def build_router() -> APIRouter:
     @router.get("/api/session", tags=["session"])
     async def session_info(request: Request) -> dict[str, Any]:
         s = _need(request)
-        return {"role": s.role, "label": s.label, "user": s.user, "csrf": s.csrf, "mcp_url": _state(request).mcp_url}
+        return {
+            "role": s.role,
+            "label": s.label,
+            "user": s.user,
+            "via": s.via,
+            "csrf": s.csrf,
+            "mcp_url": state_of(request).mcp_url,
+        }
 
     @router.get("/api/health", tags=["session"])
     async def health(request: Request) -> dict[str, Any]:
         _need(request)
-        st = _state(request)
+        st = state_of(request)
         return {n: (await st.upstreams.health(n)) or "ok" for n in SERVICE_NAMES}
 
     # -- admin: the four services' APIs ----------------------------------------------------
@@ -270,7 +296,7 @@ def build_router() -> APIRouter:
             raise BadInput("only the services' /v1 API is forwarded")
         body = None if request.method == "GET" else await _body(request)
         return await _forward(
-            _state(request), service, request.method, f"/{path}", s.secret.get_secret_value(),
+            state_of(request), service, request.method, f"/{path}", s.secret.get_secret_value(), actor=s.actor,
             params=list(request.query_params.multi_items()), body=body,
         )  # fmt: skip
 
@@ -291,14 +317,14 @@ def build_router() -> APIRouter:
             raise BadInput("arguments must be a JSON object")
         if not _NAME.match(tool):
             raise BadInput("not a tool name")
-        st = _state(request)
+        st = state_of(request)
         admin = s.secret.get_secret_value()
         k = s.try_keys.get((profile, user or ""))
         if k is None:
             body: dict[str, Any] = {"name": f"console try-it ({s.label})", "profile": profile}
             if user:
                 body["user"] = user
-            r = await st.upstreams.request("proxy", "POST", "/v1/agent-keys", admin, json=body)
+            r = await st.upstreams.request("proxy", "POST", "/v1/agent-keys", admin, actor=s.actor, json=body)
             if r.status_code != 201:
                 return Response(r.content, status_code=r.status_code, media_type="application/json")
             made = r.json()
@@ -322,6 +348,18 @@ def build_router() -> APIRouter:
         if connector is not None and not _NAME.match(connector):
             raise BadInput("not a connector name")
         path = "/v1/me/connections" + request.url.path.removeprefix("/api/me/connections")
-        return await _forward(_state(request), "proxy", request.method, path, s.secret.get_secret_value())
+        return await _forward(state_of(request), "proxy", request.method, path, s.secret.get_secret_value())
 
     return router
+
+
+def set_session_cookie(resp: Response, st: ConsoleState, sid: str, session: Session) -> None:
+    resp.set_cookie(
+        COOKIE,
+        sid,
+        max_age=max(1, int(session.expires_at - time.time())),
+        httponly=True,
+        samesite="strict",
+        secure=st.cookie_secure,
+        path="/",
+    )

@@ -1,5 +1,6 @@
 """Wiring of the console: one lifespan owns the session store, the HTTP client to the
-services and the sweeper that ends expired sessions, and stops them in order."""
+services, the single sign-on client (when an issuer is configured) and the sweeper that ends
+expired sessions, and stops them in order."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from fastapi.staticfiles import StaticFiles
 from warden_common.web import ReadinessCheck, install_error_handlers, openapi_servers, ops_router
 
 from warden_console.api import ConsoleState, build_router
+from warden_console.oidc import Oidc
 from warden_console.sessions import SessionStore
 from warden_console.settings import Settings
+from warden_console.sso import build_sso_router
 from warden_console.upstream import SERVICE_NAMES, Upstreams
 
 __all__ = ["create_app"]
@@ -34,7 +37,15 @@ def create_app(settings: Settings) -> FastAPI:
     sessions = SessionStore(settings.session_ttl_s, settings.max_sessions)
     upstreams = Upstreams(settings.services, settings.upstream_timeout_s)
     mcp_url = settings.mcp_url or f"{settings.services.proxy}/mcp"
-    state = ConsoleState(sessions, upstreams, settings.cookie_secure, mcp_url)
+    oidc = None
+    if settings.oidc.issuer:
+        public = settings.http.public_url or f"http://{settings.http.host}:{settings.http.port}"
+        oidc = Oidc(settings.oidc, redirect_uri=f"{public.rstrip('/')}/login/oidc/callback", audience=mcp_url)
+        if settings.admin_token is None:
+            log.warning("console: single sign-on without WARDEN_CONSOLE_ADMIN_TOKEN: the issuer's admins are refused")
+    state = ConsoleState(
+        sessions, upstreams, settings.cookie_secure, mcp_url, oidc=oidc, admin_token=settings.admin_token
+    )
     ready = {"up": False}
 
     async def started() -> str | None:
@@ -73,6 +84,8 @@ def create_app(settings: Settings) -> FastAPI:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(state.revoke_try_keys(sessions.all()), timeout=5)
             await upstreams.aclose()
+            if oidc is not None:
+                await oidc.aclose()
 
     app = FastAPI(
         title="Warden console",
@@ -98,5 +111,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.include_router(ops_router(checks))
     app.include_router(build_router())
+    app.include_router(build_sso_router())
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

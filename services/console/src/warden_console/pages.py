@@ -8,7 +8,7 @@ from html import escape
 
 from warden_console.sessions import Session
 
-__all__ = ["ADMIN_PAGES", "USER_PAGES", "forbidden_page", "login_page", "shell"]
+__all__ = ["ADMIN_PAGES", "USER_PAGES", "forbidden_page", "login_page", "shell", "signed_in_page", "sso_error_page"]
 
 # (path, title) in the navigation's order
 ADMIN_PAGES = (
@@ -56,10 +56,19 @@ def shell(page: str, title: str, session: Session) -> str:
     return _doc(title, body, page)
 
 
-def login_page() -> str:
-    body = """<main id="main" class="login" tabindex="-1">
+def login_page(sso: str | None = None) -> str:
+    """`sso`: the issuer's name, when single sign-on is configured."""
+    with_sso = (
+        f"""<p class="sso"><a class="button" href="/login/oidc">Sign in with {escape(sso)}</a></p>
+<p class="hint">Administrators and end users alike: your organization's sign-in.</p>
+<p class="or"><span>or</span></p>
+"""
+        if sso
+        else ""
+    )
+    body = f"""<main id="main" class="login" tabindex="-1">
 <h1>Sign in to Warden</h1>
-<form id="login" novalidate>
+{with_sso}<form id="login" novalidate>
   <fieldset>
     <legend>Sign in as</legend>
     <label><input type="radio" name="kind" value="admin" checked> Administrator (admin token)</label>
@@ -67,13 +76,32 @@ def login_page() -> str:
   </fieldset>
   <label for="secret">Token or key</label>
   <input id="secret" name="secret" type="password" autocomplete="current-password" required>
-  <p class="hint">It stays on the server: the browser keeps only a session cookie.
-  Single sign-on (OIDC) is not offered yet.</p>
+  <p class="hint">It stays on the server: the browser keeps only a session cookie.</p>
   <button type="submit">Sign in</button>
   <p id="login-error" class="error" role="alert"></p>
 </form>
 </main>"""
     return _doc("Sign in", body, "login")
+
+
+def signed_in_page(next_page: str) -> str:
+    """After the issuer's callback: the page moves on by itself (app.js). A navigation from
+    this page is same-site, so the SameSite=Strict session cookie goes with it; a redirect
+    straight from the callback would still count as the issuer's and go without it."""
+    body = f"""<main id="main" class="login" tabindex="-1">
+<h1>Signed in</h1>
+<p><a id="continue" href="{escape(next_page)}">Continue</a></p>
+</main>"""
+    return _doc("Signed in", body, "signed-in")
+
+
+def sso_error_page(message: str) -> str:
+    body = f"""<main id="main" class="login" tabindex="-1">
+<h1>Sign-in failed</h1>
+<p class="error" role="alert">{escape(message)}</p>
+<p><a href="/login">Back to sign-in</a></p>
+</main>"""
+    return _doc("Sign-in failed", body, "sso-error")
 
 
 def forbidden_page(session: Session) -> str:

@@ -1,6 +1,7 @@
 """The console's one HTTP client to the four services. Every request carries the signed-in
-person's credential (never one of the console's own) and has a timeout; a service that does
-not answer becomes `Unavailable` naming it, so every page can say which one is down."""
+person's credential (for an admin signed in through the OIDC issuer: the root admin token with
+`X-Warden-Actor` naming them) and has a timeout; a service that does not answer becomes
+`Unavailable` naming it, so every page can say which one is down."""
 
 from __future__ import annotations
 

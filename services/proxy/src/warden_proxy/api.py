@@ -1,12 +1,16 @@
-"""HTTP API of the proxy: agent keys (admin), tool calls (agents), RFC 9728 metadata."""
+"""HTTP API of the proxy: agent keys (admin), approvals and their live queue (admin), tool
+calls (agents), RFC 9728 metadata."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import json
+from collections.abc import AsyncIterator, Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Body, Depends, Request
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from warden_common.contracts.registry import PROFILE_PATTERN
 from warden_common.tracing import begin_call
@@ -19,6 +23,9 @@ from warden_proxy.service import CallPipeline
 __all__ = ["build_router"]
 
 T = TypeVar("T")
+# the live approval queue says something at least this often (a comment), so proxies and
+# browsers keep the connection and a closed one is noticed
+KEEPALIVE_S = 15.0
 
 
 class AdminCall(BaseModel):
@@ -96,6 +103,41 @@ def build_router(admin: Callable[..., Any], resource_url: str, *, jwt_issuer: st
         status: str | None = "pending", _: str = Admin, approvals: Approvals = Depends(_approvals)
     ) -> list[ApprovalView]:
         return await approvals.list(status)
+
+    @router.get("/v1/approvals/stream", response_class=StreamingResponse, tags=["approvals"])
+    async def approvals_stream(
+        request: Request, _: str = Admin, approvals: Approvals = Depends(_approvals)
+    ) -> StreamingResponse:
+        """Server-Sent Events: `event: approvals` with every pending approval (as `GET
+        /v1/approvals`), at once and again whenever the queue changes: a call held or decided at
+        any replica, abandoned or revoked, or an approval reaching its expiry."""
+        approvals.check_room()  # refused (503) before any byte when too many are open
+
+        async def gen() -> AsyncIterator[bytes]:
+            with approvals.watch() as woken:
+                last = None
+                yield b": connected\n\n"
+                while True:
+                    woken.clear()  # before reading: a change from now on wakes the next round
+                    items = await approvals.pending()
+                    doc = json.dumps([i.model_dump(mode="json") for i in items], separators=(",", ":"))
+                    if doc != last:
+                        last = doc
+                        yield f"event: approvals\ndata: {doc}\n\n".encode()
+                    wait = KEEPALIVE_S
+                    if items:  # the first to expire leaves the queue then, event or not
+                        soonest = min(i.expires_at for i in items) - datetime.now(UTC)
+                        wait = min(wait, max(soonest.total_seconds(), 0.0) + 0.05)
+                    try:
+                        await asyncio.wait_for(woken.wait(), timeout=wait)
+                    except TimeoutError:
+                        if await request.is_disconnected():
+                            return
+                        yield b": keep-alive\n\n"
+
+        return StreamingResponse(
+            gen(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        )
 
     @router.post("/v1/approvals/{approval_id}/approve", response_model=ApprovalView, tags=["approvals"])
     async def approve(

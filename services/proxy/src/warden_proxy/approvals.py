@@ -3,6 +3,9 @@
 The approval is a row (so a restart loses nothing); the decision is published as an
 event, and every proxy replica wakes the caller it holds, whichever replica took the
 decision. No decision before `expires_at` expires the approval and fails the call.
+
+`watch()` is how the live queue (`GET /v1/approvals/stream`) learns that the queue changed:
+a call held or decided here, or (by its event) at another replica.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,10 +23,18 @@ import asyncpg
 from pydantic import BaseModel, Field
 from warden_common.bus import Bus
 from warden_common.contracts import Actor, ErrorCode, EventRefs, EventType
-from warden_common.errors import Conflict, NotFound, WardenError
+from warden_common.errors import Conflict, NotFound, Unavailable, WardenError
 from warden_common.metrics import APPROVAL_WAIT, error_outcome, timed
 
-__all__ = ["ApprovalDecision", "ApprovalRejected", "ApprovalTimeout", "Approvals", "ApprovalView", "AskApproval"]
+__all__ = [
+    "ApprovalDecision",
+    "ApprovalRejected",
+    "ApprovalTimeout",
+    "Approvals",
+    "ApprovalView",
+    "AskApproval",
+    "TooManyWatchers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +57,10 @@ class ApprovalRejected(WardenError):
 class ApprovalTimeout(WardenError):
     code = ErrorCode.approval_timeout
     http_status = 504
+
+
+class TooManyWatchers(Unavailable):
+    """Too many live queues open at this replica (each holds a connection and wakes on every change)."""
 
 
 class ApprovalDecision(BaseModel):
@@ -103,6 +118,32 @@ class Approvals:
         self.timeout_s = timeout_s
         self._waiters: dict[str, asyncio.Event] = {}
         self.registry_generation = 0
+        self._watchers: set[asyncio.Event] = set()
+
+    # live queues (`GET /v1/approvals/stream`) open at once on one replica
+    MAX_WATCHERS = 200
+
+    def check_room(self) -> None:
+        """Refuse one more live queue beyond `MAX_WATCHERS` (each holds a connection)."""
+        if len(self._watchers) >= self.MAX_WATCHERS:
+            raise TooManyWatchers(
+                f"{self.MAX_WATCHERS} live approval queues are open at this proxy; poll GET /v1/approvals instead"
+            )
+
+    @contextlib.contextmanager
+    def watch(self) -> Iterator[asyncio.Event]:
+        """An event set whenever the queue may have changed, for as long as the block runs."""
+        ev = asyncio.Event()
+        self._watchers.add(ev)
+        try:
+            yield ev
+        finally:
+            self._watchers.discard(ev)
+
+    def changed(self) -> None:
+        """The queue changed: a call held or decided here, or an approval event from any replica."""
+        for ev in self._watchers:
+            ev.set()
 
     @timed(APPROVAL_WAIT, ok=lambda _: "approved", error=error_outcome)
     async def hold(
@@ -151,6 +192,7 @@ class Approvals:
         if row is None:  # a redelivered call: its approval exists already
             row = await self.pool.fetchrow(f"SELECT {_COLS} FROM approvals WHERE call_key = $1", call_key)
         else:
+            self.changed()
             self.bus.emit(
                 self.bus.new_event(
                     EventType.call_approval_requested,
@@ -245,6 +287,7 @@ class Approvals:
             "UPDATE approvals SET status = 'expired', decided_at = now() WHERE id = $1 AND status = 'pending'",
             approval_id,
         )
+        self.changed()
 
     async def _abandon(
         self, approval_id: uuid.UUID, tool: str, profile: str, refs: EventRefs, why: str = "the caller went away"
@@ -256,6 +299,7 @@ class Approvals:
             why,
         )
         if res.endswith(" 1"):
+            self.changed()
             self.bus.emit(
                 self.bus.new_event(
                     EventType.call_rejected,
@@ -275,6 +319,7 @@ class Approvals:
             why[:1000],
         )
         if row is not None:
+            self.changed()
             self.bus.emit(
                 self.bus.new_event(
                     EventType.call_rejected,
@@ -331,7 +376,15 @@ class Approvals:
             )
         )
         self.wake(approval_id)
+        self.changed()
         return _view(row)
+
+    async def pending(self) -> list[ApprovalView]:
+        """What waits for a decision now: pending and not past its expiry, oldest first."""
+        rows = await self.pool.fetch(
+            f"SELECT {_COLS} FROM approvals WHERE status = 'pending' AND expires_at > now() ORDER BY created_at"
+        )
+        return [_view(r) for r in rows]
 
     async def list(self, status: str | None) -> list[ApprovalView]:
         if status:

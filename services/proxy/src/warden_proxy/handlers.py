@@ -87,6 +87,9 @@ async def register_handlers(
             keys.forget(data.get("prefix"))
         elif doc.get("type") in ("call.approved", "call.rejected"):
             approvals.wake(data.get("approval_id"))
+            approvals.changed()
+        elif doc.get("type") == "call.approval_requested":
+            approvals.changed()  # held at some replica: the live queues show it
 
     events = f"{bus.root}.{VERSION}.events"
     await bus.listen(f"{events}.registry.>", on_registry_event)
@@ -94,3 +97,4 @@ async def register_handlers(
     await bus.listen(f"{events}.proxy.agent_key.>", on_proxy_event)
     await bus.listen(f"{events}.proxy.call.approved", on_proxy_event)
     await bus.listen(f"{events}.proxy.call.rejected", on_proxy_event)
+    await bus.listen(f"{events}.proxy.call.approval_requested", on_proxy_event)

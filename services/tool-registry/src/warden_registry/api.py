@@ -92,6 +92,12 @@ def build_router(admin: Callable[..., Awaitable[str]]) -> APIRouter:
         await reg.unregister(connector, name, actor)
         return Response(status_code=204)
 
+    @router.get("/connectors", tags=["discovery"])
+    async def list_connector_settings(_: Actor, reg: Reg) -> list[ConnectorSettingsOut]:
+        """The settings of every connector with registered tools: alias, defaults, whether its
+        listing is cached, when it was last refreshed, and its tool count."""
+        return await reg.all_connector_settings()
+
     @router.get("/connectors/{connector}", tags=["discovery"])
     async def connector_settings(connector: Connector, _: Actor, reg: Reg) -> ConnectorSettingsOut:
         return await reg.connector_settings(connector)

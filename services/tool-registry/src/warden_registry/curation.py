@@ -125,6 +125,10 @@ class Curation:
             )
         return ConnectorSettingsOut(**{**dict(s), "alias": s["alias"] or connector})
 
+    async def all_connector_settings(self) -> list[ConnectorSettingsOut]:
+        rows = await self.store.all_connector_settings()
+        return [ConnectorSettingsOut(**{**dict(r), "alias": r["alias"] or r["connector"]}) for r in rows]
+
     async def update_connector_settings(
         self, connector: str, patch: ConnectorSettingsPatch, actor: str
     ) -> ConnectorSettingsOut:

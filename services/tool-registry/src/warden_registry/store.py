@@ -194,6 +194,15 @@ class Store:
             connector,
         )
 
+    async def all_connector_settings(self) -> list[asyncpg.Record]:
+        """The settings of every connector with registered tools (defaults where none)."""
+        return await self.pool.fetch(
+            "SELECT t.connector, s.alias, coalesce(s.auto_approve_default, true) AS auto_approve_default,"
+            " coalesce(s.cache_enabled, true) AS cache_enabled, s.refreshed_at, s.approver_default, t.tools"
+            " FROM (SELECT connector, count(*) AS tools FROM tools GROUP BY connector) t"
+            " LEFT JOIN connector_settings s USING (connector) ORDER BY 1"
+        )
+
     async def set_connector_settings(self, connector: str, **fields: Any) -> None:
         bad = set(fields) - _CONNECTOR_FIELDS
         if bad:

@@ -50,6 +50,7 @@ async function health() {
 async function main() {
   const page = document.body.dataset.page;
   if (page === "login") return signIn();
+  if (page === "signed-in") return location.replace(document.getElementById("continue").getAttribute("href"));
   if (!PAGES.includes(page)) return undefined;
   const root = document.getElementById("page");
   const top = document.getElementById("banner");

@@ -1,15 +1,65 @@
-// Approvals: the queue of held calls, Approve / Reject with a reason, updated live (polled
-// every 2 s, so a call that arrives or another admin's decision shows without a reload).
-import { ago, busy, errorBox, h, pretty, replace, svc, toast } from "../lib.js";
+// Approvals: the queue of held calls, Approve / Reject with a reason, updated live from the
+// proxy's queue stream (GET /v1/approvals/stream: the whole queue at once and on every change,
+// at any replica), so a call that arrives or another admin's decision shows without a reload.
+// When the stream cannot be had (or is slow to answer) or drops, the page polls every 2 s and
+// tries the stream again every 15 s.
+import { ago, busy, errorBox, getStream, h, pretty, replace, svc, toast } from "../lib.js";
 
+const POLL_MS = 2000;
+const RETRY_STREAM_MS = 15000;
 let listEl;
-let shown = "";
+let modeEl;
+let shown = null; // the ids shown, once something is
+let pollTimer = null;
 
 export async function render(root) {
   listEl = h("div", { "aria-live": "polite" });
-  replace(root, h("p.hint", {}, "Updates by itself every 2 seconds."), listEl);
-  await load();
-  setInterval(load, 2000);
+  modeEl = h("p.hint", { role: "status" }, "Connecting to the live queue…");
+  replace(root, modeEl, listEl);
+  setInterval(tick, 1000); // the "waiting" ages
+  live();
+}
+
+function tick() {
+  for (const el of listEl.querySelectorAll("[data-age]")) el.textContent = ago(el.dataset.age);
+}
+
+/** Follow the proxy's stream; on failure poll until the stream can be had again. */
+async function live() {
+  let opened = false;
+  const slow = setTimeout(startPolling, 5000); // no first answer yet: do not leave the page empty
+  try {
+    await getStream("/api/s/proxy/v1/approvals/stream", (name, data) => {
+      if (name !== "approvals" || !Array.isArray(data)) return;
+      if (!opened) {
+        opened = true;
+        clearTimeout(slow);
+        stopPolling();
+        listEl.dataset.mode = "live";
+        modeEl.textContent = "Live: calls appear and leave as they are held and decided.";
+      }
+      show(data);
+    });
+  } catch {
+    /* refused or dropped: poll below */
+  }
+  clearTimeout(slow);
+  startPolling();
+  setTimeout(live, RETRY_STREAM_MS);
+}
+
+function startPolling() {
+  listEl.dataset.mode = "polling";
+  modeEl.textContent = `The live queue is not available: updating every ${POLL_MS / 1000} seconds.`;
+  if (pollTimer === null) {
+    load();
+    pollTimer = setInterval(load, POLL_MS);
+  }
+}
+
+function stopPolling() {
+  if (pollTimer !== null) clearInterval(pollTimer);
+  pollTimer = null;
 }
 
 async function load() {
@@ -17,32 +67,36 @@ async function load() {
   try {
     items = await svc("proxy", "GET", "/approvals?status=pending");
   } catch (e) {
-    shown = "";
+    shown = null;
     replace(listEl, errorBox(new Error(`Could not load the approval queue: ${e.message}`)));
     return;
   }
+  show(items);
+}
+
+function show(items) {
   const key = items.map((a) => a.id).join(",");
-  if (key === shown) {
-    for (const el of listEl.querySelectorAll("[data-age]")) el.textContent = ago(el.dataset.age);
-    return; // unchanged: keep what the admin is typing
-  }
+  if (key === shown) return tick(); // unchanged: keep what the admin is typing
+  // keep the reasons being typed in rows that stay
+  const typed = new Map([...listEl.querySelectorAll("tr[data-approval]")].map((tr) =>
+    [tr.dataset.approval, tr.querySelector("input[name=reason]").value]));
   shown = key;
   if (!items.length) return replace(listEl, h("p.empty", {}, "No calls are waiting for approval."));
   replace(listEl, h("table", {}, h("caption.sr-only", {}, "Calls waiting for approval"),
     h("thead", {}, h("tr", {}, ["Tool", "Arguments", "Caller", "Profile", "Waiting", "Decision"].map((c) => h("th", { scope: "col" }, c)))),
-    h("tbody", {}, items.map(row))));
+    h("tbody", {}, items.map((a) => row(a, typed.get(a.id) || "")))));
+  return undefined;
 }
 
-function row(a) {
-  const reason = h("input", { name: "reason", "aria-label": `Reason for ${a.tool} (${a.id})` });
+function row(a, typed) {
+  const reason = h("input", { name: "reason", value: typed, "aria-label": `Reason for ${a.tool} (${a.id})` });
   const out = h("div");
   const decide = (verb) => async (ev) => {
     const r = await busy(ev.target, verb === "approve" ? "Approving…" : "Rejecting…", () =>
       svc("proxy", "POST", `/approvals/${encodeURIComponent(a.id)}/${verb}`, { reason: reason.value.trim() }), out);
     if (r) {
       toast(`${a.tool}: ${r.status}`);
-      shown = "";
-      load();
+      if (pollTimer !== null) load(); // live: the stream brings the change
     }
   };
   return h("tr", { dataset: { approval: a.id, tool: a.tool } },

@@ -48,7 +48,7 @@ const refreshes = newestOnly();
 async function refresh() {
   const current = refreshes();
   let items;
-  let tools = [];
+  let registered = null; // connector name -> its registry settings (tool count, listing cached)
   try {
     items = await svc("connectors", "GET", `/connectors?status=${filter}`);
   } catch (e) {
@@ -56,9 +56,9 @@ async function refresh() {
     return;
   }
   try {
-    tools = await svc("registry", "GET", "/tools");
+    registered = new Map((await svc("registry", "GET", "/connectors")).map((s) => [s.connector, s]));
   } catch {
-    tools = null; // the registry is down: cards show no tool count
+    registered = null; // the registry is down: cards show no tool count
   }
   if (!current()) return; // a newer filter's answer owns the list
   const shown = items.filter((c) => !query || c.name.toLowerCase().includes(query) || c.url.toLowerCase().includes(query));
@@ -66,11 +66,14 @@ async function refresh() {
     replace(listEl, h("p.empty", {}, items.length ? "No connector matches the search." : "No connectors here yet."));
     return;
   }
-  replace(listEl, h("div.cards", {}, shown.map((c) => card(c, tools))));
+  replace(listEl, h("div.cards", {}, shown.map((c) => card(c, registered))));
 }
 
-function card(c, tools) {
-  const count = tools ? tools.filter((t) => t.connector === c.name).length : null;
+function card(c, registered) {
+  const settings = registered ? registered.get(c.name) : undefined;
+  const count = registered ? (settings ? settings.tools : 0) : null;
+  // the registry serves its stored listing (refreshed on a schedule or by hand), not the upstream's each time
+  const cached = Boolean(settings && settings.tools > 0 && settings.cache_enabled);
   const tid = `card-${c.name}`;
   const out = h("div");
   const node = h("article.card", { "aria-labelledby": tid, dataset: { connector: c.name, status: c.status } },
@@ -81,7 +84,7 @@ function card(c, tools) {
       h("span.badge", {}, c.scope === "per_user" ? "Per user" : "Organization"),
       h("span.badge", {}, c.auth_type),
       count === null ? h("span.muted", {}, "tools: ?") : h("span", { dataset: { tools: count } }, `${count} tool${count === 1 ? "" : "s"}`),
-      c.cached ? h("span.badge", {}, "Cached") : null),
+      cached ? h("span.badge", { dataset: { cached: "" }, title: "Its tool listing is served from the registry's cache" }, "Cached") : null),
     c.oauth && c.oauth.granted_scopes && c.status === "active"
       ? h("p.hint", {}, `Scopes: ${c.oauth.granted_scopes.join(" ") || "—"}`) : null,
     c.status_reason && c.status !== "active" ? h("p.hint", {}, c.status_reason) : null,
