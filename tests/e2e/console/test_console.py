@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -337,6 +338,20 @@ async def test_a_connector_whose_tool_listing_is_cached_wears_the_badge(stack: S
             await page.reload()
             await card.locator('[data-tools="2"]').wait_for()
             assert await card.locator("[data-cached]").count() == 0
+
+
+async def test_a_static_key_expiring_within_a_week_is_flagged_on_its_card(stack: Stack, browser: Any) -> None:
+    soon = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+    later = (datetime.now(UTC) + timedelta(days=30)).isoformat()
+    async with bearer_upstream() as up, admin_client(stack) as admin:
+        near = await admin.connector(up.url, up.token, expires_at=soon)
+        far = await admin.connector(up.url, up.token, expires_at=later)
+        async with signed_in(browser, stack, stack.admin_token) as page:
+            warning = page.locator(f'article[data-connector="{near}"] [role="note"]')
+            await warning.wait_for()
+            assert f"expires on {soon[:10]}" in await warning.inner_text()
+            await page.locator(f'article[data-connector="{far}"]').wait_for()
+            assert await page.locator(f'article[data-connector="{far}"] [role="note"]').count() == 0
 
 
 async def test_the_approval_queue_is_live_from_the_proxy_stream_and_polls_when_the_stream_fails(

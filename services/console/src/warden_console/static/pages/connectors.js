@@ -88,8 +88,8 @@ function card(c, registered) {
     c.oauth && c.oauth.granted_scopes && c.status === "active"
       ? h("p.hint", {}, `Scopes: ${c.oauth.granted_scopes.join(" ") || "—"}`) : null,
     c.status_reason && c.status !== "active" ? h("p.hint", {}, c.status_reason) : null,
+    // the service's warnings: a credential expiring within EXPIRY_WARNING_DAYS (7), expired, more scopes
     ...(c.warnings || []).map((w) => h("p.hint", { role: "note" }, `⚠ ${w}`)),
-    expirySoon(c) ? h("p.hint", { role: "note" }, `⚠ Expires ${when(c.expires_at)}`) : null,
     out,
     h("div.actions", {},
       h("button.ghost", { type: "button", onclick: () => details(c.name) }, "Details"),
@@ -100,13 +100,6 @@ function card(c, registered) {
       h("button.danger", { type: "button", onclick: (ev) => remove(c.name, ev.target, out) }, "Remove")),
   );
   return node;
-}
-
-function expirySoon(c) {
-  const at = c.expires_at || (c.oauth && c.oauth.token_expires_at && !c.oauth.refreshable ? c.oauth.token_expires_at : null);
-  if (!c.expires_at) return false;
-  const left = new Date(at).getTime() - Date.now();
-  return left < 7 * 86400 * 1000;
 }
 
 async function disconnect(name, button, out) {
