@@ -2,7 +2,7 @@
 PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
-PKGS    := -e libs/common[otel] -e libs/cli -e services/connectors -e services/tool-registry[search] -e services/proxy -e services/audit -e services/console
+PKGS    := -e libs/common[server,otel] -e libs/client -e libs/cli -e services/connectors -e services/tool-registry[search] -e services/proxy -e services/audit -e services/console
 
 .PHONY: install peers checkov run test test-e2e lint bench clean
 

@@ -6,7 +6,7 @@ import importlib.util
 import subprocess
 import sys
 
-BENCHES = ["bench.proxy", "bench.connectors", "bench.search", "bench.audit"]
+BENCHES = ["bench.proxy", "bench.connectors", "bench.search", "bench.audit", "bench.client_install"]
 
 if __name__ == "__main__":
     failed = []

@@ -50,7 +50,7 @@ import psutil
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from warden_cli.embedded import SERVICES, Stack, StackConfig, free_port
-from warden_common.client import WardenClient
+from warden_client import WardenClient
 from warden_proxy.h1 import H1Pool
 
 from bench.scratch import clean, use_fresh_database

@@ -60,7 +60,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from warden_cli.embedded import SERVICES, Stack, StackConfig, free_port
 from warden_cli.natsconf import MAX_PAYLOAD
-from warden_common.client import WardenClient
+from warden_client import WardenClient
 from warden_common.contracts import durable_calls_stream_name, events_stream_name
 from warden_common.errors import WardenError
 

@@ -15,7 +15,7 @@ from support.admin import Admin, admin_client, agent
 from support.infra import NAMED_ADMINS, wait_for
 from support.upstream import trouble_upstream
 from warden_cli.embedded import Stack
-from warden_common.client import WardenClient
+from warden_client import WardenClient
 from warden_common.contracts import ErrorCode
 from warden_common.errors import RemoteError, Timeout
 

@@ -14,7 +14,7 @@ from support.admin import admin_client, agent
 from support.infra import isolated_stack, wait_for
 from support.upstream import trouble_upstream
 from warden_cli.embedded import Stack
-from warden_common.client import WardenClient
+from warden_client import WardenClient
 from warden_common.errors import BadInput
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ from support.admin import admin_client
 from support.infra import wait_for
 from support.upstream import trouble_upstream
 from warden_cli.embedded import Stack
-from warden_common.client import WardenClient
+from warden_client import WardenClient
 from warden_common.contracts import DurableCall, DurableResult, durable_calls_subject, durable_results_subject
 from warden_common.errors import Conflict
 

@@ -16,7 +16,7 @@ from support.infra import fresh_database
 from warden_cli.embedded import SERVICES, Stack, StackConfig, free_port
 from warden_cli.natsconf import DEMO_SERVICE
 from warden_cli.run import _bootstrap, _wait_port
-from warden_common.client import WardenClient
+from warden_client import WardenClient
 
 pytestmark = pytest.mark.e2e
 

@@ -19,7 +19,7 @@ from support.admin import admin_client, agent
 from support.hostile import hostile_upstream
 from support.infra import isolated_stack, wait_for
 from warden_cli.embedded import Stack
-from warden_common.client import WardenClient
+from warden_client import WardenClient
 from warden_common.errors import RemoteError
 
 pytestmark = pytest.mark.e2e

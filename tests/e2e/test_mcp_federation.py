@@ -21,7 +21,7 @@ from support.admin import Admin, admin_client
 from support.infra import wait_for
 from support.upstream import catalog_upstream, serve_asgi
 from warden_cli.embedded import Stack
-from warden_common.client import WardenClient
+from warden_client import WardenClient
 from warden_common.errors import RemoteError
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,7 @@ from support.admin import admin_client, agent
 from support.infra import isolated_stack, wait_for
 from support.upstream import catalog_upstream
 from warden_cli.embedded import Stack
-from warden_common.client import WardenClient
+from warden_client import WardenClient
 from warden_common.errors import TooLarge
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from support.admin import admin_client, agent
 from support.infra import wait_for
 from support.upstream import trouble_upstream
 from warden_cli.embedded import Stack
-from warden_common.client import WardenClient
+from warden_client import WardenClient
 from warden_common.contracts import ErrorCode
 from warden_common.errors import Forbidden, RemoteError
 

@@ -19,7 +19,7 @@ from support.infra import wait_for
 from support.replicas import second_proxy
 from support.upstream import bearer_upstream
 from warden_cli.embedded import Stack
-from warden_common.client import WardenClient
+from warden_client import WardenClient
 
 pytestmark = pytest.mark.e2e
 

@@ -16,8 +16,8 @@ from mcp.shared.exceptions import MCPError
 from support.infra import wait_for
 from support.upstream import bearer_upstream
 from warden_cli.embedded import Stack
-from warden_common.bus import decode_reply
 from warden_common.contracts import ToolCall, ToolCallResult, calls_subject
+from warden_common.rpc import decode_reply
 
 pytestmark = pytest.mark.e2e
 

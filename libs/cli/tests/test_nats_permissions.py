@@ -18,8 +18,8 @@ from nats.errors import NoRespondersError
 from pydantic import SecretStr
 from warden_cli.embedded import free_port
 from warden_cli.natsconf import DEMO_SERVICE, deploy_nats_config, nats_config, new_passwords, password_variable
+from warden_client import WardenClient
 from warden_common.bus import Bus
-from warden_common.client import WardenClient
 from warden_common.contracts import (
     CREDENTIALS_GET,
     Credential,

@@ -6,8 +6,8 @@ import uuid
 import nats
 import nats.js.errors
 import pytest
+from warden_client import WardenClient
 from warden_common.bus import Bus
-from warden_common.client import WardenClient
 from warden_common.contracts import (
     CREDENTIALS_GET,
     Actor,
@@ -84,7 +84,7 @@ async def test_malformed_request_gets_an_invalid_error_without_echoing_values(bu
             except nats.errors.NoRespondersError:
                 await asyncio.sleep(0.05)
     assert b'"invalid"' in reply.data and b"s3cr3t" not in reply.data
-    from warden_common.bus import decode_reply
+    from warden_common.rpc import decode_reply
 
     with pytest.raises(BadInput):
         decode_reply(reply.data, Credential)

@@ -224,7 +224,7 @@ def build(root: str = ROOT) -> dict[str, Any]:
                 "The NATS subjects and messages of Warden, generated from `warden_common.contracts` "
                 "(`warden asyncapi`). Subjects start with `<root>.v1.`; the root is `warden` in "
                 "production (`NATS__ROOT`). Messages are JSON; receivers ignore fields they do not "
-                "know, and contracts grow only by optional fields. `warden_common.client.WardenClient` "
+                "know, and contracts grow only by optional fields. `warden_client.WardenClient` "
                 "speaks the `internal-services` channels."
             ),
             "tags": [

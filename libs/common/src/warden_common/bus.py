@@ -1,7 +1,8 @@
 """NATS plumbing: typed request/reply, queue-group responders, and the events stream.
 
 - `request(subject, msg)` sends a frozen contract model and returns the typed result,
-  or raises the typed error the responder answered with.
+  or raises the typed error the responder answered with (`warden_common.rpc`'s `ask` and
+  `decode_reply`, which `warden_client` shares without this module's server dependencies).
 - `serve(subject, handler)` answers requests in a queue group (replicas share load);
   a handler raising `WardenError` answers its code; bad input answers `invalid`;
   anything else is logged with its traceback and answers `internal`. Requests are
@@ -19,7 +20,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -34,7 +34,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from pydantic import BaseModel, ValidationError
 
 from warden_common import otel
-from warden_common.contracts.base import ErrorCode, Message, Reply, ReplyError, Subject
+from warden_common.contracts.base import ErrorCode, Message, ReplyError, Subject
 from warden_common.contracts.events import Service
 from warden_common.errors import (
     BadInput,
@@ -42,12 +42,12 @@ from warden_common.errors import (
     TooLarge,
     Unavailable,
     WardenError,
-    from_reply_error,
 )
 from warden_common.limits import check_limits
 from warden_common.metrics import NATS_HANDLE, NATS_PROBE, NATS_REQUEST, subject_label
 from warden_common.natsauth import inbox_prefix
 from warden_common.outbox import LINGER_S, EventOutbox
+from warden_common.rpc import ask, decode_reply
 from warden_common.settings import NatsSettings
 from warden_common.tracing import (
     current_trace_id,
@@ -58,7 +58,7 @@ from warden_common.tracing import (
     traceparent,
 )
 
-__all__ = ["Bus", "ask", "validation_message"]
+__all__ = ["Bus", "validation_message"]
 
 log = logging.getLogger(__name__)
 Req = TypeVar("Req", bound=Message)
@@ -372,60 +372,5 @@ def otel_error_status() -> Any:
     return Status(StatusCode.ERROR, "internal")
 
 
-# pauses before asking again when nobody is subscribed (at most ~0.4 s in all, within the timeout)
-_NO_RESPONDERS_RETRY = (0.02, 0.05, 0.1, 0.2)
-
-
-async def ask(
-    nc: NatsClient, subject: str, body: bytes, *, timeout: float, headers: dict[str, str] | None = None
-) -> Msg:
-    """`nc.request`, asked again (within `timeout` in all) while nobody is subscribed: nobody
-    got the message, so that is safe. It covers a replica restarting, and a subscription
-    another connection has just made (flushed) that the server does not route to yet (seen
-    with nats-server 2.9 right after a stream was created). Raises NoRespondersError once
-    the pauses are spent, nats' TimeoutError when the answer does not come in time."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    for pause in _NO_RESPONDERS_RETRY:
-        try:
-            return await nc.request(subject, body, timeout=timeout, headers=headers)
-        except NoRespondersError:
-            left = deadline - loop.time()
-            if left <= pause:
-                raise
-            await asyncio.sleep(pause)
-            timeout = left - pause
-    return await nc.request(subject, body, timeout=timeout, headers=headers)
-
-
 def _error_body(err: ReplyError) -> bytes:
     return b'{"error":' + err.model_dump_json().encode() + b"}"
-
-
-_REPLIES: dict[type[BaseModel], type[Reply[Any]]] = {}
-
-
-def decode_reply(data: bytes, result: type[Rep]) -> Rep:
-    # one pass through pydantic-core for a well-formed reply (a quarter of the time of
-    # json.loads + validate); anything else is worded by the checks below
-    reply_model = _REPLIES.get(result)
-    if reply_model is None:
-        reply_model = _REPLIES[result] = Reply[result]  # type: ignore[valid-type]
-    try:
-        r = reply_model.model_validate_json(data)
-    except ValidationError:
-        r = None
-    if r is not None:
-        if r.error is not None:
-            raise from_reply_error(r.error)
-        if r.result is not None:
-            return r.result  # type: ignore[no-any-return]
-    try:
-        doc = json.loads(data)
-    except ValueError:
-        raise Unavailable("malformed reply from a Warden service") from None
-    if isinstance(doc, dict) and doc.get("error") is not None:
-        raise from_reply_error(ReplyError.model_validate(doc["error"]))
-    if not isinstance(doc, dict) or "result" not in doc:
-        raise Unavailable("malformed reply from a Warden service")
-    return result.model_validate(doc["result"])

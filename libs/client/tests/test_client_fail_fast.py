@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from support.infra import wait_tcp
-from warden_common.client import WardenClient
+from warden_client import WardenClient
 from warden_common.errors import Forbidden, Unauthorized, Unavailable
 from warden_common.natsauth import SERVICE_USERS, users
 

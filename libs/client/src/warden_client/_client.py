@@ -33,8 +33,6 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-
-from warden_common.bus import ask, decode_reply
 from warden_common.contracts import (
     DurableCall,
     DurableResult,
@@ -61,6 +59,7 @@ from warden_common.errors import (
 )
 from warden_common.limits import HEADER_ROOM
 from warden_common.natsauth import inbox_prefix
+from warden_common.rpc import ask, decode_reply
 from warden_common.settings import nats_servers
 
 __all__ = ["WardenClient"]
