@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from everything_upstream import build_server  # noqa: E402
 from mcp.shared.exceptions import MCPDeprecationWarning  # noqa: E402
 from support.infra import drop_stream, fresh_database  # noqa: E402
+from support.upstream import read_body  # noqa: E402
 from warden_cli.embedded import SERVICES, Stack, StackConfig, free_port  # noqa: E402
 from warden_common.contracts import durable_calls_stream_name, events_stream_name  # noqa: E402
 
@@ -57,12 +58,7 @@ def forwarder(target: str, key: str) -> Any:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in (b"host", b"authorization")]
         headers.append((b"authorization", f"Bearer {key}".encode()))
         req = client.build_request(

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from support.upstream import serve_asgi
+from support.upstream import read_body, serve_asgi
 
 __all__ = ["Receiver", "Span", "otlp_receiver"]
 
@@ -56,12 +56,7 @@ class Receiver:
                 await receive()
                 await send({"type": f"lifespan.{phase}.complete"})
             return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = dict(scope.get("headers") or ())
         if scope["method"] != "POST" or scope["path"] != "/v1/traces":
             await _answer(send, 404, b"")

@@ -32,6 +32,8 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 
+from support.upstream import read_body
+
 __all__ = ["JwksTokenVerifier", "ProtectedMcp", "protected_mcp", "serve_on_loopback"]
 
 
@@ -193,12 +195,7 @@ class _ToolScopes:
         if scope["type"] != "http" or scope["method"] != "POST" or not self.tool_scopes:
             await self.app(scope, receive, send)
             return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
+        body = await read_body(receive)
         need = self._needs(body)
         if need is not None:
             auth = dict(scope["headers"]).get(b"authorization", b"").decode()

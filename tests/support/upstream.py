@@ -22,6 +22,16 @@ class Upstream:
     gate: BearerGate
 
 
+async def read_body(receive: Any) -> bytes:
+    """An ASGI request's whole body (every `http.request` message until `more_body` is false)."""
+    body = b""
+    while True:
+        msg = await receive()
+        body += msg.get("body", b"")
+        if not msg.get("more_body"):
+            return body
+
+
 @asynccontextmanager
 async def serve_asgi(app: Any, port: int | None = None) -> AsyncIterator[int]:
     port = port or free_port()
