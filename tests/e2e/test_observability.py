@@ -5,8 +5,10 @@ every service's /metrics has the new series afterwards."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,8 +16,9 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from support.admin import admin_client
 from support.infra import wait_for
-from support.upstream import header_upstream
+from support.upstream import header_upstream, trouble_upstream
 from warden_cli.embedded import Stack
 
 pytestmark = pytest.mark.e2e
@@ -122,3 +125,92 @@ async def test_one_call_is_traced_logged_and_measured_across_the_services(stack:
     assert any("obs__echo" in x["msg"] and "ok" in x["msg"] for x in proxy_lines)
     for name in ("connectors", "registry", "audit"):
         lines(name)
+
+
+async def test_calls_at_their_upstream_are_counted_while_they_run(stack: Stack) -> None:
+    """`warden_proxy_upstream_calls_in_flight`, what the proxy's HPA can scale on
+    (deploy/components/calls-in-flight-hpa), is up by one while a call runs upstream and back after."""
+    async with trouble_upstream() as up, admin_client(stack) as admin:
+        c, _, key = await admin.setup(up.url, up.token)
+
+        async def in_flight() -> float:
+            text = (await admin.http.get(f"{stack.urls['proxy']}/metrics")).text
+            (line,) = [x for x in text.splitlines() if x.startswith("warden_proxy_upstream_calls_in_flight ")]
+            return float(line.split()[-1])
+
+        before = await in_flight()
+        async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {key}"}) as http:
+            call = asyncio.create_task(
+                http.post(
+                    f"{stack.urls['proxy']}/v1/tools/{c}__wait_for_release/call", json={"arguments": {"key": "k"}}
+                )
+            )
+            try:
+                await wait_for(lambda: _is(in_flight, before + 1), timeout=30)
+            finally:
+                up.trouble.release.set()
+            r = await call
+            assert r.status_code == 200, r.text
+        await wait_for(lambda: _is(in_flight, before), timeout=10)
+
+
+async def _is(read: Any, want: float) -> bool:
+    return await read() == want
+
+
+async def test_calls_held_for_approval_are_counted_while_they_wait(stack: Stack) -> None:
+    """`warden_proxy_approvals_waiting` (the dashboard's approval queue) counts a held call and
+    drops it when an admin decides."""
+    async with trouble_upstream() as up, admin_client(stack) as admin:
+        c = await admin.connector(up.url, up.token)
+        await admin.register(c, [{"name": "record", "auto_approve": False}])
+        key = await admin.key(await admin.profile([f"{c}__record"]))
+
+        async def waiting() -> float:
+            return await _gauge(admin, stack.urls["proxy"], "warden_proxy_approvals_waiting")
+
+        before = await waiting()
+        async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {key}"}) as http:
+            call = asyncio.create_task(
+                http.post(f"{stack.urls['proxy']}/v1/tools/{c}__record/call", json={"arguments": {"key": "held"}})
+            )
+            await wait_for(lambda: _is(waiting, before + 1), timeout=30)
+
+            async def pending() -> list[dict[str, Any]]:
+                items = await admin.req("GET", "proxy", "/v1/approvals", params={"status": "pending"})
+                return [a for a in items if a["tool"] == f"{c}__record"]
+
+            (held,) = await wait_for(pending, timeout=10)
+            await admin.req("POST", "proxy", f"/v1/approvals/{held['id']}/approve")
+            assert (await call).status_code == 200
+        await wait_for(lambda: _is(waiting, before), timeout=10)
+
+
+async def test_a_connector_needing_attention_is_flagged_in_the_metrics_until_it_is_removed(stack: Stack) -> None:
+    """`warden_connectors_needing_attention{connector}` (the WardenConnectorsNeedAttention alert):
+    1 for a static connector whose key has expired, gone once the connector is removed."""
+    past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    async with trouble_upstream() as up, admin_client(stack) as admin:
+        c = await admin.connector(up.url, up.token, expires_at=past)
+        fine = await admin.connector(up.url, up.token)
+        series = f'warden_connectors_needing_attention{{connector="{c}"}}'
+
+        async def flagged() -> bool:
+            text = (await admin.http.get(f"{stack.urls['connectors']}/metrics")).text
+            return any(line.startswith(series + " 1.0") for line in text.splitlines())
+
+        assert await wait_for(flagged, timeout=30, interval=0.2)
+        text = (await admin.http.get(f"{stack.urls['connectors']}/metrics")).text
+        assert f'connector="{fine}"' not in text
+        await admin.req("DELETE", "connectors", f"/v1/connectors/{c}")
+
+        async def cleared() -> bool:
+            return not await flagged()
+
+        assert await wait_for(cleared, timeout=30, interval=0.2)
+
+
+async def _gauge(admin: Any, base: str, name: str) -> float:
+    text = (await admin.http.get(f"{base}/metrics")).text
+    (line,) = [x for x in text.splitlines() if x.startswith(name + " ")]
+    return float(line.split()[-1])

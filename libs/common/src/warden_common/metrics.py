@@ -21,9 +21,11 @@ from prometheus_client import Counter, Gauge, Histogram
 from warden_common.contracts.base import VERSION
 
 __all__ = [
+    "APPROVALS_WAITING",
     "APPROVAL_WAIT",
     "BREAKER_STATE",
     "CALL_DURATION",
+    "CONNECTORS_NEEDING_ATTENTION",
     "CONSENT_WAIT",
     "CREDENTIAL_ISSUES",
     "NATS_HANDLE",
@@ -152,6 +154,14 @@ UPSTREAM_ERRORS = Counter(
 BREAKER_STATE = Gauge(
     "warden_proxy_breaker_state",
     "circuit breaker of a connector's upstream: 0 closed, 1 open (calls refused until the cool-down ends)",
+    ["connector"],
+)
+APPROVALS_WAITING = Gauge(
+    "warden_proxy_approvals_waiting", "calls this replica holds for an approval now (summed over replicas: the queue)"
+)
+CONNECTORS_NEEDING_ATTENTION = Gauge(
+    "warden_connectors_needing_attention",
+    "1 for a connector an admin must act on (pending, reauth_required, expired, error, or more scopes needed)",
     ["connector"],
 )
 APPROVAL_WAIT = Histogram(

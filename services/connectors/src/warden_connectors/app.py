@@ -3,6 +3,7 @@ guarded HTTP client every OAuth request goes through."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -92,6 +93,8 @@ def create_app(settings: Settings) -> FastAPI:
                 refresh_skew_s=settings.refresh_skew_s,
             )
             await register_handlers(runtime.bus, svc)
+            watch = asyncio.create_task(svc.watch_attention(settings.attention_scan_s), name="attention-watch")
+            stack.callback(watch.cancel)
             runtime.ready = True
             yield {"connectors": svc}
             runtime.ready = False

@@ -25,6 +25,7 @@ from warden_common.contracts import (
 )
 from warden_common.crypto import Sealer
 from warden_common.errors import WardenError
+from warden_common.metrics import CONNECTORS_NEEDING_ATTENTION, connector_label
 
 from warden_connectors.connections import Connections, TokenRevocation, revocation_report
 from warden_connectors.consent import Consent, ConsentStart, Opened
@@ -197,6 +198,23 @@ class ConnectorService(CredentialDesk):
             return {}
         data: dict[str, Any] = json.loads(self.sealer.open(row["secret_sealed"], secret_aad(row["id"])))
         return data
+
+    async def watch_attention(self, every_s: float) -> None:
+        """Keep `warden_connectors_needing_attention{connector}` (1 while an admin must act: the
+        `needs_attention` group, more scopes needed included) as the store says, every `every_s`."""
+        shown: set[str] = set()
+        while True:
+            try:
+                rows = await self.store.list(STATUS_GROUPS["needs_attention"], or_step_up=True)
+                now = {connector_label(r["name"]) for r in rows}
+                for name in shown - now:
+                    CONNECTORS_NEEDING_ATTENTION.remove(name)
+                for name in now:
+                    CONNECTORS_NEEDING_ATTENTION.labels(name).set(1)
+                shown = now
+            except Exception as e:  # noqa: BLE001 - a failed look (Postgres restarting) is tried again
+                log.warning("cannot update the connectors needing attention (%s)", type(e).__name__)
+            await asyncio.sleep(every_s)
 
     async def list(self, group: str) -> list[ConnectorView]:
         if group not in STATUS_GROUPS:

@@ -16,6 +16,8 @@ class Settings(ServiceSettings):
     allow_insecure_urls: bool = False
     # warn this many days before a static credential expires
     expiry_warning_days: int = Field(default=7, ge=0, le=365)
+    # how often `warden_connectors_needing_attention` is read again from the store
+    attention_scan_s: float = Field(default=15.0, gt=0, le=3600)
     # where browsers reach this service; the redirect URI is `<this>/connect/callback`
     # (default: http.public_url, else http://<host>:<port>)
     callback_base_url: str | None = None

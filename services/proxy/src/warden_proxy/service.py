@@ -23,7 +23,7 @@ import jsonschema_rs
 import mcp_types as types
 import orjson
 from jsonschema.exceptions import SchemaError, ValidationError
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 from warden_common import otel
 from warden_common.bus import Bus
 from warden_common.contracts import (
@@ -47,7 +47,7 @@ from warden_common.contracts import (
     VisibleRequest,
 )
 from warden_common.errors import WardenError
-from warden_common.metrics import CALL_DURATION, UPSTREAM_ERRORS, connector_label, tool_label
+from warden_common.metrics import APPROVALS_WAITING, CALL_DURATION, UPSTREAM_ERRORS, connector_label, tool_label
 from warden_common.tracing import call_parent, set_call_id
 
 from warden_proxy.agents import Principal
@@ -75,6 +75,11 @@ CALLS = Counter(
     ["outcome"],
 )
 _CALLS = {o: CALLS.labels(o) for o in ("ok", "error", "denied", "failed")}
+# what the proxy's HPA may scale on besides CPU (deploy/components/calls-in-flight-hpa): calls
+# past their grant and approval, at the upstream now (a held call waits, it does not load the proxy)
+UPSTREAM_IN_FLIGHT = Gauge(
+    "warden_proxy_upstream_calls_in_flight", "tool calls this replica is running at their upstream now"
+)
 
 
 class _TTLCache:
@@ -390,29 +395,33 @@ class CallPipeline(ConsentFlow):
         try:
             if not resolved.auto_approve:
                 approver, asker = _approver(resolved, principal)
-                await self.approvals.hold(
-                    call_key=f"{principal.profile}:{idempotency_key}" if idempotency_key else call_id,
-                    call_id=call_id,
-                    tool=tool,
-                    profile=principal.profile,
-                    actor=principal.actor(),
-                    arguments=arguments,
-                    refs=refs,
-                    ask=on_approval if asker is not None else None,
-                    asker=asker,
-                    still_allowed=lambda: self.still_allowed(principal.profile, tool),
-                    approver=approver,
-                    progress=progress,
-                    abandon_on_cancel=not durable,
-                    # a plain request's own timeout ends its wait; not a durable call's (its result
-                    # is stored), nor one with an idempotency key (a retry with it joins the wait)
-                    caller_wait_s=None if durable or idempotency_key else caller_wait_s,
-                )
+                with APPROVALS_WAITING.track_inprogress():
+                    await self.approvals.hold(
+                        call_key=f"{principal.profile}:{idempotency_key}" if idempotency_key else call_id,
+                        call_id=call_id,
+                        tool=tool,
+                        profile=principal.profile,
+                        actor=principal.actor(),
+                        arguments=arguments,
+                        refs=refs,
+                        ask=on_approval if asker is not None else None,
+                        asker=asker,
+                        still_allowed=lambda: self.still_allowed(principal.profile, tool),
+                        approver=approver,
+                        progress=progress,
+                        abandon_on_cancel=not durable,
+                        # a plain request's own timeout ends its wait; not a durable call's (its result
+                        # is stored), nor one with an idempotency key (a retry with it joins the wait)
+                        caller_wait_s=None if durable or idempotency_key else caller_wait_s,
+                    )
                 resolved = await self.recheck(principal.profile, tool, after="the approval")
                 self.validate(resolved, arguments)
             if before_upstream is not None:
                 await before_upstream()
-            result = await self._call_with_consent(resolved, principal, arguments, progress, on_consent, on_consented)
+            with UPSTREAM_IN_FLIGHT.track_inprogress():
+                result = await self._call_with_consent(
+                    resolved, principal, arguments, progress, on_consent, on_consented
+                )
         except WardenError as e:
             latency = (time.perf_counter() - started) * 1000
             self._event(
