@@ -35,7 +35,5 @@ async def stack(nats_url: str, admin_dsn: str, tmp_path_factory: pytest.TempPath
         # the one internal service the tests let act for end users (test_nats_caller_identity)
         "WARDEN_PROXY_ACT_FOR_USERS": '["trusted-svc"]',
     }
-    connectors = {"WARDEN_CONNECTORS_ATTENTION_SCAN_S": "0.5"}  # the needing-attention gauge follows quickly
-    extra = {"proxy": proxy, "connectors": connectors}
-    async with isolated_stack(nats_url, admin_dsn, Path(tmp_path_factory.mktemp("warden")), extra) as st:
+    async with isolated_stack(nats_url, admin_dsn, Path(tmp_path_factory.mktemp("warden")), {"proxy": proxy}) as st:
         yield st

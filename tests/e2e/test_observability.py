@@ -9,6 +9,7 @@ import asyncio
 import json
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,7 +18,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from support.admin import admin_client
-from support.infra import wait_for
+from support.infra import isolated_stack, wait_for
 from support.upstream import header_upstream, trouble_upstream
 from warden_cli.embedded import Stack
 
@@ -138,7 +139,9 @@ async def test_calls_at_their_upstream_are_counted_while_they_run(stack: Stack) 
             (line,) = [x for x in text.splitlines() if x.startswith("warden_proxy_upstream_calls_in_flight ")]
             return float(line.split()[-1])
 
-        before = await in_flight()
+        # no call of an earlier test still upstream: the count is this test's alone
+        await wait_for(lambda: _is(in_flight, 0), timeout=60, interval=0.2)
+        before = 0.0
         async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {key}"}) as http:
             call = asyncio.create_task(
                 http.post(
@@ -169,7 +172,9 @@ async def test_calls_held_for_approval_are_counted_while_they_wait(stack: Stack)
         async def waiting() -> float:
             return await _gauge(admin, stack.urls["proxy"], "warden_proxy_approvals_waiting")
 
-        before = await waiting()
+        # no call of an earlier test still held (the stack's approvals time out in 10 s)
+        await wait_for(lambda: _is(waiting, 0), timeout=60, interval=0.2)
+        before = 0.0
         async with httpx.AsyncClient(timeout=60, headers={"Authorization": f"Bearer {key}"}) as http:
             call = asyncio.create_task(
                 http.post(f"{stack.urls['proxy']}/v1/tools/{c}__record/call", json={"arguments": {"key": "held"}})
@@ -186,11 +191,19 @@ async def test_calls_held_for_approval_are_counted_while_they_wait(stack: Stack)
         await wait_for(lambda: _is(waiting, before), timeout=10)
 
 
-async def test_a_connector_needing_attention_is_flagged_in_the_metrics_until_it_is_removed(stack: Stack) -> None:
+async def test_a_connector_needing_attention_is_flagged_in_the_metrics_until_it_is_removed(
+    nats_url: str, admin_dsn: str, tmp_path: Path
+) -> None:
     """`warden_connectors_needing_attention{connector}` (the WardenConnectorsNeedAttention alert):
-    1 for a static connector whose key has expired, gone once the connector is removed."""
+    1 for a static connector whose key has expired, gone once the connector is removed. A stack of
+    its own: the gauge names at most 200 connectors, and the shared one collects many."""
     past = (datetime.now(UTC) - timedelta(days=1)).isoformat()
-    async with trouble_upstream() as up, admin_client(stack) as admin:
+    env = {"connectors": {"WARDEN_CONNECTORS_ATTENTION_SCAN_S": "0.5"}}
+    async with (
+        isolated_stack(nats_url, admin_dsn, tmp_path / "warden", env) as stack,
+        trouble_upstream() as up,
+        admin_client(stack) as admin,
+    ):
         c = await admin.connector(up.url, up.token, expires_at=past)
         fine = await admin.connector(up.url, up.token)
         series = f'warden_connectors_needing_attention{{connector="{c}"}}'

@@ -31,6 +31,7 @@ __all__ = [
     "NATS_HANDLE",
     "NATS_PROBE",
     "NATS_REQUEST",
+    "OTHER",
     "REGISTRY_INDEX_TOOLS",
     "SEARCH_DURATION",
     "TOKEN_REFRESHES",

@@ -25,7 +25,7 @@ from warden_common.contracts import (
 )
 from warden_common.crypto import Sealer
 from warden_common.errors import WardenError
-from warden_common.metrics import CONNECTORS_NEEDING_ATTENTION, connector_label
+from warden_common.metrics import CONNECTORS_NEEDING_ATTENTION, OTHER
 
 from warden_connectors.connections import Connections, TokenRevocation, revocation_report
 from warden_connectors.consent import Consent, ConsentStart, Opened
@@ -49,6 +49,8 @@ from warden_connectors.views import as_json, render
 __all__ = ["STATUS_GROUPS", "ConnectorService", "check_url"]
 
 log = logging.getLogger(__name__)
+
+_ATTENTION_LABELS = 200  # connectors named in warden_connectors_needing_attention; the rest are `other`
 
 STATUS_GROUPS: dict[str, list[str] | None] = {
     "active": ["active"],
@@ -201,17 +203,22 @@ class ConnectorService(CredentialDesk):
 
     async def watch_attention(self, every_s: float) -> None:
         """Keep `warden_connectors_needing_attention{connector}` (1 while an admin must act: the
-        `needs_attention` group, more scopes needed included) as the store says, every `every_s`."""
+        `needs_attention` group, more scopes needed included) as the store says, every `every_s`.
+        Its labels are the connectors needing attention now (the first 200 by name; any more are
+        counted under `other`), not the first ones ever seen: a connector set right drops out."""
         shown: set[str] = set()
         while True:
             try:
                 rows = await self.store.list(STATUS_GROUPS["needs_attention"], or_step_up=True)
-                now = {connector_label(r["name"]) for r in rows}
-                for name in shown - now:
+                names = sorted(r["name"] for r in rows)
+                now = dict.fromkeys(names[:_ATTENTION_LABELS], 1.0)
+                if len(names) > _ATTENTION_LABELS:
+                    now[OTHER] = float(len(names) - _ATTENTION_LABELS)
+                for name in shown - now.keys():
                     CONNECTORS_NEEDING_ATTENTION.remove(name)
-                for name in now:
-                    CONNECTORS_NEEDING_ATTENTION.labels(name).set(1)
-                shown = now
+                for name, value in now.items():
+                    CONNECTORS_NEEDING_ATTENTION.labels(name).set(value)
+                shown = set(now)
             except Exception as e:  # noqa: BLE001 - a failed look (Postgres restarting) is tried again
                 log.warning("cannot update the connectors needing attention (%s)", type(e).__name__)
             await asyncio.sleep(every_s)
