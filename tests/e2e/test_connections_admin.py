@@ -5,18 +5,15 @@ token), the `account` in the connection view, and in the `connector.connected` a
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from support.admin import admin_client
-from support.consent import callback_url, complete_consent, open_tokens
+from support.consent import complete_consent, open_tokens, per_user_connector, protected_upstream
 from support.infra import wait_for
-from support.oauth import registered_clients
-from support.oidc import oidc_provider
-from support.protected_mcp import ProtectedMcp, protected_mcp
+from support.protected_mcp import ProtectedMcp
 from warden_cli.embedded import Stack
 
 pytestmark = pytest.mark.e2e
@@ -24,10 +21,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 async def upstream(stack: Stack) -> AsyncIterator[ProtectedMcp]:
-    async with (
-        oidc_provider(clients=registered_clients(callback_url(stack))) as op,
-        protected_mcp(op.issuer) as mcp,
-    ):
+    async with protected_upstream(stack) as mcp:
         yield mcp
 
 
@@ -35,14 +29,7 @@ async def test_an_admin_lists_each_users_connection_with_the_upstream_account_it
     stack: Stack, upstream: ProtectedMcp
 ) -> None:
     async with admin_client(stack) as admin:
-        name = "ac" + secrets.token_hex(4)
-        view = await admin.req(
-            "POST",
-            "connectors",
-            "/v1/connectors?authorize=true",
-            json={"name": name, "url": upstream.url, "scope": "per_user", "auth": {"type": "oauth2"}},
-        )
-        assert (await complete_consent(stack, view["consent_url"], "the-admin")).status_code == 200
+        name = await per_user_connector(stack, admin, upstream, "ac")
         started = await admin.req("POST", "connectors", f"/v1/connectors/{name}/connections/kim/consent")
         assert (await complete_consent(stack, started["consent_url"], "kim")).status_code == 200
         await admin.req("POST", "connectors", f"/v1/connectors/{name}/connections/lou/consent")  # not finished

@@ -13,20 +13,19 @@ from typing import Any
 
 import httpx
 import pytest
-from support.admin import Admin, admin_client
+from support.admin import admin_client
 from support.consent import (
-    callback_url,
     complete_consent,
     connectors_db,
     hit_callback,
     open_start,
     open_tokens,
+    per_user_tool,
+    protected_upstream,
     provider_redirect,
 )
 from support.infra import wait_for
-from support.oauth import registered_clients
-from support.oidc import oidc_provider
-from support.protected_mcp import ProtectedMcp, protected_mcp
+from support.protected_mcp import ProtectedMcp
 from warden_cli.embedded import Stack
 
 pytestmark = pytest.mark.e2e
@@ -35,27 +34,8 @@ ME = "/v1/me/connections"
 
 @pytest.fixture(scope="module")
 async def upstream(stack: Stack) -> AsyncIterator[ProtectedMcp]:
-    async with (
-        oidc_provider(clients=registered_clients(callback_url(stack))) as op,
-        protected_mcp(op.issuer) as mcp,
-    ):
+    async with protected_upstream(stack) as mcp:
         yield mcp
-
-
-async def _per_user(stack: Stack, admin: Admin, upstream: ProtectedMcp) -> tuple[str, str]:
-    """A per-user connector (the admin connected) and an agent key for alice."""
-    name = "bind" + secrets.token_hex(4)
-    view = await admin.req(
-        "POST",
-        "connectors",
-        "/v1/connectors?authorize=true",
-        json={"name": name, "url": upstream.url, "scope": "per_user", "auth": {"type": "oauth2"}},
-    )
-    assert (await complete_consent(stack, view["consent_url"], "the-admin")).status_code == 200
-    await admin.register(name, [{"name": "whoami"}])
-    profile = await admin.profile([f"{name}__whoami"])
-    key = await admin.req("POST", "proxy", "/v1/agent-keys", json={"name": "t", "profile": profile, "user": "alice"})
-    return name, str(key["key"])
 
 
 async def _start(stack: Stack, key: str, name: str) -> str:
@@ -72,7 +52,7 @@ async def test_a_consent_completed_in_another_browser_is_refused_and_links_nothi
     stack: Stack, upstream: ProtectedMcp
 ) -> None:
     async with admin_client(stack) as admin:
-        name, alice = await _per_user(stack, admin, upstream)
+        name, alice = await per_user_tool(stack, admin, upstream, "alice", "bind")
         url = await _start(stack, alice, name)
 
         # mallory gets hold of the provider's URL behind alice's link (alice opened it), logs in
@@ -118,7 +98,7 @@ async def test_a_consent_completed_in_another_browser_is_refused_and_links_nothi
 
 async def test_a_start_link_works_only_in_the_first_browser_that_opens_it(stack: Stack, upstream: ProtectedMcp) -> None:
     async with admin_client(stack) as admin:
-        name, alice = await _per_user(stack, admin, upstream)
+        name, alice = await per_user_tool(stack, admin, upstream, "alice", "bind")
         url = await _start(stack, alice, name)
 
         first = httpx.Cookies()

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,8 +22,8 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
-from support.admin import Admin, admin_client
-from support.consent import ElicitedConsents, callback_url, complete_consent
+from support.admin import admin_client
+from support.consent import ElicitedConsents, callback_url, complete_consent, per_user_tool, protected_upstream
 from support.infra import isolated_stack
 from support.oauth import registered_clients
 from support.oidc import oidc_provider
@@ -36,26 +35,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 async def upstream(stack: Stack) -> AsyncIterator[ProtectedMcp]:
-    async with (
-        oidc_provider(clients=registered_clients(callback_url(stack))) as op,
-        protected_mcp(op.issuer) as mcp,
-    ):
+    async with protected_upstream(stack) as mcp:
         yield mcp
-
-
-async def _per_user(stack: Stack, admin: Admin, upstream: ProtectedMcp, user: str) -> tuple[str, str]:
-    name = "pc" + secrets.token_hex(4)
-    view = await admin.req(
-        "POST",
-        "connectors",
-        "/v1/connectors?authorize=true",
-        json={"name": name, "url": upstream.url, "scope": "per_user", "auth": {"type": "oauth2"}},
-    )
-    assert (await complete_consent(stack, view["consent_url"], "the-admin")).status_code == 200
-    await admin.register(name, [{"name": "whoami"}])
-    profile = await admin.profile([f"{name}__whoami"])
-    key = await admin.req("POST", "proxy", "/v1/agent-keys", json={"name": "t", "profile": profile, "user": user})
-    return name, str(key["key"])
 
 
 class _NoGetStream(httpx2.AsyncBaseTransport):
@@ -90,7 +71,7 @@ async def test_a_2025_session_without_a_get_stream_gets_the_elicitation_on_its_p
     stack: Stack, upstream: ProtectedMcp
 ) -> None:
     async with admin_client(stack) as admin:
-        name, key = await _per_user(stack, admin, upstream, "gil")
+        name, key = await per_user_tool(stack, admin, upstream, "gil", "pc")
     gil = ElicitedConsents(stack, "gil")
     completed: list[str] = []
 
@@ -116,7 +97,7 @@ async def test_a_2026_client_resumes_through_input_required_url_elicitation(
     stack: Stack, upstream: ProtectedMcp
 ) -> None:
     async with admin_client(stack) as admin:
-        name, key = await _per_user(stack, admin, upstream, "hana")
+        name, key = await per_user_tool(stack, admin, upstream, "hana", "pc")
     hana = ElicitedConsents(stack, "hana")
     async with _client(stack, key, elicitation_callback=hana) as c, asyncio.timeout(90):
         assert c.protocol_version == "2026-07-28"
@@ -129,7 +110,7 @@ async def test_a_2026_client_resumes_through_input_required_url_elicitation(
 
 async def test_a_2026_client_with_progress_sees_the_consent_url_at_once(stack: Stack, upstream: ProtectedMcp) -> None:
     async with admin_client(stack) as admin:
-        name, key = await _per_user(stack, admin, upstream, "ivo")
+        name, key = await per_user_tool(stack, admin, upstream, "ivo", "pc")
     consents: list[asyncio.Task[Any]] = []
 
     async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -163,7 +144,7 @@ async def test_an_unanswered_consent_says_the_wait_timed_out_and_after_how_long(
 ) -> None:
     st, mcp = short_wait
     async with admin_client(st) as admin:
-        name, key = await _per_user(st, admin, mcp, "jo")
+        name, key = await per_user_tool(st, admin, mcp, "jo", "pc")
     shown: list[str] = []
 
     async def never_opens(ctx: Any, params: Any) -> Any:

@@ -6,16 +6,20 @@ answer made with her token."""
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from support.admin import Admin, admin_client, agent
-from support.consent import ElicitedConsents, callback_url, complete_consent, jwt_claims, open_tokens
-from support.oauth import registered_clients
-from support.oidc import oidc_provider
-from support.protected_mcp import ProtectedMcp, protected_mcp
+from support.admin import admin_client, agent
+from support.consent import (
+    ElicitedConsents,
+    complete_consent,
+    jwt_claims,
+    open_tokens,
+    per_user_tool,
+    protected_upstream,
+)
+from support.protected_mcp import ProtectedMcp
 from warden_cli.embedded import Stack
 
 pytestmark = pytest.mark.e2e
@@ -23,33 +27,13 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 async def upstream(stack: Stack) -> AsyncIterator[ProtectedMcp]:
-    async with (
-        oidc_provider(clients=registered_clients(callback_url(stack))) as op,
-        protected_mcp(op.issuer) as mcp,
-    ):
+    async with protected_upstream(stack) as mcp:
         yield mcp
-
-
-async def _per_user_setup(stack: Stack, admin: Admin, upstream: ProtectedMcp, user: str) -> tuple[str, str]:
-    """A per-user connector (the admin's own connection serves tool discovery), its tools
-    granted to a profile, and an agent key that acts for `user`."""
-    name = "pu" + secrets.token_hex(4)
-    view = await admin.req(
-        "POST",
-        "connectors",
-        "/v1/connectors?authorize=true",
-        json={"name": name, "url": upstream.url, "scope": "per_user", "auth": {"type": "oauth2"}},
-    )
-    assert (await complete_consent(stack, view["consent_url"], "the-admin")).status_code == 200
-    await admin.register(name, [{"name": "whoami"}])
-    profile = await admin.profile([f"{name}__whoami"])
-    key = await admin.req("POST", "proxy", "/v1/agent-keys", json={"name": "t", "profile": profile, "user": user})
-    return name, str(key["key"])
 
 
 async def test_url_elicitation_consent_then_the_original_call_returns(stack: Stack, upstream: ProtectedMcp) -> None:
     async with admin_client(stack) as admin:
-        name, key = await _per_user_setup(stack, admin, upstream, "alice")
+        name, key = await per_user_tool(stack, admin, upstream, "alice", "pu")
         alice = ElicitedConsents(stack, "alice")  # she opens the link while the agent's call waits
         # a 2025-11-25 session (initialize handshake): server-to-client requests ride its stream
         async with agent(stack, key, elicitation_callback=alice, mode="legacy") as client, asyncio.timeout(90):
@@ -69,7 +53,7 @@ async def test_url_elicitation_consent_then_the_original_call_returns(stack: Sta
 
 async def test_progress_message_consent_then_the_original_call_returns(stack: Stack, upstream: ProtectedMcp) -> None:
     async with admin_client(stack) as admin:
-        name, key = await _per_user_setup(stack, admin, upstream, "bruno")
+        name, key = await per_user_tool(stack, admin, upstream, "bruno", "pu")
         consents: list[asyncio.Task[Any]] = []
 
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
@@ -88,7 +72,7 @@ async def test_a_client_that_can_show_nothing_gets_the_consent_url_in_the_result
     stack: Stack, upstream: ProtectedMcp
 ) -> None:
     async with admin_client(stack) as admin:
-        name, key = await _per_user_setup(stack, admin, upstream, "cyd")
+        name, key = await per_user_tool(stack, admin, upstream, "cyd", "pu")
         async with agent(stack, key) as client:
             result = await client.call_tool(f"{name}__whoami", {})
         text = result.content[0].text  # type: ignore[union-attr]
@@ -99,7 +83,7 @@ async def test_a_call_without_an_end_user_never_runs_on_the_admins_connection(
     stack: Stack, upstream: ProtectedMcp
 ) -> None:
     async with admin_client(stack) as admin:
-        name, _ = await _per_user_setup(stack, admin, upstream, "dora")
+        name, _ = await per_user_tool(stack, admin, upstream, "dora", "pu")
         profile = await admin.profile([f"{name}__whoami"])
         userless = await admin.key(profile)  # an agent key that acts for nobody
         async with agent(stack, userless) as client:
@@ -112,7 +96,7 @@ async def test_a_refused_consent_ends_the_waiting_call_at_once_with_the_reason(
     stack: Stack, upstream: ProtectedMcp
 ) -> None:
     async with admin_client(stack) as admin:
-        name, key = await _per_user_setup(stack, admin, upstream, "fay")
+        name, key = await per_user_tool(stack, admin, upstream, "fay", "pu")
         fay = ElicitedConsents(stack, "deny")  # fay opens the link and refuses at the provider
         # the proxy would wait 120 s for a consent; a refused one ends the call as soon as it is known
         async with agent(stack, key, elicitation_callback=fay, mode="legacy") as client, asyncio.timeout(60):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +21,9 @@ from warden_common.contracts import Service
 from warden_common.crypto import Sealer
 from warden_common.settings import CryptoSettings, NatsSettings
 
-from support.oauth import follow_consent
+from support.oauth import follow_consent, registered_clients
+from support.oidc import oidc_provider
+from support.protected_mcp import ProtectedMcp, protected_mcp
 
 __all__ = [
     "ElicitedConsents",
@@ -169,3 +172,36 @@ class ElicitedConsents:
         self.shown.append(url)
         self.pages.append(asyncio.create_task(complete_consent(self.stack, url, self.login_hint)))
         return types.ElicitResult(action="accept")
+
+
+@asynccontextmanager
+async def protected_upstream(stack: Stack) -> AsyncIterator[ProtectedMcp]:
+    """A real oidc-provider that knows the stack's callback, and an MCP server it protects."""
+    async with (
+        oidc_provider(clients=registered_clients(callback_url(stack))) as op,
+        protected_mcp(op.issuer) as mcp,
+    ):
+        yield mcp
+
+
+async def per_user_connector(stack: Stack, admin: Any, upstream: ProtectedMcp, prefix: str) -> str:
+    """A per-user OAuth connector to `upstream`, the admin's own connection made (it serves
+    tool discovery); its name starts with `prefix`."""
+    name = prefix + secrets.token_hex(4)
+    view = await admin.req(
+        "POST",
+        "connectors",
+        "/v1/connectors?authorize=true",
+        json={"name": name, "url": upstream.url, "scope": "per_user", "auth": {"type": "oauth2"}},
+    )
+    assert (await complete_consent(stack, view["consent_url"], "the-admin")).status_code == 200
+    return name
+
+
+async def per_user_tool(stack: Stack, admin: Any, upstream: ProtectedMcp, user: str, prefix: str) -> tuple[str, str]:
+    """A per-user connector, its `whoami` granted to a profile, and an agent key acting for `user`."""
+    name = await per_user_connector(stack, admin, upstream, prefix)
+    await admin.register(name, [{"name": "whoami"}])
+    profile = await admin.profile([f"{name}__whoami"])
+    key = await admin.req("POST", "proxy", "/v1/agent-keys", json={"name": "t", "profile": profile, "user": user})
+    return name, str(key["key"])

@@ -25,22 +25,6 @@ from warden_common.settings import NatsSettings
 from warden_common.tracing import current_trace_id, set_trace_id
 
 
-@pytest.fixture
-async def buses(nats_url):
-    root = "t" + uuid.uuid4().hex[:10]
-    a = Bus(NatsSettings(url=nats_url, root=root), Service.connectors)
-    b = Bus(NatsSettings(url=nats_url, root=root, request_timeout_s=2), Service.proxy)
-    await a.connect()
-    await b.connect()
-    await a.ensure_events_stream()
-    yield a, b
-    await a.close()
-    await b.close()
-    nc = await nats.connect(nats_url)
-    await nc.jetstream().delete_stream(events_stream_name(root))
-    await nc.close()
-
-
 async def test_typed_request_gets_typed_result_and_trace_travels(buses):
     a, b = buses
     seen = {}

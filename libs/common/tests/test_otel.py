@@ -3,17 +3,13 @@
 import os
 import subprocess
 import sys
-import uuid
 
-import nats
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from warden_common import otel
-from warden_common.bus import Bus
-from warden_common.contracts import CREDENTIALS_GET, Credential, CredentialRequest, Service, events_stream_name
+from warden_common.contracts import CREDENTIALS_GET, Credential, CredentialRequest
 from warden_common.errors import NotFound
-from warden_common.settings import NatsSettings
 from warden_common.tracing import begin_call, current_span_id, inbound_http, set_trace_id
 
 
@@ -23,22 +19,6 @@ def spans():
     otel.install("test", exporter)
     yield exporter
     otel.reset()
-
-
-@pytest.fixture
-async def buses(nats_url):
-    root = "t" + uuid.uuid4().hex[:10]
-    a = Bus(NatsSettings(url=nats_url, root=root), Service.connectors)
-    b = Bus(NatsSettings(url=nats_url, root=root, request_timeout_s=2), Service.proxy)
-    await a.connect()
-    await b.connect()
-    await a.ensure_events_stream()
-    yield a, b
-    await a.close()
-    await b.close()
-    nc = await nats.connect(nats_url)
-    await nc.jetstream().delete_stream(events_stream_name(root))
-    await nc.close()
 
 
 async def test_request_and_handler_spans_share_the_warden_trace_as_parent_and_child(spans, buses):

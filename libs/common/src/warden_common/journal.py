@@ -112,6 +112,10 @@ class EventJournal:
             seg.size = 0
 
     @property
+    def is_open(self) -> bool:
+        return self._current is not None
+
+    @property
     def waiting(self) -> int:
         return sum(s.waiting for s in self._segments.values())
 

@@ -31,7 +31,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from typing import Any
@@ -55,8 +54,9 @@ from warden_common.contracts.events import (
     events_subject,
     events_wildcard,
 )
+from warden_common.deadletter import dead_letter_event
 from warden_common.errors import Unavailable
-from warden_common.journal import EventJournal
+from warden_common.journal import EventJournal, Record
 from warden_common.limits import bound_event
 from warden_common.settings import NatsSettings
 from warden_common.tracing import current_trace_id, traceparent
@@ -68,7 +68,7 @@ _OUTBOX_MAX = 100_000
 _BATCH_MAX = 256  # events per pipelined publish
 _ACK_TIMEOUT_S = 5.0
 LINGER_S = 0.002  # gather the events of calls in flight into one batch
-_Encoded = tuple[str, bytes, dict[str, str]]  # an event as published: subject, JSON, headers
+_Encoded = Record  # an event as published: subject, JSON, headers
 # (when it was queued, monotonic; the event; its journal segment, or _RAW / _FITTED when not in one)
 _Queued = tuple[float, Event | _Encoded, int]
 _RAW = -1  # not fitted to the limits yet (no journal)
@@ -127,7 +127,6 @@ class EventOutbox:
         self._waiting: dict[str, tuple[_Acks, int]] = {}  # reply subject -> (its batch, index)
         jdir = self.settings.event_journal_dir
         self._journal = EventJournal(jdir, str(self.service)) if jdir is not None else None
-        self._journal_open = False
         self._journal_scan: asyncio.Task[None] | None = None
         if self._journal is not None:
             journal = self._journal
@@ -137,9 +136,8 @@ class EventOutbox:
         # the stream's acks of published events: one subscription, one token per event
         self._ack_prefix = self._nc.new_inbox() + "."
         await self._nc.subscribe(self._ack_prefix + "*", cb=self._on_ack, pending_msgs_limit=65536)
-        if self._journal is not None and not self._journal_open:
+        if self._journal is not None and not self._journal.is_open:
             self._journal.open()
-            self._journal_open = True
             self._adopt_journals()
             self._journal_scan = asyncio.create_task(self._scan_journals(), name=f"{self.service}-journal-scan")
         self._publisher = asyncio.create_task(self._publish_loop(), name=f"{self.service}-event-publisher")
@@ -161,14 +159,13 @@ class EventOutbox:
             except asyncio.CancelledError:
                 pass
         self._publisher = self._journal_scan = None
-        if self._journal is not None and self._journal_open:
+        if self._journal is not None and self._journal.is_open:
             self._journal.close()  # what is still waiting stays on disk for the next start
-            self._journal_open = False
 
     def _adopt_journals(self) -> int:
         """Queue the events in the journals of this service's dead processes (writing them to
         this one's journal first), then remove those journals."""
-        if self._journal is None or not self._journal_open:
+        if self._journal is None or not self._journal.is_open:
             return 0
         n = 0
         for path, fd, records in self._journal.adopt():
@@ -225,7 +222,7 @@ class EventOutbox:
             log.error("event outbox full (%d); event %s of type %s not queued", _OUTBOX_MAX, eid, type)
             return
         seg = _RAW
-        if self._journal is not None and self._journal_open:
+        if self._journal is not None and self._journal.is_open:
             item = self._fit(item)  # what is journaled is what will be published
             try:
                 seg = self._journal.append(item)
@@ -301,55 +298,18 @@ class EventOutbox:
         return min(self.settings.event_max_bytes, self.message_limit)
 
     def _dead_letter(self, item: Event | _Encoded, reason: str, *, eid: str | None = None) -> _Encoded:
-        """A small `event.dead_lettered` event with the id of the one that cannot be published:
-        its type, refs, trace, size and SHA-256, and why; logged (no payload) and counted."""
-        doc: dict[str, Any] = {}
-        payload = b""
-        if isinstance(item, Event):
-            doc = {"id": item.id, "type": item.type, "trace_id": item.trace_id, "refs": item.refs.model_dump()}
-            doc["actor"] = item.actor.model_dump() if item.actor else None
-        else:
-            payload = item[1]
-            try:
-                got = orjson.loads(payload)
-                doc = got if isinstance(got, dict) else {}
-            except orjson.JSONDecodeError:
-                doc = {}
-            doc.setdefault("id", eid or item[2].get("Nats-Msg-Id"))
-        eid = str(doc.get("id") or eid or "")[:64]
-        etype = str(doc.get("type") or "?")[:100]
-        got_refs = doc.get("refs")
-        refs: dict[str, Any] = got_refs if isinstance(got_refs, dict) else {}
-        got_actor = doc.get("actor")
-        actor = None
-        if isinstance(got_actor, dict) and got_actor.get("kind") in ("agent", "user", "admin", "service", "system"):
-            actor = Actor(kind=got_actor["kind"], id=_short(got_actor.get("id"), 200) or "?")
+        """A small `event.dead_lettered` event with the id of the one that cannot be published
+        (`warden_common.deadletter`); logged (no payload) and counted."""
+        dead, eid = dead_letter_event(item, reason, service=self.service, limit=self._event_limit, eid=eid)
         _DEAD.labels(self.service, reason.partition(":")[0]).inc()
         log.error(
             "event %s of type %s dead-lettered (%s): %d bytes; the limit is %d",
             eid or "-",
-            etype,
+            dead.data["event_type"],
             reason,
-            len(payload),
+            dead.data["bytes"],
             self._event_limit,
         )
-        dead = Event(
-            type=EventType.event_dead_lettered,
-            source=self.service,
-            trace_id=_short(doc.get("trace_id"), 64),
-            actor=actor,
-            refs=EventRefs(**{k: _short(refs.get(k), 200) for k in EventRefs.model_fields}),
-            status="dead_lettered",
-            data={
-                "event_type": etype,
-                "reason": reason,
-                "bytes": len(payload),
-                "sha256": hashlib.sha256(payload).hexdigest() if payload else None,
-                "limit": self._event_limit,
-            },
-        )
-        if 8 <= len(eid) <= 64:  # the lost event's id: whoever looks it up finds why
-            dead = dead.model_copy(update={"id": eid})
         return self._encoded(dead)
 
     async def _publish_batch(self, batch: list[_Encoded]) -> tuple[list[int], dict[int, str]]:
@@ -527,10 +487,6 @@ def _head(q: asyncio.Queue[_Queued]) -> _Queued | None:
     """The queue's first item without taking it (asyncio.Queue keeps its items in a deque)."""
     items = getattr(q, "_queue", None)
     return items[0] if items else None
-
-
-def _short(value: Any, n: int) -> str | None:
-    return None if value is None else str(value)[:n]
 
 
 def _headers(event_id: str, trace_id: str | None) -> dict[str, str]:
