@@ -104,6 +104,23 @@ async def _post(http: httpx.AsyncClient, url: str, headers: dict[str, str], msg:
         return [ev async for ev in _blocks(r)]
 
 
+async def _first_resumed(
+    http: httpx.AsyncClient, url: str, headers: dict[str, str], last_event_id: str
+) -> dict[str, Any]:
+    """The first event with data on the session's GET stream resumed after `last_event_id`."""
+    async with (
+        asyncio.timeout(20),
+        http.stream(
+            "GET", url, headers={**headers, "Accept": "text/event-stream", "Last-Event-ID": last_event_id}
+        ) as r,
+    ):
+        assert r.status_code == 200
+        async for ev in _blocks(r):
+            if ev.get("data"):
+                return dict(ev)
+    raise AssertionError("the resumed stream ended without an event")
+
+
 async def test_an_mcp_sessions_get_stream_is_primed_and_resumes_with_last_event_id(stack: Stack) -> None:
     from support.upstream import catalog_upstream
 
@@ -150,17 +167,7 @@ async def test_an_mcp_sessions_get_stream_is_primed_and_resumes_with_last_event_
             assert f"{c}__find_orders" in found[-1]["data"]
 
             # resuming from the priming event replays what it missed
-            async with (
-                asyncio.timeout(20),
-                http.stream(
-                    "GET", url, headers={**h, "Accept": "text/event-stream", "Last-Event-ID": priming["id"]}
-                ) as r,
-            ):
-                assert r.status_code == 200
-                async for ev in _blocks(r):
-                    if ev.get("data"):
-                        missed = ev
-                        break
+            missed = await _first_resumed(http, url, h, priming["id"])
             assert json.loads(missed["data"])["method"] == "notifications/tools/list_changed"
             assert int(missed["id"]) > int(priming["id"])
 
@@ -210,17 +217,7 @@ async def test_an_mcp_call_whose_post_stream_dropped_resumes_to_its_result(stack
                     break  # dropped after the priming event, before the result
             assert priming["id"] and priming["data"] == ""
             up.trouble.release.set()
-            async with (
-                asyncio.timeout(20),
-                http.stream(
-                    "GET", url, headers={**h, "Accept": "text/event-stream", "Last-Event-ID": priming["id"]}
-                ) as r,
-            ):
-                assert r.status_code == 200
-                async for ev in _blocks(r):
-                    if ev.get("data"):
-                        answer = json.loads(ev["data"])
-                        break
+            answer = json.loads((await _first_resumed(http, url, h, priming["id"]))["data"])
             assert answer["id"] == 2 and answer["result"]["content"][0]["text"] == "released m1"
         assert up.trouble.executions == {"m1": 1}
 
